@@ -1,0 +1,478 @@
+"""Linear elasticity with DOLFINx/PETSc: the adapter that owns every dolfinx object.
+
+One :class:`ElasticModel` assembles the stiffness operator and sets up the preconditioner
+once (CG + GAMG with the rigid-body near-nullspace by default); each load case is then one
+right-hand side and one Krylov solve, so many load cases reuse one GAMG set-up.
+
+MPI: every rank constructs the model and calls :meth:`ElasticModel.solve` (collective). Every
+rank passes the same full :class:`~meshing.types.TetMesh` (rank 0's copy is distributed by
+DOLFINx); results come back gathered, in the mesh's original node/cell numbering, on all ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import cKDTree
+
+from fea.backend import load_backend
+from fea.errors import BoundaryConditionError, SolverError
+from fea.loads import LoadPatch
+from meshing.types import TetMesh
+
+__all__ = ["CaseSolution", "ElasticModel", "SolveStats", "SolverOptions", "Support"]
+
+FloatArray = npt.NDArray[np.float64]
+DisplacementFunction = Callable[[FloatArray], FloatArray]
+
+load_backend()
+
+import dolfinx  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402
+import ufl  # noqa: E402
+from basix.ufl import element  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc as _PETSc  # noqa: E402
+
+# petsc4py's stubs disagree with its runtime (enums, Comm types): use it untyped.
+PETSc: Any = _PETSc
+
+_COORD_TOL_MM = 1e-6
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Discretisation and linear-solver settings (PETSc options are data).
+
+    Attributes:
+        degree: Polynomial degree of the displacement (1 = P1, 2 = P2).
+        ksp_type: PETSc Krylov method.
+        pc_type: PETSc preconditioner ("gamg", "jacobi", "lu", ...).
+        rtol: Relative residual tolerance.
+        atol: Absolute residual tolerance.
+        max_it: Iteration limit; not converging is an error, never a number.
+        near_nullspace: Attach the six rigid-body modes for GAMG.
+        extra: Further PETSc options (without prefix), override the defaults.
+    """
+
+    degree: int = 1
+    ksp_type: str = "cg"
+    pc_type: str = "gamg"
+    rtol: float = 1e-8
+    atol: float = 1e-14
+    max_it: int = 2000
+    near_nullspace: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.degree not in (1, 2):
+            raise ValueError(f"displacement degree must be 1 or 2, got {self.degree}")
+        if not 0.0 < self.rtol < 1.0:
+            raise ValueError(f"rtol must lie in (0, 1), got {self.rtol}")
+
+    def petsc_options(self) -> dict[str, Any]:
+        """The PETSc options dictionary (without prefix)."""
+        options: dict[str, Any] = {
+            "ksp_type": self.ksp_type,
+            "pc_type": self.pc_type,
+            "ksp_rtol": self.rtol,
+            "ksp_atol": self.atol,
+            "ksp_max_it": self.max_it,
+        }
+        if self.pc_type == "gamg":
+            options.update(
+                {
+                    "pc_gamg_type": "agg",
+                    "pc_gamg_agg_nsmooths": 1,
+                    "pc_gamg_threshold": 0.02,
+                    "pc_gamg_square_graph": 1,
+                    "pc_gamg_coarse_eq_limit": 1000,
+                    "mg_levels_ksp_type": "chebyshev",
+                    "mg_levels_pc_type": "jacobi",
+                    "mg_levels_ksp_chebyshev_esteig_steps": 20,
+                }
+            )
+        if self.pc_type in ("lu", "cholesky"):
+            options["ksp_type"] = "preonly"
+            options["pc_factor_mat_solver_type"] = "mumps"
+        options.update(self.extra)
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {"degree": self.degree, "petsc_options": self.petsc_options(),
+                "near_nullspace": self.near_nullspace}
+
+
+@dataclass(frozen=True)
+class Support:
+    """A Dirichlet condition on a set of mesh nodes.
+
+    Attributes:
+        name: Label used for the reaction force report.
+        nodes: (k,) int64 mesh node indices.
+        components: Displacement components constrained (0 = x, 1 = y, 2 = z).
+        displacement_mm: None for zero, a constant (3,) vector, or a vectorised function
+            mapping world points (3, n) to displacements (3, n) in mm.
+    """
+
+    name: str
+    nodes: npt.NDArray[np.int64]
+    components: tuple[int, ...] = (0, 1, 2)
+    displacement_mm: tuple[float, float, float] | DisplacementFunction | None = None
+
+
+@dataclass(frozen=True)
+class SolveStats:
+    """Performance and convergence record of one solve.
+
+    Attributes:
+        iterations: Krylov iterations.
+        residual_norm: Final (preconditioned) residual norm.
+        converged_reason: PETSc converged reason (> 0 converged).
+        solve_s: Wall time of the Krylov solve, s.
+        rhs_s: Wall time of right-hand side assembly, s.
+    """
+
+    iterations: int
+    residual_norm: float
+    converged_reason: int
+    solve_s: float
+    rhs_s: float
+
+
+@dataclass(frozen=True)
+class CaseSolution:
+    """The solution of one load case, in the mesh's original numbering (all ranks).
+
+    Attributes:
+        displacement_mm: (n, 3) nodal displacement at the mesh's corner nodes (0 elsewhere).
+        strain: (m, 3, 3) small-strain tensor per cell (value at the cell centroid).
+        reactions_n: Support name -> (3,) total reaction force (N) that the support exerts.
+        stats: Convergence and timing.
+    """
+
+    displacement_mm: FloatArray
+    strain: FloatArray
+    reactions_n: dict[str, FloatArray]
+    stats: SolveStats
+
+
+def _rank0_copy(comm: MPI.Comm, array: np.ndarray, width: int) -> np.ndarray:
+    """Rank 0 contributes the full array to distributed mesh creation, others nothing."""
+    if comm.rank == 0:
+        return np.ascontiguousarray(array)
+    return np.empty((0, width), dtype=array.dtype)
+
+
+class ElasticModel:
+    """Isotropic linear elasticity on a tetrahedral mesh with per-cell Young's modulus.
+
+    Args:
+        mesh: The mesh (the same full copy on every rank).
+        youngs_modulus_mpa: (m,) Young's modulus per cell, MPa.
+        poisson_ratio: Poisson's ratio (scalar) or (m,) per cell.
+        supports: Dirichlet conditions, shared by every load case.
+        options: Discretisation and solver settings.
+        comm: MPI communicator.
+    """
+
+    def __init__(
+        self,
+        mesh: TetMesh,
+        youngs_modulus_mpa: npt.ArrayLike,
+        poisson_ratio: float | npt.ArrayLike,
+        supports: Sequence[Support],
+        options: SolverOptions | None = None,
+        comm: MPI.Comm = MPI.COMM_WORLD,
+    ) -> None:
+        self.options = options or SolverOptions()
+        self.comm = comm
+        self.mesh = mesh
+        self.timings_s: dict[str, float] = {}
+        modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
+        nu = np.broadcast_to(np.asarray(poisson_ratio, dtype=np.float64), modulus.shape)
+        # Validate before any collective so that no rank can hang on a bad input.
+        if modulus.shape != (mesh.num_cells,):
+            raise ValueError(f"need one modulus per cell ({mesh.num_cells}), got {modulus.shape}")
+        if not np.all(np.isfinite(modulus)) or np.any(modulus <= 0.0):
+            raise ValueError("Young's moduli must be finite and positive")
+        if np.any(nu <= -1.0) or np.any(nu >= 0.5):
+            raise ValueError("Poisson's ratio must lie in (-1, 0.5)")
+        if not supports:
+            raise BoundaryConditionError("no support given: the model can move freely",
+                                         hint="fix the distal cut or give a support")
+
+        t0 = time.perf_counter()
+        domain = element("Lagrange", "tetrahedron", 1, shape=(3,))
+        self.domain = dolfinx.mesh.create_mesh(
+            comm,
+            _rank0_copy(comm, mesh.vertex_cells(), 4),
+            ufl.Mesh(domain),
+            _rank0_copy(comm, mesh.points, 3),
+        )
+        tdim = self.domain.topology.dim
+        self.domain.topology.create_connectivity(tdim - 1, tdim)
+        self.num_local_cells = self.domain.topology.index_map(tdim).size_local
+        self.original_cells = np.asarray(
+            self.domain.topology.original_cell_index[: self.num_local_cells], dtype=np.int64
+        )
+        self.V = dolfinx.fem.functionspace(self.domain, ("Lagrange", self.options.degree, (3,)))
+        dg0 = dolfinx.fem.functionspace(self.domain, ("DG", 0))
+        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
+        self._E = dolfinx.fem.Function(dg0)
+        self._E.x.array[:] = modulus[cell_map]
+        self._nu = dolfinx.fem.Function(dg0)
+        self._nu.x.array[:] = nu[cell_map]
+        self.timings_s["mesh_distribute"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self.u = dolfinx.fem.Function(self.V, name="displacement")
+        self._trial = ufl.TrialFunction(self.V)
+        self._test = ufl.TestFunction(self.V)
+        self.a_form = dolfinx.fem.form(
+            ufl.inner(self._sigma(self._trial), self._epsilon(self._test)) * ufl.dx
+        )
+        self._action_form = dolfinx.fem.form(
+            ufl.inner(self._sigma(self.u), self._epsilon(self._test)) * ufl.dx
+        )
+        self._node_tree = cKDTree(mesh.points)
+        self.supports = list(supports)
+        self._bcs, self._support_dofs = self._make_bcs(self.supports)
+        self.A = dolfinx.fem.petsc.assemble_matrix(self.a_form, bcs=self._bcs)
+        self.A.assemble()
+        self.timings_s["assembly"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if self.options.near_nullspace and self.options.pc_type == "gamg":
+            self._nullspace = self._rigid_body_modes()
+            self.A.setNearNullSpace(self._nullspace)
+        self.ksp = PETSc.KSP().create(comm)
+        self.ksp.setOperators(self.A)
+        prefix = f"osteofe_{id(self)}_"
+        self.ksp.setOptionsPrefix(prefix)
+        petsc_opts = PETSc.Options()
+        for key, value in self.options.petsc_options().items():
+            petsc_opts[prefix + key] = value
+        self.ksp.setFromOptions()
+        for key in self.options.petsc_options():
+            del petsc_opts[prefix + key]
+        self.ksp.setConvergenceHistory()
+        self.ksp.setUp()
+        self.timings_s["preconditioner_setup"] = time.perf_counter() - t0
+        self._strain_space = dolfinx.fem.functionspace(self.domain, ("DG", 0, (3, 3)))
+        self._strain_expr = dolfinx.fem.Expression(
+            self._epsilon(self.u), self._strain_space.element.interpolation_points
+        )
+        self._node_dof_map = self._vertex_dof_map()
+
+    # -- constitutive law ---------------------------------------------------------------
+    def _epsilon(self, w: Any) -> Any:
+        return ufl.sym(ufl.grad(w))
+
+    def _sigma(self, w: Any) -> Any:
+        mu = self._E / (2.0 * (1.0 + self._nu))
+        lmbda = self._E * self._nu / ((1.0 + self._nu) * (1.0 - 2.0 * self._nu))
+        eps = self._epsilon(w)
+        return 2.0 * mu * eps + lmbda * ufl.tr(eps) * ufl.Identity(3)
+
+    # -- boundary conditions ------------------------------------------------------------
+    def _node_marker(self, nodes: npt.NDArray[np.int64]) -> Callable[[FloatArray], Any]:
+        tree = cKDTree(self.mesh.points[nodes])
+
+        def marker(x: FloatArray) -> Any:
+            dist, _ = tree.query(x.T, distance_upper_bound=_COORD_TOL_MM)
+            return np.isfinite(dist)
+
+        return marker
+
+    def _make_bcs(
+        self, supports: Sequence[Support]
+    ) -> tuple[list[Any], dict[str, list[npt.NDArray[np.int32]]]]:
+        tdim = self.domain.topology.dim
+        bcs: list[Any] = []
+        support_dofs: dict[str, list[npt.NDArray[np.int32]]] = {}
+        for support in supports:
+            nodes = np.asarray(support.nodes, dtype=np.int64)
+            marker = self._node_marker(nodes)
+            facets = dolfinx.mesh.locate_entities_boundary(self.domain, tdim - 1, marker)
+            vertices = dolfinx.mesh.locate_entities(self.domain, 0, marker)
+            found = self.comm.allreduce(vertices.size, op=MPI.SUM)
+            if found == 0:
+                raise BoundaryConditionError(
+                    f"support '{support.name}' matches no mesh node",
+                    hint="support nodes must be nodes of the mesh",
+                )
+            support_dofs[support.name] = []
+            value = support.displacement_mm
+            for comp in support.components:
+                sub = self.V.sub(comp)
+                dofs = np.unique(np.concatenate([
+                    dolfinx.fem.locate_dofs_topological(sub, tdim - 1, facets),
+                    dolfinx.fem.locate_dofs_topological(sub, 0, vertices),
+                ])).astype(np.int32)
+                support_dofs[support.name].append(dofs)
+                if not callable(value):
+                    constant = 0.0 if value is None else float(value[comp])
+                    bcs.append(dolfinx.fem.dirichletbc(PETSc.ScalarType(constant), dofs, sub))
+            if callable(value):
+                if tuple(support.components) != (0, 1, 2):
+                    raise ValueError("a displacement function constrains all 3 components")
+                prescribed = dolfinx.fem.Function(self.V)
+                prescribed.interpolate(value)
+                blocks = np.unique(np.concatenate([
+                    dolfinx.fem.locate_dofs_topological(self.V, tdim - 1, facets),
+                    dolfinx.fem.locate_dofs_topological(self.V, 0, vertices),
+                ])).astype(np.int32)
+                bcs.append(dolfinx.fem.dirichletbc(prescribed, blocks))
+        return bcs, support_dofs
+
+    def _rigid_body_modes(self) -> Any:
+        """The six rigid-body modes as a PETSc near-nullspace (GAMG needs them)."""
+        size_local = self.V.dofmap.index_map.size_local
+        coords = self.V.tabulate_dof_coordinates()[:size_local]
+        vec = PETSc.Vec().createWithArray(
+            np.ascontiguousarray(coords.ravel()), bsize=3, comm=self.comm
+        )
+        return PETSc.NullSpace().createRigidBody(vec)
+
+    def _vertex_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(original node ids, local dof blocks) for the vertices owned by this rank."""
+        geom_dofmap = self.domain.geometry.dofmap
+        cell_dofs = self.V.dofmap.list[:, :4]
+        geom_nodes = geom_dofmap[:, :4].ravel()
+        dof_blocks = cell_dofs.ravel()
+        owned = dof_blocks < self.V.dofmap.index_map.size_local
+        geom_nodes, dof_blocks = geom_nodes[owned], dof_blocks[owned]
+        _, first = np.unique(dof_blocks, return_index=True)
+        original = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)
+        return original[geom_nodes[first]], dof_blocks[first].astype(np.int64)
+
+    # -- solving ------------------------------------------------------------------------
+    def _patch_tags(self, patch: LoadPatch) -> Any:
+        tdim = self.domain.topology.dim
+        facets = dolfinx.mesh.locate_entities_boundary(
+            self.domain, tdim - 1, self._node_marker(patch.nodes)
+        )
+        facets = np.sort(facets).astype(np.int32)
+        return dolfinx.mesh.meshtags(self.domain, tdim - 1, facets,
+                                     np.ones(facets.size, dtype=np.int32))
+
+    def load_vector(self, patches: Sequence[LoadPatch]) -> Any:
+        """Assemble the right-hand side for forces spread uniformly over surface patches."""
+        v = self._test
+        integrand = None
+        for patch in patches:
+            tags = self._patch_tags(patch)
+            ds = ufl.Measure("ds", domain=self.domain, subdomain_data=tags)
+            area = self.comm.allreduce(
+                dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ds(1))), op=MPI.SUM
+            )
+            if area <= 0.0:
+                raise BoundaryConditionError("a load patch has no area in the mesh",
+                                             hint="check the load patch selection")
+            traction = dolfinx.fem.Constant(
+                self.domain, np.asarray(patch.force_n / area, dtype=PETSc.ScalarType)
+            )
+            term = ufl.dot(traction, v) * ds(1)
+            integrand = term if integrand is None else integrand + term
+        if integrand is None:
+            zero = dolfinx.fem.Constant(self.domain, np.zeros(3, dtype=PETSc.ScalarType))
+            integrand = ufl.dot(zero, v) * ufl.dx
+        return dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(integrand))
+
+    def solve(self, patches: Sequence[LoadPatch]) -> CaseSolution:
+        """Solve one load case (collective).
+
+        Args:
+            patches: Forces, each spread over its surface patch (may be empty when the
+                load comes from prescribed displacements).
+
+        Returns:
+            Displacements, strains and reactions, gathered on every rank.
+
+        Raises:
+            SolverError: when the Krylov solver does not converge.
+        """
+        t0 = time.perf_counter()
+        b = self.load_vector(patches)
+        external = b.copy()
+        external.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        dolfinx.fem.petsc.apply_lifting(b, [self.a_form], bcs=[self._bcs])
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        dolfinx.fem.petsc.set_bc(b, self._bcs)
+        rhs_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self.ksp.solve(b, self.u.x.petsc_vec)
+        self.u.x.scatter_forward()
+        solve_s = time.perf_counter() - t0
+        reason = int(self.ksp.getConvergedReason())
+        iterations = int(self.ksp.getIterationNumber())
+        if reason <= 0:
+            history = np.asarray(self.ksp.getConvergenceHistory())
+            shown = ", ".join(f"{r:.2e}" for r in history[-5:])
+            raise SolverError(
+                f"linear solver did not converge (PETSc reason {reason}) after {iterations} "
+                f"iterations; last residuals: {shown}",
+                hint="check supports (rigid-body motion?) and moduli, or use --pc lu on a "
+                "small model",
+            )
+        stats = SolveStats(iterations, float(self.ksp.getResidualNorm()), reason, solve_s,
+                           rhs_s)
+        reactions = self._reactions(external)
+        b.destroy()
+        external.destroy()
+        return CaseSolution(self._gather_displacement(), self._gather_strain(), reactions, stats)
+
+    def _reactions(self, external: Any) -> dict[str, FloatArray]:
+        internal = dolfinx.fem.petsc.assemble_vector(self._action_form)
+        internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        residual = internal.array - external.array  # K u - f on owned dofs (blocked, bs=3)
+        internal.destroy()
+        size_local = self.V.dofmap.index_map.size_local * 3
+        out: dict[str, FloatArray] = {}
+        for support in self.supports:
+            total = np.zeros(3)
+            for comp, dofs in zip(support.components, self._support_dofs[support.name],
+                                  strict=True):
+                owned = dofs[dofs < size_local]
+                total[comp] = residual[owned].sum()
+            # K u = f + r: r = K u - f is the force the support exerts on the bone.
+            out[support.name] = np.asarray(self.comm.allreduce(total, op=MPI.SUM))
+        return out
+
+    def _gather_strain(self) -> FloatArray:
+        strain = dolfinx.fem.Function(self._strain_space)
+        strain.interpolate(self._strain_expr)
+        local = strain.x.array.reshape(-1, 9)[: self.num_local_cells]
+        parts = self.comm.allgather((self.original_cells, local))
+        out = np.zeros((self.mesh.num_cells, 9))
+        for cells, values in parts:
+            out[cells] = values
+        return out.reshape(-1, 3, 3)
+
+    def _gather_displacement(self) -> FloatArray:
+        nodes, blocks = self._node_dof_map
+        values = self.u.x.array.reshape(-1, 3)[blocks]
+        parts = self.comm.allgather((nodes, values))
+        out = np.zeros((self.mesh.num_nodes, 3))
+        for ids, vals in parts:
+            out[ids] = vals
+        return out
+
+    @property
+    def num_dofs(self) -> int:
+        """Global number of displacement unknowns."""
+        imap = self.V.dofmap.index_map
+        return int(imap.size_global * self.V.dofmap.index_map_bs)
+
+    def destroy(self) -> None:
+        """Free PETSc objects (call on all ranks)."""
+        self.ksp.destroy()
+        self.A.destroy()

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real data folder, MPI-safe temporary directories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def _comm_world():  # noqa: ANN202 - mpi4py is optional for the pure-numpy stages
+    try:
+        from mpi4py import MPI
+    except ImportError:  # pragma: no cover
+        return None
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The licensed real data folder ``../shared/data``; skips with a reason when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (it is not redistributable; "
+                    "see ../shared/data/README.md)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def mpi_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """A temporary directory shared by all ranks (rank 0's ``tmp_path``)."""
+    comm = _comm_world()
+    if comm is None or comm.size == 1:
+        yield tmp_path
+        return
+    path = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)
+    yield Path(path)
+    comm.barrier()
