@@ -25,6 +25,7 @@ __all__ = [
     "find_landmarks",
     "fit_sphere",
     "fit_sphere_ransac",
+    "sphere_coverage",
 ]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ FloatArray = npt.NDArray[np.float64]
 WORLD_SUPERIOR = np.array([0.0, 0.0, 1.0])
 WORLD_ANTERIOR = np.array([0.0, -1.0, 0.0])
 WORLD_LEFT = np.array([1.0, 0.0, 0.0])
+
+#: A femoral head shows at least this fraction of its sphere (the rest joins the neck).
+MIN_HEAD_COVERAGE = 0.4
 
 #: Plausible femoral head radii in adults, mm (head diameters 38-58 mm).
 HEAD_RADIUS_RANGE_MM = (15.0, 32.0)
@@ -220,6 +224,23 @@ def fit_sphere_ransac(
     return centre, radius, rms, inliers
 
 
+def sphere_coverage(offsets: FloatArray, num_directions: int = 200) -> float:
+    """Fraction of a sphere's surface supported by points (offsets from its centre).
+
+    Directions of a Fibonacci lattice count as covered when a point lies within ~12 deg.
+    """
+    if offsets.shape[0] == 0:
+        return 0.0
+    k = np.arange(num_directions) + 0.5
+    polar = np.arccos(1.0 - 2.0 * k / num_directions)
+    azimuth = np.pi * (1.0 + 5.0**0.5) * k
+    lattice = np.column_stack([np.cos(azimuth) * np.sin(polar),
+                               np.sin(azimuth) * np.sin(polar), np.cos(polar)])
+    unit = offsets / np.linalg.norm(offsets, axis=1)[:, None]
+    best = (lattice @ unit.T).max(axis=1)
+    return float(np.mean(best > np.cos(np.radians(12.0))))
+
+
 def _line_fit(points: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Best-fit line (point, unit direction) through points by PCA."""
     centre = points.mean(axis=0)
@@ -306,11 +327,13 @@ def find_landmarks(
     t_max = float(t.max())
     # The head lies within ~3 head radii of the most proximal point.
     near_top = pts[t > t_max - 75.0]
-    centre, radius, rms, _ = fit_sphere_ransac(near_top, seed=seed)
-    if rms > 0.15 * radius:
+    centre, radius, rms, inliers = fit_sphere_ransac(near_top, seed=seed)
+    coverage = sphere_coverage(near_top[inliers] - centre)
+    if coverage < MIN_HEAD_COVERAGE:
         raise LandmarkError(
-            f"femoral head sphere fit is poor (rms {rms:.1f} mm for radius {radius:.1f} mm)",
-            hint="check the segmentation of the femoral head",
+            f"no femoral head found: the best sphere (radius {radius:.1f} mm) is supported on "
+            f"only {100 * coverage:.0f}% of its surface",
+            hint="check that the segmentation includes the femoral head",
         )
     # Side: the head is medial to the shaft, i.e. towards the patient's midline.
     offset = centre - shaft_point

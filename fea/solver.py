@@ -343,7 +343,7 @@ class ElasticModel:
 
     def _vertex_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(original node ids, local dof blocks) for the vertices owned by this rank."""
-        geom_dofmap = self.domain.geometry.dofmap
+        geom_dofmap = self.domain.geometry.dofmaps[0]
         cell_dofs = self.V.dofmap.list[:, :4]
         geom_nodes = geom_dofmap[:, :4].ravel()
         dof_blocks = cell_dofs.ravel()

@@ -23,8 +23,14 @@ IntArray = npt.NDArray[np.int64]
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
-    """Return ``array`` flagged read-only, so frozen records are frozen all the way down."""
-    array.flags.writeable = False
+    """Return ``array`` flagged read-only, so frozen records are frozen all the way down.
+
+    A writeable array is copied first (an already read-only one is shared), so freezing a
+    record never makes the caller's own array read-only.
+    """
+    if array.flags.writeable:
+        array = array.copy()
+        array.flags.writeable = False
     return array
 
 

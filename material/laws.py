@@ -1,0 +1,708 @@
+"""Density chains and density -> mechanical property laws of bone, as data, with sources.
+
+This module is osteofe's one table of empirical material constants. Every number below is
+defined once, in :data:`CITATIONS`, :data:`QCT_TO_ASH`, :data:`ASH_FRACTIONS`,
+:data:`DENSITY_CHAINS` and :data:`LAWS`, and carries its source; ``tests/test_material_laws.py``
+asserts each literature value. Units: densities in g/cm^3, moduli and stresses in MPa.
+
+Density chain (QCT-equivalent -> ash -> apparent density):
+
+======================  ==========================================  =========================
+name                    relation                                    source
+======================  ==========================================  =========================
+qct_to_ash "mayo"       rho_ash = 0.0633 + 0.887 rho_QCT            Mayo group [UNVERIFIED]
+qct_to_ash "identity"   rho_ash = rho_QCT                           phantom read as ash
+ash fraction "schileo"  rho_app = rho_ash / 0.6                     Schileo et al. 2008
+ash fraction "dongguo"  rho_app = rho_ash / 0.626                   Dong & Guo 2004 [UNVERIFIED]
+======================  ==========================================  =========================
+
+Property laws (E = Young's modulus, yield = yield stress, min_stress = softened plateau):
+
+=========================  =======================================================  ======
+name                       law                                                      rho
+=========================  =======================================================  ======
+morgan2003_neck            E = 6850 rho^1.49                                        app
+morgan2003_trochanter      E = 15010 rho^2.18                                       app
+morgan2003_pooled          E = 8920 rho^1.83                                        app
+keyak1998_modulus          E = 33900 rho^2.20 | 5307 rho + 469 | 10200 rho^2.01     ash
+                           (breaks at 0.27 and 0.6)
+keyak1998_yield            yield = 137 rho^1.88 | 114 rho^1.72 (break at 0.317)      ash
+keyak2005_modulus          E = 14900 rho^1.86                                       ash
+keyak2005_yield            yield = 102 rho^1.80                                     ash
+keyak2005_min_stress       min_stress = 43.1 rho^1.81                               ash
+=========================  =======================================================  ======
+
+Sources (full references in :data:`CITATIONS`): Morgan, Bayraktar & Keaveny 2003, J Biomech
+36:897, doi:10.1016/S0021-9290(03)00071-X; Keyak et al. 1998, J Biomech 31:125 (after Keller
+1994, J Biomech 27:1159); Keyak et al. 2005, Clin Orthop Relat Res 437:219; Schileo et al. 2008,
+J Biomech 41:2483; Dragomir-Daescu et al. 2011, Ann Biomed Eng 39:742; Dong & Guo 2004,
+J Biomech 37:1281. Entries whose value or attribution could not be checked against the
+literature here carry ``verified=False`` and a note in their :class:`Citation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from material.calibration import LinearCalibration
+from material.errors import MaterialLawError
+
+__all__ = [
+    "ASH_FRACTIONS",
+    "CITATIONS",
+    "DEFAULT_CHAIN",
+    "DEFAULT_E_FLOOR_MPA",
+    "DEFAULT_LAW",
+    "DEFAULT_POISSON_RATIO",
+    "DENSITY_CHAINS",
+    "LAWS",
+    "QCT_TO_ASH",
+    "AshFraction",
+    "Citation",
+    "DensityChain",
+    "DensityKind",
+    "Law",
+    "LinearDensityRelation",
+    "MaterialModel",
+    "PiecewiseLaw",
+    "PowerLaw",
+    "Quantity",
+    "get_density_chain",
+    "get_law",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: Which density a law takes: QCT-equivalent mineral, ash, or apparent (wet) density.
+DensityKind = Literal["qct", "ash", "app"]
+
+#: What a law gives: Young's modulus, yield stress, or the softened minimum stress (all MPa).
+Quantity = Literal["E", "yield_stress", "min_stress"]
+
+_QUANTITY_SYMBOL: dict[str, str] = {"E": "E", "yield_stress": "S_y", "min_stress": "S_min"}
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A literature source of an empirical constant.
+
+    Attributes:
+        key: Short identifier, e.g. ``"morgan2003"``.
+        authors: Author list as printed (surname + initials).
+        year: Publication year (``None`` for entries that are conventions, not papers).
+        title: Article title.
+        journal: Journal, volume(issue):pages.
+        doi: DOI without the ``https://doi.org/`` prefix, or ``None`` if unknown.
+        verified: ``False`` when the value or its attribution could not be checked against
+            the paper itself (then ``note`` says what is uncertain).
+        note: Free text: what exactly is taken from the paper, or what is uncertain.
+    """
+
+    key: str
+    authors: str
+    year: int | None
+    title: str
+    journal: str
+    doi: str | None = None
+    verified: bool = True
+    note: str = ""
+
+    def __str__(self) -> str:
+        if self.year is None:
+            return self.title
+        doi = f" doi:{self.doi}" if self.doi else ""
+        flag = "" if self.verified else f" [UNVERIFIED: {self.note}]"
+        return f"{self.authors} ({self.year}). {self.title}. {self.journal}.{doi}{flag}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields plus the formatted ``reference`` string."""
+        return {
+            "key": self.key,
+            "reference": str(self),
+            "doi": self.doi,
+            "verified": self.verified,
+            "note": self.note,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The table, part 1: sources.
+# --------------------------------------------------------------------------------------------
+
+#: Every literature source used by this module, by key.
+CITATIONS: dict[str, Citation] = {
+    c.key: c
+    for c in (
+        Citation(
+            "morgan2003",
+            "Morgan EF, Bayraktar HH, Keaveny TM",
+            2003,
+            "Trabecular bone modulus-density relationships depend on anatomic site",
+            "J Biomech 36(7):897-904",
+            "10.1016/S0021-9290(03)00071-X",
+            note="Table of site-specific power laws E = a rho_app^b (E in MPa, rho_app in "
+            "g/cm^3): femoral neck, greater trochanter, pooled.",
+        ),
+        Citation(
+            "keyak1998",
+            "Keyak JH, Rossi SA, Jones KA, Skinner HB",
+            1998,
+            "Prediction of femoral fracture load using automated finite element modeling",
+            "J Biomech 31(2):125-133",
+            "10.1016/S0021-9290(97)00123-1",
+            verified=False,
+            note="coefficients match the review table of Knowles et al. 2016 (J Exp Orthop "
+            "3:36); the attribution of the piecewise form (end pieces after Keller 1994) and "
+            "the DOI are from memory",
+        ),
+        Citation(
+            "keller1994",
+            "Keller TS",
+            1994,
+            "Predicting the compressive mechanical behavior of bone",
+            "J Biomech 27(9):1159-1168",
+            "10.1016/0021-9290(94)90056-6",
+            verified=False,
+            note="source of the power-law end pieces of the Keyak piecewise laws; DOI from "
+            "memory",
+        ),
+        Citation(
+            "keyak2005",
+            "Keyak JH, Kaneko TS, Tehranzadeh J, Skinner HB",
+            2005,
+            "Predicting proximal femoral strength using structural engineering models",
+            "Clin Orthop Relat Res 437:219-228",
+            "10.1097/01.blo.0000164400.37905.22",
+            verified=False,
+            note="E, yield and softened-plateau laws as quoted in DESIGN.md section 4; the DOI "
+            "is from memory",
+        ),
+        Citation(
+            "schileo2008",
+            "Schileo E, Dall'Ara E, Taddei F, Malandrino A, Schotkamp T, Baleani M, "
+            "Viceconti M",
+            2008,
+            "An accurate estimation of bone density improves the accuracy of subject-specific "
+            "finite element models",
+            "J Biomech 41(11):2483-2491",
+            "10.1016/j.jbiomech.2008.05.017",
+            note="ash/apparent density ratio 0.598 +- 0.004 (cortical) and 0.598 +- 0.036 "
+            "(small trabecular specimens), i.e. a constant 0.6 (checked against the abstract; "
+            "the DOI is from memory). Not the same paper as Schileo et al. 2008, J Biomech "
+            "41:356 (the principal-strain failure criterion).",
+        ),
+        Citation(
+            "dragomirdaescu2011",
+            "Dragomir-Daescu D, Op Den Buijs J, McEligot S, Dai Y, Entwistle RC, Salas C, "
+            "Melton LJ 3rd, Bennet KE, Khosla S, Amin S",
+            2011,
+            "Robust QCT/FEA models of proximal femur stiffness and fracture load during a "
+            "sideways fall on the hip",
+            "Ann Biomed Eng 39(2):742-755",
+            "10.1007/s10439-010-0196-y",
+            verified=False,
+            note="the line rho_ash = 0.0633 + 0.887 rho_QCT could not be traced to this paper: "
+            "Knowles et al. 2016 tabulate its mapping as a scanner line rho_ash = -0.009 + "
+            "0.0007 HU, rho_ash/rho_app = 0.6 and E = 14664 rho_ash^1.49 (Morgan's neck law "
+            "in ash density)",
+        ),
+        Citation(
+            "dongguo2004",
+            "Dong XN, Guo XE",
+            2004,
+            "The dependence of transversely isotropic elasticity of human femoral cortical "
+            "bone on porosity",
+            "J Biomech 37(8):1281-1287",
+            "10.1016/j.jbiomech.2003.12.011",
+            verified=False,
+            note="the ash fraction 0.626 is quoted after DESIGN.md section 4; not checked "
+            "against the paper",
+        ),
+        Citation(
+            "knowles2016",
+            "Knowles NK, Reeves JM, Ferreira LM",
+            2016,
+            "Quantitative Computed Tomography (QCT) derived Bone Mineral Density (BMD) in "
+            "finite element studies: a review of the literature",
+            "J Exp Orthop 3(1):36",
+            "10.1186/s40634-016-0072-2",
+            note="review table used to cross-check the Mayo law E = 14664 rho_ash^1.49 and "
+            "the Keyak piecewise coefficients",
+        ),
+        Citation(
+            "identity",
+            "",
+            None,
+            "No conversion: the calibration phantom is taken to give ash density directly",
+            "",
+            None,
+            note="use when the calibration line was fitted to ash density (e.g. a "
+            "scanner-specific ash line) rather than to a mineral-equivalent phantom",
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Records.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearDensityRelation:
+    """``rho_ash = intercept + slope * rho_QCT`` (g/cm^3).
+
+    Attributes:
+        name: Registry key.
+        slope: Dimensionless.
+        intercept: g/cm^3.
+        citation: Source.
+    """
+
+    name: str
+    slope: float
+    intercept: float
+    citation: Citation
+
+    def __call__(self, rho_qct: npt.ArrayLike) -> FloatArray:
+        """Apply the line (no clamping): float64 array, same shape as ``rho_qct``."""
+        return np.asarray(self.intercept + self.slope * np.asarray(rho_qct, dtype=np.float64))
+
+    def formula(self) -> str:
+        """The relation as text."""
+        if self.slope == 1.0 and self.intercept == 0.0:
+            return "rho_ash = rho_QCT"
+        return f"rho_ash = {self.intercept:g} + {self.slope:g} * rho_QCT"
+
+
+@dataclass(frozen=True)
+class AshFraction:
+    """``rho_app = rho_ash / ratio``: the ash fraction of wet apparent density.
+
+    Attributes:
+        name: Registry key.
+        ratio: rho_ash / rho_app, dimensionless, in (0, 1].
+        citation: Source.
+    """
+
+    name: str
+    ratio: float
+    citation: Citation
+
+    def __call__(self, rho_ash: npt.ArrayLike) -> FloatArray:
+        """rho_app from rho_ash: float64 array, same shape."""
+        return np.asarray(np.asarray(rho_ash, dtype=np.float64) / self.ratio)
+
+    def formula(self) -> str:
+        """The relation as text."""
+        return f"rho_app = rho_ash / {self.ratio:g}"
+
+
+@dataclass(frozen=True)
+class DensityChain:
+    """rho_QCT -> rho_ash -> rho_app.
+
+    Negative densities (fat, marrow, air below the calibration's zero) are clamped to zero at
+    the ash stage, so that the power laws downstream stay defined.
+
+    Attributes:
+        name: Registry key.
+        qct_to_ash: The QCT -> ash line.
+        ash_fraction: The ash -> apparent ratio.
+    """
+
+    name: str
+    qct_to_ash: LinearDensityRelation
+    ash_fraction: AshFraction
+
+    def __call__(self, rho_qct: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Convert rho_QCT to (rho_ash, rho_app).
+
+        Args:
+            rho_qct: Any shape, g/cm^3 (may be negative).
+
+        Returns:
+            ``(rho_ash, rho_app)``, float64 arrays of the same shape in g/cm^3, both >= 0.
+        """
+        rho_ash = np.maximum(self.qct_to_ash(rho_qct), 0.0)
+        return rho_ash, self.ash_fraction(rho_ash)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description with both relations and their sources."""
+        return {
+            "name": self.name,
+            "qct_to_ash": self.qct_to_ash.formula(),
+            "qct_to_ash_source": self.qct_to_ash.citation.to_dict(),
+            "ash_to_app": self.ash_fraction.formula(),
+            "ash_to_app_source": self.ash_fraction.citation.to_dict(),
+            "clamp": "rho_ash = max(rho_ash, 0)",
+        }
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """``y = offset + coefficient * rho^exponent`` with rho clamped at 0.
+
+    Attributes:
+        name: Registry key (or ``"<law>[i]"`` for a piece of a :class:`PiecewiseLaw`).
+        quantity: What ``y`` is (MPa).
+        density_kind: Which density ``rho`` is (g/cm^3).
+        coefficient: MPa per (g/cm^3)^exponent.
+        exponent: Dimensionless.
+        citation: Source.
+        offset: MPa (0 for a pure power law; used by linear pieces).
+        valid_range: (low, high) density range of the data the law was fitted to, in g/cm^3,
+            or ``None`` where not recorded; used only for reporting extrapolation.
+    """
+
+    name: str
+    quantity: Quantity
+    density_kind: DensityKind
+    coefficient: float
+    exponent: float
+    citation: Citation
+    offset: float = 0.0
+    valid_range: tuple[float, float] | None = None
+
+    def __call__(self, rho: npt.ArrayLike) -> FloatArray:
+        """Evaluate the law.
+
+        Args:
+            rho: Any shape, density of kind :attr:`density_kind` in g/cm^3.
+
+        Returns:
+            float64 array of the same shape, in MPa.
+        """
+        rho_arr = np.maximum(np.asarray(rho, dtype=np.float64), 0.0)
+        return np.asarray(self.offset + self.coefficient * rho_arr**self.exponent)
+
+    def formula(self) -> str:
+        """The law as text, e.g. ``E = 6850 * rho_app^1.49 [MPa]``."""
+        symbol = _QUANTITY_SYMBOL[self.quantity]
+        rho = f"rho_{self.density_kind}"
+        term = rho if self.exponent == 1.0 else f"{rho}^{self.exponent:g}"
+        text = f"{symbol} = {self.coefficient:g} * {term}"
+        if self.offset:
+            text += f" + {self.offset:g}"
+        return text + " [MPa]"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description with the formula and source."""
+        return {
+            "name": self.name,
+            "quantity": self.quantity,
+            "density_kind": self.density_kind,
+            "formula": self.formula(),
+            "source": self.citation.to_dict(),
+            "valid_range_g_cm3": self.valid_range,
+        }
+
+
+@dataclass(frozen=True)
+class PiecewiseLaw:
+    """A density law made of power-law pieces joined at density breakpoints.
+
+    Piece ``i`` applies on ``[breakpoints[i-1], breakpoints[i])`` (the first from 0, the last
+    to infinity). For the published laws here the pieces meet within 0.1%, so which side of
+    a breakpoint is closed does not matter.
+
+    Attributes:
+        name: Registry key.
+        quantity: What the law gives (MPa).
+        density_kind: Which density it takes (g/cm^3).
+        pieces: The laws of the intervals, in increasing density order.
+        breakpoints: Strictly increasing densities, ``len(pieces) - 1`` of them, g/cm^3.
+        citation: Source of the combined law.
+        valid_range: As in :class:`PowerLaw`.
+    """
+
+    name: str
+    quantity: Quantity
+    density_kind: DensityKind
+    pieces: tuple[PowerLaw, ...]
+    breakpoints: tuple[float, ...]
+    citation: Citation
+    valid_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.pieces) != len(self.breakpoints) + 1:
+            raise MaterialLawError(
+                f"piecewise law '{self.name}' has {len(self.pieces)} pieces but "
+                f"{len(self.breakpoints)} breakpoints",
+                hint="give exactly one breakpoint fewer than pieces",
+            )
+        if any(b >= c for b, c in zip(self.breakpoints, self.breakpoints[1:], strict=False)):
+            raise MaterialLawError(
+                f"piecewise law '{self.name}' has breakpoints {self.breakpoints} that are not "
+                "strictly increasing",
+                hint="list the breakpoints in increasing density order",
+            )
+        for piece in self.pieces:
+            if piece.quantity != self.quantity or piece.density_kind != self.density_kind:
+                raise MaterialLawError(
+                    f"piece '{piece.name}' of law '{self.name}' gives {piece.quantity} of "
+                    f"rho_{piece.density_kind}, not {self.quantity} of rho_{self.density_kind}",
+                    hint="make every piece use the law's quantity and density kind",
+                )
+
+    def __call__(self, rho: npt.ArrayLike) -> FloatArray:
+        """Evaluate the law.
+
+        Args:
+            rho: Any shape, density of kind :attr:`density_kind` in g/cm^3.
+
+        Returns:
+            float64 array of the same shape, in MPa.
+        """
+        rho_arr = np.maximum(np.asarray(rho, dtype=np.float64), 0.0)
+        which = np.searchsorted(np.asarray(self.breakpoints), rho_arr, side="right")
+        out = np.empty_like(rho_arr)
+        for index, piece in enumerate(self.pieces):  # a loop over pieces, not elements
+            mask = which == index
+            out[mask] = piece(rho_arr[mask])
+        return out
+
+    def formula(self) -> str:
+        """The law as text, one piece per density interval."""
+        bounds = (0.0, *self.breakpoints)
+        parts = []
+        for index, piece in enumerate(self.pieces):
+            upper = self.breakpoints[index] if index < len(self.breakpoints) else None
+            interval = f"[{bounds[index]:g}, {upper:g})" if upper is not None else (
+                f"[{bounds[index]:g}, inf)"
+            )
+            parts.append(f"{piece.formula()} on rho_{self.density_kind} in {interval}")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description with the formula and sources."""
+        return {
+            "name": self.name,
+            "quantity": self.quantity,
+            "density_kind": self.density_kind,
+            "formula": self.formula(),
+            "source": self.citation.to_dict(),
+            "piece_sources": [piece.citation.to_dict() for piece in self.pieces],
+            "valid_range_g_cm3": self.valid_range,
+        }
+
+
+#: A density -> property law.
+Law = PowerLaw | PiecewiseLaw
+
+
+# --------------------------------------------------------------------------------------------
+# The table, part 2: density relations, chains and laws.
+# --------------------------------------------------------------------------------------------
+
+#: rho_QCT -> rho_ash lines, by name.
+QCT_TO_ASH: dict[str, LinearDensityRelation] = {
+    "mayo": LinearDensityRelation("mayo", 0.887, 0.0633, CITATIONS["dragomirdaescu2011"]),
+    "identity": LinearDensityRelation("identity", 1.0, 0.0, CITATIONS["identity"]),
+}
+
+#: rho_ash / rho_app ratios, by name.
+ASH_FRACTIONS: dict[str, AshFraction] = {
+    "schileo": AshFraction("schileo", 0.6, CITATIONS["schileo2008"]),
+    "dongguo": AshFraction("dongguo", 0.626, CITATIONS["dongguo2004"]),
+}
+
+#: Complete density chains, by name.
+DENSITY_CHAINS: dict[str, DensityChain] = {
+    "mayo_schileo": DensityChain("mayo_schileo", QCT_TO_ASH["mayo"], ASH_FRACTIONS["schileo"]),
+    "mayo_dongguo": DensityChain("mayo_dongguo", QCT_TO_ASH["mayo"], ASH_FRACTIONS["dongguo"]),
+    "identity_schileo": DensityChain(
+        "identity_schileo", QCT_TO_ASH["identity"], ASH_FRACTIONS["schileo"]
+    ),
+}
+
+
+def _keyak1998_modulus() -> PiecewiseLaw:
+    keyak, keller = CITATIONS["keyak1998"], CITATIONS["keller1994"]
+    name = "keyak1998_modulus"
+    return PiecewiseLaw(
+        name,
+        "E",
+        "ash",
+        (
+            PowerLaw(f"{name}[0]", "E", "ash", 33900.0, 2.20, keller),
+            PowerLaw(f"{name}[1]", "E", "ash", 5307.0, 1.0, keyak, offset=469.0),
+            PowerLaw(f"{name}[2]", "E", "ash", 10200.0, 2.01, keller),
+        ),
+        (0.27, 0.6),
+        keyak,
+    )
+
+
+def _keyak1998_yield() -> PiecewiseLaw:
+    keyak, keller = CITATIONS["keyak1998"], CITATIONS["keller1994"]
+    name = "keyak1998_yield"
+    return PiecewiseLaw(
+        name,
+        "yield_stress",
+        "ash",
+        (
+            PowerLaw(f"{name}[0]", "yield_stress", "ash", 137.0, 1.88, keller),
+            PowerLaw(f"{name}[1]", "yield_stress", "ash", 114.0, 1.72, keller),
+        ),
+        (0.317,),
+        keyak,
+    )
+
+
+#: Density -> property laws, by name.
+LAWS: dict[str, Law] = {
+    law.name: law
+    for law in (
+        PowerLaw("morgan2003_neck", "E", "app", 6850.0, 1.49, CITATIONS["morgan2003"]),
+        PowerLaw("morgan2003_trochanter", "E", "app", 15010.0, 2.18, CITATIONS["morgan2003"]),
+        PowerLaw("morgan2003_pooled", "E", "app", 8920.0, 1.83, CITATIONS["morgan2003"]),
+        _keyak1998_modulus(),
+        _keyak1998_yield(),
+        PowerLaw("keyak2005_modulus", "E", "ash", 14900.0, 1.86, CITATIONS["keyak2005"]),
+        PowerLaw("keyak2005_yield", "yield_stress", "ash", 102.0, 1.80, CITATIONS["keyak2005"]),
+        PowerLaw("keyak2005_min_stress", "min_stress", "ash", 43.1, 1.81, CITATIONS["keyak2005"]),
+    )
+}
+
+#: Default density chain: Mayo QCT -> ash line, Schileo ash fraction 0.6.
+DEFAULT_CHAIN: str = "mayo_schileo"
+
+#: Default modulus law: Morgan 2003 femoral neck (as used for whole femurs by the Bologna
+#: group, and by the Mayo group in ash form, E = 14664 rho_ash^1.49).
+DEFAULT_LAW: str = "morgan2003_neck"
+
+#: Default Poisson ratio of bone (isotropic); some tools use 0.4.
+DEFAULT_POISSON_RATIO: float = 0.3
+
+#: Default lower bound on E in MPa, for marrow, fat and lytic lesions (DESIGN.md: 5-10 MPa).
+DEFAULT_E_FLOOR_MPA: float = 5.0
+
+
+def get_law(name: str) -> Law:
+    """Look a law up by registry name.
+
+    Raises:
+        MaterialLawError: If ``name`` is not in :data:`LAWS`.
+    """
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise MaterialLawError(
+            f"unknown material law '{name}'",
+            hint=f"use one of {', '.join(sorted(LAWS))}",
+        ) from None
+
+
+def get_density_chain(name: str) -> DensityChain:
+    """Look a density chain up by registry name.
+
+    Raises:
+        MaterialLawError: If ``name`` is not in :data:`DENSITY_CHAINS`.
+    """
+    try:
+        return DENSITY_CHAINS[name]
+    except KeyError:
+        raise MaterialLawError(
+            f"unknown density chain '{name}'",
+            hint=f"use one of {', '.join(sorted(DENSITY_CHAINS))}",
+        ) from None
+
+
+@dataclass(frozen=True)
+class MaterialModel:
+    """Calibration + density chain + modulus law: HU -> (rho_QCT, rho_ash, rho_app, E).
+
+    Attributes:
+        calibration: HU -> rho_QCT line (scanner specific; no default on purpose).
+        chain: rho_QCT -> rho_ash -> rho_app (default :data:`DEFAULT_CHAIN`).
+        law: Density -> Young's modulus law (default :data:`DEFAULT_LAW`).
+        poisson_ratio: Isotropic Poisson ratio, in [0, 0.5).
+        E_floor_MPa: Lower bound applied to E (MPa, >= 0): marrow, fat, lytic lesions.
+
+    Raises:
+        MaterialLawError: If the law does not give Young's modulus, or the Poisson ratio or
+            floor are out of range.
+    """
+
+    calibration: LinearCalibration
+    chain: DensityChain = field(default_factory=lambda: DENSITY_CHAINS[DEFAULT_CHAIN])
+    law: Law = field(default_factory=lambda: LAWS[DEFAULT_LAW])
+    poisson_ratio: float = DEFAULT_POISSON_RATIO
+    E_floor_MPa: float = DEFAULT_E_FLOOR_MPA
+
+    def __post_init__(self) -> None:
+        if self.law.quantity != "E":
+            raise MaterialLawError(
+                f"law '{self.law.name}' gives {self.law.quantity}, not Young's modulus",
+                hint="pick a modulus law, e.g. morgan2003_neck or keyak2005_modulus",
+            )
+        if not 0.0 <= self.poisson_ratio < 0.5:
+            raise MaterialLawError(
+                f"Poisson ratio {self.poisson_ratio:g} is outside [0, 0.5)",
+                hint="use 0.3 for bone (some tools use 0.4)",
+            )
+        if not np.isfinite(self.E_floor_MPa) or self.E_floor_MPa < 0.0:
+            raise MaterialLawError(
+                f"E floor {self.E_floor_MPa:g} MPa is negative or not finite",
+                hint="use a small positive floor such as 5-10 MPa",
+            )
+
+    @classmethod
+    def from_names(
+        cls,
+        calibration: LinearCalibration,
+        *,
+        chain: str = DEFAULT_CHAIN,
+        law: str = DEFAULT_LAW,
+        poisson_ratio: float = DEFAULT_POISSON_RATIO,
+        E_floor_MPa: float = DEFAULT_E_FLOOR_MPA,
+    ) -> MaterialModel:
+        """Build a model from registry names (as read from a config file)."""
+        return cls(calibration, get_density_chain(chain), get_law(law), poisson_ratio,
+                   E_floor_MPa)
+
+    def densities(self, hu: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """HU -> densities.
+
+        Args:
+            hu: Any shape, Hounsfield units.
+
+        Returns:
+            ``(rho_qct, rho_ash, rho_app)``, float64 arrays of the shape of ``hu`` in g/cm^3;
+            rho_qct is the calibrated value as is (may be negative), rho_ash and rho_app are
+            clamped at 0.
+        """
+        rho_qct = self.calibration(hu)
+        rho_ash, rho_app = self.chain(rho_qct)
+        return rho_qct, rho_ash, rho_app
+
+    def modulus_from_densities(
+        self, rho_qct: FloatArray, rho_ash: FloatArray, rho_app: FloatArray
+    ) -> FloatArray:
+        """Apply the law to the density of its kind, then the floor: E in MPa, same shape."""
+        rho = {"qct": rho_qct, "ash": rho_ash, "app": rho_app}[self.law.density_kind]
+        return np.asarray(np.maximum(self.law(rho), self.E_floor_MPa))
+
+    def modulus(self, hu: npt.ArrayLike) -> FloatArray:
+        """HU -> Young's modulus in MPa (float64, same shape as ``hu``, >= the floor)."""
+        return self.modulus_from_densities(*self.densities(hu))
+
+    def evaluate(self, hu: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """HU -> ``(rho_qct, rho_ash, rho_app, E_MPa)``, float64 arrays of the shape of ``hu``."""
+        rho_qct, rho_ash, rho_app = self.densities(hu)
+        return rho_qct, rho_ash, rho_app, self.modulus_from_densities(rho_qct, rho_ash, rho_app)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description of the whole chain, with sources."""
+        return {
+            "calibration": self.calibration.to_dict(),
+            "density_chain": self.chain.to_dict(),
+            "law": self.law.to_dict(),
+            "poisson_ratio": self.poisson_ratio,
+            "E_floor_MPa": self.E_floor_MPa,
+        }

@@ -1,0 +1,136 @@
+"""Verification ladder for the DOLFINx elasticity adapter (DESIGN.md 5 a, c, f)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from fea.loads import LoadPatch
+from fea.solver import ElasticModel, SolverOptions, Support
+from fea.topology import boundary_faces, face_normals_and_areas
+from meshing.structured import box_mesh
+from meshing.types import TetMesh
+
+pytestmark = pytest.mark.mpi
+
+
+def _distorted_box(seed: int = 1) -> TetMesh:
+    """A box mesh whose interior nodes are randomly moved (an unstructured-looking mesh)."""
+    mesh = box_mesh([0, 0, 0], [10, 8, 12], (5, 4, 6))
+    pts = mesh.points.copy()
+    interior = np.all((pts > 1e-9) & (pts < np.array([10, 8, 12]) - 1e-9), axis=1)
+    rng = np.random.default_rng(seed)
+    pts[interior] += rng.uniform(-0.35, 0.35, size=(interior.sum(), 3))
+    return TetMesh(pts, mesh.cells, mesh.cell_tags)
+
+
+GRADIENT = np.array([[1.0e-3, 2.0e-4, -3.0e-4], [5.0e-4, -2.0e-3, 1.0e-4], [0.0, 7.0e-4, 1.5e-3]])
+OFFSET = np.array([0.01, -0.02, 0.03])
+
+
+def _linear_field(x: np.ndarray) -> np.ndarray:
+    return GRADIENT @ x + OFFSET[:, None]
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_linear_displacement_field_is_reproduced_exactly(degree):
+    mesh = _distorted_box()
+    nodes = np.unique(boundary_faces(mesh))
+    model = ElasticModel(
+        mesh, np.full(mesh.num_cells, 5000.0), 0.3,
+        [Support("boundary", nodes, displacement_mm=_linear_field)],
+        SolverOptions(degree=degree, rtol=1e-12),
+    )
+    sol = model.solve([])
+    expected = _linear_field(mesh.points.T).T
+    assert np.max(np.abs(sol.displacement_mm - expected)) < 1e-9
+    sym = 0.5 * (GRADIENT + GRADIENT.T)
+    assert np.max(np.abs(sol.strain - sym[None])) < 1e-9
+    # No external load: the boundary reactions are self-equilibrated.
+    assert np.linalg.norm(sol.reactions_n["boundary"]) < 1e-6 * 5000.0 * 100.0
+
+
+def _bar_supports(mesh: TetMesh) -> list[Support]:
+    pts = mesh.points
+    bottom = np.flatnonzero(pts[:, 2] < 1e-9)
+    origin = np.flatnonzero(np.all(pts < 1e-9, axis=1))
+    x_end = np.flatnonzero((pts[:, 2] < 1e-9) & (pts[:, 1] < 1e-9) & (pts[:, 0] > pts[:, 0].max() - 1e-9))
+    return [Support("bottom", bottom, (2,)), Support("pin", origin, (0, 1)),
+            Support("roller", x_end, (1,))]
+
+
+def _top_patch(mesh: TetMesh, force: np.ndarray) -> LoadPatch:
+    faces = boundary_faces(mesh)
+    top = faces[np.all(mesh.points[faces][:, :, 2] > mesh.points[:, 2].max() - 1e-9, axis=1)]
+    _, areas = face_normals_and_areas(mesh.points, top)
+    return LoadPatch(top, np.unique(top), float(areas.sum()), force)
+
+
+@pytest.mark.parametrize("pc", ["gamg", "lu"])
+def test_uniaxial_bar_matches_closed_form(pc):
+    # F = E A eps: a 10 x 10 x 50 mm bar, E = 1200 MPa, 1500 N in compression.
+    mesh = box_mesh([0, 0, 0], [10, 10, 50], (3, 3, 12))
+    youngs, area, length, force = 1200.0, 100.0, 50.0, 1500.0
+    model = ElasticModel(mesh, np.full(mesh.num_cells, youngs), 0.3, _bar_supports(mesh),
+                         SolverOptions(pc_type=pc))
+    sol = model.solve([_top_patch(mesh, np.array([0.0, 0.0, -force]))])
+    top = mesh.points[:, 2] > length - 1e-9
+    expected = -force * length / (youngs * area)
+    assert sol.displacement_mm[top, 2] == pytest.approx(expected, rel=1e-7)
+    assert sol.strain[:, 2, 2] == pytest.approx(-force / (youngs * area), rel=1e-7)
+    assert sol.strain[:, 0, 0] == pytest.approx(0.3 * force / (youngs * area), rel=1e-6)
+    assert sol.reactions_n["bottom"][2] == pytest.approx(force, rel=1e-6)
+    assert sol.stats.iterations < 60
+
+
+def test_cantilever_tip_deflection_converges_to_beam_theory():
+    # Euler-Bernoulli: delta = F L^3 / (3 E I); a slender 4 x 4 x 80 mm beam, P2 elements.
+    width, length, youngs, force = 4.0, 80.0, 10000.0, 2.0
+    mesh = box_mesh([0, 0, 0], [width, width, length], (2, 2, 24))
+    clamped = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    model = ElasticModel(mesh, np.full(mesh.num_cells, youngs), 0.0,
+                         [Support("clamp", clamped)], SolverOptions(degree=2, rtol=1e-10))
+    sol = model.solve([_top_patch(mesh, np.array([force, 0.0, 0.0]))])
+    inertia = width**4 / 12.0
+    beam = force * length**3 / (3.0 * youngs * inertia)
+    # Timoshenko shear correction for a square section (k = 5/6, nu = 0): F L / (k G A).
+    shear = force * length / (5.0 / 6.0 * youngs / 2.0 * width**2)
+    tip = sol.displacement_mm[mesh.points[:, 2] > length - 1e-9, 0].mean()
+    assert tip == pytest.approx(beam + shear, rel=0.02)
+    assert sol.reactions_n["clamp"] == pytest.approx([-force, 0.0, 0.0], abs=1e-6)
+
+
+def test_parallel_and_serial_solutions_agree():
+    """Same problem on COMM_WORLD (any size) and COMM_SELF: same field to solver tolerance."""
+    mesh = _distorted_box(seed=3)
+    rng = np.random.default_rng(0)
+    moduli = rng.uniform(100.0, 20000.0, mesh.num_cells)
+    supports = [Support("bottom", np.flatnonzero(mesh.points[:, 2] < 1e-9))]
+    patch = _top_patch(mesh, np.array([300.0, -200.0, -1000.0]))
+    opts = SolverOptions(rtol=1e-11)
+    world = ElasticModel(mesh, moduli, 0.3, supports, opts, comm=MPI.COMM_WORLD).solve([patch])
+    serial = ElasticModel(mesh, moduli, 0.3, supports, opts, comm=MPI.COMM_SELF).solve([patch])
+    scale = np.abs(serial.displacement_mm).max()
+    assert np.abs(world.displacement_mm - serial.displacement_mm).max() < 1e-7 * scale
+    assert world.reactions_n["bottom"] == pytest.approx(-patch.force_n, rel=1e-7)
+
+
+def test_nonconverging_solve_is_an_error_with_history():
+    from fea.errors import SolverError
+
+    mesh = box_mesh([0, 0, 0], [10, 10, 50], (3, 3, 12))
+    model = ElasticModel(mesh, np.full(mesh.num_cells, 1000.0), 0.3, _bar_supports(mesh),
+                         SolverOptions(pc_type="jacobi", max_it=3))
+    with pytest.raises(SolverError, match="did not converge.*last residuals"):
+        model.solve([_top_patch(mesh, np.array([0.0, 0.0, -10.0]))])
+
+
+def test_bad_inputs_are_refused_before_any_collective():
+    from fea.errors import BoundaryConditionError
+
+    mesh = box_mesh([0, 0, 0], [1, 1, 1], (1, 1, 1))
+    with pytest.raises(ValueError, match="finite and positive"):
+        ElasticModel(mesh, np.full(mesh.num_cells, -1.0), 0.3, [Support("s", np.array([0]))])
+    with pytest.raises(BoundaryConditionError, match="no support"):
+        ElasticModel(mesh, np.full(mesh.num_cells, 1.0), 0.3, [])

@@ -1,0 +1,121 @@
+"""Landmarks (sphere fits, side, frame) and the strain failure criterion on closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fea.errors import LandmarkError
+from fea.failure import SCHILEO_2008, principal_strains, strain_failure
+from fea.landmarks import find_landmarks, fit_sphere, fit_sphere_ransac
+from fea.loads import LOAD_CASES, direction_from_angles
+from fea.topology import boundary_faces
+from meshing.structured import box_mesh
+
+
+def _sphere_points(centre, radius, n, rng, noise=0.0):
+    v = rng.normal(size=(n, 3))
+    v /= np.linalg.norm(v, axis=1)[:, None]
+    return centre + radius * v + rng.normal(scale=noise, size=(n, 3))
+
+
+def test_fit_sphere_recovers_centre_and_radius_under_noise():
+    rng = np.random.default_rng(0)
+    centre = np.array([12.0, -40.0, 100.0])
+    pts = _sphere_points(centre, 23.5, 2000, rng, noise=0.2)
+    c, r, rms = fit_sphere(pts)
+    assert np.linalg.norm(c - centre) < 0.05
+    assert r == pytest.approx(23.5, abs=0.05)
+    assert rms == pytest.approx(0.2, rel=0.1)  # only the radial noise component counts
+
+
+def test_ransac_ignores_outliers_that_break_least_squares():
+    rng = np.random.default_rng(1)
+    centre = np.array([0.0, 0.0, 0.0])
+    head = _sphere_points(centre, 22.0, 1500, rng)
+    head = head[head[:, 2] > -10.0]  # a cap, as on a real head
+    clutter = rng.uniform(-60, 60, size=(700, 3)) + np.array([-50.0, 0.0, -40.0])
+    pts = np.vstack([head, clutter])
+    c, r, _, inliers = fit_sphere_ransac(pts, seed=0)
+    assert np.linalg.norm(c - centre) < 0.05
+    assert r == pytest.approx(22.0, abs=0.05)
+    assert inliers[: head.shape[0]].mean() > 0.99
+
+
+def _femur_like_cloud(side: str, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A head sphere medial-superior of a vertical cylindrical shaft (LPS world)."""
+    medial = 1.0 if side == "right" else -1.0  # the midline is at +x for a right femur
+    head_centre = np.array([medial * 45.0, 0.0, 0.0])
+    head = _sphere_points(head_centre, 23.0, 3000, rng)
+    head = head[np.linalg.norm(head - [0.0, 0.0, -30.0], axis=1) > 30.0]
+    theta = rng.uniform(0, 2 * np.pi, 6000)
+    z = rng.uniform(-200.0, -30.0, 6000)
+    shaft = np.column_stack([14.0 * np.cos(theta), 14.0 * np.sin(theta), z])
+    return np.vstack([head, shaft]), head_centre
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_landmarks_side_shaft_axis_and_frame(side):
+    pts, head_centre = _femur_like_cloud(side, np.random.default_rng(2))
+    lm = find_landmarks(pts)
+    assert lm.frame.side == side
+    assert np.linalg.norm(lm.head_centre_mm - head_centre) < 0.1
+    assert lm.head_radius_mm == pytest.approx(23.0, abs=0.1)
+    assert np.degrees(np.arccos(lm.shaft_axis @ [0, 0, 1])) < 1.0
+    axes = lm.frame.axes
+    assert np.allclose(axes @ axes.T, np.eye(3), atol=1e-9)
+    assert np.linalg.det(axes) == pytest.approx(1.0)
+    # A lateral load direction ends up pointing away from the midline on either side.
+    lateral_world = lm.frame.to_world_direction([1.0, 0.0, 0.0])
+    midline = np.array([1.0 if side == "right" else -1.0, 0.0, 0.0])
+    assert lateral_world @ midline == pytest.approx(-1.0, abs=1e-3)
+
+
+def test_landmarks_refuse_a_bone_without_a_head():
+    mesh = box_mesh([-10, -10, -200], [10, 10, 0], (6, 6, 60))
+    surface = mesh.points[np.unique(boundary_faces(mesh))]
+    with pytest.raises(LandmarkError, match="no femoral head"):
+        find_landmarks(surface)
+
+
+def test_load_directions_follow_their_angles():
+    d = direction_from_angles(13.0, 8.0)
+    assert np.linalg.norm(d) == pytest.approx(1.0)
+    assert np.degrees(np.arctan2(d[0], -d[2])) == pytest.approx(13.0)
+    assert np.degrees(np.arctan2(-d[1], -d[2])) == pytest.approx(8.0)
+    assert LOAD_CASES["stance"].magnitude_bw == 2.38
+    assert LOAD_CASES["stairs_up"].magnitude_bw == 2.51
+    assert LOAD_CASES["stairs_down"].magnitude_bw == 2.60
+
+
+def test_principal_strains_of_a_rotated_tensor():
+    rot, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(3, 3)))
+    tensor = rot @ np.diag([-0.002, 0.0005, 0.003]) @ rot.T
+    assert principal_strains(tensor) == pytest.approx([-0.002, 0.0005, 0.003])
+
+
+@pytest.mark.parametrize(("eps_zz", "mode", "limit"),
+                         [(-0.002, "compression", 0.0104), (0.001, "tension", 0.0073)])
+def test_uniform_strain_gives_closed_form_load_factor(eps_zz, mode, limit):
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (2, 2, 8))
+    strain = np.zeros((mesh.num_cells, 3, 3))
+    strain[:, 2, 2] = eps_zz
+    strain[:, 0, 0] = strain[:, 1, 1] = -0.3 * eps_zz
+    result = strain_failure(mesh, strain, boundary_faces(mesh))
+    assert result.mode == mode
+    assert result.load_factor == pytest.approx(limit / abs(eps_zz), rel=1e-12)
+    assert SCHILEO_2008.tension == 0.0073 and SCHILEO_2008.compression == 0.0104
+
+
+def test_failure_starts_where_strain_peaks_and_exclusions_apply():
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (2, 2, 8))
+    centroids = mesh.centroids()
+    strain = np.zeros((mesh.num_cells, 3, 3))
+    strain[:, 2, 2] = -1e-3 * (1.0 + centroids[:, 2] / 40.0)  # grows towards the top
+    faces = boundary_faces(mesh)
+    free = strain_failure(mesh, strain, faces)
+    assert mesh.points[free.critical_node, 2] == pytest.approx(40.0)
+    top = mesh.points[:, 2] > 35.0
+    limited = strain_failure(mesh, strain, faces, excluded_nodes=top)
+    assert mesh.points[limited.critical_node, 2] <= 35.0
+    assert limited.load_factor > free.load_factor
