@@ -90,7 +90,7 @@ _META_PREFIX = "** osteofe-meta: "
 #: Values per line of node/element id lists (keeps lines well under ccx's 132 characters).
 _IDS_PER_LINE = 10
 #: Lines of ccx output quoted in error messages.
-_TAIL_LINES = 25
+_TAIL_LINES = 15
 
 _HEADER = re.compile(
     r"^ (total force|displacements|strains) \(([^)]*)\) for set (\S+) and time\s+(\S+)\s*$",
@@ -142,7 +142,8 @@ class CalculixCase:
         displacement_mm: (n, 3) float64 nodal displacements in mm (every node, mid-edge
             nodes included).
         element_strain: (m, 3, 3) float64 small-strain tensor per element (tensor shear
-            components), the mean over the element's integration points.
+            components), the mean over the element's integration points (the centroid value
+            for C3D4 and for straight-sided C3D10; NaN for elements ccx did not print).
     """
 
     reactions_n: dict[str, FloatArray]
@@ -357,7 +358,7 @@ def _boundary_text(mesh: TetMesh, support: Support, set_name: str,
         np.repeat(nodes + 1, comp.size),
         np.tile(comp + 1, nodes.size),
         np.tile(comp + 1, nodes.size),
-        prescribed[:, :].T[:, comp].reshape(-1),
+        prescribed.T[:, comp].reshape(-1),
     ])
     return _format_rows(rows, "%d, %d, %d, %.17g")
 
@@ -559,7 +560,12 @@ def _read_meta(deck: Path) -> dict[str, object]:
 
 def _numbers(block: str, width: int, what: str, dat: Path) -> FloatArray:
     """Whitespace-separated numbers of a ``.dat`` block as a (rows, width) array."""
-    values = np.loadtxt(io.StringIO(block), dtype=np.float64, ndmin=2)
+    try:
+        values = np.loadtxt(io.StringIO(block), dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise CalculixError(f"unreadable {what} table in {dat}: {exc}",
+                            hint="write the deck with write_inp, or print U, RF and E only"
+                            ) from exc
     if values.size == 0:
         return np.zeros((0, width))
     if values.shape[1] != width:
@@ -675,9 +681,10 @@ def run_calculix(
     output = log.read_text(errors="replace")
     errors = [line.strip() for line in output.splitlines() if "*ERROR" in line]
     if proc.returncode != 0 or errors or not dat.is_file():
-        first = errors[0] if errors else f"exit status {proc.returncode}"
+        first = f"{len(errors)} *ERROR line(s), first: {errors[0]}" if errors else "no .dat"
         raise CalculixError(
-            f"CalculiX failed on {deck} ({first}); last output:\n{_tail(output)}",
+            f"CalculiX failed on {deck} (exit status {proc.returncode}; {first}); "
+            f"last output:\n{_tail(output)}",
             hint=f"see {log}; fix the deck (sets, materials, solver availability) and rerun",
         )
     start = time.perf_counter()
