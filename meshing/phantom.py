@@ -59,7 +59,7 @@ F32 = npt.NDArray[np.float32]
 Vec3 = tuple[float, float, float]
 
 #: Named lesion sites accepted by :class:`LesionParams`.
-LESION_SITES: tuple[str, ...] = ("neck", "intertrochanteric", "subtrochanteric")
+LESION_SITES: tuple[str, ...] = ("neck", "calcar", "intertrochanteric", "subtrochanteric")
 
 #: Largest grid make_phantom will allocate: it peaks at about 70 bytes per voxel (1.7 GB for
 #: the 25 M voxels of a 0.5 mm phantom), so this caps it near 3 GB.
@@ -299,7 +299,9 @@ class LesionParams:
     """A metastatic lesion (ellipsoid) inserted in the phantom.
 
     Attributes:
-        site: ``"neck"`` (on the neck axis, mid-neck), ``"intertrochanteric"`` (on the shaft
+        site: ``"neck"`` (on the neck axis, mid-neck), ``"calcar"`` (inferomedial neck base,
+            centred 4 mm inside the inferior neck cortex, so that it breaches it),
+            ``"intertrochanteric"`` (on the shaft
             axis 12 mm below the neck-shaft intersection, between the trochanters),
             ``"subtrochanteric"`` (25 mm below the lesser trochanter, centred 4 mm inside
             the medial cortex, so that it breaches it), or an explicit centre (x, y, z) in mm
@@ -717,6 +719,12 @@ def _lesion_geometry(lesion: LesionParams, g: _Geometry, p: PhantomParams
     if isinstance(lesion.site, str):
         if lesion.site == "neck":
             return _neck_point(g, 0.55 * p.neck_length_mm), "neck"
+        if lesion.site == "calcar":
+            # Inferomedial neck base: centred 4 mm inside the inferior neck cortex, so that a
+            # lesion there breaches the calcar, the compressive side in stance.
+            t = 0.75 * p.neck_length_mm
+            superior, _ = _neck_perpendiculars(g)
+            return _neck_point(g, t) - (_neck_radius_at(p, t) - 4.0) * superior, "calcar"
         if lesion.site == "intertrochanteric":
             return np.array([s[0], s[1], s[2] - 12.0]), "intertrochanteric"
         w = g.lt_centre[2] - 25.0

@@ -1,0 +1,7 @@
+"""``python -m osteofe`` runs the command line."""
+
+import sys
+
+from osteofe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,292 @@
+"""The ``osteofe`` command line.
+
+Exit codes:
+    0: success.
+    1: unexpected internal error (a bug: please report it with the traceback).
+    2: command-line usage error.
+    3: invalid input, configuration or model (the message names the problem and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from meshing.errors import OsteofeError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
+
+EXAMPLES = """examples:
+  osteofe demo --out demo_out
+  osteofe strength --ct ct.nii.gz --labels seg.nii.gz --bone-label femur_right \\
+      --body-weight 75 --out results/patient01
+  mpiexec -n 4 osteofe strength --ct ct.nii.gz --labels seg.nii.gz --body-weight 80 --out r
+  osteofe phantom --out phantom --lesion-site neck --lesion-kind lytic
+  osteofe config --print-default > osteofe.toml
+"""
+
+
+def _rank() -> int:
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.rank)
+
+
+class _Progress:
+    """Stage progress on rank 0 (a tqdm bar; silent with --quiet)."""
+
+    def __init__(self, stages: Sequence[str], enabled: bool, label: str = "") -> None:
+        self.stages = list(stages)
+        self.enabled = enabled and _rank() == 0
+        self.label = label
+        self.bar: Any = None
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(self.stages), desc=label, unit="stage", file=sys.stderr,
+                            bar_format="{desc:<40}|{bar:20}| {n}/{total} [{elapsed}]",
+                            leave=False)
+
+    def __call__(self, stage: str) -> None:
+        if self.bar is not None:
+            if stage in self.stages:
+                self.bar.n = self.stages.index(stage)
+            self.bar.set_description_str(f"{self.label}{stage}", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.n = len(self.stages)
+            self.bar.close()
+
+
+STAGES = ["reading images", "meshing", "mapping material", "landmarks and loads", "solving",
+          "failure criterion", "writing outputs"]
+
+
+def _echo(text: str) -> None:
+    if _rank() == 0:
+        print(text, flush=True)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model options (override the config file)")
+    group.add_argument("--config", type=Path, help="TOML configuration file")
+    group.add_argument("--load", nargs="+", metavar="CASE",
+                       help="load case(s): stance, stairs_up, stairs_down (default: stance)")
+    group.add_argument("--mesh-size", type=float, metavar="MM",
+                       help="target element size in mm (default 3)")
+    group.add_argument("--order", type=int, choices=(1, 2), help="mesh node order")
+    group.add_argument("--degree", type=int, choices=(1, 2),
+                       help="displacement polynomial degree (P1/P2)")
+    group.add_argument("--pc", choices=("gamg", "jacobi", "lu"), help="PETSc preconditioner")
+    group.add_argument("--ksp-rtol", type=float, help="relative residual tolerance")
+    group.add_argument("--petsc-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra PETSc option, repeatable (e.g. pc_gamg_threshold=0.05)")
+    group.add_argument("--calibration", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
+                       help="scanner line rho_QCT [g/cm3] = INTERCEPT + SLOPE * HU")
+    group.add_argument("--law", help="density-modulus law (default morgan2003_neck)")
+    group.add_argument("--no-picture", action="store_true", help="skip the PNG picture")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from meshing.errors import InputError
+    from osteofe.config import load_config
+
+    config = load_config(args.config)
+    config = config.override("mesh", size_mm=args.mesh_size, order=args.order)
+    config = config.override("load", cases=tuple(args.load) if args.load else None)
+    extra = dict(config.solver.petsc_options)
+    for item in args.petsc_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--petsc-option {item!r} is not KEY=VALUE",
+                             hint="e.g. --petsc-option pc_gamg_threshold=0.05")
+        extra[key.lstrip("-")] = value
+    config = config.override("solver", degree=args.degree, pc_type=args.pc,
+                             rtol=args.ksp_rtol, petsc_options=extra or None)
+    if args.calibration:
+        config = config.override("material", calibration_slope=args.calibration[0],
+                                 calibration_intercept=args.calibration[1])
+    return config.override("material", law=args.law)
+
+
+def _cmd_strength(args: argparse.Namespace) -> int:
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    config = _config_from_args(args)
+    lesion = tuple(args.lesion_label) if args.lesion_label else (2,)
+    request = StrengthRequest(
+        ct_path=args.ct, labels_path=args.labels, body_mass_kg=args.body_weight,
+        bone_label=args.bone_label, lesion_labels=lesion,
+        lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
+    )
+    progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
+    try:
+        result = run_strength(request, config, args.out, progress=progress,
+                              picture=not args.no_picture)
+    finally:
+        progress.close()
+    for warning in result["warnings"]:
+        logging.getLogger("osteofe").warning(warning)
+    if not args.quiet:
+        _echo(_summary_table([result]))
+        _echo(f"results written to {args.out}/ (result.json, fields.vtu"
+              + ("" if args.no_picture else ", femur_risk.png") + ")")
+    return EXIT_OK
+
+
+def _summary_table(results: Sequence[dict[str, Any]]) -> str:
+    header = (f"{'case':<16} {'load case':<12} {'failure load (N)':>17} {'x BW':>7} "
+              f"{'mode':<12} region")
+    lines = [header, "-" * len(header)]
+    for res in results:
+        for case in res["cases"]:
+            lines.append(
+                f"{res['case_id']:<16} {case['load_case']:<12} "
+                f"{case['failure_load_N']:>17.0f} {case['failure_load_BW']:>7.2f} "
+                f"{case['failure_mode']:<12} {case['critical_region']}"
+            )
+    return "\n".join(lines)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from osteofe.demo import run_demo
+
+    start = time.perf_counter()
+    summary = run_demo(args.out, config=_config_from_args(args), body_mass_kg=args.body_weight,
+                       lesion_site=args.lesion_site, lesion_radius_mm=args.lesion_radius,
+                       lesion_kind=args.lesion_kind, quiet=args.quiet,
+                       progress_factory=lambda label: _Progress(STAGES, not args.quiet,
+                                                                label=label),
+                       picture=not args.no_picture)
+    if not args.quiet:
+        _echo(_summary_table(summary["results"]))
+        ratio = summary["lesion_to_intact_ratio"]
+        _echo(f"lesion / intact failure load: {ratio:.2f}   "
+              f"({time.perf_counter() - start:.0f} s; summary in {args.out}/summary.json)")
+    return EXIT_OK
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from osteofe.demo import build_phantom
+
+    paths = build_phantom(args.out, lesion_site=args.lesion_site,
+                          lesion_radius_mm=args.lesion_radius, lesion_kind=args.lesion_kind,
+                          voxel_mm=args.voxel, noise_hu=args.noise)
+    for name, path in paths.items():
+        _echo(f"{name}: {path}")
+    return EXIT_OK
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from osteofe.config import default_toml, load_config
+
+    if args.check:
+        load_config(args.check)
+        _echo(f"{args.check}: valid")
+        return EXIT_OK
+    _echo(default_toml().rstrip("\n"))
+    return EXIT_OK
+
+
+def _lesion_options(parser: argparse.ArgumentParser, default_site: str | None) -> None:
+    parser.add_argument("--lesion-site", default=default_site,
+                        choices=("neck", "calcar", "intertrochanteric", "subtrochanteric"),
+                        help=f"lesion site (default {default_site})")
+    parser.add_argument("--lesion-radius", type=float, default=12.0, metavar="MM",
+                        help="lesion radius in mm (default 12)")
+    parser.add_argument("--lesion-kind", default="lytic", choices=("lytic", "blastic", "mixed"),
+                        help="lesion type (default lytic)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="osteofe",
+        description="CT-based finite-element femoral strength and fracture risk.",
+        epilog=EXAMPLES + "\nexit codes: 0 ok, 1 internal error, 2 usage error, "
+        "3 invalid input/configuration/model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="print debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    strength = sub.add_parser(
+        "strength", help="failure load of a femur from a CT and its label map",
+        description="Mesh the labelled femur, map CT density to Young's modulus, solve the "
+        "load cases and report the linear (Schileo) load to failure.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    strength.add_argument("--ct", type=Path, required=True,
+                          help="CT image (.nii/.nii.gz/.nrrd/.mha or a DICOM folder), in HU")
+    strength.add_argument("--labels", type=Path, required=True,
+                          help="label map on the CT grid")
+    strength.add_argument("--body-weight", type=float, required=True, metavar="KG",
+                          help="body mass in kg (1 BW = KG x 9.81 N)")
+    strength.add_argument("--out", type=Path, required=True, help="output folder")
+    strength.add_argument("--bone-label", default="1",
+                          help="femur label value or name, e.g. 76 or femur_right (default 1)")
+    strength.add_argument("--lesion-label", action="append", metavar="LABEL",
+                          help="lesion label value or name, repeatable (default: 2 if present)")
+    strength.add_argument("--case-id", default="case",
+                          help="identifier written into the results (default 'case')")
+    _add_model_options(strength)
+    strength.set_defaults(func=_cmd_strength)
+
+    demo = sub.add_parser("demo", help="run intact and lesioned built-in phantoms",
+                          description="Build the synthetic femur phantom intact and with a "
+                          "lesion, compute both failure loads and compare them.")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
+    demo.add_argument("--body-weight", type=float, default=75.0, metavar="KG",
+                      help="body mass in kg (default 75)")
+    _lesion_options(demo, "calcar")
+    _add_model_options(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    phantom = sub.add_parser("phantom", help="write the synthetic femur CT and labels")
+    phantom.add_argument("--out", type=Path, required=True, help="output folder")
+    phantom.add_argument("--voxel", type=float, default=None, metavar="MM",
+                         help="voxel size in mm (default 0.8)")
+    phantom.add_argument("--noise", type=float, default=None, metavar="HU",
+                         help="Gaussian noise standard deviation in HU")
+    _lesion_options(phantom, None)
+    phantom.set_defaults(func=_cmd_phantom)
+
+    config = sub.add_parser("config", help="print or check the configuration")
+    group = config.add_mutually_exclusive_group(required=True)
+    group.add_argument("--print-default", action="store_true",
+                       help="print the default configuration as documented TOML")
+    group.add_argument("--check", type=Path, metavar="TOML", help="validate a config file")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except OsteofeError as exc:
+        if _rank() == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        if _rank() == 0:
+            print("interrupted: no results were written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Configuration as data: TOML -> frozen dataclasses, validated on load.
+
+Every option has a default; a TOML file overrides defaults, and CLI flags override the file.
+Unknown sections or keys are errors (a typo must never silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from meshing.errors import InputError
+
+__all__ = [
+    "Config",
+    "FailureConfig",
+    "LoadConfig",
+    "MaterialConfig",
+    "MeshConfig",
+    "SolverConfig",
+    "default_toml",
+    "load_config",
+]
+
+
+def _check(condition: bool, key: str, value: object, expected: str) -> None:
+    if not condition:
+        raise InputError(f"config value {key} = {value!r} is invalid", hint=f"use {expected}")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Meshing options.
+
+    Attributes:
+        size_mm: Target tetrahedron edge length, mm.
+        order: 1 for 4-node, 2 for 10-node tetrahedra.
+        min_dihedral_deg: Refuse meshes whose smallest dihedral angle is below this.
+    """
+
+    size_mm: float = 3.0
+    order: int = 1
+    min_dihedral_deg: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(0.3 <= self.size_mm <= 20.0, "mesh.size_mm", self.size_mm, "0.3-20 mm")
+        _check(self.order in (1, 2), "mesh.order", self.order, "1 or 2")
+        _check(0.0 <= self.min_dihedral_deg < 30.0, "mesh.min_dihedral_deg",
+               self.min_dihedral_deg, "0-30 deg")
+
+
+@dataclass(frozen=True)
+class MaterialConfig:
+    """Density calibration and modulus law.
+
+    Attributes:
+        calibration_slope: rho_QCT per HU, g/cm^3/HU (None = the built-in default line).
+        calibration_intercept: rho_QCT at 0 HU, g/cm^3 (None = the built-in default line).
+        law: Name of the density-modulus law (see ``osteofe laws``).
+        poisson_ratio: Poisson's ratio of bone.
+        modulus_floor_mpa: Lower bound of E for marrow/lesion/soft tissue, MPa.
+        quadrature_degree: Quadrature degree used to average HU over each element.
+    """
+
+    calibration_slope: float | None = None
+    calibration_intercept: float | None = None
+    law: str = "morgan2003_neck"
+    poisson_ratio: float = 0.3
+    modulus_floor_mpa: float = 5.0
+    quadrature_degree: int = 2
+
+    def __post_init__(self) -> None:
+        _check((self.calibration_slope is None) == (self.calibration_intercept is None),
+               "material.calibration_slope/intercept", self.calibration_slope,
+               "both slope and intercept, or neither")
+        _check(0.0 < self.poisson_ratio < 0.5, "material.poisson_ratio", self.poisson_ratio,
+               "a value in (0, 0.5)")
+        _check(0.0 < self.modulus_floor_mpa < 1000.0, "material.modulus_floor_mpa",
+               self.modulus_floor_mpa, "0-1000 MPa")
+        _check(1 <= self.quadrature_degree <= 5, "material.quadrature_degree",
+               self.quadrature_degree, "1-5")
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Load cases and supports.
+
+    Attributes:
+        cases: Load case names (see ``fea.loads.LOAD_CASES``).
+        patch_half_angle_deg: Half opening angle of the head cap the force is spread over.
+        distal_fixed_depth_mm: Thickness of the fixed slab at the distal cut.
+    """
+
+    cases: tuple[str, ...] = ("stance",)
+    patch_half_angle_deg: float = 30.0
+    distal_fixed_depth_mm: float = 2.0
+
+    def __post_init__(self) -> None:
+        from fea.loads import LOAD_CASES
+
+        object.__setattr__(self, "cases", tuple(self.cases))
+        _check(len(self.cases) > 0, "load.cases", self.cases, "at least one load case")
+        for name in self.cases:
+            _check(name in LOAD_CASES, "load.cases", name, f"one of {sorted(LOAD_CASES)}")
+        _check(5.0 <= self.patch_half_angle_deg <= 80.0, "load.patch_half_angle_deg",
+               self.patch_half_angle_deg, "5-80 deg")
+        _check(0.1 <= self.distal_fixed_depth_mm <= 30.0, "load.distal_fixed_depth_mm",
+               self.distal_fixed_depth_mm, "0.1-30 mm")
+
+
+@dataclass(frozen=True)
+class FailureConfig:
+    """Linear strain criterion (defaults: Schileo et al. 2008).
+
+    Attributes:
+        tension_limit: Max principal strain at failure.
+        compression_limit: Magnitude of min principal strain at failure.
+        patch_area_mm2: Surface patch over which principal strains are averaged.
+        exclude_distal_mm: Surface within this distance of the distal cut is not evaluated
+            (artificial strains at the fixation).
+        exclude_load_margin_mm: Surface within this distance of a load patch is not evaluated.
+    """
+
+    tension_limit: float = 0.0073
+    compression_limit: float = 0.0104
+    patch_area_mm2: float = 3.0
+    exclude_distal_mm: float = 40.0
+    exclude_load_margin_mm: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.tension_limit < 0.1, "failure.tension_limit", self.tension_limit,
+               "a strain in (0, 0.1)")
+        _check(0.0 < self.compression_limit < 0.1, "failure.compression_limit",
+               self.compression_limit, "a strain in (0, 0.1)")
+        _check(0.0 < self.patch_area_mm2 <= 100.0, "failure.patch_area_mm2",
+               self.patch_area_mm2, "0-100 mm^2")
+        _check(self.exclude_distal_mm >= 0.0, "failure.exclude_distal_mm",
+               self.exclude_distal_mm, "a length >= 0 mm")
+        _check(self.exclude_load_margin_mm >= 0.0, "failure.exclude_load_margin_mm",
+               self.exclude_load_margin_mm, "a length >= 0 mm")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Finite-element solver options.
+
+    Attributes:
+        degree: Displacement polynomial degree (1 or 2).
+        ksp_type: PETSc Krylov method.
+        pc_type: PETSc preconditioner (gamg, jacobi, lu).
+        rtol: Relative residual tolerance.
+        max_it: Iteration limit.
+        petsc_options: Further PETSc options (name -> value), override everything.
+    """
+
+    degree: int = 1
+    ksp_type: str = "cg"
+    pc_type: str = "gamg"
+    rtol: float = 1e-8
+    max_it: int = 2000
+    petsc_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.degree in (1, 2), "solver.degree", self.degree, "1 or 2")
+        _check(0.0 < self.rtol < 1e-2, "solver.rtol", self.rtol, "a tolerance in (0, 1e-2)")
+        _check(self.max_it >= 1, "solver.max_it", self.max_it, "a positive integer")
+
+
+@dataclass(frozen=True)
+class Config:
+    """All options of an osteofe run."""
+
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary of every option (for provenance)."""
+        return dataclasses.asdict(self)
+
+    def override(self, section: str, **values: Any) -> Config:
+        """Return a copy with some options of one section replaced (None values ignored)."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:
+            return self
+        return replace(self, **{section: replace(getattr(self, section), **given)})
+
+
+_SECTIONS = {f.name: f for f in fields(Config)}
+
+
+def _section_from_dict(section: str, data: dict[str, Any]) -> Any:
+    cls = {"mesh": MeshConfig, "material": MaterialConfig, "load": LoadConfig,
+           "failure": FailureConfig, "solver": SolverConfig}[section]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown} in config section [{section}]",
+                         hint=f"valid options: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise InputError(f"bad value in config section [{section}]: {exc}",
+                         hint="see `osteofe config --print-default`") from exc
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML configuration file (None -> all defaults).
+
+    Raises:
+        InputError: missing or malformed file, unknown section/option, invalid value.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}", hint="check the --config path")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path} is not valid TOML: {exc}",
+                         hint="see `osteofe config --print-default` for the format") from exc
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise InputError(f"unknown config section(s) {unknown} in {path}",
+                         hint=f"valid sections: {sorted(_SECTIONS)}")
+    sections = {name: _section_from_dict(name, value) for name, value in data.items()}
+    return Config(**sections)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def default_toml() -> str:
+    """The default configuration as documented TOML text."""
+    lines = ["# osteofe configuration (all values shown are the defaults)"]
+    for section in fields(Config):
+        cls_instance = getattr(Config(), section.name)
+        doc = (type(cls_instance).__doc__ or "").strip()
+        attributes = _attribute_docs(doc)
+        lines.append("")
+        lines.append(f"[{section.name}]")
+        for f in fields(cls_instance):
+            value = getattr(cls_instance, f.name)
+            comment = attributes.get(f.name, "")
+            if comment:
+                lines.append(f"# {comment}")
+            if value is None:
+                lines.append(f"# {f.name} = (not set)")
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _attribute_docs(doc: str) -> dict[str, str]:
+    """Parse the 'Attributes:' block of a Google-style docstring."""
+    out: dict[str, str] = {}
+    current = None
+    in_block = False
+    for raw in doc.splitlines():
+        line = raw.strip()
+        if line == "Attributes:":
+            in_block = True
+            continue
+        if not in_block or not line:
+            continue
+        head, sep, rest = line.partition(":")
+        if sep and " " not in head:
+            current = head
+            out[current] = rest.strip()
+        elif current:
+            out[current] += " " + line
+    return out

@@ -1,0 +1,45 @@
+"""Field output for ParaView (meshio adapter): VTU with point and cell data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import meshio
+import numpy as np
+
+from meshing.types import TetMesh
+
+__all__ = ["write_vtu"]
+
+
+def write_vtu(
+    path: str | Path,
+    mesh: TetMesh,
+    point_data: dict[str, np.ndarray],
+    cell_data: dict[str, np.ndarray],
+) -> None:
+    """Atomically write a mesh with fields as an XML VTU file (ParaView opens it).
+
+    Args:
+        path: Output path (.vtu).
+        mesh: Tetrahedral mesh (4- or 10-node, VTK node order).
+        point_data: name -> (n,) or (n, k) arrays per node.
+        cell_data: name -> (m,) or (m, k) arrays per cell.
+    """
+    cell_type = "tetra" if mesh.order == 1 else "tetra10"
+    out = meshio.Mesh(
+        mesh.points,
+        [(cell_type, mesh.cells)],
+        point_data={k: np.asarray(v) for k, v in point_data.items()},
+        cell_data={k: [np.asarray(v)] for k, v in cell_data.items()},
+    )
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".vtu")
+    os.close(fd)
+    try:
+        meshio.write(tmp, out, file_format="vtu", compression="zlib")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

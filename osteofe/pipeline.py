@@ -1,0 +1,496 @@
+"""The strength pipeline: CT + labels -> mesh -> material -> FE -> failure load -> outputs.
+
+MPI: rank 0 reads, meshes and maps materials (:func:`prepare_model`), the prepared model is
+broadcast, every rank takes part in the solve, and rank 0 evaluates the failure criterion and
+writes the outputs. An input error found on rank 0 is broadcast and raised on every rank, so
+no rank waits forever in a collective.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from mpi4py import MPI
+
+from fea.failure import FailureAnalysis, StrainLimits, strain_failure
+from fea.landmarks import FemurLandmarks, find_landmarks
+from fea.loads import (
+    LOAD_CASES,
+    LoadPatch,
+    body_weight_newton,
+    distal_fixed_nodes,
+    head_load_patch,
+)
+from fea.topology import boundary_faces
+from material.calibration import LinearCalibration, check_ct_is_rescaled
+from material.laws import MaterialModel
+from material.mapping import map_material
+from material.types import MaterialField
+from meshing.errors import InputError, OsteofeError
+from meshing.imaging import align_labels, read_ct, read_labels
+from meshing.phantom import PhantomParams
+from meshing.quality import MeshQuality, check_quality, mesh_quality
+from meshing.segmentation import detect_metal, mask_touches_border, select_femur
+from meshing.types import LabelMap, TetMesh
+from meshing.volume import mesh_from_mask, tag_cells
+from osteofe.config import Config
+from osteofe.outputs import sha256_file, staged_output, write_json
+
+__all__ = [
+    "PreparedModel",
+    "StrengthRequest",
+    "default_calibration",
+    "prepare_model",
+    "run_strength",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Cell tag of lesion tissue in the mesh.
+LESION_TAG = 2
+#: Plausible adult body mass range, kg.
+BODY_MASS_RANGE_KG = (20.0, 300.0)
+
+
+def default_calibration() -> LinearCalibration:
+    """The built-in HU -> rho_QCT line: the one the built-in phantom is synthesised with.
+
+    It is a generic clinical-scanner line, not a patient-specific calibration; results on
+    real scans should use a phantom or scanner line given in the configuration.
+    """
+    phantom = PhantomParams()
+    return LinearCalibration(
+        slope=phantom.calibration_slope,
+        intercept=phantom.calibration_intercept,
+        name="osteofe_phantom_line",
+        source="osteofe built-in phantom line (generic K2HPO4-equivalent scanner line, "
+        "not patient-specific)",
+    )
+
+
+@dataclass(frozen=True)
+class StrengthRequest:
+    """What to compute.
+
+    Attributes:
+        ct_path: CT image (NIfTI/NRRD/MHA file or DICOM folder).
+        labels_path: Label map on the CT grid.
+        body_mass_kg: Patient body mass, kg (1 BW = mass x 9.81 N).
+        bone_label: Label value or name of the femur.
+        lesion_labels: Label values or names of lesions (part of the bone volume).
+        lesion_labels_required: False when the lesion labels are defaults that may be absent.
+        case_id: Identifier written into the results (no other patient identifier is).
+    """
+
+    ct_path: Path
+    labels_path: Path
+    body_mass_kg: float
+    bone_label: int | str = 1
+    lesion_labels: tuple[int | str, ...] = (2,)
+    lesion_labels_required: bool = False
+    case_id: str = "case"
+
+    def validate(self) -> None:
+        """Check the request before any work is done.
+
+        Raises:
+            InputError: on a missing file or an implausible body mass.
+        """
+        for what, path in (("CT", self.ct_path), ("label map", self.labels_path)):
+            if not Path(path).exists():
+                raise InputError(f"{what} not found: {path}", hint="check the path")
+        mass = self.body_mass_kg
+        if not np.isfinite(mass) or mass <= 0.0:
+            raise InputError(f"body weight must be a positive number of kg, got {mass}",
+                             hint="pass --body-weight in kg, e.g. --body-weight 75")
+        low, high = BODY_MASS_RANGE_KG
+        if not low <= mass <= high:
+            raise InputError(f"body weight {mass} kg is outside the plausible {low}-{high} kg",
+                             hint="--body-weight takes kilograms, not N or lb")
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """Everything the solver needs, built on rank 0 and broadcast.
+
+    Attributes:
+        mesh: Tetrahedral mesh (tag 2 = lesion).
+        material: Per-cell material.
+        landmarks: Head centre, shaft axis, frame.
+        boundary: (f, 3) boundary triangles.
+        fixed_nodes: Nodes fixed at the distal cut.
+        patches: Load case name -> load patch with its force (N, world).
+        quality: Mesh quality summary.
+        calibration: The HU -> density calibration used.
+        timings_s: Stage timings so far.
+        warnings: Messages worth showing the user.
+    """
+
+    mesh: TetMesh
+    material: MaterialField
+    landmarks: FemurLandmarks
+    boundary: npt.NDArray[np.int64]
+    fixed_nodes: npt.NDArray[np.int64]
+    patches: dict[str, LoadPatch]
+    quality: MeshQuality
+    material_model: dict[str, Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _label_value(key: int | str) -> int | str:
+    """CLI labels arrive as strings: digits mean a value, anything else a name."""
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return key
+
+
+def _label_present(labels: LabelMap, key: int | str) -> bool:
+    if isinstance(key, str):
+        return key in labels.names.values()
+    return bool(np.any(labels.labels == key))
+
+
+def prepare_model(
+    request: StrengthRequest,
+    config: Config,
+    calibration: LinearCalibration | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PreparedModel:
+    """Read, mesh, map material, find landmarks and place loads (serial; rank 0).
+
+    Raises:
+        OsteofeError: on any invalid input, with a hint.
+    """
+    step = progress or (lambda _name: None)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    request.validate()
+    step("reading images")
+    with _timed(timings, "read"):
+        ct = read_ct(request.ct_path)
+        labels = align_labels(read_labels(request.labels_path), ct.grid)
+        check_ct_is_rescaled(ct.hu)
+        lesion_keys = [_label_value(k) for k in request.lesion_labels]
+        if not request.lesion_labels_required:
+            lesion_keys = [k for k in lesion_keys if _label_present(labels, k)]
+        bone, lesion = select_femur(labels, _label_value(request.bone_label), lesion_keys)
+        lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
+        metal = detect_metal(ct, bone | lesion)
+        if metal.flagged:
+            raise InputError(
+                f"the selected femur carries a metal implant ({metal.describe()}): its "
+                "strength cannot be computed from CT density",
+                hint="select the intact femur (e.g. --bone-label femur_right)",
+            )
+        if mask_touches_border(bone | lesion):
+            warnings.append("the femur touches the image border: the cut there is taken as "
+                            "the distal end and fixed")
+
+    step("meshing")
+    with _timed(timings, "mesh"):
+        mesh = mesh_from_mask(bone | lesion, ct.grid, size_mm=config.mesh.size_mm,
+                              order=config.mesh.order)
+        if lesion_values:
+            mesh = tag_cells(mesh, labels, lesion_values)
+        quality = mesh_quality(mesh)
+        check_quality(quality, min_dihedral_deg=config.mesh.min_dihedral_deg)
+
+    step("mapping material")
+    with _timed(timings, "material"):
+        cfg = config.material
+        if cfg.calibration_slope is not None and cfg.calibration_intercept is not None:
+            calibration = LinearCalibration(cfg.calibration_slope, cfg.calibration_intercept,
+                                            name="config", source="scanner line from config")
+        elif calibration is None:
+            calibration = default_calibration()
+            warnings.append("no calibration given: used the built-in generic scanner line "
+                            "(not patient-specific); give material.calibration_slope/"
+                            "intercept for real scans")
+        model = MaterialModel.from_names(calibration, law=cfg.law,
+                                         poisson_ratio=cfg.poisson_ratio,
+                                         E_floor_MPa=cfg.modulus_floor_mpa)
+        material = map_material(mesh, ct, model, quadrature_degree=cfg.quadrature_degree,
+                                check_rescaled=False)
+
+    step("landmarks and loads")
+    with _timed(timings, "landmarks_loads"):
+        boundary = boundary_faces(mesh)
+        surface_nodes = np.unique(boundary)
+        landmarks = find_landmarks(mesh.points[surface_nodes])
+        if not landmarks.shaft_axis_from_geometry:
+            warnings.append("the femur in the image is too short to fit a shaft axis: the "
+                            "image superior axis was used")
+        fixed = distal_fixed_nodes(mesh.points, boundary, landmarks,
+                                   depth_mm=config.load.distal_fixed_depth_mm)
+        patches: dict[str, LoadPatch] = {}
+        for name in config.load.cases:
+            case = LOAD_CASES[name]
+            direction = landmarks.frame.to_world_direction(case.direction)
+            patches[name] = head_load_patch(
+                mesh.points, boundary, landmarks, direction,
+                case.force_newton(request.body_mass_kg),
+                half_angle_deg=config.load.patch_half_angle_deg,
+            )
+    return PreparedModel(mesh, material, landmarks, boundary, fixed, patches, quality,
+                         model.to_dict(), timings, warnings)
+
+
+def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 and broadcast its result, or its OsteofeError, to all ranks."""
+    payload: tuple[T | None, OsteofeError | None] = (None, None)
+    if comm.rank == 0:
+        try:
+            payload = (fn(), None)
+        except OsteofeError as exc:
+            payload = (None, exc)
+    payload = comm.bcast(payload, root=0)
+    result, error = payload
+    if error is not None:
+        raise error
+    return result  # type: ignore[return-value]
+
+
+def _excluded_nodes(prepared: PreparedModel, patch: LoadPatch, failure_cfg: Any) -> Any:
+    """Nodes where the criterion is not evaluated.
+
+    Near the load patch and the distal fixation (artificial strain concentrations), and nodes
+    surrounded only by lesion cells: the bone yield strains of the criterion do not apply to
+    tumour tissue, so failure is sought in the bone around it.
+    """
+    from scipy.spatial import cKDTree
+
+    mesh = prepared.mesh
+    points = mesh.points
+    level = points @ prepared.landmarks.shaft_axis
+    excluded = level < prepared.landmarks.distal_level_mm + failure_cfg.exclude_distal_mm
+    dist, _ = cKDTree(points[patch.nodes]).query(points)
+    excluded |= dist <= failure_cfg.exclude_load_margin_mm
+    touches_bone = np.zeros(mesh.num_nodes, dtype=bool)
+    touches_bone[mesh.vertex_cells()[mesh.cell_tags != LESION_TAG].ravel()] = True
+    return excluded | ~touches_bone
+
+
+def critical_region(landmarks: FemurLandmarks, point: npt.NDArray[np.float64]) -> str:
+    """Coarse anatomical region of a point (for reports).
+
+    Head: within 1.1 head radii of its centre; neck: within 2.2 radii; trochanteric: above
+    ~2.6 head radii below the head centre (about the lesser trochanter); shaft below.
+    """
+    local = landmarks.frame.to_local(point[None])[0]
+    distance = float(np.linalg.norm(local))
+    radius = landmarks.head_radius_mm
+    if distance < 1.1 * radius:
+        return "femoral head"
+    if distance < 2.2 * radius and local[2] > -1.5 * radius:
+        return "femoral neck"
+    if local[2] > -2.6 * radius:
+        return "trochanteric region"
+    return "subtrochanteric / shaft"
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("osteofe", "dolfinx-solver-real", "fenics-basix", "fenics-ffcx", "numpy",
+                 "scipy", "numba", "gmsh", "SimpleITK", "meshio", "pyvista", "petsc4py",
+                 "mpi4py"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def run_strength(
+    request: StrengthRequest,
+    config: Config,
+    out_dir: str | Path,
+    *,
+    calibration: LinearCalibration | None = None,
+    comm: MPI.Comm = MPI.COMM_WORLD,
+    progress: Callable[[str], None] | None = None,
+    picture: bool = True,
+) -> dict[str, Any]:
+    """Compute the femoral strength for every configured load case and write the outputs.
+
+    Collective: call on all ranks. Returns the result dictionary (also on all ranks).
+
+    Raises:
+        OsteofeError: on invalid input (nothing is written).
+    """
+    from fea.solver import ElasticModel, SolverOptions, Support
+
+    step = progress or (lambda _name: None)
+    total_start = time.perf_counter()
+    prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step))
+    prepared = comm.bcast(prepared if comm.rank == 0 else None, root=0)
+    timings = dict(prepared.timings_s)
+
+    step("solving")
+    solver_cfg = config.solver
+    options = SolverOptions(degree=solver_cfg.degree, ksp_type=solver_cfg.ksp_type,
+                            pc_type=solver_cfg.pc_type, rtol=solver_cfg.rtol,
+                            max_it=solver_cfg.max_it, extra=dict(solver_cfg.petsc_options))
+    with _timed(timings, "solve_total"):
+        model = ElasticModel(prepared.mesh, prepared.material.E_MPa,
+                             prepared.material.poisson_ratio,
+                             [Support("distal_cut", prepared.fixed_nodes)], options, comm)
+        solutions = {name: model.solve([patch]) for name, patch in prepared.patches.items()}
+        num_dofs = model.num_dofs
+        solver_timings = dict(model.timings_s)
+        model.destroy()
+    timings.update({f"solver_{k}": round(v, 4) for k, v in solver_timings.items()})
+
+    step("failure criterion")
+    limits = StrainLimits(config.failure.tension_limit, config.failure.compression_limit,
+                          config.failure.patch_area_mm2,
+                          source="Schileo et al. 2008, J Biomech 41:356 (limits from config)")
+    body_weight_n = body_weight_newton(request.body_mass_kg)
+    cases: list[dict[str, Any]] = []
+    analyses: dict[str, FailureAnalysis] = {}
+    with _timed(timings, "failure"):
+        for name, patch in prepared.patches.items():
+            sol = solutions[name]
+            analysis = strain_failure(prepared.mesh, sol.strain, prepared.boundary,
+                                      excluded_nodes=_excluded_nodes(prepared, patch,
+                                                                     config.failure),
+                                      limits=limits)
+            analyses[name] = analysis
+            applied = float(np.linalg.norm(patch.force_n))
+            failure_n = applied * analysis.load_factor
+            cases.append({
+                "load_case": name,
+                "applied_load_N": applied,
+                "applied_load_BW": applied / body_weight_n,
+                "failure_load_N": failure_n,
+                "failure_load_BW": failure_n / body_weight_n,
+                "load_to_strength_ratio": 1.0 / analysis.load_factor,
+                "failure_mode": analysis.mode,
+                "critical_point_mm": analysis.critical_point_mm.round(3).tolist(),
+                "critical_point_anatomical_mm": prepared.landmarks.frame.to_local(
+                    analysis.critical_point_mm[None])[0].round(3).tolist(),
+                "critical_region": critical_region(prepared.landmarks,
+                                                   analysis.critical_point_mm),
+                "peak_tension_strain": analysis.peak_tension_strain,
+                "peak_compression_strain": analysis.peak_compression_strain,
+                "load_patch_area_mm2": patch.area_mm2,
+                "force_world_N": patch.force_n.round(4).tolist(),
+                "load_definition": LOAD_CASES[name].to_dict(),
+                "solver": {"iterations": sol.stats.iterations,
+                           "residual_norm": sol.stats.residual_norm,
+                           "solve_s": round(sol.stats.solve_s, 4)},
+                "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
+            })
+    governing = min(cases, key=lambda c: c["failure_load_N"])
+    result: dict[str, Any] = {
+        "case_id": request.case_id,
+        "failure_load_N": governing["failure_load_N"],
+        "failure_load_BW": governing["failure_load_BW"],
+        "load_case": governing["load_case"],
+        "failure_mode": governing["failure_mode"],
+        "critical_point_mm": governing["critical_point_mm"],
+        "critical_region": governing["critical_region"],
+        "body_mass_kg": request.body_mass_kg,
+        "cases": cases,
+        "mesh": {"num_nodes": prepared.mesh.num_nodes, "num_cells": prepared.mesh.num_cells,
+                 "num_lesion_cells": int(np.count_nonzero(prepared.mesh.cell_tags == LESION_TAG)),
+                 "order": prepared.mesh.order, "quality": prepared.quality.to_dict()},
+        "material": {"model": prepared.material_model,
+                     "summary": prepared.material.to_dict()},
+        "landmarks": prepared.landmarks.to_dict(),
+        "boundary_conditions": {
+            "fixed": "all displacement components of the boundary nodes within "
+                     f"{config.load.distal_fixed_depth_mm} mm of the distal cut",
+            "num_fixed_nodes": int(prepared.fixed_nodes.size),
+            "load": "uniform traction over a spherical cap of the head, half angle "
+                    f"{config.load.patch_half_angle_deg} deg, centred where the force line "
+                    "through the head centre enters the head",
+        },
+        "failure_criterion": {"tension_limit": limits.tension,
+                              "compression_limit": limits.compression,
+                              "patch_area_mm2": limits.patch_area_mm2, "source": limits.source,
+                              "excluded": f"surface within {config.failure.exclude_distal_mm} "
+                                          "mm of the distal cut and within "
+                                          f"{config.failure.exclude_load_margin_mm} mm of "
+                                          "the load patch"},
+        "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
+                   "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
+        "warnings": prepared.warnings,
+        "config": config.to_dict(),
+    }
+    if comm.rank == 0:
+        with _timed(timings, "inputs_hash"):
+            result["inputs"] = {
+                "ct": {"path": str(request.ct_path), "sha256": sha256_file(request.ct_path)},
+                "labels": {"path": str(request.labels_path),
+                           "sha256": sha256_file(request.labels_path)},
+            }
+        result["versions"] = _versions()
+        result["machine"] = {"platform": platform.platform(), "processor": platform.machine()}
+        step("writing outputs")
+        with staged_output(out_dir) as stage, _timed(timings, "write"):
+            _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
+            if picture:
+                _write_picture(stage / "femur_risk.png", prepared, analyses, governing)
+            timings["total"] = round(time.perf_counter() - total_start, 4)
+            result["timings_s"] = timings
+            result["outputs"] = [*sorted(p.name for p in stage.iterdir()), "result.json"]
+            write_json(stage / "result.json", result)
+    result = comm.bcast(result if comm.rank == 0 else None, root=0)
+    return result
+
+
+def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any],
+                  analyses: dict[str, FailureAnalysis]) -> None:
+    from fea.failure import principal_strains
+    from osteofe.fields import write_vtu
+
+    point_data: dict[str, np.ndarray] = {}
+    cell_data: dict[str, np.ndarray] = {
+        "E_MPa": prepared.material.E_MPa,
+        "rho_ash_g_cm3": prepared.material.rho_ash_g_cm3,
+        "HU": prepared.material.hu,
+        "region_tag": prepared.mesh.cell_tags.astype(np.int32),
+    }
+    for name, sol in solutions.items():
+        point_data[f"displacement_mm_{name}"] = sol.displacement_mm
+        point_data[f"risk_factor_{name}"] = analyses[name].node_risk_factor
+        eig = principal_strains(sol.strain)
+        cell_data[f"max_principal_strain_{name}"] = eig[:, 2]
+        cell_data[f"min_principal_strain_{name}"] = eig[:, 0]
+        cell_data[f"strain_{name}"] = sol.strain.reshape(-1, 9)
+    write_vtu(path, prepared.mesh, point_data, cell_data)
+
+
+def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, FailureAnalysis],
+                   governing: dict[str, Any]) -> None:
+    from osteofe.render import render_risk_picture
+
+    name = governing["load_case"]
+    patch = prepared.patches[name]
+    direction = patch.force_n / np.linalg.norm(patch.force_n)
+    lm = prepared.landmarks
+    entry = lm.head_centre_mm - lm.head_radius_mm * direction
+    title = (f"{name}: failure load {governing['failure_load_N']:.0f} N "
+             f"({governing['failure_load_BW']:.2f} x BW), {governing['failure_mode']} in the "
+             f"{governing['critical_region']} (magenta)")
+    render_risk_picture(path, prepared.mesh.points, prepared.boundary,
+                        analyses[name].node_risk_factor, analyses[name].critical_point_mm,
+                        entry, direction, lm.frame.axes, title, prepared.fixed_nodes)

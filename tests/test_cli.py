@@ -1,0 +1,182 @@
+"""End-to-end command line: the pipeline on a coarse phantom, outputs, bad inputs, MPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from meshing.imaging import write_ct, write_labels
+from meshing.phantom import PhantomParams, make_phantom, write_phantom
+from meshing.types import CTVolume, ImageGrid, LabelMap
+from osteofe.cli import EXIT_INPUT, main
+
+COARSE_ARGS = ["--mesh-size", "5", "--no-picture"]
+
+
+@pytest.fixture(scope="module")
+def coarse_phantom(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("phantom")
+    return write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0)), out)
+
+
+@pytest.fixture(scope="module")
+def coarse_result(coarse_phantom, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run") / "result"
+    code = main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--labels",
+                 str(coarse_phantom["labels"]), "--body-weight", "75", "--out", str(out),
+                 "--case-id", "coarse", *COARSE_ARGS])
+    assert code == 0
+    return out, json.loads((out / "result.json").read_text())
+
+
+@pytest.mark.skip_in_parallel
+def test_strength_writes_complete_results(coarse_result, coarse_phantom):
+    out, result = coarse_result
+    assert sorted(p.name for p in out.iterdir()) == ["fields.vtu", "result.json"]
+    for key in ("failure_load_N", "failure_load_BW", "load_case", "critical_point_mm", "mesh",
+                "solver", "timings_s", "inputs", "versions"):
+        assert key in result
+    assert result["load_case"] == "stance"
+    bw = 75 * 9.81
+    assert result["failure_load_BW"] == pytest.approx(result["failure_load_N"] / bw)
+    case = result["cases"][0]
+    assert case["applied_load_N"] == pytest.approx(2.38 * bw)
+    # Linearity: failure load = applied load x limit / peak risk factor.
+    assert case["failure_load_N"] == pytest.approx(case["applied_load_N"]
+                                                   / case["load_to_strength_ratio"])
+    # Equilibrium: the distal cut carries the head load.
+    assert np.allclose(case["reaction_at_distal_cut_N"], [-f for f in case["force_world_N"]],
+                       rtol=1e-5, atol=1e-3 * case["applied_load_N"])
+    import hashlib
+    digest = hashlib.sha256(coarse_phantom["ct"].read_bytes()).hexdigest()
+    assert result["inputs"]["ct"]["sha256"] == digest
+    assert result["mesh"]["num_cells"] > 1000
+    assert result["solver"]["iterations"]["stance"] > 0
+    assert result["landmarks"]["side"] == "right"
+    truth = make_phantom(PhantomParams(voxel_size_mm=1.0)).truth
+    assert np.linalg.norm(np.array(result["landmarks"]["head_centre_mm"])
+                          - truth.head_centre_mm) < 1.0
+    assert result["landmarks"]["head_radius_mm"] == pytest.approx(truth.head_radius_mm, abs=1.0)
+
+
+@pytest.mark.skip_in_parallel
+def test_fields_file_opens_with_the_expected_arrays(coarse_result):
+    import meshio
+
+    out, result = coarse_result
+    mesh = meshio.read(out / "fields.vtu")
+    assert mesh.points.shape[0] == result["mesh"]["num_nodes"]
+    for name in ("displacement_mm_stance", "risk_factor_stance"):
+        assert name in mesh.point_data
+    for name in ("E_MPa", "rho_ash_g_cm3", "HU", "max_principal_strain_stance"):
+        assert name in mesh.cell_data
+    risk = mesh.point_data["risk_factor_stance"]
+    assert risk.max() == pytest.approx(result["cases"][0]["load_to_strength_ratio"], rel=1e-9)
+
+
+def _run_expect_error(args, capsys, pattern, out: Path) -> None:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and pattern in lines[0], err
+    assert "hint:" in lines[0]
+    assert not out.exists(), "no result may be written on bad input"
+
+
+def _base(ct, labels, out):
+    return ["-q", "strength", "--ct", str(ct), "--labels", str(labels), "--body-weight", "75",
+            "--out", str(out), *COARSE_ARGS]
+
+
+@pytest.mark.skip_in_parallel
+def test_missing_file(coarse_phantom, tmp_path, capsys):
+    out = tmp_path / "out"
+    _run_expect_error(_base(tmp_path / "nope.nii.gz", coarse_phantom["labels"], out), capsys,
+                      "CT not found", out)
+
+
+@pytest.mark.skip_in_parallel
+@pytest.mark.parametrize("weight", ["0", "-70", "nan"])
+def test_non_positive_body_weight(coarse_phantom, tmp_path, capsys, weight):
+    out = tmp_path / "out"
+    args = _base(coarse_phantom["ct"], coarse_phantom["labels"], out)
+    args[args.index("--body-weight") + 1] = weight
+    _run_expect_error(args, capsys, "body weight", out)
+
+
+@pytest.mark.skip_in_parallel
+def test_absent_label(coarse_phantom, tmp_path, capsys):
+    out = tmp_path / "out"
+    _run_expect_error([*_base(coarse_phantom["ct"], coarse_phantom["labels"], out),
+                       "--bone-label", "7"], capsys, "7", out)
+
+
+@pytest.mark.skip_in_parallel
+def test_empty_label_map(coarse_phantom, tmp_path, capsys):
+    from meshing.imaging import read_labels
+
+    labels = read_labels(coarse_phantom["labels"])
+    empty = write_labels(LabelMap(labels.grid, np.zeros(labels.grid.shape, np.int32)),
+                         tmp_path / "empty.nii.gz")
+    out = tmp_path / "out"
+    _run_expect_error(_base(coarse_phantom["ct"], empty, out), capsys, "label", out)
+
+
+@pytest.mark.skip_in_parallel
+def test_ct_and_labels_on_disjoint_grids(coarse_phantom, tmp_path, capsys):
+    from meshing.imaging import read_labels
+
+    labels = read_labels(coarse_phantom["labels"])
+    far = ImageGrid(labels.grid.shape, labels.grid.spacing, labels.grid.origin + 1000.0)
+    moved = write_labels(LabelMap(far, labels.labels), tmp_path / "moved.nii.gz")
+    out = tmp_path / "out"
+    _run_expect_error(_base(coarse_phantom["ct"], moved, out), capsys, "overlap", out)
+
+
+@pytest.mark.skip_in_parallel
+def test_unrescaled_ct_is_refused(coarse_phantom, tmp_path, capsys):
+    from meshing.imaging import read_ct
+
+    ct = read_ct(coarse_phantom["ct"])
+    raw = write_ct(CTVolume(ct.grid, ct.hu + 1024.0), tmp_path / "raw.nii.gz")
+    out = tmp_path / "out"
+    _run_expect_error(_base(raw, coarse_phantom["labels"], out), capsys, "rescal", out)
+
+
+@pytest.mark.skip_in_parallel
+def test_config_default_round_trips(tmp_path, capsys):
+    assert main(["config", "--print-default"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "osteofe.toml"
+    path.write_text(text)
+    assert main(["config", "--check", str(path)]) == 0
+    path.write_text(text.replace("size_mm = 3.0", "size_mm = -1.0"))
+    assert main(["config", "--check", str(path)]) == EXIT_INPUT
+    assert "mesh.size_mm" in capsys.readouterr().err
+
+
+@pytest.mark.skip_in_parallel
+def test_mpi_run_gives_the_serial_failure_load(coarse_phantom, coarse_result, tmp_path):
+    """`mpiexec -n 2 osteofe strength` reproduces the serial failure load within 1e-5."""
+    _, serial = coarse_result
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    if not mpiexec.exists():
+        pytest.skip("mpiexec not found beside the Python interpreter")
+    out = tmp_path / "mpi"
+    cmd = [str(mpiexec), "-n", "2", sys.executable, "-m", "osteofe", "-q", "strength",
+           "--ct", str(coarse_phantom["ct"]), "--labels", str(coarse_phantom["labels"]),
+           "--body-weight", "75", "--out", str(out), "--case-id", "coarse", *COARSE_ARGS]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    parallel = json.loads((out / "result.json").read_text())
+    assert parallel["solver"]["mpi_ranks"] == 2
+    assert parallel["failure_load_N"] == pytest.approx(serial["failure_load_N"], rel=1e-5)
+    assert parallel["critical_point_mm"] == serial["critical_point_mm"]
