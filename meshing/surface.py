@@ -439,14 +439,18 @@ def remesh_uniform(surface: SurfaceMesh, edge_mm: float) -> SurfaceMesh:
     target = max(int(2.0 * float(poly.area) / (np.sqrt(3.0) * edge_mm**2)), 50)
     with warnings.catch_warnings():
         # pyacvd calls a pyvista accessor that pyvista has deprecated; harmless here.
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")
         clustering = pyacvd.Clustering(poly)
         # Clusters need several input vertices each to be well shaped.
         while clustering.mesh.n_points < 4 * target:
             clustering.subdivide(2)
         clustering.cluster(target)
         remeshed = clustering.create_mesh()
-    result = SurfaceMesh(np.asarray(remeshed.points), _triangles_of(remeshed))
+    # Cluster centroids lie inside a convex surface: project them back onto it, so that the
+    # remeshed surface encloses the same volume (to its chordal error).
+    closest: Any = poly.find_closest_cell(np.asarray(remeshed.points),
+                                          return_closest_point=True)
+    result = SurfaceMesh(np.asarray(closest[1], dtype=np.float64), _triangles_of(remeshed))
     problem = surface_check(result)
     if problem is not None:
         raise MeshingError(f"uniform surface remeshing at {edge_mm} mm failed: {problem}",

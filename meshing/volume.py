@@ -63,6 +63,7 @@ def tetrahedralize(
     curved: bool = False,
     feature_angle_deg: float = 40.0,
     num_threads: int = 1,
+    remesh_boundary: bool = True,
 ) -> TetMesh:
     """Fill a closed surface with tetrahedra (gmsh: classify, reparametrise, HXT).
 
@@ -88,6 +89,10 @@ def tetrahedralize(
         feature_angle_deg: Dihedral angle between triangles above which an edge is kept as
             a sharp feature when classifying the surface.
         num_threads: Threads gmsh may use (HXT is parallel).
+        remesh_boundary: False keeps the given triangles as the mesh boundary (for a surface
+            already triangulated at the element size, e.g. by
+            :func:`meshing.surface.remesh_uniform`): no classification, and no second
+            chordal error.
 
     Returns:
         The tetrahedral mesh, every ``cell_tags`` equal to 1 (bone).
@@ -124,7 +129,12 @@ def tetrahedralize(
         try:
             _set_options(gmsh, size_mm=size_mm, size_min=size_min, num_threads=num_threads,
                          curved=curved)
-            _mesh_volume(gmsh, surface, feature_angle_deg)
+            if remesh_boundary:
+                _mesh_volume(gmsh, surface, feature_angle_deg)
+            else:
+                gmsh.model.add("osteofe-given-boundary")
+                _build_raw(gmsh, surface)
+                _generate(gmsh)
             if optimize:
                 gmsh.model.mesh.optimize("")
                 if optimize_netgen:
@@ -397,4 +407,4 @@ def mesh_from_mask(
                                   target_edge_mm=surface_edge_mm)
     return tetrahedralize(surface, size_mm=size_mm, order=order, size_min_mm=size_min_mm,
                           optimize=optimize, optimize_netgen=optimize_netgen,
-                          num_threads=num_threads)
+                          num_threads=num_threads, remesh_boundary=surface_edge_mm is not None)

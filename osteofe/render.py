@@ -67,18 +67,19 @@ def render_risk_picture(
         plotter.add_mesh(surface, scalars="risk factor", cmap="turbo", clim=(0.0, vmax),
                          smooth_shading=True, show_scalar_bar=(col == 1),
                          scalar_bar_args={"title": "risk factor (strain / limit)",
-                                          "vertical": True})
+                                          "vertical": True, "color": "white",
+                                          "position_x": 0.8, "width": 0.06})
         plotter.add_mesh(arrow, color="white")
         plotter.add_mesh(marker, color="magenta")
         if fixed_nodes is not None and fixed_nodes.size:
             plotter.add_points(points[fixed_nodes], color="grey", point_size=4)
-        plotter.add_text(name, position="upper_left", font_size=10)
+        plotter.add_text(name, position="upper_left", font_size=10, color="white")
         plotter.camera.focal_point = centre
-        plotter.camera.position = centre + 2.6 * scale * toward_camera
+        plotter.camera.position = centre + 3.2 * scale * toward_camera
         plotter.camera.up = up
         plotter.set_background("black")  # type: ignore[arg-type]  # wrong pyvista stub
     plotter.subplot(0, 0)
-    plotter.add_text(title, position="lower_left", font_size=9)
+    plotter.add_text(title, position="lower_left", font_size=9, color="white")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)

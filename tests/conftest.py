@@ -11,7 +11,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
-def _comm_world():  # noqa: ANN202 - mpi4py is optional for the pure-numpy stages
+def _comm_world():
     try:
         from mpi4py import MPI
     except ImportError:  # pragma: no cover

@@ -55,7 +55,8 @@ def _bar_supports(mesh: TetMesh) -> list[Support]:
     pts = mesh.points
     bottom = np.flatnonzero(pts[:, 2] < 1e-9)
     origin = np.flatnonzero(np.all(pts < 1e-9, axis=1))
-    x_end = np.flatnonzero((pts[:, 2] < 1e-9) & (pts[:, 1] < 1e-9) & (pts[:, 0] > pts[:, 0].max() - 1e-9))
+    x_end = np.flatnonzero((pts[:, 2] < 1e-9) & (pts[:, 1] < 1e-9)
+                           & (pts[:, 0] > pts[:, 0].max() - 1e-9))
     return [Support("bottom", bottom, (2,)), Support("pin", origin, (0, 1)),
             Support("roller", x_end, (1,))]
 
@@ -122,7 +123,7 @@ def test_nonconverging_solve_is_an_error_with_history():
     mesh = box_mesh([0, 0, 0], [10, 10, 50], (3, 3, 12))
     model = ElasticModel(mesh, np.full(mesh.num_cells, 1000.0), 0.3, _bar_supports(mesh),
                          SolverOptions(pc_type="jacobi", max_it=3))
-    with pytest.raises(SolverError, match="did not converge.*last residuals"):
+    with pytest.raises(SolverError, match=r"did not converge.*last residuals"):
         model.solve([_top_patch(mesh, np.array([0.0, 0.0, -10.0]))])
 
 
