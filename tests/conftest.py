@@ -38,3 +38,14 @@ def mpi_tmp_path(tmp_path: Path) -> Iterator[Path]:
     path = comm.bcast(str(tmp_path) if comm.rank == 0 else None, root=0)
     yield Path(path)
     comm.barrier()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``skip_in_parallel`` when running under ``mpiexec -n >1``."""
+    comm = _comm_world()
+    if comm is None or comm.size == 1:
+        return
+    skip = pytest.mark.skip(reason="serial-only test (running under mpiexec)")
+    for item in items:
+        if "skip_in_parallel" in item.keywords:
+            item.add_marker(skip)
