@@ -54,7 +54,10 @@ MappingMode = Literal["hu_average", "modulus_average"]
 MAX_QUADRATURE_DEGREE = 9
 
 #: Tolerance, in voxels, beyond the half-voxel band around the image for "inside the CT".
-_INSIDE_TOL_VOXELS = 1e-6
+#: A bone cut by the image border (a distal cut at the last slice) is closed by a smoothed
+#: iso-surface that bulges up to a fraction of a voxel past the last voxel's face; those
+#: points take the edge value, as the rest of the half-voxel band does.
+_INSIDE_TOL_VOXELS = 0.5
 
 
 # --------------------------------------------------------------------------------------------

@@ -190,7 +190,11 @@ def prepare_model(
         check_ct_is_rescaled(ct.hu)
         lesion_keys = [_label_value(k) for k in request.lesion_labels]
         if not request.lesion_labels_required:
-            lesion_keys = [k for k in lesion_keys if _label_present(labels, k)]
+            # Default lesion label 2 only in osteofe's own convention (0 background, 1 bone,
+            # 2 lesion): in a multi-structure map such as TotalSegmentator's, 2 is an organ.
+            osteofe_convention = set(np.unique(labels.labels).tolist()) <= {0, 1, 2}
+            lesion_keys = [k for k in lesion_keys
+                           if osteofe_convention and _label_present(labels, k)]
         bone, lesion = select_femur(labels, _label_value(request.bone_label), lesion_keys)
         lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
         metal = detect_metal(ct, bone | lesion)
@@ -268,6 +272,15 @@ def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
+def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
+    """Length above the distal cut left out of the criterion.
+
+    The configured length, but at most a quarter of the bone: a CT may hold only the proximal
+    few centimetres of the femur.
+    """
+    return float(min(failure_cfg.exclude_distal_mm, 0.25 * landmarks.length_mm))
+
+
 def _excluded_nodes(prepared: PreparedModel, patch: LoadPatch, failure_cfg: Any) -> Any:
     """Nodes where the criterion is not evaluated.
 
@@ -280,7 +293,8 @@ def _excluded_nodes(prepared: PreparedModel, patch: LoadPatch, failure_cfg: Any)
     mesh = prepared.mesh
     points = mesh.points
     level = points @ prepared.landmarks.shaft_axis
-    excluded = level < prepared.landmarks.distal_level_mm + failure_cfg.exclude_distal_mm
+    excluded = level < prepared.landmarks.distal_level_mm + _distal_exclusion_mm(
+        prepared.landmarks, failure_cfg)
     dist, _ = cKDTree(points[patch.nodes]).query(points)
     excluded |= dist <= failure_cfg.exclude_load_margin_mm
     touches_bone = np.zeros(mesh.num_nodes, dtype=bool)
@@ -399,6 +413,7 @@ def run_strength(
                 "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
             })
     governing = min(cases, key=lambda c: c["failure_load_N"])
+    distal_excluded = _distal_exclusion_mm(prepared.landmarks, config.failure)
     result: dict[str, Any] = {
         "case_id": request.case_id,
         "failure_load_N": governing["failure_load_N"],
@@ -426,7 +441,7 @@ def run_strength(
         "failure_criterion": {"tension_limit": limits.tension,
                               "compression_limit": limits.compression,
                               "patch_area_mm2": limits.patch_area_mm2, "source": limits.source,
-                              "excluded": f"surface within {config.failure.exclude_distal_mm} "
+                              "excluded": f"surface within {distal_excluded:.1f} "
                                           "mm of the distal cut and within "
                                           f"{config.failure.exclude_load_margin_mm} mm of "
                                           "the load patch"},
