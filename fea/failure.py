@@ -20,8 +20,8 @@ from fea.errors import BoundaryConditionError
 from fea.topology import cell_to_node_average, node_areas
 from meshing.types import TetMesh
 
-__all__ = ["SCHILEO_2008", "FailureAnalysis", "StrainLimits", "principal_strains",
-           "strain_failure"]
+__all__ = ["SCHILEO_2008", "FailureAnalysis", "StrainCriterion", "StrainLimits",
+           "principal_strains", "strain_failure"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -118,9 +118,9 @@ class FailureAnalysis:
         }
 
 
-def _patch_average(points: FloatArray, weights: FloatArray, values: FloatArray,
-                   radius: float) -> FloatArray:
-    """Area-weighted average of ``values`` over all points within ``radius`` (self included)."""
+def _patch_average_matrix(points: FloatArray, weights: FloatArray,
+                          radius: float) -> sparse.csr_matrix:
+    """Row-normalised matrix of area-weighted averages over points within ``radius``."""
     pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
     n = points.shape[0]
     diagonal = np.arange(n)
@@ -128,7 +128,84 @@ def _patch_average(points: FloatArray, weights: FloatArray, values: FloatArray,
     cols = np.concatenate([pairs[:, 1], pairs[:, 0], diagonal])
     w = sparse.csr_matrix((weights[cols], (rows, cols)), shape=(n, n))
     total = np.asarray(w.sum(axis=1)).ravel()
-    return np.asarray((w @ values) / total[:, None])
+    return sparse.csr_matrix(sparse.diags(1.0 / total) @ w)
+
+
+class StrainCriterion:
+    """The principal-strain criterion set up once for a mesh and its evaluated surface.
+
+    Building the nodal averaging and the surface-patch averaging is the costly part; it is
+    done here once, so that many load cases or load directions are cheap to evaluate.
+
+    Args:
+        mesh: The mesh.
+        boundary: (f, 3) boundary triangles (node indices).
+        excluded_nodes: (n,) bool, nodes not evaluated (load patch, supports, distal stump).
+        limits: Limit strains and averaging patch.
+
+    Raises:
+        BoundaryConditionError: when no surface node is left to evaluate.
+    """
+
+    def __init__(
+        self,
+        mesh: TetMesh,
+        boundary: npt.NDArray[np.int64],
+        *,
+        excluded_nodes: npt.NDArray[np.bool_] | None = None,
+        limits: StrainLimits = SCHILEO_2008,
+    ) -> None:
+        n = mesh.num_nodes
+        surface = np.zeros(n, dtype=bool)
+        surface[np.unique(boundary)] = True
+        self.evaluated = surface if excluded_nodes is None else surface & ~excluded_nodes
+        self.nodes = np.flatnonzero(self.evaluated)
+        if self.nodes.size == 0:
+            raise BoundaryConditionError(
+                "no surface node left to evaluate the failure criterion",
+                hint="reduce the excluded zones around loads/supports")
+        self.mesh = mesh
+        self.limits = limits
+        weights = node_areas(n, mesh.points, boundary)[self.nodes]
+        self._patch = _patch_average_matrix(mesh.points[self.nodes], weights,
+                                            limits.patch_radius_mm)
+
+    def surface_strain(self, cell_strain: FloatArray) -> FloatArray:
+        """(k, 3, 3) strain tensors at the evaluated surface nodes (linear in the input)."""
+        return np.asarray(cell_to_node_average(self.mesh, cell_strain)[self.nodes])
+
+    def evaluate_surface(self, node_strain: FloatArray) -> FailureAnalysis:
+        """Criterion from strain tensors at the evaluated surface nodes (k, 3, 3)."""
+        eig = principal_strains(node_strain)
+        averaged = self._patch @ eig[:, [0, 2]]
+        eps_min, eps_max = averaged[:, 0], averaged[:, 1]
+        tension_rf = np.maximum(eps_max, 0.0) / self.limits.tension
+        compression_rf = np.maximum(-eps_min, 0.0) / self.limits.compression
+        risk = np.maximum(tension_rf, compression_rf)
+        k = int(np.argmax(risk))
+        if not risk[k] > 0.0:
+            raise BoundaryConditionError("the load produces no strain on the evaluated surface",
+                                         hint="check that loads are applied")
+        node_rf = np.zeros(self.mesh.num_nodes)
+        node_rf[self.nodes] = risk
+        mode: Literal["tension", "compression"] = (
+            "tension" if tension_rf[k] >= compression_rf[k] else "compression"
+        )
+        critical = int(self.nodes[k])
+        return FailureAnalysis(
+            load_factor=float(1.0 / risk[k]),
+            mode=mode,
+            critical_node=critical,
+            critical_point_mm=self.mesh.points[critical].copy(),
+            peak_tension_strain=float(eps_max.max()),
+            peak_compression_strain=float(eps_min.min()),
+            node_risk_factor=node_rf,
+            evaluated=self.evaluated,
+        )
+
+    def evaluate(self, cell_strain: FloatArray) -> FailureAnalysis:
+        """Criterion for a strain field given per cell (m, 3, 3) at the applied load."""
+        return self.evaluate_surface(self.surface_strain(cell_strain))
 
 
 def strain_failure(
@@ -139,7 +216,7 @@ def strain_failure(
     excluded_nodes: npt.NDArray[np.bool_] | None = None,
     limits: StrainLimits = SCHILEO_2008,
 ) -> FailureAnalysis:
-    """Apply the principal-strain criterion on the bone surface.
+    """Apply the principal-strain criterion on the bone surface (one load case).
 
     Args:
         mesh: The mesh.
@@ -154,38 +231,5 @@ def strain_failure(
     Raises:
         BoundaryConditionError: when no surface node is left to evaluate.
     """
-    n = mesh.num_nodes
-    surface = np.zeros(n, dtype=bool)
-    surface[np.unique(boundary)] = True
-    evaluated = surface if excluded_nodes is None else surface & ~excluded_nodes
-    idx = np.flatnonzero(evaluated)
-    if idx.size == 0:
-        raise BoundaryConditionError("no surface node left to evaluate the failure criterion",
-                                     hint="reduce the excluded zones around loads/supports")
-    node_strain = cell_to_node_average(mesh, cell_strain)
-    eig = principal_strains(node_strain[idx])
-    weights = node_areas(n, mesh.points, boundary)[idx]
-    averaged = _patch_average(mesh.points[idx], weights, eig[:, [0, 2]], limits.patch_radius_mm)
-    eps_min, eps_max = averaged[:, 0], averaged[:, 1]
-    tension_rf = np.maximum(eps_max, 0.0) / limits.tension
-    compression_rf = np.maximum(-eps_min, 0.0) / limits.compression
-    risk = np.maximum(tension_rf, compression_rf)
-    k = int(np.argmax(risk))
-    if not risk[k] > 0.0:
-        raise BoundaryConditionError("the load produces no strain on the evaluated surface",
-                                     hint="check that loads are applied")
-    node_rf = np.zeros(n)
-    node_rf[idx] = risk
-    mode: Literal["tension", "compression"] = (
-        "tension" if tension_rf[k] >= compression_rf[k] else "compression"
-    )
-    return FailureAnalysis(
-        load_factor=float(1.0 / risk[k]),
-        mode=mode,
-        critical_node=int(idx[k]),
-        critical_point_mm=mesh.points[idx[k]].copy(),
-        peak_tension_strain=float(eps_max.max()),
-        peak_compression_strain=float(eps_min.min()),
-        node_risk_factor=node_rf,
-        evaluated=evaluated,
-    )
+    criterion = StrainCriterion(mesh, boundary, excluded_nodes=excluded_nodes, limits=limits)
+    return criterion.evaluate(cell_strain)

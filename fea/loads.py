@@ -8,7 +8,7 @@ left femur by :class:`fea.landmarks.AnatomicalFrame`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,11 @@ __all__ = [
     "LoadCase",
     "LoadPatch",
     "body_weight_newton",
+    "custom_load_case",
     "direction_from_angles",
     "distal_fixed_nodes",
+    "fall_direction",
+    "ground_contact_nodes",
     "head_load_patch",
 ]
 
@@ -52,31 +55,61 @@ def direction_from_angles(frontal_deg: float, sagittal_deg: float) -> npt.NDArra
     return np.asarray(v / np.linalg.norm(v))
 
 
+SupportKind = Literal["distal", "fall"]
+
+
 @dataclass(frozen=True)
 class LoadCase:
-    """A hip contact load: magnitude in body weights and direction on the head.
+    """A load on the femoral head: magnitude, direction and how the femur is supported.
 
     Attributes:
         name: Identifier used on the command line (e.g. "stance").
-        magnitude_bw: Peak resultant force in multiples of body weight.
-        frontal_deg: Inclination from -z towards lateral in the frontal plane, deg.
-        sagittal_deg: Inclination from -z towards posterior in the sagittal plane, deg.
+        direction: (3,) unit direction of the force on the head in the right-femur
+            anatomical frame (x lateral, y anterior, z proximal).
         source: Citation of magnitude and direction.
+        magnitude_bw: Force in multiples of body weight (None when given in N).
+        magnitude_n: Force in N (for loads that do not scale with body weight).
+        support: "distal": the distal cut is fixed; "fall": the distal cut is fixed and the
+            greater trochanter rests on the ground (its contact patch is fixed).
     """
 
     name: str
-    magnitude_bw: float
-    frontal_deg: float
-    sagittal_deg: float
+    direction: tuple[float, float, float]
     source: str
+    magnitude_bw: float | None = None
+    magnitude_n: float | None = None
+    support: SupportKind = "distal"
+
+    def __post_init__(self) -> None:
+        vec = np.asarray(self.direction, dtype=float)
+        norm = float(np.linalg.norm(vec))
+        if vec.shape != (3,) or not np.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"load case {self.name!r}: direction must be a non-zero 3-vector")
+        object.__setattr__(self, "direction", tuple(float(v) for v in vec / norm))
+        if (self.magnitude_bw is None) == (self.magnitude_n is None):
+            raise ValueError(f"load case {self.name!r}: give magnitude_bw or magnitude_n")
+        magnitude = self.magnitude_bw if self.magnitude_bw is not None else self.magnitude_n
+        if magnitude is None or not magnitude > 0.0:
+            raise ValueError(f"load case {self.name!r}: magnitude must be positive")
+
+    @classmethod
+    def from_angles(cls, name: str, magnitude_bw: float, frontal_deg: float,
+                    sagittal_deg: float, source: str) -> LoadCase:
+        """A body-weight load inclined to the shaft axis (see :func:`direction_from_angles`)."""
+        direction = direction_from_angles(frontal_deg, sagittal_deg)
+        return cls(name, (direction[0], direction[1], direction[2]), source,
+                   magnitude_bw=magnitude_bw)
 
     @property
-    def direction(self) -> npt.NDArray[np.float64]:
+    def unit_direction(self) -> npt.NDArray[np.float64]:
         """Unit direction of the force on the head (right-femur anatomical frame)."""
-        return direction_from_angles(self.frontal_deg, self.sagittal_deg)
+        return np.asarray(self.direction, dtype=np.float64)
 
     def force_newton(self, body_mass_kg: float) -> float:
-        """Resultant force magnitude in N for a patient of the given mass."""
+        """Force magnitude in N for a patient of the given mass."""
+        if self.magnitude_n is not None:
+            return float(self.magnitude_n)
+        assert self.magnitude_bw is not None
         return self.magnitude_bw * body_weight_newton(body_mass_kg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,11 +117,32 @@ class LoadCase:
         return {
             "name": self.name,
             "magnitude_bw": self.magnitude_bw,
-            "frontal_deg": self.frontal_deg,
-            "sagittal_deg": self.sagittal_deg,
-            "direction_right_femur": self.direction.round(5).tolist(),
+            "magnitude_N": self.magnitude_n,
+            "direction_right_femur": [round(v, 6) for v in self.direction],
+            "support": self.support,
             "source": self.source,
         }
+
+
+def fall_direction(shaft_to_horizontal_deg: float = 10.0,
+                   internal_rotation_deg: float = 15.0) -> npt.NDArray[np.float64]:
+    """Direction of the head load in a sideways fall on the greater trochanter.
+
+    The femur lies on its lateral side; the ground's downward direction, expressed in the
+    femur frame, is the load direction on the head: lateral (+x), tilted distally by the shaft
+    inclination (proximal end raised) and turned posteriorly by the femur's internal rotation.
+    Configuration of Courtney et al. 1994 (J Bone Miner Res 9:1353) as used by Keyak et al.
+    2001 and Dragomir-Daescu et al. 2011 [sign conventions to verify against those papers].
+
+    Args:
+        shaft_to_horizontal_deg: Angle between the shaft and the ground.
+        internal_rotation_deg: Internal rotation of the femur about its shaft axis.
+
+    Returns:
+        (3,) unit vector in the right-femur anatomical frame.
+    """
+    tilt, rot = np.radians(shaft_to_horizontal_deg), np.radians(internal_rotation_deg)
+    return np.array([np.cos(tilt) * np.cos(rot), -np.cos(tilt) * np.sin(rot), -np.sin(tilt)])
 
 
 _BERGMANN_2001 = (
@@ -98,17 +152,76 @@ _BERGMANN_2001 = (
     "inclined ~13 deg (frontal) and ~8 deg (sagittal) to the femoral axis at the walking "
     "peak; the posterior component grows for stairs [directions approximate, to verify]."
 )
+_BERGMANN_1993 = (
+    "Bergmann G, Graichen F, Rohlmann A (1993) Hip joint loading during walking and running, "
+    "measured in two patients. J Biomech 26:969-990: stumbling 720 and 870 %BW; the "
+    "frontal-plane direction of large forces changes little (walking direction used here)."
+)
+_FALL = (
+    "Sideways fall on the greater trochanter: shaft 10 deg to the ground, 15 deg internal "
+    "rotation (Courtney et al. 1994, J Bone Miner Res 9:1353; Dragomir-Daescu et al. 2011, "
+    "Ann Biomed Eng 39:742); nominal impact force 4.0 kN (in-vivo estimates 4.0 +- 1.7 kN, "
+    "DESIGN.md 4). The failure load does not depend on this nominal value (linearity)."
+)
 
 #: Catalogue of load cases. Magnitudes: Bergmann et al. 2001 (walking 238 %BW, stairs up
-#: 251 %BW, stairs down 260 %BW).
+#: 251 %BW, stairs down 260 %BW); Bergmann et al. 1993 (stumbling up to 870 %BW).
 LOAD_CASES: dict[str, LoadCase] = {
     case.name: case
     for case in (
-        LoadCase("stance", 2.38, 13.0, 8.0, _BERGMANN_2001),
-        LoadCase("stairs_up", 2.51, 13.0, 15.0, _BERGMANN_2001),
-        LoadCase("stairs_down", 2.60, 13.0, 11.0, _BERGMANN_2001),
+        LoadCase.from_angles("stance", 2.38, 13.0, 8.0, _BERGMANN_2001),
+        LoadCase.from_angles("stairs_up", 2.51, 13.0, 15.0, _BERGMANN_2001),
+        LoadCase.from_angles("stairs_down", 2.60, 13.0, 11.0, _BERGMANN_2001),
+        LoadCase.from_angles("stumbling", 8.70, 13.0, 8.0, _BERGMANN_1993),
+        LoadCase("fall", tuple(fall_direction()), _FALL, magnitude_n=4000.0,
+                 support="fall"),
     )
 }
+
+
+def custom_load_case(name: str, force_n: npt.ArrayLike) -> LoadCase:
+    """A user-given force vector (N, right-femur anatomical frame) with the distal cut fixed."""
+    vec = np.asarray(force_n, dtype=float)
+    magnitude = float(np.linalg.norm(vec))
+    if vec.shape != (3,) or not magnitude > 0.0:
+        raise ValueError(f"custom load {name!r} must be a non-zero (fx, fy, fz) in N")
+    return LoadCase(name, (vec[0] / magnitude, vec[1] / magnitude, vec[2] / magnitude),
+                    "user-given force vector", magnitude_n=magnitude)
+
+
+def ground_contact_nodes(
+    points: npt.NDArray[np.float64],
+    boundary: npt.NDArray[np.int64],
+    landmarks: FemurLandmarks,
+    down_world: npt.NDArray[np.float64],
+    *,
+    depth_mm: float = 4.0,
+) -> npt.NDArray[np.int64]:
+    """Surface nodes of the proximal femur that touch the ground in a sideways fall.
+
+    The greater trochanter is the part of the proximal femur that reaches furthest along
+    the downward direction; nodes within ``depth_mm`` of that extreme form the support.
+
+    Args:
+        points: (n, 3) node coordinates, mm.
+        boundary: (f, 3) boundary triangles.
+        landmarks: Landmarks (shaft axis and head centre locate the proximal femur).
+        down_world: (3,) unit direction towards the ground (the head load direction).
+        depth_mm: Thickness of the contact layer.
+
+    Returns:
+        (k,) int64 node indices.
+    """
+    nodes = np.unique(boundary)
+    level = (points[nodes] - landmarks.head_centre_mm) @ landmarks.shaft_axis
+    # Proximal femur: from the top of the head to ~4 head radii below its centre.
+    proximal = nodes[level > -4.0 * landmarks.head_radius_mm]
+    reach = points[proximal] @ np.asarray(down_world, dtype=float)
+    contact = proximal[reach > reach.max() - depth_mm]
+    if contact.size < 3:
+        raise BoundaryConditionError("no greater-trochanter contact found for the fall case",
+                                     hint="check that the proximal femur is complete")
+    return contact
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options (override the config file)")
     group.add_argument("--config", type=Path, help="TOML configuration file")
     group.add_argument("--load", nargs="+", metavar="CASE",
-                       help="load case(s): stance, stairs_up, stairs_down (default: stance)")
+                       help="load case(s): stance, stairs_up, stairs_down, stumbling, fall "
+                       "(default: stance)")
+    group.add_argument("--custom-load", nargs=3, type=float, action="append",
+                       metavar=("FX", "FY", "FZ"),
+                       help="extra head force in N, right-femur anatomical frame (x lateral, "
+                       "y anterior, z proximal), repeatable")
+    group.add_argument("--sweep", type=int, metavar="N",
+                       help="also sweep N load directions around each case (cone of "
+                       "load.sweep_half_angle_deg, default 15 deg) and report the weakest")
     group.add_argument("--mesh-size", type=float, metavar="MM",
                        help="target element size in mm (default 3)")
     group.add_argument("--order", type=int, choices=(1, 2), help="mesh node order")
@@ -101,7 +109,10 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
     config = load_config(args.config)
     config = config.override("mesh", size_mm=args.mesh_size, order=args.order)
-    config = config.override("load", cases=tuple(args.load) if args.load else None)
+    config = config.override(
+        "load", cases=tuple(args.load) if args.load else None,
+        custom_forces_n=tuple(tuple(f) for f in args.custom_load) if args.custom_load else None,
+        sweep_directions=args.sweep)
     extra = dict(config.solver.petsc_options)
     for item in args.petsc_option:
         key, sep, value = item.partition("=")

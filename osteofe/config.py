@@ -89,26 +89,53 @@ class LoadConfig:
     """Load cases and supports.
 
     Attributes:
-        cases: Load case names (see ``fea.loads.LOAD_CASES``).
+        cases: Load case names: stance, stairs_up, stairs_down, stumbling, fall.
+        custom_forces_n: Extra forces on the head [[fx, fy, fz], ...] in N, in the anatomical
+            frame of a right femur (x lateral, y anterior, z proximal), distal cut fixed.
         patch_half_angle_deg: Half opening angle of the head cap the force is spread over.
         distal_fixed_depth_mm: Thickness of the fixed slab at the distal cut.
+        sweep_directions: 0, or the number of load directions swept around each case's
+            direction (on the same patch, by superposition of three unit loads).
+        sweep_half_angle_deg: Half opening angle of the cone of swept directions.
     """
 
     cases: tuple[str, ...] = ("stance",)
+    custom_forces_n: tuple[tuple[float, float, float], ...] = ()
     patch_half_angle_deg: float = 30.0
     distal_fixed_depth_mm: float = 2.0
+    sweep_directions: int = 0
+    sweep_half_angle_deg: float = 15.0
 
     def __post_init__(self) -> None:
         from fea.loads import LOAD_CASES
 
         object.__setattr__(self, "cases", tuple(self.cases))
-        _check(len(self.cases) > 0, "load.cases", self.cases, "at least one load case")
+        forces = tuple(tuple(float(v) for v in f) for f in self.custom_forces_n)
+        object.__setattr__(self, "custom_forces_n", forces)
+        _check(len(self.cases) + len(forces) > 0, "load.cases", self.cases,
+               "at least one load case")
         for name in self.cases:
             _check(name in LOAD_CASES, "load.cases", name, f"one of {sorted(LOAD_CASES)}")
+        for force in forces:
+            _check(len(force) == 3 and sum(v * v for v in force) > 0.0,
+                   "load.custom_forces_n", force, "non-zero [fx, fy, fz] in N")
         _check(5.0 <= self.patch_half_angle_deg <= 80.0, "load.patch_half_angle_deg",
                self.patch_half_angle_deg, "5-80 deg")
         _check(0.1 <= self.distal_fixed_depth_mm <= 30.0, "load.distal_fixed_depth_mm",
                self.distal_fixed_depth_mm, "0.1-30 mm")
+        _check(self.sweep_directions == 0 or 2 <= self.sweep_directions <= 1000,
+               "load.sweep_directions", self.sweep_directions, "0 or 2-1000")
+        _check(0.0 < self.sweep_half_angle_deg <= 90.0, "load.sweep_half_angle_deg",
+               self.sweep_half_angle_deg, "0-90 deg")
+
+    def load_cases(self) -> list[Any]:
+        """The configured :class:`fea.loads.LoadCase` objects, named cases then custom ones."""
+        from fea.loads import LOAD_CASES, custom_load_case
+
+        return [LOAD_CASES[name] for name in self.cases] + [
+            custom_load_case(f"custom_{i + 1}", force)
+            for i, force in enumerate(self.custom_forces_n)
+        ]
 
 
 @dataclass(frozen=True)

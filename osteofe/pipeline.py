@@ -13,22 +13,23 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 
-from fea.failure import FailureAnalysis, StrainLimits, strain_failure
+from fea.failure import FailureAnalysis, StrainCriterion, StrainLimits
 from fea.landmarks import FemurLandmarks, find_landmarks
 from fea.loads import (
-    LOAD_CASES,
+    LoadCase,
     LoadPatch,
     body_weight_newton,
     distal_fixed_nodes,
+    ground_contact_nodes,
     head_load_patch,
 )
 from fea.topology import boundary_faces
@@ -45,6 +46,9 @@ from meshing.types import LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
 from osteofe.outputs import sha256_file, staged_output, write_json
+
+if TYPE_CHECKING:
+    from fea.solver import CaseSolution
 
 __all__ = [
     "PreparedModel",
@@ -120,6 +124,26 @@ class StrengthRequest:
 
 
 @dataclass(frozen=True)
+class PlacedLoad:
+    """A load case placed on one femur.
+
+    Attributes:
+        case: The load case definition.
+        patch: Head patch with the total force (N, world).
+        ground_nodes: Nodes resting on the ground (sideways fall), else None.
+    """
+
+    case: LoadCase
+    patch: LoadPatch
+    ground_nodes: npt.NDArray[np.int64] | None = None
+
+    @property
+    def support_key(self) -> str:
+        """Cases with equal keys share supports, hence one operator and preconditioner."""
+        return "distal" if self.ground_nodes is None else f"fall:{self.case.name}"
+
+
+@dataclass(frozen=True)
 class PreparedModel:
     """Everything the solver needs, built on rank 0 and broadcast.
 
@@ -129,7 +153,7 @@ class PreparedModel:
         landmarks: Head centre, shaft axis, frame.
         boundary: (f, 3) boundary triangles.
         fixed_nodes: Nodes fixed at the distal cut.
-        patches: Load case name -> load patch with its force (N, world).
+        loads: Load case name -> the case placed on this femur.
         quality: Mesh quality summary.
         calibration: The HU -> density calibration used.
         timings_s: Stage timings so far.
@@ -141,7 +165,7 @@ class PreparedModel:
     landmarks: FemurLandmarks
     boundary: npt.NDArray[np.int64]
     fixed_nodes: npt.NDArray[np.int64]
-    patches: dict[str, LoadPatch]
+    loads: dict[str, PlacedLoad]
     quality: MeshQuality
     material_model: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -244,16 +268,18 @@ def prepare_model(
                             "image superior axis was used")
         fixed = distal_fixed_nodes(mesh.points, boundary, landmarks,
                                    depth_mm=config.load.distal_fixed_depth_mm)
-        patches: dict[str, LoadPatch] = {}
-        for name in config.load.cases:
-            case = LOAD_CASES[name]
+        loads: dict[str, PlacedLoad] = {}
+        for case in config.load.load_cases():
             direction = landmarks.frame.to_world_direction(case.direction)
-            patches[name] = head_load_patch(
+            patch = head_load_patch(
                 mesh.points, boundary, landmarks, direction,
                 case.force_newton(request.body_mass_kg),
                 half_angle_deg=config.load.patch_half_angle_deg,
             )
-    return PreparedModel(mesh, material, landmarks, boundary, fixed, patches, quality,
+            ground = (ground_contact_nodes(mesh.points, boundary, landmarks, direction)
+                      if case.support == "fall" else None)
+            loads[case.name] = PlacedLoad(case, patch, ground)
+    return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
                          model.to_dict(), timings, warnings)
 
 
@@ -281,12 +307,12 @@ def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
     return float(min(failure_cfg.exclude_distal_mm, 0.25 * landmarks.length_mm))
 
 
-def _excluded_nodes(prepared: PreparedModel, patch: LoadPatch, failure_cfg: Any) -> Any:
+def _excluded_nodes(prepared: PreparedModel, load: PlacedLoad, failure_cfg: Any) -> Any:
     """Nodes where the criterion is not evaluated.
 
-    Near the load patch and the distal fixation (artificial strain concentrations), and nodes
-    surrounded only by lesion cells: the bone yield strains of the criterion do not apply to
-    tumour tissue, so failure is sought in the bone around it.
+    Near the load patch, the ground contact and the distal fixation (artificial strain
+    concentrations), and nodes surrounded only by lesion cells: the bone yield strains of the
+    criterion do not apply to tumour tissue, so failure is sought in the bone around it.
     """
     from scipy.spatial import cKDTree
 
@@ -295,11 +321,41 @@ def _excluded_nodes(prepared: PreparedModel, patch: LoadPatch, failure_cfg: Any)
     level = points @ prepared.landmarks.shaft_axis
     excluded = level < prepared.landmarks.distal_level_mm + _distal_exclusion_mm(
         prepared.landmarks, failure_cfg)
-    dist, _ = cKDTree(points[patch.nodes]).query(points)
+    near = load.patch.nodes if load.ground_nodes is None else np.concatenate(
+        [load.patch.nodes, load.ground_nodes])
+    dist, _ = cKDTree(points[near]).query(points)
     excluded |= dist <= failure_cfg.exclude_load_margin_mm
     touches_bone = np.zeros(mesh.num_nodes, dtype=bool)
     touches_bone[mesh.vertex_cells()[mesh.cell_tags != LESION_TAG].ravel()] = True
     return excluded | ~touches_bone
+
+
+def sweep_directions(centre: npt.NDArray[np.float64], count: int,
+                     half_angle_deg: float) -> npt.NDArray[np.float64]:
+    """``count`` unit directions spread evenly (golden-angle spiral) over a cone.
+
+    Args:
+        centre: (3,) unit axis of the cone.
+        count: Number of directions (the axis itself is the first).
+        half_angle_deg: Half opening angle of the cone.
+
+    Returns:
+        (count, 3) unit vectors.
+    """
+    axis = centre / np.linalg.norm(centre)
+    helper = np.eye(3)[int(np.argmin(np.abs(axis)))]
+    e1 = np.cross(axis, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    k = np.arange(count)
+    cos_max = np.cos(np.radians(half_angle_deg))
+    # Equal-area spacing on the cap: cos(theta) uniform in [cos_max, 1].
+    cos_t = 1.0 - (1.0 - cos_max) * k / max(count - 1, 1)
+    sin_t = np.sqrt(np.maximum(1.0 - cos_t**2, 0.0))
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    dirs = (cos_t[:, None] * axis + sin_t[:, None] * (np.cos(phi)[:, None] * e1
+                                                     + np.sin(phi)[:, None] * e2))
+    return np.asarray(dirs / np.linalg.norm(dirs, axis=1)[:, None])
 
 
 def critical_region(landmarks: FemurLandmarks, point: npt.NDArray[np.float64]) -> str:
@@ -362,14 +418,37 @@ def run_strength(
     options = SolverOptions(degree=solver_cfg.degree, ksp_type=solver_cfg.ksp_type,
                             pc_type=solver_cfg.pc_type, rtol=solver_cfg.rtol,
                             max_it=solver_cfg.max_it, extra=dict(solver_cfg.petsc_options))
+    sweep_count = config.load.sweep_directions
+    solutions: dict[str, CaseSolution] = {}
+    unit_solutions: dict[str, list[CaseSolution]] = {}
+    solver_timings: dict[str, float] = {}
     with _timed(timings, "solve_total"):
-        model = ElasticModel(prepared.mesh, prepared.material.E_MPa,
-                             prepared.material.poisson_ratio,
-                             [Support("distal_cut", prepared.fixed_nodes)], options, comm)
-        solutions = {name: model.solve([patch]) for name, patch in prepared.patches.items()}
-        num_dofs = model.num_dofs
-        solver_timings = dict(model.timings_s)
-        model.destroy()
+        groups: dict[str, list[PlacedLoad]] = {}
+        for load in prepared.loads.values():
+            groups.setdefault(load.support_key, []).append(load)
+        for key, members in groups.items():
+            supports = [Support("distal_cut", prepared.fixed_nodes)]
+            if members[0].ground_nodes is not None:
+                supports.append(Support("ground_contact", members[0].ground_nodes))
+            # One operator and one preconditioner set-up per support configuration.
+            model = ElasticModel(prepared.mesh, prepared.material.E_MPa,
+                                 prepared.material.poisson_ratio, supports, options, comm)
+            for load in members:
+                name = load.case.name
+                if sweep_count:
+                    # Linearity: three unit-direction solves give every direction.
+                    magnitude = float(np.linalg.norm(load.patch.force_n))
+                    unit_solutions[name] = [
+                        model.solve([replace(load.patch, force_n=magnitude * axis)])
+                        for axis in np.eye(3)
+                    ]
+                    solutions[name] = _combine(unit_solutions[name],
+                                               load.patch.force_n / magnitude)
+                else:
+                    solutions[name] = model.solve([load.patch])
+            num_dofs = model.num_dofs
+            solver_timings.update({f"{key}_{k}": v for k, v in model.timings_s.items()})
+            model.destroy()
     timings.update({f"solver_{k}": round(v, 4) for k, v in solver_timings.items()})
 
     step("failure criterion")
@@ -380,38 +459,19 @@ def run_strength(
     cases: list[dict[str, Any]] = []
     analyses: dict[str, FailureAnalysis] = {}
     with _timed(timings, "failure"):
-        for name, patch in prepared.patches.items():
+        for name, load in prepared.loads.items():
             sol = solutions[name]
-            analysis = strain_failure(prepared.mesh, sol.strain, prepared.boundary,
-                                      excluded_nodes=_excluded_nodes(prepared, patch,
-                                                                     config.failure),
-                                      limits=limits)
+            criterion = StrainCriterion(
+                prepared.mesh, prepared.boundary,
+                excluded_nodes=_excluded_nodes(prepared, load, config.failure), limits=limits)
+            analysis = criterion.evaluate(sol.strain)
             analyses[name] = analysis
-            applied = float(np.linalg.norm(patch.force_n))
-            failure_n = applied * analysis.load_factor
-            cases.append({
-                "load_case": name,
-                "applied_load_N": applied,
-                "applied_load_BW": applied / body_weight_n,
-                "failure_load_N": failure_n,
-                "failure_load_BW": failure_n / body_weight_n,
-                "load_to_strength_ratio": 1.0 / analysis.load_factor,
-                "failure_mode": analysis.mode,
-                "critical_point_mm": analysis.critical_point_mm.round(3).tolist(),
-                "critical_point_anatomical_mm": prepared.landmarks.frame.to_local(
-                    analysis.critical_point_mm[None])[0].round(3).tolist(),
-                "critical_region": critical_region(prepared.landmarks,
-                                                   analysis.critical_point_mm),
-                "peak_tension_strain": analysis.peak_tension_strain,
-                "peak_compression_strain": analysis.peak_compression_strain,
-                "load_patch_area_mm2": patch.area_mm2,
-                "force_world_N": patch.force_n.round(4).tolist(),
-                "load_definition": LOAD_CASES[name].to_dict(),
-                "solver": {"iterations": sol.stats.iterations,
-                           "residual_norm": sol.stats.residual_norm,
-                           "solve_s": round(sol.stats.solve_s, 4)},
-                "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
-            })
+            entry = _case_entry(prepared, load, sol, analysis, body_weight_n)
+            if sweep_count:
+                entry["direction_sweep"] = _direction_sweep(
+                    prepared, load, criterion, unit_solutions[name], sweep_count,
+                    config.load.sweep_half_angle_deg, body_weight_n)
+            cases.append(entry)
     governing = min(cases, key=lambda c: c["failure_load_N"])
     distal_excluded = _distal_exclusion_mm(prepared.landmarks, config.failure)
     result: dict[str, Any] = {
@@ -432,7 +492,9 @@ def run_strength(
         "landmarks": prepared.landmarks.to_dict(),
         "boundary_conditions": {
             "fixed": "all displacement components of the boundary nodes within "
-                     f"{config.load.distal_fixed_depth_mm} mm of the distal cut",
+                     f"{config.load.distal_fixed_depth_mm} mm of the distal cut; in a "
+                     "sideways fall also the greater-trochanter surface within 4 mm of the "
+                     "ground (the surface reaching furthest along the load direction)",
             "num_fixed_nodes": int(prepared.fixed_nodes.size),
             "load": "uniform traction over a spherical cap of the head, half angle "
                     f"{config.load.patch_half_angle_deg} deg, centred where the force line "
@@ -472,6 +534,82 @@ def run_strength(
     return result
 
 
+def _combine(units: list[CaseSolution], weights: npt.NDArray[np.float64]) -> CaseSolution:
+    """Linear combination of unit-load solutions (superposition)."""
+    from fea.solver import CaseSolution, SolveStats
+
+    displacement = sum(w * u.displacement_mm for w, u in zip(weights, units, strict=True))
+    strain = sum(w * u.strain for w, u in zip(weights, units, strict=True))
+    reactions = {key: sum(w * u.reactions_n[key] for w, u in zip(weights, units, strict=True))
+                 for key in units[0].reactions_n}
+    stats = SolveStats(
+        iterations=max(u.stats.iterations for u in units),
+        residual_norm=max(u.stats.residual_norm for u in units),
+        converged_reason=min(u.stats.converged_reason for u in units),
+        solve_s=sum(u.stats.solve_s for u in units),
+        rhs_s=sum(u.stats.rhs_s for u in units),
+    )
+    return CaseSolution(np.asarray(displacement), np.asarray(strain),
+                        {k: np.asarray(v) for k, v in reactions.items()}, stats)
+
+
+def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
+                analysis: FailureAnalysis, body_weight_n: float) -> dict[str, Any]:
+    """The result.json record of one load case."""
+    applied = float(np.linalg.norm(load.patch.force_n))
+    failure_n = applied * analysis.load_factor
+    entry: dict[str, Any] = {
+        "load_case": load.case.name,
+        "applied_load_N": applied,
+        "applied_load_BW": applied / body_weight_n,
+        "failure_load_N": failure_n,
+        "failure_load_BW": failure_n / body_weight_n,
+        "load_to_strength_ratio": 1.0 / analysis.load_factor,
+        "failure_mode": analysis.mode,
+        "critical_point_mm": analysis.critical_point_mm.round(3).tolist(),
+        "critical_point_anatomical_mm": prepared.landmarks.frame.to_local(
+            analysis.critical_point_mm[None])[0].round(3).tolist(),
+        "critical_region": critical_region(prepared.landmarks, analysis.critical_point_mm),
+        "peak_tension_strain": analysis.peak_tension_strain,
+        "peak_compression_strain": analysis.peak_compression_strain,
+        "load_patch_area_mm2": load.patch.area_mm2,
+        "force_world_N": load.patch.force_n.round(4).tolist(),
+        "load_definition": load.case.to_dict(),
+        "solver": {"iterations": sol.stats.iterations,
+                   "residual_norm": sol.stats.residual_norm,
+                   "solve_s": round(sol.stats.solve_s, 4)},
+        "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
+    }
+    if "ground_contact" in sol.reactions_n:
+        entry["reaction_at_ground_N"] = sol.reactions_n["ground_contact"].round(4).tolist()
+    return entry
+
+
+def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: StrainCriterion,
+                     units: list[CaseSolution], count: int, half_angle_deg: float,
+                     body_weight_n: float) -> dict[str, Any]:
+    """Failure load over a cone of load directions on the same patch (superposition)."""
+    magnitude = float(np.linalg.norm(load.patch.force_n))
+    surface = [criterion.surface_strain(u.strain) for u in units]
+    directions = sweep_directions(load.patch.force_n / magnitude, count, half_angle_deg)
+    loads_n = np.empty(count)
+    for i, direction in enumerate(directions):
+        node_strain = sum(d * s for d, s in zip(direction, surface, strict=True))
+        loads_n[i] = magnitude * criterion.evaluate_surface(np.asarray(node_strain)).load_factor
+    weakest = int(np.argmin(loads_n))
+    local = prepared.landmarks.frame.axes @ directions[weakest]
+    return {
+        "num_directions": count,
+        "half_angle_deg": half_angle_deg,
+        "min_failure_load_N": float(loads_n[weakest]),
+        "min_failure_load_BW": float(loads_n[weakest] / body_weight_n),
+        "weakest_direction_world": directions[weakest].round(5).tolist(),
+        "weakest_direction_anatomical": local.round(5).tolist(),
+        "failure_loads_N": loads_n.round(2).tolist(),
+        "directions_world": directions.round(5).tolist(),
+    }
+
+
 def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any],
                   analyses: dict[str, FailureAnalysis]) -> None:
     from fea.failure import principal_strains
@@ -499,7 +637,7 @@ def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, Fail
     from osteofe.render import render_risk_picture
 
     name = governing["load_case"]
-    patch = prepared.patches[name]
+    patch = prepared.loads[name].patch
     direction = patch.force_n / np.linalg.norm(patch.force_n)
     lm = prepared.landmarks
     entry = lm.head_centre_mm - lm.head_radius_mm * direction

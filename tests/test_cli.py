@@ -180,3 +180,38 @@ def test_mpi_run_gives_the_serial_failure_load(coarse_phantom, coarse_result, tm
     assert parallel["solver"]["mpi_ranks"] == 2
     assert parallel["failure_load_N"] == pytest.approx(serial["failure_load_N"], rel=1e-5)
     assert parallel["critical_point_mm"] == serial["critical_point_mm"]
+
+
+@pytest.mark.skip_in_parallel
+def test_load_cases_fall_custom_and_direction_sweep(coarse_phantom, coarse_result, tmp_path):
+    _, stance_only = coarse_result
+    out = tmp_path / "cases"
+    code = main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--labels",
+                 str(coarse_phantom["labels"]), "--body-weight", "75", "--out", str(out),
+                 "--load", "stance", "fall", "--custom-load", "100", "-50", "-1500",
+                 "--sweep", "8", *COARSE_ARGS])
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    cases = {c["load_case"]: c for c in result["cases"]}
+    assert sorted(cases) == ["custom_1", "fall", "stance"]
+    # Superposition of three unit solves reproduces the direct stance solve.
+    assert cases["stance"]["failure_load_N"] == pytest.approx(stance_only["failure_load_N"],
+                                                              rel=1e-6)
+    sweep = cases["stance"]["direction_sweep"]
+    assert sweep["failure_loads_N"][0] == pytest.approx(cases["stance"]["failure_load_N"],
+                                                        rel=1e-4)
+    assert sweep["min_failure_load_N"] <= cases["stance"]["failure_load_N"] * (1 + 1e-9)
+    assert len(sweep["directions_world"]) == 8
+    # The fall is carried by the distal cut and the ground contact together.
+    fall = cases["fall"]
+    total = np.add(fall["reaction_at_distal_cut_N"], fall["reaction_at_ground_N"])
+    assert np.allclose(total, -np.array(fall["force_world_N"]), rtol=1e-5,
+                       atol=1e-4 * fall["applied_load_N"])
+    assert fall["applied_load_N"] == pytest.approx(4000.0)
+    assert fall["load_definition"]["support"] == "fall"
+    # A custom force keeps its magnitude; its direction is mapped from the anatomical frame.
+    custom = cases["custom_1"]
+    assert custom["applied_load_N"] == pytest.approx(np.linalg.norm([100, -50, -1500]))
+    axes = np.array(result["landmarks"]["frame_axes_world"])
+    local = axes @ np.array(custom["force_world_N"])
+    assert local == pytest.approx([100.0, -50.0, -1500.0], abs=1e-2)
