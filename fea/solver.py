@@ -12,7 +12,7 @@ DOLFINx); results come back gathered, in the mesh's original node/cell numbering
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,14 @@ from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
 from meshing.types import TetMesh
 
-__all__ = ["CaseSolution", "ElasticModel", "SolveStats", "SolverOptions", "Support"]
+__all__ = [
+    "CaseSolution",
+    "ElasticModel",
+    "NodalForces",
+    "SolveStats",
+    "SolverOptions",
+    "Support",
+]
 
 FloatArray = npt.NDArray[np.float64]
 DisplacementFunction = Callable[[FloatArray], FloatArray]
@@ -43,6 +50,12 @@ from petsc4py import PETSc as _PETSc  # noqa: E402
 PETSc: Any = _PETSc
 
 _COORD_TOL_MM = 1e-6
+#: Local vertex pairs of the six edges of basix's reference tetrahedron, in the order of the
+#: edge dofs of a P2 cell (after its four vertex dofs).
+_BASIX_TET_EDGES = np.array([[2, 3], [1, 3], [1, 2], [0, 3], [0, 2], [0, 1]], dtype=np.int64)
+#: Column of the mid-edge node between corner columns (i, j) of a VTK 10-node tetrahedron.
+_VTK_MID_COLUMN = np.array([[-1, 4, 6, 7], [4, -1, 5, 8], [6, 5, -1, 9], [7, 8, 9, -1]],
+                           dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -117,14 +130,51 @@ class Support:
         name: Label used for the reaction force report.
         nodes: (k,) int64 mesh node indices.
         components: Displacement components constrained (0 = x, 1 = y, 2 = z).
-        displacement_mm: None for zero, a constant (3,) vector, or a vectorised function
-            mapping world points (3, n) to displacements (3, n) in mm.
+        displacement_mm: None for zero, a constant (3,) vector, a (k, 3) array of values per
+            node of ``nodes`` (only the ``components`` columns are used), or a vectorised
+            function mapping world points (3, n) to displacements (3, n) in mm.
+        facets: True: besides the given nodes, constrain every dof of the boundary facets
+            whose vertices are all support nodes (the P2 mid-edge dofs; per-node values are
+            interpolated there unless the mid-edge node itself is given). False: exactly the
+            dofs of the given nodes (vertices, and the mid-edge nodes of a 10-node mesh with
+            degree 2), the meaning of an Abaqus/CalculiX node set; every node must carry a dof.
     """
 
     name: str
     nodes: npt.NDArray[np.int64]
     components: tuple[int, ...] = (0, 1, 2)
-    displacement_mm: tuple[float, float, float] | DisplacementFunction | None = None
+    displacement_mm: (
+        tuple[float, float, float] | FloatArray | DisplacementFunction | None) = None
+    facets: bool = True
+
+
+@dataclass(frozen=True)
+class NodalForces:
+    """Concentrated forces on mesh nodes (an Abaqus ``*CLOAD``), a load next to LoadPatch.
+
+    Attributes:
+        nodes: (k,) int64 mesh node indices: vertices, or mid-edge nodes of a 10-node mesh
+            solved with degree 2 (a node must carry a dof). Repeated nodes add up.
+        forces_n: (k, 3) float64 force on each node in world N.
+    """
+
+    nodes: npt.NDArray[np.int64]
+    forces_n: FloatArray
+
+    def __post_init__(self) -> None:
+        nodes = np.asarray(self.nodes, dtype=np.int64).reshape(-1)
+        forces = np.asarray(self.forces_n, dtype=np.float64)
+        if forces.shape != (nodes.size, 3):
+            raise ValueError(f"need one (3,) force per node ({nodes.size}), got {forces.shape}")
+        if not np.all(np.isfinite(forces)):
+            raise ValueError("nodal forces must be finite")
+        object.__setattr__(self, "nodes", nodes)
+        object.__setattr__(self, "forces_n", forces)
+
+    @property
+    def total_n(self) -> FloatArray:
+        """(3,) resultant force, N."""
+        return np.asarray(self.forces_n.sum(axis=0))
 
 
 @dataclass(frozen=True)
@@ -151,16 +201,35 @@ class CaseSolution:
     """The solution of one load case, in the mesh's original numbering (all ranks).
 
     Attributes:
-        displacement_mm: (n, 3) nodal displacement at the mesh's corner nodes (0 elsewhere).
+        displacement_mm: (n, 3) nodal displacement at the mesh's corner nodes, and at the
+            mid-edge nodes of a 10-node mesh solved with degree 2 (0 elsewhere).
         strain: (m, 3, 3) small-strain tensor per cell (value at the cell centroid).
         reactions_n: Support name -> (3,) total reaction force (N) that the support exerts.
         stats: Convergence and timing.
+        set_reactions_n: Name -> (3,) total reaction force (N) on the constrained dofs of the
+            nodes of each set passed as ``reaction_sets`` to :meth:`ElasticModel.solve`
+            (CalculiX's ``RF`` totals of a node set).
     """
 
     displacement_mm: FloatArray
     strain: FloatArray
     reactions_n: dict[str, FloatArray]
     stats: SolveStats
+    set_reactions_n: dict[str, FloatArray] = field(default_factory=dict)
+
+
+def _per_node_values(support: Support, nodes: npt.NDArray[np.int64]) -> FloatArray | None:
+    """The (k, 3) per-node displacements of a support, or None for the other kinds."""
+    value = support.displacement_mm
+    if value is None or callable(value) or np.ndim(value) != 2:
+        return None
+    values = np.asarray(value, dtype=np.float64)
+    if values.shape != (nodes.size, 3):
+        raise ValueError(f"support '{support.name}': per-node displacements must be "
+                         f"({nodes.size}, 3), got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"support '{support.name}': prescribed displacements must be finite")
+    return values
 
 
 def _rank0_copy(comm: MPI.Comm, array: np.ndarray, width: int) -> np.ndarray:
@@ -243,6 +312,9 @@ class ElasticModel:
         )
         self._node_tree = cKDTree(mesh.points)
         self.supports = list(supports)
+        self._node_blocks, self._edge_blocks = self._node_block_map()
+        self._collapsed: dict[int, tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.int32]]] = {}
+        self._bc_values: dict[str, dict[int, Any]] = {}
         self._bcs, self._support_dofs = self._make_bcs(self.supports)
         self.A = dolfinx.fem.petsc.assemble_matrix(self.a_form, bcs=self._bcs)
         self.A.assemble()
@@ -269,7 +341,11 @@ class ElasticModel:
         self._strain_expr = dolfinx.fem.Expression(
             self._epsilon(self.u), self._strain_space.element.interpolation_points
         )
-        self._node_dof_map = self._vertex_dof_map()
+        self._node_dof_map = self._owned_node_dof_map()
+        self._constrained = np.zeros(self.u.x.array.size, dtype=bool)
+        for dof_lists in self._support_dofs.values():
+            for dofs in dof_lists:
+                self._constrained[dofs] = True
 
     # -- constitutive law ---------------------------------------------------------------
     def _epsilon(self, w: Any) -> Any:
@@ -295,42 +371,149 @@ class ElasticModel:
         self, supports: Sequence[Support]
     ) -> tuple[list[Any], dict[str, list[npt.NDArray[np.int32]]]]:
         tdim = self.domain.topology.dim
+        bs = self.V.dofmap.index_map_bs
         bcs: list[Any] = []
         support_dofs: dict[str, list[npt.NDArray[np.int32]]] = {}
+        no_entities = np.zeros(0, dtype=np.int32)
         for support in supports:
-            nodes = np.asarray(support.nodes, dtype=np.int64)
-            marker = self._node_marker(nodes)
-            facets = dolfinx.mesh.locate_entities_boundary(self.domain, tdim - 1, marker)
-            vertices = dolfinx.mesh.locate_entities(self.domain, 0, marker)
-            found = self.comm.allreduce(vertices.size, op=MPI.SUM)
+            nodes = np.asarray(support.nodes, dtype=np.int64).reshape(-1)
+            value = support.displacement_mm
+            per_node = _per_node_values(support, nodes)
+            if support.facets:
+                marker = self._node_marker(nodes)
+                facets = dolfinx.mesh.locate_entities_boundary(self.domain, tdim - 1, marker)
+                vertices = dolfinx.mesh.locate_entities(self.domain, 0, marker)
+                found = self.comm.allreduce(vertices.size, op=MPI.SUM)
+            else:
+                facets = vertices = no_entities
+                found = self._count_owned_nodes(nodes)
+                missing = np.unique(nodes).size - found
+                if found and missing:
+                    raise BoundaryConditionError(
+                        f"support '{support.name}': {missing} of its nodes carry no degree "
+                        "of freedom",
+                        hint="with degree 1 only the corner nodes of 10-node cells carry "
+                        "one; solve 10-node meshes with degree 2",
+                    )
             if found == 0:
                 raise BoundaryConditionError(
                     f"support '{support.name}' matches no mesh node",
                     hint="support nodes must be nodes of the mesh",
                 )
+            blocks = self._node_blocks[nodes]
+            blocks = np.unique(blocks[blocks >= 0])
             support_dofs[support.name] = []
-            value = support.displacement_mm
+            prescribed = None
+            if per_node is not None:
+                prescribed = self._nodal_function(nodes, per_node, support.facets)
+            elif callable(value) and not support.facets:
+                prescribed = dolfinx.fem.Function(self.V)
+                prescribed.interpolate(value)
             for comp in support.components:
                 sub = self.V.sub(comp)
                 dofs = np.unique(np.concatenate([
                     dolfinx.fem.locate_dofs_topological(sub, tdim - 1, facets),
                     dolfinx.fem.locate_dofs_topological(sub, 0, vertices),
+                    bs * blocks + comp,
                 ])).astype(np.int32)
                 support_dofs[support.name].append(dofs)
-                if not callable(value):
-                    constant = 0.0 if value is None else float(value[comp])
-                    bcs.append(dolfinx.fem.dirichletbc(PETSc.ScalarType(constant), dofs, sub))
-            if callable(value):
+                if prescribed is not None:
+                    bcs.append(self._component_bc(prescribed, comp, dofs))
+                elif not callable(value):
+                    constant = dolfinx.fem.Constant(
+                        self.domain,
+                        PETSc.ScalarType(0.0 if value is None else float(value[comp])))
+                    self._bc_values.setdefault(support.name, {})[comp] = constant
+                    bcs.append(dolfinx.fem.dirichletbc(constant, dofs, sub))
+            if callable(value) and support.facets:
                 if tuple(support.components) != (0, 1, 2):
                     raise ValueError("a displacement function constrains all 3 components")
                 prescribed = dolfinx.fem.Function(self.V)
                 prescribed.interpolate(value)
-                blocks = np.unique(np.concatenate([
+                all_blocks = np.unique(np.concatenate([
                     dolfinx.fem.locate_dofs_topological(self.V, tdim - 1, facets),
                     dolfinx.fem.locate_dofs_topological(self.V, 0, vertices),
+                    blocks,
                 ])).astype(np.int32)
-                bcs.append(dolfinx.fem.dirichletbc(prescribed, blocks))
+                bcs.append(dolfinx.fem.dirichletbc(prescribed, all_blocks))
         return bcs, support_dofs
+
+    def _node_block_map(
+        self,
+    ) -> tuple[npt.NDArray[np.int64],
+               tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None]:
+        """Mesh node -> local dof block on this rank, found through the cells (no geometry).
+
+        Returns:
+            (n,) int64 local dof block (owned or ghost) of every mesh node, -1 where the node
+            carries no dof on this rank; and, for degree 2, the local edge dof blocks with the
+            blocks of their two end vertices (three (e,) arrays), else None.
+        """
+        dofs = np.asarray(self.V.dofmap.list, dtype=np.int64)
+        num_cells = dofs.shape[0]
+        geometry = np.asarray(self.domain.geometry.dofmaps[0], dtype=np.int64)[:num_cells, :4]
+        original = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)
+        vertex_nodes = original[geometry]  # (c, 4) mesh node of each dolfinx cell vertex
+        node_blocks = np.full(self.mesh.num_nodes, -1, dtype=np.int64)
+        node_blocks[vertex_nodes.ravel()] = dofs[:, :4].ravel()
+        if self.options.degree == 1:
+            return node_blocks, None
+        edge_blocks = dofs[:, 4:10]
+        ends = dofs[:, :4][:, _BASIX_TET_EDGES]  # (c, 6, 2)
+        if self.mesh.order == 2:
+            cell_index = np.asarray(self.domain.topology.original_cell_index,
+                                    dtype=np.int64)[:num_cells]
+            cells = self.mesh.cells[cell_index]
+            # Position of each dolfinx cell vertex among the mesh cell's corners.
+            position = np.argmax(cells[:, None, :4] == vertex_nodes[:, :, None], axis=2)
+            column = _VTK_MID_COLUMN[position[:, _BASIX_TET_EDGES[:, 0]],
+                                     position[:, _BASIX_TET_EDGES[:, 1]]]
+            mids = np.take_along_axis(cells, column, axis=1)
+            node_blocks[mids.ravel()] = edge_blocks.ravel()
+        return node_blocks, (edge_blocks.ravel(), ends[:, :, 0].ravel(), ends[:, :, 1].ravel())
+
+    def _owned_node_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """(mesh nodes, local dof blocks) of the nodes whose dofs this rank owns."""
+        size_local = self.V.dofmap.index_map.size_local
+        nodes = np.flatnonzero((self._node_blocks >= 0) & (self._node_blocks < size_local))
+        return nodes.astype(np.int64), self._node_blocks[nodes]
+
+    def _count_owned_nodes(self, nodes: npt.NDArray[np.int64]) -> int:
+        """Number of distinct ``nodes`` that carry a dof, over all ranks (collective)."""
+        size_local = self.V.dofmap.index_map.size_local
+        blocks = self._node_blocks[nodes]
+        owned = np.unique(nodes[(blocks >= 0) & (blocks < size_local)]).size
+        return int(self.comm.allreduce(owned, op=MPI.SUM))
+
+    def _nodal_function(self, nodes: npt.NDArray[np.int64], values: FloatArray,
+                        facets: bool) -> Any:
+        """A displacement function holding per-node values (edge dofs interpolated)."""
+        prescribed = dolfinx.fem.Function(self.V)
+        array = prescribed.x.array.reshape(-1, 3)
+        blocks = self._node_blocks[nodes]
+        here = blocks >= 0
+        array[blocks[here]] = values[here]
+        if facets and self._edge_blocks is not None:
+            edge, end_a, end_b = self._edge_blocks
+            given = np.zeros(array.shape[0], dtype=bool)
+            given[blocks[here]] = True
+            fill = ~given[edge] & given[end_a] & given[end_b]
+            array[edge[fill]] = 0.5 * (array[end_a[fill]] + array[end_b[fill]])
+        return prescribed
+
+    def _component_bc(self, prescribed: Any, comp: int, dofs: npt.NDArray[np.int32]) -> Any:
+        """Dirichlet condition on one component with values taken from a vector function."""
+        if comp not in self._collapsed:
+            space, maps = self.V.sub(comp).collapse()
+            to_parent = np.asarray(maps[0] if isinstance(maps, list) else maps, dtype=np.int64)
+            inverse = np.full(self.u.x.array.size, -1, dtype=np.int32)
+            inverse[to_parent] = np.arange(to_parent.size, dtype=np.int32)
+            self._collapsed[comp] = (space, to_parent, inverse)
+        space, to_parent, inverse = self._collapsed[comp]
+        values = dolfinx.fem.Function(space)
+        values.x.array[:] = prescribed.x.array[to_parent]
+        pair: Any = [dofs.astype(np.int32), inverse[dofs].astype(np.int32)]
+        return dolfinx.fem.dirichletbc(values, pair, self.V.sub(comp))
 
     def _rigid_body_modes(self) -> Any:
         """The six rigid-body modes as a PETSc near-nullspace (GAMG needs them)."""
@@ -341,17 +524,39 @@ class ElasticModel:
         )
         return PETSc.NullSpace().createRigidBody(vec)
 
-    def _vertex_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """(original node ids, local dof blocks) for the vertices owned by this rank."""
-        geom_dofmap = self.domain.geometry.dofmaps[0]
-        cell_dofs = self.V.dofmap.list[:, :4]
-        geom_nodes = geom_dofmap[:, :4].ravel()
-        dof_blocks = cell_dofs.ravel()
-        owned = dof_blocks < self.V.dofmap.index_map.size_local
-        geom_nodes, dof_blocks = geom_nodes[owned], dof_blocks[owned]
-        _, first = np.unique(dof_blocks, return_index=True)
-        original = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)
-        return original[geom_nodes[first]], dof_blocks[first].astype(np.int64)
+    # -- updates between solves ----------------------------------------------------------
+    def set_support_displacement(self, name: str, displacement_mm: npt.ArrayLike) -> None:
+        """Change the constant prescribed displacement of a support (e.g. a load increment).
+
+        Args:
+            name: Support name (its displacement must have been given as None or a constant).
+            displacement_mm: (3,) new value; only the constrained components are used.
+        """
+        values = np.asarray(displacement_mm, dtype=np.float64).reshape(3)
+        if name not in self._bc_values:
+            raise KeyError(f"support {name!r} has no constant prescribed displacement")
+        for comp, constant in self._bc_values[name].items():
+            constant.value = values[comp]
+
+    def update_moduli(self, youngs_modulus_mpa: npt.ArrayLike) -> None:
+        """Replace the per-cell moduli: reassemble the operator and redo the preconditioner.
+
+        Collective. Used by incremental nonlinear analyses (secant moduli).
+        """
+        modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
+        if modulus.shape != (self.mesh.num_cells,) or np.any(~(modulus > 0.0)):
+            raise ValueError("need one finite, positive modulus per cell")
+        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
+        self._E.x.array[:] = modulus[cell_map]
+        t0 = time.perf_counter()
+        self.A.zeroEntries()
+        # In-place assembly: assemble_matrix dispatches on a PETSc Mat as first argument.
+        dolfinx.fem.petsc.assemble_matrix(self.A, self.a_form, bcs=self._bcs)  # type: ignore[misc]
+        self.A.assemble()
+        self.ksp.setOperators(self.A)
+        self.ksp.setUp()
+        self.timings_s["reassembly_and_setup"] = (
+            self.timings_s.get("reassembly_and_setup", 0.0) + time.perf_counter() - t0)
 
     # -- solving ------------------------------------------------------------------------
     def _patch_tags(self, patch: LoadPatch) -> Any:
@@ -386,21 +591,33 @@ class ElasticModel:
             integrand = ufl.dot(zero, v) * ufl.dx
         return dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(integrand))
 
-    def solve(self, patches: Sequence[LoadPatch]) -> CaseSolution:
+    def solve(
+        self,
+        patches: Sequence[LoadPatch | NodalForces],
+        *,
+        reaction_sets: Mapping[str, npt.ArrayLike] | None = None,
+    ) -> CaseSolution:
         """Solve one load case (collective).
 
         Args:
-            patches: Forces, each spread over its surface patch (may be empty when the
-                load comes from prescribed displacements).
+            patches: Forces, each spread over its surface patch (:class:`LoadPatch`) or
+                concentrated on nodes (:class:`NodalForces`); may be empty when the load
+                comes from prescribed displacements.
+            reaction_sets: Optional name -> node indices: report the total reaction force on
+                the constrained dofs of each set's nodes (``CaseSolution.set_reactions_n``).
 
         Returns:
             Displacements, strains and reactions, gathered on every rank.
 
         Raises:
+            BoundaryConditionError: when a nodal force acts on a node without a dof.
             SolverError: when the Krylov solver does not converge.
         """
         t0 = time.perf_counter()
-        b = self.load_vector(patches)
+        b = self.load_vector([p for p in patches if isinstance(p, LoadPatch)])
+        nodal = [p for p in patches if isinstance(p, NodalForces)]
+        if nodal:
+            self._add_nodal_forces(b, nodal)
         external = b.copy()
         external.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         dolfinx.fem.petsc.apply_lifting(b, [self.a_form], bcs=[self._bcs])
@@ -425,17 +642,48 @@ class ElasticModel:
             )
         stats = SolveStats(iterations, float(self.ksp.getResidualNorm()), reason, solve_s,
                            rhs_s)
-        reactions = self._reactions(external)
+        reactions, set_reactions = self._reactions(external, reaction_sets or {})
         b.destroy()
         external.destroy()
-        return CaseSolution(self._gather_displacement(), self._gather_strain(), reactions, stats)
+        return CaseSolution(self._gather_displacement(), self._gather_strain(), reactions, stats,
+                            set_reactions)
 
-    def _reactions(self, external: Any) -> dict[str, FloatArray]:
+    def _add_nodal_forces(self, b: Any, loads: Sequence[NodalForces]) -> None:
+        """Add concentrated forces to the owned entries of an assembled load vector."""
+        size_local = self.V.dofmap.index_map.size_local
+        with b.localForm() as local:
+            array = local.array.reshape(-1, 3)
+            for load in loads:
+                if load.nodes.size and (load.nodes.min() < 0
+                                        or load.nodes.max() >= self.mesh.num_nodes):
+                    raise ValueError("nodal forces reference nodes that are not in the mesh")
+                missing = np.unique(load.nodes).size - self._count_owned_nodes(load.nodes)
+                if missing:
+                    raise BoundaryConditionError(
+                        f"{missing} node(s) with a concentrated force carry no degree of "
+                        "freedom",
+                        hint="with degree 1 only the corner nodes of 10-node cells carry "
+                        "one; solve 10-node meshes with degree 2",
+                    )
+                blocks = self._node_blocks[load.nodes]
+                owned = (blocks >= 0) & (blocks < size_local)
+                np.add.at(array, blocks[owned], load.forces_n[owned])
+
+    def _reactions(
+        self, external: Any, reaction_sets: Mapping[str, npt.ArrayLike]
+    ) -> tuple[dict[str, FloatArray], dict[str, FloatArray]]:
         internal = dolfinx.fem.petsc.assemble_vector(self._action_form)
         internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         residual = internal.array - external.array  # K u - f on owned dofs (blocked, bs=3)
         internal.destroy()
         size_local = self.V.dofmap.index_map.size_local * 3
+        set_totals: dict[str, FloatArray] = {}
+        for name, set_nodes in reaction_sets.items():
+            blocks = self._node_blocks[np.asarray(set_nodes, dtype=np.int64).reshape(-1)]
+            blocks = np.unique(blocks[(blocks >= 0) & (blocks < size_local // 3)])
+            dofs = (3 * blocks[:, None] + np.arange(3)).reshape(-1)
+            local = np.where(self._constrained[dofs], residual[dofs], 0.0).reshape(-1, 3)
+            set_totals[name] = np.asarray(self.comm.allreduce(local.sum(axis=0), op=MPI.SUM))
         out: dict[str, FloatArray] = {}
         for support in self.supports:
             total = np.zeros(3)
@@ -445,7 +693,7 @@ class ElasticModel:
                 total[comp] = residual[owned].sum()
             # K u = f + r: r = K u - f is the force the support exerts on the bone.
             out[support.name] = np.asarray(self.comm.allreduce(total, op=MPI.SUM))
-        return out
+        return out, set_totals
 
     def _gather_strain(self) -> FloatArray:
         strain = dolfinx.fem.Function(self._strain_space)

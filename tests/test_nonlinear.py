@@ -1,0 +1,72 @@
+"""Nonlinear (softening) load to failure against closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fea.nonlinear import SofteningMaterial, displacement_controlled_failure, equivalent_strain
+from meshing.structured import box_mesh
+
+pytestmark = pytest.mark.mpi
+
+
+def test_equivalent_strain_closed_forms():
+    nu = 0.3
+    uniaxial = np.diag([2e-3, -nu * 2e-3, -nu * 2e-3])[None]
+    assert equivalent_strain(uniaxial, nu) == pytest.approx([2e-3])
+    # Pure shear: tau = eps_xy / (1 + nu) for a unit modulus, von Mises = sqrt(3) tau.
+    shear = np.zeros((1, 3, 3))
+    shear[0, 0, 1] = shear[0, 1, 0] = 1e-3
+    assert equivalent_strain(shear, nu) == pytest.approx([np.sqrt(3) * 1e-3 / 1.3])
+    # A hydrostatic strain has no deviatoric part.
+    assert equivalent_strain(np.eye(3)[None] * 1e-3, nu) == pytest.approx([0.0], abs=1e-15)
+
+
+def test_curve_shape_and_secant_modulus():
+    mat = SofteningMaterial(np.array([10000.0]), np.array([50.0]), np.array([0.01]),
+                            np.array([-2000.0]), np.array([10.0]), 0.3)
+    strains = np.array([0.002, 0.005, 0.008, 0.015, 0.05])
+    expected = [20.0, 50.0, 50.0, 40.0, 10.0]
+    assert [mat.stress(np.array([e]))[0] for e in strains] == pytest.approx(expected)
+    assert mat.secant_modulus(np.array([0.008])) == pytest.approx([50.0 / 0.008])
+
+
+def test_bar_force_displacement_follows_the_material_curve():
+    # nu = 0 and a rigid plate on top: the strain is exactly uniaxial and uniform, so the
+    # head force is A sigma(delta / L) at every increment, peaking at A * yield stress.
+    length, area = 50.0, 100.0
+    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 10))
+    n = mesh.num_cells
+    mat = SofteningMaterial(np.full(n, 10000.0), np.full(n, 50.0), np.full(n, 0.01),
+                            np.full(n, -2000.0), np.full(n, 10.0), 0.0)
+    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
+    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
+                                            step_mm=0.05, max_increments=40)
+    strain = curve.displacement_mm / length
+    expected = area * np.array([mat.stress(np.array([e]))[0] for e in strain])
+    assert curve.force_n == pytest.approx(expected, rel=1e-5)
+    assert curve.peak_force_n == pytest.approx(area * 50.0, rel=1e-6)
+    assert curve.peak_reached and curve.converged.all()
+    csv_text = curve.to_csv()
+    assert csv_text.splitlines()[0].startswith("increment,displacement_mm,force_N")
+    assert len(csv_text.splitlines()) == curve.force_n.size + 1
+
+
+def test_weak_layer_lowers_the_peak_in_proportion():
+    # A layer with half the yield stress carries the whole force: peak = A * S_weak.
+    length, area = 40.0, 100.0
+    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 8))
+    z = mesh.centroids()[:, 2]
+    yield_stress = np.where((z > 20.0) & (z < 25.0), 25.0, 50.0)
+    n = mesh.num_cells
+    mat = SofteningMaterial(np.full(n, 10000.0), yield_stress, np.full(n, 0.01),
+                            np.full(n, -2000.0), np.full(n, 5.0), 0.0)
+    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
+    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
+                                            step_mm=0.02, max_increments=60)
+    assert curve.peak_force_n == pytest.approx(area * 25.0, rel=1e-3)
+    weak = np.flatnonzero((z > 20.0) & (z < 25.0))
+    assert set(curve.critical_cells.tolist()) <= set(weak.tolist())
