@@ -92,13 +92,11 @@ def femur_problem(stl: Path, dofs: int, degree: int) -> tuple[
     mesh_s = time.perf_counter() - start
     boundary = boundary_faces(mesh)
     surface_nodes = np.unique(boundary)
-    # The STL's long axis is not necessarily world z: pick the end where the head fits.
-    axis = np.linalg.svd(mesh.points - mesh.points.mean(0), full_matrices=False)[2][0]
-    fits = [find_landmarks(mesh.points[surface_nodes], proximal_hint=s * axis) for s in (1, -1)]
-    landmarks = min(fits, key=lambda lm: lm.head_fit_rms_mm)
+    # STAPLE's TLEM2 surface is in the ISB bone frame (x anterior, y superior, z right).
+    landmarks = find_landmarks(mesh.points[surface_nodes], convention="ISB")
     fixed = distal_fixed_nodes(mesh.points, boundary, landmarks)
     cases = []
-    for case in LOAD_CASES.values():
+    for case in (LOAD_CASES[name] for name in ("stance", "stairs_up", "stairs_down")):
         direction = landmarks.frame.to_world_direction(case.direction)
         cases.append([head_load_patch(mesh.points, boundary, landmarks, direction,
                                       case.force_newton(BODY_MASS_KG))])

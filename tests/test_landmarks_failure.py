@@ -7,7 +7,7 @@ import pytest
 
 from fea.errors import LandmarkError
 from fea.failure import SCHILEO_2008, principal_strains, strain_failure
-from fea.landmarks import find_landmarks, fit_sphere, fit_sphere_ransac
+from fea.landmarks import WORLD_CONVENTIONS, find_landmarks, fit_sphere, fit_sphere_ransac
 from fea.loads import LOAD_CASES, direction_from_angles
 from fea.topology import boundary_faces
 from meshing.structured import box_mesh
@@ -69,6 +69,45 @@ def test_landmarks_side_shaft_axis_and_frame(side):
     lateral_world = lm.frame.to_world_direction([1.0, 0.0, 0.0])
     midline = np.array([1.0 if side == "right" else -1.0, 0.0, 0.0])
     assert lateral_world @ midline == pytest.approx(-1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("convention", ["LPS", "RAS", "ISB"])
+def test_conventions_are_right_handed_and_name_the_patient_axes(convention):
+    conv = WORLD_CONVENTIONS[convention]
+    basis = np.vstack([conv.left, -conv.anterior, conv.superior])  # L, P, S
+    assert np.allclose(basis @ basis.T, np.eye(3))
+    assert np.linalg.det(basis) == pytest.approx(1.0)  # LPS itself is right-handed
+
+
+@pytest.mark.parametrize("convention", ["RAS", "ISB"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_side_in_other_conventions(side, convention):
+    pts, head_centre = _femur_like_cloud(side, np.random.default_rng(2))
+    conv = WORLD_CONVENTIONS[convention]
+    to_other = np.column_stack([conv.left, -conv.anterior, conv.superior])
+    lm = find_landmarks(pts @ to_other.T, convention=convention)
+    assert lm.frame.side == side and lm.convention == convention
+    assert np.linalg.norm(lm.head_centre_mm - to_other @ head_centre) < 0.1
+    assert lm.shaft_axis @ conv.superior > 0.999
+
+
+def test_bad_conventions_and_hints_are_refused():
+    pts, _ = _femur_like_cloud("right", np.random.default_rng(2))
+    with pytest.raises(LandmarkError, match="unknown world convention"):
+        find_landmarks(pts, convention="XYZ")
+    with pytest.raises(LandmarkError, match="parallel to the shaft"):
+        find_landmarks(pts, anterior_hint=[0.0, 0.1, 1.0])
+    with pytest.raises(LandmarkError, match="non-zero 3-vector"):
+        find_landmarks(pts, proximal_hint=[0.0, 0.0])
+    with pytest.raises(LandmarkError, match=r"\(n >= 20, 3\)"):
+        find_landmarks(pts[:10])
+
+
+def test_explicit_hints_override_the_convention():
+    pts, head_centre = _femur_like_cloud("right", np.random.default_rng(2))
+    lm = find_landmarks(pts, convention="ISB", proximal_hint=[0, 0, 1], anterior_hint=[0, -1, 0])
+    assert lm.convention == "custom" and lm.frame.side == "right"
+    assert np.linalg.norm(lm.head_centre_mm - head_centre) < 0.1
 
 
 def test_landmarks_refuse_a_bone_without_a_head():
