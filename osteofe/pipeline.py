@@ -266,6 +266,7 @@ def prepare_model(
         if not landmarks.shaft_axis_from_geometry:
             warnings.append("the femur in the image is too short to fit a shaft axis: the "
                             "image superior axis was used")
+        warnings.extend(landmarks.warnings)
         fixed = distal_fixed_nodes(mesh.points, boundary, landmarks,
                                    depth_mm=config.load.distal_fixed_depth_mm)
         loads: dict[str, PlacedLoad] = {}
@@ -361,17 +362,26 @@ def sweep_directions(centre: npt.NDArray[np.float64], count: int,
 def critical_region(landmarks: FemurLandmarks, point: npt.NDArray[np.float64]) -> str:
     """Coarse anatomical region of a point (for reports).
 
-    Head: within 1.1 head radii of its centre; neck: within 2.2 radii; trochanteric: above
-    ~2.6 head radii below the head centre (about the lesser trochanter); shaft below.
+    Head: within 1.1 head radii of its centre. Neck: between the head and the point where the
+    neck axis meets the shaft axis, above the lesser trochanter. Trochanteric region: down to
+    the lesser trochanter (or ~2.6 head radii below the head centre when it was not found).
+    Shaft below.
     """
     local = landmarks.frame.to_local(point[None])[0]
-    distance = float(np.linalg.norm(local))
     radius = landmarks.head_radius_mm
-    if distance < 1.1 * radius:
+    if float(np.linalg.norm(local)) < 1.1 * radius:
         return "femoral head"
-    if distance < 2.2 * radius and local[2] > -1.5 * radius:
+    lesser_level = -2.6 * radius
+    if landmarks.lesser_trochanter_mm is not None:
+        lesser_level = float(landmarks.frame.to_local(landmarks.lesser_trochanter_mm[None])[0][2])
+    neck_axis, neck_base = landmarks.neck_axis, landmarks.neck_shaft_point_mm
+    if neck_axis is not None and neck_base is not None and local[2] > lesser_level:
+        along = float((landmarks.head_centre_mm - point) @ neck_axis)
+        if 0.0 < along < float(np.linalg.norm(landmarks.head_centre_mm - neck_base)):
+            return "femoral neck"
+    elif neck_axis is None and float(np.linalg.norm(local)) < 2.2 * radius:
         return "femoral neck"
-    if local[2] > -2.6 * radius:
+    if local[2] > lesser_level:
         return "trochanteric region"
     return "subtrochanteric / shaft"
 
