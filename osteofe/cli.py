@@ -66,8 +66,8 @@ class _Progress:
             self.bar.close()
 
 
-STAGES = ["reading images", "meshing", "mapping material", "landmarks and loads", "solving",
-          "failure criterion", "writing outputs"]
+STAGES = ["reading images", "meshing", "mapping material", "landmarks and loads",
+          "lesion measures", "solving", "failure criterion", "writing outputs"]
 
 
 def _echo(text: str) -> None:
@@ -137,6 +137,7 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         ct_path=args.ct, labels_path=args.labels, body_mass_kg=args.body_weight,
         bone_label=args.bone_label, lesion_labels=lesion,
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
+        pain=args.pain,
     )
     progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
     try:
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="lesion label value or name, repeatable (default: 2 if present)")
     strength.add_argument("--case-id", default="case",
                           help="identifier written into the results (default 'case')")
+    strength.add_argument("--pain", choices=("mild", "moderate", "functional"),
+                          help="Mirels pain item (the other items are measured from the scan)")
     _add_model_options(strength)
     strength.set_defaults(func=_cmd_strength)
 

@@ -36,16 +36,19 @@ from fea.topology import boundary_faces
 from material.calibration import LinearCalibration, check_ct_is_rescaled
 from material.laws import MaterialModel
 from material.mapping import map_material
+from material.rigidity import ctra
 from material.types import MaterialField
 from meshing.errors import InputError, OsteofeError
 from meshing.imaging import align_labels, read_ct, read_labels
+from meshing.lesion import measure_lesion
 from meshing.phantom import PhantomParams
 from meshing.quality import MeshQuality, check_quality, mesh_quality
 from meshing.segmentation import detect_metal, mask_touches_border, select_femur
-from meshing.types import LabelMap, TetMesh
+from meshing.types import CTVolume, LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
 from osteofe.outputs import sha256_file, staged_output, write_json
+from risk.mirels import aci_positive, score_mirels
 
 if TYPE_CHECKING:
     from fea.solver import CaseSolution
@@ -94,6 +97,7 @@ class StrengthRequest:
         lesion_labels: Label values or names of lesions (part of the bone volume).
         lesion_labels_required: False when the lesion labels are defaults that may be absent.
         case_id: Identifier written into the results (no other patient identifier is).
+        pain: Mirels pain item ("mild", "moderate", "functional") when the clinician gives it.
     """
 
     ct_path: Path
@@ -103,6 +107,7 @@ class StrengthRequest:
     lesion_labels: tuple[int | str, ...] = (2,)
     lesion_labels_required: bool = False
     case_id: str = "case"
+    pain: str | None = None
 
     def validate(self) -> None:
         """Check the request before any work is done.
@@ -158,6 +163,8 @@ class PreparedModel:
         calibration: The HU -> density calibration used.
         timings_s: Stage timings so far.
         warnings: Messages worth showing the user.
+        lesion_risk: Scan-derived lesion measures (Mirels items, ACI, CTRA), when a lesion
+            is labelled.
     """
 
     mesh: TetMesh
@@ -170,6 +177,7 @@ class PreparedModel:
     material_model: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    lesion_risk: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -280,8 +288,46 @@ def prepare_model(
             ground = (ground_contact_nodes(mesh.points, boundary, landmarks, direction)
                       if case.support == "fall" else None)
             loads[case.name] = PlacedLoad(case, patch, ground)
+    lesion_risk = None
+    if lesion.any():
+        step("lesion measures")
+        with _timed(timings, "lesion_measures"):
+            lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain)
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
-                         model.to_dict(), timings, warnings)
+                         model.to_dict(), timings, warnings, lesion_risk)
+
+
+def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_],
+                    landmarks: FemurLandmarks, model: MaterialModel,
+                    pain: str | None) -> dict[str, Any]:
+    """Mirels items measured from the scan, axial cortical involvement and CT rigidity.
+
+    The Mirels total needs the pain item, which only the clinician can give: without it the
+    measured items and the range of possible totals are reported.
+    """
+    measured = measure_lesion(ct, bone, lesion, shaft_axis=landmarks.shaft_axis,
+                              axis_point=landmarks.shaft_point_mm,
+                              head_centre=landmarks.head_centre_mm,
+                              lesser_trochanter=landmarks.lesser_trochanter_mm)
+    rigidity = ctra(ct, bone, model, axis=landmarks.shaft_axis,
+                    axis_point=landmarks.head_centre_mm, lesion_mask=lesion)
+    inputs = measured.mirels_inputs()
+    if pain is not None:
+        mirels: dict[str, Any] = score_mirels(**inputs, pain=pain).to_dict()
+    else:
+        low, high = (score_mirels(**inputs, pain=p) for p in (1, 3))
+        mirels = low.to_dict()
+        mirels["items"].pop("pain", None)
+        mirels.update({"total": None, "recommendation": None,
+                       "total_range": [low.total, high.total],
+                       "pain": "not given (pass --pain mild|moderate|functional)"})
+    return {
+        "lesion": measured.to_dict(),
+        "mirels": mirels,
+        "aci_mm": measured.aci_mm,
+        "aci_high_risk": bool(aci_positive(measured.aci_mm)),
+        "ctra": rigidity.to_dict(),
+    }
 
 
 def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
@@ -519,6 +565,7 @@ def run_strength(
                                           "the load patch"},
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
                    "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
+        "lesion_risk": prepared.lesion_risk,
         "warnings": prepared.warnings,
         "config": config.to_dict(),
     }

@@ -52,3 +52,20 @@ def test_demo_writes_every_output(demo):
         png = (out / case / "femur_risk.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert [c["case_id"] for c in summary["cases"]] == ["phantom_intact", "phantom_lesion"]
+
+
+def test_lesion_measures_are_reported_for_the_lesion_case_only(demo):
+    out, _ = demo
+    intact = json.loads((out / "intact" / "result.json").read_text())
+    lesion = json.loads((out / "lesion" / "result.json").read_text())
+    assert intact["lesion_risk"] is None
+    measures = lesion["lesion_risk"]
+    items = measures["mirels"]["items"]
+    # The calcar lesion is lytic and peritrochanteric: 3 + 3 points; pain was not given.
+    assert items["lesion"]["points"] == 3 and items["site"]["points"] == 3
+    assert "pain" not in items and measures["mirels"]["total"] is None
+    low, high = measures["mirels"]["total_range"]
+    assert high - low == 2 and low == 3 + 3 + items["size"]["points"] + 1
+    # It breaches the cortex over a finite length and costs rigidity at its level.
+    assert 0.0 < measures["aci_mm"] < 40.0
+    assert measures["ctra"]["max_reduction"]["EA"] > 0.05

@@ -1,0 +1,830 @@
+"""Batch strength runs over a cohort manifest: parallel, resumable, failure-tolerant.
+
+A **manifest** is a CSV with one row per femur (header names case-insensitive, blank lines
+ignored, paths relative to the manifest's folder):
+
+======================  ========  ========================================================
+column                  required  content
+======================  ========  ========================================================
+case_id                 yes       unique identifier; names the case's output folder
+ct                      yes       CT image (NIfTI/NRRD/MHA file or DICOM folder), in HU
+labels                  yes       label map on the CT grid
+body_mass_kg            yes       body mass, kg
+side                    yes       ``left`` or ``right`` (``l``/``r`` accepted)
+patient_id              no        patient identifier (default: ``case_id``); both femurs
+                                  of one patient share it (the group of cross-validation)
+bone_label              no        femur label value or name (default ``1``)
+lesion_labels           no        lesion label values or names separated by ``;``
+                                  (``lesion_label`` accepted); when given they must exist
+calibration_slope,      no        per-scan line ``rho_QCT = intercept + slope * HU``
+calibration_intercept             (both or neither; default: the configuration's line)
+mirels_*, size_fraction no        Mirels items, as in :mod:`risk.cohort`
+aci_mm, ctra_reduction  no        axial cortical involvement (mm), CTRA rigidity loss
+fractured,              no        outcome and follow-up (both or neither): when present the
+follow_up_months                  run ends with a cohort table for ``osteofe benchmark``
+anything else           no        carried to the cohort table as a covariate column
+======================  ========  ========================================================
+
+:func:`run_cohort` runs :func:`osteofe.pipeline.run_strength` for every case in a pool of
+worker processes started with the ``spawn`` method (DOLFINx, PETSc and MPI are not safe in
+forked children); each worker solves its case alone on ``MPI.COMM_SELF``. Outputs under
+``out_dir``::
+
+    cases/<case_id>/result.json ...   run_strength's outputs (written atomically)
+    cases/<case_id>/status.json       state, fingerprint, timings or the error (atomic)
+    results.csv                       one row per case: state, failure loads, error
+    failures.csv                      the failed cases and their error lines
+    cohort.csv                        FE results merged with the manifest (risk.cohort
+                                      schema), when the manifest has outcome columns
+    run_summary.json                  counts, failures, timings, paths
+
+**Resuming.** A case is skipped, not recomputed, when its ``result.json`` exists, its
+``status.json`` says ``done`` with the same *fingerprint* (SHA-256 of the CT and labels
+files, body mass, labels, calibration and the whole configuration) and the input hashes
+recorded in ``result.json`` match the files. Changing an input or an option therefore
+recomputes exactly the cases it affects; failed cases are retried.
+
+**Failures.** A case whose inputs are invalid or whose analysis fails is recorded (its error
+line in ``failures.csv``, ``results.csv``, its ``status.json`` and the summary) and the
+other cases go on. A worker process that dies (crash, out of memory) is replaced; a case
+in flight during two such deaths is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from meshing.errors import InputError, OsteofeError
+from osteofe.config import Config
+from osteofe.outputs import atomic_write_text, sha256_file, write_json
+
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "CaseFailure",
+    "CohortRunSummary",
+    "Manifest",
+    "ManifestCase",
+    "ManifestError",
+    "format_run_summary",
+    "read_manifest",
+    "run_cohort",
+]
+
+#: Columns the manifest reserves (everything else is carried to the cohort table).
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "case_id", "patient_id", "side", "ct", "labels", "body_mass_kg", "bone_label",
+    "lesion_labels", "calibration_slope", "calibration_intercept",
+)
+#: Manifest columns copied into the cohort table under the same name (risk.cohort schema).
+_COHORT_COLUMNS: tuple[str, ...] = (
+    "mirels_site", "mirels_pain", "mirels_lesion", "mirels_size", "size_fraction", "aci_mm",
+    "ctra_reduction", "fractured", "follow_up_months",
+)
+#: Column names that belong to the FE results and must not come from the manifest.
+_RESULT_COLUMNS: tuple[str, ...] = (
+    "failure_load_N", "failure_load_BW", "fe_load_case", "fe_failure_mode",
+    "fe_critical_region",
+)
+_ALIASES: Mapping[str, str] = MappingProxyType({"lesion_label": "lesion_labels"})
+#: Environment variables that cap the threads of numerical libraries in the workers.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "NUMBA_NUM_THREADS")
+#: A case in flight when this many worker processes died is recorded as failed.
+_MAX_CRASHES = 2
+
+
+class ManifestError(InputError):
+    """A cohort manifest is malformed: missing columns, bad values, duplicated cases."""
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestCase:
+    """One femur of a manifest.
+
+    Attributes:
+        case_id: Unique case identifier (a safe folder name).
+        patient_id: Patient identifier (the group of grouped cross-validation).
+        side: ``"left"`` or ``"right"``.
+        ct: CT path (absolute, resolved against the manifest's folder).
+        labels: Label-map path (absolute).
+        body_mass_kg: Body mass, kg.
+        bone_label: Femur label value or name.
+        lesion_labels: Lesion label values or names (empty: the pipeline default).
+        lesion_labels_required: Whether the lesion labels were given (then they must exist).
+        calibration: ``(slope, intercept)`` of the scan's HU -> rho_QCT line, or ``None``.
+        line: Line of the row in the manifest file.
+        cells: The row's raw cells by canonical column name.
+    """
+
+    case_id: str
+    patient_id: str
+    side: str
+    ct: Path
+    labels: Path
+    body_mass_kg: float
+    bone_label: int | str = 1
+    lesion_labels: tuple[int | str, ...] = ()
+    lesion_labels_required: bool = False
+    calibration: tuple[float, float] | None = None
+    line: int = 0
+    cells: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest.
+
+    Attributes:
+        path: The manifest file.
+        columns: Canonical column names in file order.
+        cases: The femurs, in file order.
+    """
+
+    path: Path
+    columns: tuple[str, ...]
+    cases: tuple[ManifestCase, ...]
+
+    @property
+    def has_outcomes(self) -> bool:
+        """Whether the manifest carries ``fractured`` and ``follow_up_months``."""
+        return "fractured" in self.columns and "follow_up_months" in self.columns
+
+    @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """Columns carried to the cohort table as covariates."""
+        return tuple(c for c in self.columns
+                     if c not in MANIFEST_COLUMNS and c not in _COHORT_COLUMNS)
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _label(value: str) -> int | str:
+    text = value.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate a cohort manifest (schema in the module docstring).
+
+    Outcome and Mirels columns are checked against the :mod:`risk.cohort` schema up front,
+    so that a typo is reported before hours of analyses rather than after.
+
+    Args:
+        path: The manifest CSV (UTF-8; an Excel byte-order mark is accepted).
+
+    Returns:
+        The manifest with absolute input paths.
+
+    Raises:
+        ManifestError: On the first problem, naming the line, case and column.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {p}: {exc.strerror}",
+                            "check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {p} is not UTF-8 text: {exc.reason}",
+                            "save it as CSV UTF-8") from exc
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ManifestError(f"{p}: the manifest is empty",
+                            "write a header: case_id,ct,labels,body_mass_kg,side") from None
+    columns = _manifest_header(p, header)
+    base = p.resolve().parent
+    cases: list[ManifestCase] = []
+    seen: dict[str, int] = {}
+    for cells in reader:
+        line = reader.line_num
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(columns):
+            raise ManifestError(f"{p}: line {line}: {len(cells)} cells for {len(columns)} "
+                                "columns", "check for unquoted commas or missing cells")
+        row = {c: v.strip() for c, v in zip(columns, cells, strict=True)}
+        case = _manifest_case(p, line, row, base)
+        if case.case_id in seen:
+            raise ManifestError(f"{p}: line {line}: case_id {case.case_id!r} already on line "
+                                f"{seen[case.case_id]}", "give every femur its own case_id")
+        seen[case.case_id] = line
+        cases.append(case)
+    if not cases:
+        raise ManifestError(f"{p}: the manifest has a header but no rows", "add one row per femur")
+    manifest = Manifest(p, tuple(columns), tuple(cases))
+    if any(c in columns for c in _COHORT_COLUMNS):
+        _check_cohort_columns(manifest)
+    return manifest
+
+
+def _manifest_header(path: Path, header: Sequence[str]) -> list[str]:
+    canonical = {c.lower(): c for c in (*MANIFEST_COLUMNS, *_COHORT_COLUMNS)}
+    columns = []
+    for i, raw in enumerate(header):
+        name = raw.strip()
+        key = _ALIASES.get(name.lower(), name.lower())
+        name = canonical.get(key, name)
+        if not name:
+            raise ManifestError(f"{path}: line 1: column {i + 1} has an empty header",
+                                "name every column")
+        if name in columns:
+            raise ManifestError(f"{path}: line 1: column {name!r} appears twice",
+                                "keep one column of each name")
+        if name in _RESULT_COLUMNS:
+            raise ManifestError(f"{path}: line 1: column {name!r} is an output of the run",
+                                "remove it from the manifest (the FE analysis computes it)")
+        columns.append(name)
+    missing = [c for c in ("case_id", "ct", "labels", "body_mass_kg", "side")
+               if c not in columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {missing}",
+                            "the header needs case_id, ct, labels, body_mass_kg and side")
+    pairs = (("calibration_slope", "calibration_intercept"), ("fractured", "follow_up_months"))
+    for a, b in pairs:
+        if (a in columns) != (b in columns):
+            raise ManifestError(f"{path}: column {a!r} needs {b!r} (or neither)",
+                                f"add the {b} column or remove {a}")
+    return columns
+
+
+def _manifest_case(path: Path, line: int, row: dict[str, str], base: Path) -> ManifestCase:
+    case_id = row["case_id"]
+
+    def error(column: str, problem: str, hint: str) -> ManifestError:
+        who = f" (case {case_id!r})" if case_id else ""
+        return ManifestError(f"{path}: line {line}{who}, column {column!r}: {problem}", hint)
+
+    if not _SAFE_ID.match(case_id):
+        raise error("case_id", f"{case_id!r} is not a usable identifier",
+                    "use letters, digits, '.', '_' or '-' (it names the output folder)")
+    side = {"l": "left", "r": "right"}.get(row["side"].lower(), row["side"].lower())
+    if side not in ("left", "right"):
+        raise error("side", f"{row['side']!r} is not left or right", "use 'left' or 'right'")
+    for column in ("ct", "labels"):
+        if not row[column]:
+            raise error(column, "path is missing", f"give the {column} file of the case")
+    try:
+        mass = float(row["body_mass_kg"])
+    except ValueError:
+        raise error("body_mass_kg", f"{row['body_mass_kg']!r} is not a number",
+                    "give the body mass in kg") from None
+    if not math.isfinite(mass):
+        raise error("body_mass_kg", f"{row['body_mass_kg']!r} is not finite",
+                    "give the body mass in kg")
+    lesion_text = row.get("lesion_labels", "")
+    lesions = tuple(_label(v) for v in re.split(r"[;\s]+", lesion_text) if v)
+    calibration = None
+    if "calibration_slope" in row:
+        raw = (row["calibration_slope"], row["calibration_intercept"])
+        if any(raw) and not all(raw):
+            raise error("calibration_slope", "give both slope and intercept or neither",
+                        "leave both blank to use the configured line")
+        if all(raw):
+            try:
+                calibration = (float(raw[0]), float(raw[1]))
+            except ValueError:
+                raise error("calibration_slope", f"{raw} are not numbers",
+                            "give the line rho = intercept + slope * HU as numbers") from None
+    bone = row.get("bone_label", "") or "1"
+    return ManifestCase(
+        case_id=case_id,
+        patient_id=row.get("patient_id", "") or case_id,
+        side=side,
+        ct=(base / row["ct"]).resolve(),
+        labels=(base / row["labels"]).resolve(),
+        body_mass_kg=mass,
+        bone_label=_label(bone),
+        lesion_labels=lesions,
+        lesion_labels_required=bool(lesions),
+        calibration=calibration,
+        line=line,
+        cells=dict(row),
+    )
+
+
+_PLACEHOLDER_LOAD_N = 1000.0
+
+
+def _cohort_rows(manifest: Manifest, results: Mapping[str, Mapping[str, Any]] | None
+                 ) -> tuple[list[str], list[list[str]], list[ManifestCase]]:
+    """Header and rows of the cohort table (placeholder loads when ``results`` is None)."""
+    present = [c for c in _COHORT_COLUMNS if c in manifest.columns]
+    extra = list(manifest.extra_columns)
+    header = ["patient_id", "side", "body_mass_kg", "failure_load_N", "failure_load_BW",
+              *present, "case_id"]
+    if results is not None:
+        header += ["fe_load_case", "fe_failure_mode", "fe_critical_region"]
+    header += extra
+    rows: list[list[str]] = []
+    cases: list[ManifestCase] = []
+    for case in manifest.cases:
+        if results is not None and case.case_id not in results:
+            continue
+        result = results[case.case_id] if results is not None else None
+        load = _PLACEHOLDER_LOAD_N if result is None else float(result["failure_load_N"])
+        load_bw = "" if result is None else repr(float(result["failure_load_BW"]))
+        row = [case.patient_id, case.side, repr(case.body_mass_kg), repr(load), load_bw]
+        row += [case.cells.get(c, "") for c in present]
+        row.append(case.case_id)
+        if result is not None:
+            row += [str(result.get("load_case", "")), str(result.get("failure_mode", "")),
+                    str(result.get("critical_region", ""))]
+        row += [case.cells.get(c, "") for c in extra]
+        rows.append(row)
+        cases.append(case)
+    return header, rows, cases
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _check_cohort_columns(manifest: Manifest) -> None:
+    """Validate the Mirels/outcome columns with the risk.cohort reader (placeholder loads)."""
+    from risk.cohort import read_cohort
+    from risk.errors import CohortError
+
+    header, rows, cases = _cohort_rows(manifest, None)
+    if not manifest.has_outcomes:
+        # Mirels/ACI columns alone: give them a dummy outcome so that the reader checks them.
+        header = [*header, "fractured", "follow_up_months"]
+        rows = [[*r, "0", "0"] for r in rows]
+    with tempfile.TemporaryDirectory(prefix="osteofe-manifest-") as tmp:
+        check = Path(tmp) / "cohort_check.csv"
+        check.write_text(_csv_text(header, rows), encoding="utf-8")
+        try:
+            read_cohort(check)
+        except CohortError as exc:
+            message = exc.message
+            match = re.match(rf"^{re.escape(str(check))}: line (\d+)", message)
+            if match:
+                case = cases[int(match.group(1)) - 2]
+                message = f"{manifest.path}: line {case.line}" + message[match.end():]
+            else:
+                message = message.replace(str(check), str(manifest.path))
+            raise ManifestError(message, exc.hint) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Running the cases.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseFailure:
+    """A case that could not be analysed.
+
+    Attributes:
+        case_id: The case.
+        error_type: Exception class name (e.g. ``InputError``).
+        error: The one-line error message with its hint.
+        status_file: The case's ``status.json`` (with a traceback for internal errors), or
+            ``None`` when the case failed before it had an output folder.
+    """
+
+    case_id: str
+    error_type: str
+    error: str
+    status_file: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"case_id": self.case_id, "error_type": self.error_type, "error": self.error,
+                "status_file": None if self.status_file is None else str(self.status_file)}
+
+
+@dataclass(frozen=True)
+class CohortRunSummary:
+    """What :func:`run_cohort` did.
+
+    Attributes:
+        n_cases: Cases in the manifest.
+        n_computed: Cases analysed in this run.
+        n_skipped: Cases already finished with the same fingerprint (resumed, not rerun).
+        n_failed: Cases that failed (see ``failures``).
+        failures: The failed cases, in manifest order.
+        workers: Worker processes used.
+        wall_s: Wall-clock time of the run, s.
+        out_dir: The output folder.
+        results_csv: Per-case results table.
+        failures_csv: Failed cases table.
+        cohort_csv: Cohort table (risk.cohort schema), or ``None`` without outcome columns
+            or without any successful case.
+        summary_json: This summary as JSON.
+    """
+
+    n_cases: int
+    n_computed: int
+    n_skipped: int
+    n_failed: int
+    failures: tuple[CaseFailure, ...]
+    workers: int
+    wall_s: float
+    out_dir: Path
+    results_csv: Path
+    failures_csv: Path
+    cohort_csv: Path | None
+    summary_json: Path
+
+    @property
+    def n_done(self) -> int:
+        """Cases with a result (computed now or earlier)."""
+        return self.n_computed + self.n_skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "n_cases": self.n_cases, "n_done": self.n_done, "n_computed": self.n_computed,
+            "n_skipped": self.n_skipped, "n_failed": self.n_failed,
+            "failures": [f.to_dict() for f in self.failures], "workers": self.workers,
+            "wall_s": self.wall_s, "out_dir": str(self.out_dir),
+            "results_csv": str(self.results_csv), "failures_csv": str(self.failures_csv),
+            "cohort_csv": None if self.cohort_csv is None else str(self.cohort_csv),
+            "summary_json": str(self.summary_json),
+        }
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Everything a worker needs for one case (picklable)."""
+
+    case: ManifestCase
+    config: Config
+    case_dir: Path
+    fingerprint: str
+    picture: bool
+
+
+def _fingerprint(case: ManifestCase, config: Config, ct_sha: str, labels_sha: str) -> str:
+    """SHA-256 of everything a case's result depends on."""
+    doc = {
+        "ct_sha256": ct_sha, "labels_sha256": labels_sha, "body_mass_kg": case.body_mass_kg,
+        "bone_label": case.bone_label, "lesion_labels": list(case.lesion_labels),
+        "lesion_labels_required": case.lesion_labels_required,
+        "calibration": case.calibration, "config": config.to_dict(),
+    }
+    text = json.dumps(doc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _finished_result(case: ManifestCase, case_dir: Path, fingerprint: str, ct_sha: str,
+                     labels_sha: str) -> dict[str, Any] | None:
+    """The case's earlier result when it can be reused, else ``None``."""
+    status = _read_json(case_dir / "status.json")
+    if status is None or status.get("state") != "done" or status.get("fingerprint") != fingerprint:
+        return None
+    result = _read_json(case_dir / "result.json")
+    if result is None:
+        return None
+    inputs = result.get("inputs", {})
+    if (inputs.get("ct", {}).get("sha256") != ct_sha
+            or inputs.get("labels", {}).get("sha256") != labels_sha):
+        return None
+    return result
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _run_case(task: _Task) -> dict[str, Any]:
+    """Worker: analyse one case on ``MPI.COMM_SELF`` and write its status file."""
+    from mpi4py import MPI
+
+    from material.calibration import LinearCalibration
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    case = task.case
+    start = time.perf_counter()
+    status: dict[str, Any] = {"case_id": case.case_id, "fingerprint": task.fingerprint,
+                              "pid": os.getpid()}
+    try:
+        calibration = None
+        if case.calibration is not None:
+            calibration = LinearCalibration(case.calibration[0], case.calibration[1],
+                                            name=f"manifest:{case.case_id}",
+                                            source="scanner line from the cohort manifest")
+        request = StrengthRequest(
+            ct_path=case.ct, labels_path=case.labels, body_mass_kg=case.body_mass_kg,
+            bone_label=case.bone_label, lesion_labels=case.lesion_labels or (2,),
+            lesion_labels_required=case.lesion_labels_required, case_id=case.case_id)
+        result = run_strength(request, task.config, task.case_dir, calibration=calibration,
+                              comm=MPI.COMM_SELF, picture=task.picture)
+    except Exception as exc:  # every failure is reported; none stops the run
+        status.update(state="failed", error_type=type(exc).__name__, error=_error_line(exc))
+        if not isinstance(exc, OsteofeError):
+            status["error"] = f"internal error: {type(exc).__name__}: {_error_line(exc)}"
+            status["traceback"] = traceback.format_exc()
+    else:
+        status.update(state="done", failure_load_N=result["failure_load_N"],
+                      failure_load_BW=result["failure_load_BW"], load_case=result["load_case"],
+                      failure_mode=result["failure_mode"],
+                      critical_region=result["critical_region"],
+                      warnings=list(result.get("warnings", [])))
+    status["wall_s"] = round(time.perf_counter() - start, 3)
+    task.case_dir.mkdir(parents=True, exist_ok=True)
+    write_json(task.case_dir / "status.json", status)
+    return status
+
+
+@contextmanager
+def _thread_limits(threads: int) -> Iterator[None]:
+    """Cap numerical-library threads of the worker processes spawned inside the block."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    try:
+        for name in _THREAD_VARIABLES:
+            os.environ[name] = str(threads)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="cohort", unit="case", disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _execute(tasks: list[_Task], workers: int, bar: Any,
+             statuses: dict[str, dict[str, Any]]) -> None:
+    """Run ``tasks`` in a spawn pool, at most ``workers`` in flight; fill ``statuses``."""
+    pending = list(reversed(tasks))
+    crashes: dict[str, int] = {}
+    context = multiprocessing.get_context("spawn")
+    failed = sum(1 for s in statuses.values() if s.get("state") == "failed")
+    while pending:
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        in_flight: dict[cf.Future[dict[str, Any]], _Task] = {}
+        broken = False
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < workers and not broken:
+                    task = pending.pop()
+                    try:
+                        in_flight[pool.submit(_run_case, task)] = task
+                    except cf.process.BrokenProcessPool:
+                        pending.append(task)
+                        broken = True
+                if not in_flight:
+                    break
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    task = in_flight.pop(future)
+                    try:
+                        status = future.result()
+                    except cf.process.BrokenProcessPool:
+                        broken = True
+                        crashes[task.case.case_id] = crashes.get(task.case.case_id, 0) + 1
+                        if crashes[task.case.case_id] < _MAX_CRASHES:
+                            pending.append(task)
+                            continue
+                        status = {"case_id": task.case.case_id, "state": "failed",
+                                  "fingerprint": task.fingerprint,
+                                  "error_type": "WorkerDied",
+                                  "error": "the worker process died while analysing this case "
+                                           f"{_MAX_CRASHES} times (crash or out of memory)"}
+                        task.case_dir.mkdir(parents=True, exist_ok=True)
+                        write_json(task.case_dir / "status.json", status)
+                    statuses[task.case.case_id] = status
+                    failed += status.get("state") == "failed"
+                    bar.set_postfix(failed=failed, refresh=False)
+                    bar.update(1)
+                if broken and not in_flight:
+                    break
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _validate_request(case: ManifestCase) -> None:
+    from osteofe.pipeline import StrengthRequest
+
+    StrengthRequest(ct_path=case.ct, labels_path=case.labels,
+                    body_mass_kg=case.body_mass_kg, case_id=case.case_id).validate()
+
+
+def run_cohort(
+    manifest: str | Path | Manifest,
+    out_dir: str | Path,
+    config: Config | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    picture: bool = False,
+) -> CohortRunSummary:
+    """Analyse every femur of a manifest in parallel; resumable; failures do not stop it.
+
+    Serial driver: call it from one process (not under ``mpiexec -n >1``); the parallelism
+    is its pool of ``workers`` processes (spawned, each on ``MPI.COMM_SELF``). Each worker
+    uses at most ``cpu_count // workers`` threads in OpenMP/BLAS/numba. Memory: about 1-2 GB
+    per worker at the default mesh size.
+
+    Args:
+        manifest: The manifest CSV (or a :class:`Manifest` from :func:`read_manifest`).
+        out_dir: Output folder (created; reusing it resumes an interrupted run).
+        config: Model options of every case (default :class:`Config()`); a manifest's
+            calibration columns override the configured line per case.
+        workers: Worker processes (default: the CPU count, at most the number of cases to
+            run).
+        progress: Show a tqdm progress bar on stderr.
+        picture: Also render each case's PNG picture (slower).
+
+    Returns:
+        The run summary; also written to ``out_dir/run_summary.json``.
+
+    Raises:
+        ManifestError: If the manifest is malformed (nothing is run).
+        InputError: If ``workers`` is not a positive integer or the run is started under
+            MPI with more than one rank.
+    """
+    from mpi4py import MPI
+
+    start = time.perf_counter()
+    if MPI.COMM_WORLD.size > 1:
+        raise InputError("run_cohort was started under MPI with "
+                         f"{MPI.COMM_WORLD.size} ranks",
+                         "run it as one process; it starts its own worker processes "
+                         "(use workers=N)")
+    parsed = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    config = config or Config()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise InputError(f"workers must be a positive integer, got {workers!r}",
+                         "use e.g. workers=2")
+    out = Path(out_dir)
+    cases_dir = out / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+
+    statuses: dict[str, dict[str, Any]] = {}
+    computed: set[str] = set()
+    tasks: list[_Task] = []
+    n_workers = 0
+    bar = _progress_bar(len(parsed.cases), progress)
+    try:
+        for case in parsed.cases:
+            case_dir = cases_dir / case.case_id
+            try:
+                _validate_request(case)
+            except OsteofeError as exc:
+                status = {"case_id": case.case_id, "state": "failed",
+                          "error_type": type(exc).__name__, "error": _error_line(exc)}
+                case_dir.mkdir(parents=True, exist_ok=True)
+                write_json(case_dir / "status.json", status)
+                statuses[case.case_id] = status
+                bar.update(1)
+                continue
+            ct_sha, labels_sha = sha256_file(case.ct), sha256_file(case.labels)
+            fingerprint = _fingerprint(case, config, ct_sha, labels_sha)
+            previous = _finished_result(case, case_dir, fingerprint, ct_sha, labels_sha)
+            if previous is not None:
+                statuses[case.case_id] = {
+                    "case_id": case.case_id, "state": "done", "resumed": True,
+                    **{k: previous.get(k) for k in ("failure_load_N", "failure_load_BW",
+                                                    "load_case", "failure_mode",
+                                                    "critical_region")}}
+                bar.update(1)
+                continue
+            tasks.append(_Task(case, config, case_dir, fingerprint, picture))
+        n_workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+        if tasks:
+            threads = max(1, (os.cpu_count() or 1) // n_workers)
+            with _thread_limits(threads):
+                _execute(tasks, n_workers, bar, statuses)
+            computed = {t.case.case_id for t in tasks}
+    finally:
+        bar.close()
+    return _write_outputs(parsed, out, statuses, computed, n_workers,
+                          round(time.perf_counter() - start, 3))
+
+
+def _write_outputs(manifest: Manifest, out: Path, statuses: Mapping[str, Mapping[str, Any]],
+                   computed: set[str], workers: int, wall_s: float) -> CohortRunSummary:
+    """results.csv, failures.csv, cohort.csv and run_summary.json, each atomically."""
+    from risk.cohort import read_cohort
+
+    header = ["case_id", "patient_id", "side", "state", "computed", "failure_load_N",
+              "failure_load_BW", "load_case", "failure_mode", "critical_region", "wall_s",
+              "error"]
+    rows = []
+    failures: list[CaseFailure] = []
+    done: dict[str, Mapping[str, Any]] = {}
+    for case in manifest.cases:
+        status = statuses.get(case.case_id, {"state": "not run"})
+        state = str(status.get("state"))
+        rows.append([case.case_id, case.patient_id, case.side, state,
+                     "yes" if case.case_id in computed else "no",
+                     *(_cell(status.get(k)) for k in ("failure_load_N", "failure_load_BW",
+                                                       "load_case", "failure_mode",
+                                                       "critical_region", "wall_s")),
+                     str(status.get("error", ""))])
+        if state == "done":
+            done[case.case_id] = status
+        else:
+            status_file = out / "cases" / case.case_id / "status.json"
+            failures.append(CaseFailure(case.case_id, str(status.get("error_type", "")),
+                                        str(status.get("error", state)),
+                                        status_file if status_file.is_file() else None))
+    results_csv = out / "results.csv"
+    atomic_write_text(results_csv, _csv_text(header, rows))
+    failures_csv = out / "failures.csv"
+    atomic_write_text(failures_csv, _csv_text(
+        ["case_id", "error_type", "error", "status_file"],
+        [[f.case_id, f.error_type, f.error, "" if f.status_file is None else str(f.status_file)]
+         for f in failures]))
+    cohort_csv: Path | None = None
+    if manifest.has_outcomes and done:
+        cohort_header, cohort_rows, _ = _cohort_rows(manifest, done)
+        cohort_csv = out / "cohort.csv"
+        atomic_write_text(cohort_csv, _csv_text(cohort_header, cohort_rows))
+        read_cohort(cohort_csv)  # the table must satisfy the schema the benchmark reads
+    summary = CohortRunSummary(
+        n_cases=len(manifest.cases),
+        n_computed=sum(1 for c in computed if c in done),
+        n_skipped=sum(1 for c in done if c not in computed),
+        n_failed=len(failures),
+        failures=tuple(failures),
+        workers=workers,
+        wall_s=wall_s,
+        out_dir=out,
+        results_csv=results_csv,
+        failures_csv=failures_csv,
+        cohort_csv=cohort_csv,
+        summary_json=out / "run_summary.json",
+    )
+    write_json(summary.summary_json, {"manifest": str(manifest.path), **summary.to_dict()})
+    return summary
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def format_run_summary(summary: CohortRunSummary) -> str:
+    """A few human-readable lines for the command line.
+
+    Args:
+        summary: The result of :func:`run_cohort`.
+
+    Returns:
+        Text: counts, then one line per failed case, then where the tables are.
+    """
+    lines = [f"{summary.n_cases} cases: {summary.n_computed} computed, {summary.n_skipped} "
+             f"resumed, {summary.n_failed} failed ({summary.wall_s:.0f} s, "
+             f"{summary.workers} workers)"]
+    lines += [f"  FAILED {f.case_id}: {f.error}" for f in summary.failures]
+    lines.append(f"results: {summary.results_csv}")
+    if summary.failures:
+        lines.append(f"failures: {summary.failures_csv}")
+    if summary.cohort_csv is not None:
+        lines.append(f"cohort table: {summary.cohort_csv}")
+    return "\n".join(lines)

@@ -1,0 +1,1896 @@
+"""The case report: a self-contained HTML page and a PDF a clinician can read.
+
+:func:`write_report` reads one result folder written by ``osteofe strength`` (``result.json``
+and, when present, ``femur_risk.png``) and writes
+
+- ``report.html``: one file, every picture embedded as a base64 ``data:`` URI, inline CSS, no
+  script, no external resource (a Content-Security-Policy forbids loading any), printable on A4;
+- ``report.pdf``: the same content laid out on A4 pages with matplotlib's PDF backend (text,
+  tables and pictures), so that no browser is needed to produce it;
+- optionally ``report_page_NN.png``: the PDF's pages as pictures (for a DICOM Secondary Capture
+  or a quick look), drawn by the same layout code.
+
+Privacy: the report shows the case identifier exactly as given and nothing else that could
+identify a patient. It is built from a whitelist of result fields (:func:`collect_report_data`):
+input files appear by their SHA-256 only (a path may carry a name), configuration values only
+for keys that osteofe's configuration defines, and any field the report does not know is left
+out, whatever it contains.
+
+Clinical scores are optional: the Mirels score, the axial cortical involvement (ACI), the
+CT-based rigidity analysis (CTRA) and a calibrated fracture probability are shown when passed
+in ``risk`` or found in ``result.json`` (top level or under ``"risk"``), and otherwise marked
+"not computed".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from meshing.errors import OsteofeError
+from osteofe.outputs import staged_output
+from risk.mirels import (
+    CITATIONS,
+    MIRELS_FIX_MIN,
+    MIRELS_JUDGEMENT,
+    OPERATING_POINTS,
+    THRESHOLDS,
+    mirels_recommendation,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "PHI_BORDERLINE",
+    "PHI_THRESHOLD",
+    "REPORT_HTML",
+    "REPORT_PDF",
+    "ReportData",
+    "ReportError",
+    "collect_report_data",
+    "phi_band",
+    "render_html",
+    "render_pdf",
+    "write_report",
+]
+
+#: File names written by :func:`write_report`.
+REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"
+#: Gravitational acceleration used for body weights, m/s^2 (as the pipeline).
+GRAVITY = 9.81
+
+#: Load-to-strength ratio at which a fracture is expected (factor of risk; Keaveny & Bouxsein
+#: 2008, :data:`risk.mirels.THRESHOLDS` ``"factor_of_risk"``).
+PHI_THRESHOLD = THRESHOLDS["factor_of_risk"].value
+#: Lower edge of the amber display band. A presentation aid, not a validated threshold: the
+#: linear criterion's cadaver error (SEE 814 N, Schileo et al. 2008) is 10-20 % of a typical
+#: failure load, so ratios within 20 % of the threshold cannot be told apart from it.
+PHI_BORDERLINE = 0.8
+#: Published rigidity-loss threshold quoted beside a CTRA value (fraction). From the CTRA
+#: literature as summarised in DESIGN.md (sensitivity ~100 %, specificity ~61 %) and marked
+#: there as to be verified; the report says so.
+CTRA_THRESHOLD = 0.35
+
+PhiBand = Literal["high", "borderline", "low"]
+
+_COLOURS: dict[str, str] = {
+    "high": "#b42318",
+    "borderline": "#b54708",
+    "low": "#027a48",
+    "none": "#475467",
+}
+_BAND_TEXT: dict[str, str] = {
+    "high": f"at or above {PHI_THRESHOLD:g}: the activity's peak hip force reaches the "
+    "predicted load to failure",
+    "borderline": f"{PHI_BORDERLINE:g} to {PHI_THRESHOLD:g}: within the model's uncertainty "
+    "of the failure threshold",
+    "low": f"below {PHI_BORDERLINE:g}: the activity's peak hip force stays clearly below the "
+    "predicted load to failure",
+}
+NOT_COMPUTED = "not computed"
+
+
+class ReportError(OsteofeError):
+    """The result folder cannot be reported on (missing or malformed ``result.json``)."""
+
+
+def phi_band(phi: float) -> PhiBand:
+    """Colour band of a load-to-strength ratio.
+
+    Args:
+        phi: Applied load / failure load.
+
+    Returns:
+        ``"high"`` when ``phi >= PHI_THRESHOLD``, ``"borderline"`` when
+        ``PHI_BORDERLINE <= phi < PHI_THRESHOLD``, else ``"low"``.
+    """
+    if phi >= PHI_THRESHOLD:
+        return "high"
+    if phi >= PHI_BORDERLINE:
+        return "borderline"
+    return "low"
+
+
+# --------------------------------------------------------------------------------------------
+# What the report shows (built from a whitelist of result fields).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepView:
+    """Direction sweep of one load case: the weakest direction in a cone."""
+
+    num_directions: int | None
+    half_angle_deg: float | None
+    min_failure_load_N: float
+    min_failure_load_BW: float | None
+    phi: float | None
+
+
+@dataclass(frozen=True)
+class NonlinearView:
+    """Nonlinear (softening) load to failure of one load case."""
+
+    failure_load_N: float
+    failure_load_BW: float | None
+    phi: float | None
+    peak_reached: bool | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """One load case's linear result."""
+
+    name: str
+    applied_N: float | None
+    applied_BW: float | None
+    failure_N: float
+    failure_BW: float | None
+    phi: float | None
+    mode: str
+    region: str
+    peak_tension: float | None
+    peak_compression: float | None
+    sweep: SweepView | None
+    nonlinear: NonlinearView | None
+
+
+@dataclass(frozen=True)
+class MirelsItemView:
+    """One Mirels item."""
+
+    name: str
+    points: int
+    category: str
+    derivation: str
+
+
+@dataclass(frozen=True)
+class MirelsView:
+    """A Mirels score (items may be absent when only the total was given)."""
+
+    total: int
+    recommendation: str
+    items: tuple[MirelsItemView, ...]
+
+
+@dataclass(frozen=True)
+class CtraView:
+    """CT-based rigidity analysis: loss of rigidity as a fraction."""
+
+    loss: float
+    measure: str | None
+
+
+@dataclass(frozen=True)
+class ProbabilityView:
+    """A calibrated fracture probability with its interval and the model behind it."""
+
+    probability: float
+    lower: float | None
+    upper: float | None
+    level: float | None
+    model: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report shows, and nothing else.
+
+    Attributes:
+        case_id: The case identifier as given to ``osteofe strength``.
+        body_mass_kg: Body mass used for the loads, kg.
+        cases: Load cases in result order.
+        governing: The weakest case (lowest linear failure load).
+        critical_point_mm: Failure location of the weakest case, world mm.
+        mirels: Mirels score or None (not computed).
+        aci_mm: Axial cortical involvement, mm, or None.
+        ctra: CTRA rigidity loss or None.
+        probability: Calibrated fracture probability or None.
+        calibration: CT density calibration rows (label, value).
+        provenance: Titled sections of (label, value) rows.
+        warnings: Warnings of the run.
+        picture_png: ``femur_risk.png`` bytes, or None.
+        result_sha256: SHA-256 of the ``result.json`` the report was made from.
+        generated_utc: When the report was generated.
+        report_version: osteofe version that wrote the report.
+        default_calibration: True when the run used osteofe's generic scanner line.
+    """
+
+    case_id: str
+    body_mass_kg: float | None
+    cases: tuple[CaseView, ...]
+    governing: CaseView
+    critical_point_mm: tuple[float, ...] | None
+    mirels: MirelsView | None
+    aci_mm: float | None
+    ctra: CtraView | None
+    probability: ProbabilityView | None
+    calibration: tuple[tuple[str, str], ...]
+    provenance: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+    warnings: tuple[str, ...]
+    picture_png: bytes | None
+    result_sha256: str
+    generated_utc: str
+    report_version: str
+    default_calibration: bool = False
+
+    @property
+    def worst_phi_case(self) -> CaseView | None:
+        """The case with the highest load-to-strength ratio (None when none has one)."""
+        with_phi = [c for c in self.cases if c.phi is not None]
+        return max(with_phi, key=lambda c: c.phi or 0.0) if with_phi else None
+
+    @property
+    def sweep_minimum(self) -> tuple[CaseView, SweepView] | None:
+        """The lowest direction-sweep failure load over all cases, with its case."""
+        swept = [(c, c.sweep) for c in self.cases if c.sweep is not None]
+        if not swept:
+            return None
+        case, sweep = min(swept, key=lambda cs: cs[1].min_failure_load_N)
+        return case, sweep
+
+    @property
+    def nonlinear_cases(self) -> tuple[CaseView, ...]:
+        """Cases with a nonlinear result."""
+        return tuple(c for c in self.cases if c.nonlinear is not None)
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (bools, strings and non-finite values are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _text(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return NOT_COMPUTED
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".rstrip()
+
+
+def _fmt_n(value: float | None) -> str:
+    """A force in N with thousands separators (``1,546 N``)."""
+    return _fmt(value, 0, "N")
+
+
+def _fmt_bw(value: float | None) -> str:
+    return NOT_COMPUTED if value is None else f"{value:.2f} × BW"
+
+
+def _fmt_strain(value: float | None) -> str:
+    return NOT_COMPUTED if value is None else f"{100.0 * value:+.2f} %"
+
+
+def _plain(value: Any) -> str:
+    """A configuration/provenance value as short text."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {_plain(v)}" for k, v in value.items()) if value else "none"
+    return str(value)
+
+
+def _nonlinear_source(name: str, raw_case: dict[str, Any],
+                      result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The nonlinear record of a case: in the case, or at the top level by case name."""
+    own = raw_case.get("nonlinear")
+    if isinstance(own, dict):
+        return own
+    top = result.get("nonlinear")
+    if not isinstance(top, dict):
+        return None
+    if isinstance(top.get("cases"), dict) and isinstance(top["cases"].get(name), dict):
+        return dict(top["cases"][name])
+    if isinstance(top.get(name), dict):
+        return dict(top[name])
+    if top.get("load_case") == name or ("load_case" not in top and len(
+            [c for c in result.get("cases", []) if isinstance(c, dict)]) == 1):
+        return top
+    return None
+
+
+def _nonlinear_view(raw: dict[str, Any] | None, applied: float | None,
+                    body_n: float | None) -> NonlinearView | None:
+    if raw is None:
+        return None
+    load = _num(raw.get("failure_load_N")) or _num(raw.get("peak_force_N"))
+    if load is None or load <= 0.0:
+        return None
+    bw = _num(raw.get("failure_load_BW"))
+    if bw is None and body_n:
+        bw = load / body_n
+    phi = _num(raw.get("load_to_strength_ratio"))
+    if phi is None and applied is not None:
+        phi = applied / load
+    peak = raw.get("peak_reached")
+    notes = raw.get("notes")
+    note_list = (notes,) if isinstance(notes, str) else tuple(
+        n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
+    return NonlinearView(load, bw, phi, peak if isinstance(peak, bool) else None, note_list)
+
+
+def _sweep_view(raw: Any, applied: float | None, body_n: float | None) -> SweepView | None:
+    sweep = _dict(raw)
+    load = _num(sweep.get("min_failure_load_N"))
+    if load is None or load <= 0.0:
+        return None
+    bw = _num(sweep.get("min_failure_load_BW"))
+    if bw is None and body_n:
+        bw = load / body_n
+    count = sweep.get("num_directions")
+    return SweepView(count if isinstance(count, int) and not isinstance(count, bool) else None,
+                     _num(sweep.get("half_angle_deg")), load, bw,
+                     applied / load if applied is not None else None)
+
+
+def _cases(result: Mapping[str, Any], body_n: float | None) -> list[CaseView]:
+    out: list[CaseView] = []
+    raw_cases = result.get("cases")
+    raw_list = [c for c in raw_cases if isinstance(c, dict)] if isinstance(raw_cases, list) else []
+    if not raw_list and _num(result.get("failure_load_N")) is not None:
+        raw_list = [{k: result.get(k) for k in ("load_case", "failure_load_N", "failure_load_BW",
+                                                "failure_mode", "critical_region")}]
+    for raw in raw_list:
+        failure = _num(raw.get("failure_load_N"))
+        if failure is None or failure <= 0.0:
+            continue
+        name = _text(raw.get("load_case"), "load case")
+        applied = _num(raw.get("applied_load_N"))
+        failure_bw = _num(raw.get("failure_load_BW"))
+        if failure_bw is None and body_n:
+            failure_bw = failure / body_n
+        applied_bw = _num(raw.get("applied_load_BW"))
+        if applied_bw is None and body_n and applied is not None:
+            applied_bw = applied / body_n
+        phi = _num(raw.get("load_to_strength_ratio"))
+        if phi is None and applied is not None:
+            phi = applied / failure
+        out.append(CaseView(
+            name=name, applied_N=applied, applied_BW=applied_bw, failure_N=failure,
+            failure_BW=failure_bw, phi=phi,
+            mode=_text(raw.get("failure_mode"), "unknown mode"),
+            region=_text(raw.get("critical_region"), "unknown region"),
+            peak_tension=_num(raw.get("peak_tension_strain")),
+            peak_compression=_num(raw.get("peak_compression_strain")),
+            sweep=_sweep_view(raw.get("direction_sweep"), applied, body_n),
+            nonlinear=_nonlinear_view(_nonlinear_source(name, raw, result), applied, body_n),
+        ))
+    return out
+
+
+def _risk_sources(result: Mapping[str, Any], risk: Mapping[str, Any] | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    merged.update({k: v for k, v in _dict(result.get("risk")).items() if v is not None})
+    for key in ("mirels", "aci_mm", "ctra", "ctra_reduction", "fracture_probability"):
+        if result.get(key) is not None:
+            merged[key] = result[key]
+    if risk:
+        merged.update({k: v for k, v in risk.items() if v is not None})
+    return merged
+
+
+def _as_plain(value: Any) -> Any:
+    """Objects with ``to_dict`` (e.g. :class:`risk.mirels.MirelsScore`) become dicts."""
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
+
+
+def _mirels_view(raw: Any) -> MirelsView | None:
+    raw = _as_plain(raw)
+    given = _num(raw)
+    if given is not None:
+        if given.is_integer() and 4 <= given <= 12:
+            return MirelsView(int(given), mirels_recommendation(int(given)), ())
+        return None
+    doc = _dict(raw)
+    items: list[MirelsItemView] = []
+    raw_items = doc.get("items")
+    if isinstance(raw_items, dict):
+        raw_items = [raw_items.get(n) for n in ("site", "pain", "lesion", "size")]
+    if isinstance(raw_items, list):
+        for item in raw_items:
+            item = _dict(item)
+            points = item.get("points")
+            if isinstance(points, int) and not isinstance(points, bool) and 1 <= points <= 3:
+                items.append(MirelsItemView(_text(item.get("name"), "item"), points,
+                                            _text(item.get("category")),
+                                            _text(item.get("derivation"))))
+    total_value = doc.get("total")
+    total: int | None = None
+    if len(items) == 4:
+        total = sum(i.points for i in items)
+    elif isinstance(total_value, int) and not isinstance(total_value, bool):
+        total = total_value
+    if total is None or not 4 <= total <= 12:
+        return None
+    return MirelsView(total, mirels_recommendation(total), tuple(items))
+
+
+def _ctra_view(raw: Any) -> CtraView | None:
+    raw = _as_plain(raw)
+    if _num(raw) is not None:
+        loss = _num(raw)
+        measure = None
+    else:
+        doc = _dict(raw)
+        loss = None
+        for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss", "value"):
+            loss = _num(doc.get(key))
+            if loss is not None:
+                break
+        measure = _text(doc.get("measure") or doc.get("kind")) or None
+    if loss is None:
+        return None
+    if 1.0 < loss <= 100.0:  # given in percent
+        loss /= 100.0
+    return CtraView(loss, measure) if 0.0 <= loss <= 1.0 else None
+
+
+_MODEL_FIELDS = ("name", "model_kind", "kind", "feature_names", "osteofe_version", "sha256",
+                 "description", "source")
+
+
+def _model_rows(raw: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, str):
+        return (("model", raw),)
+    doc = _dict(_as_plain(raw))
+    rows = [(key.replace("_", " "), _plain(doc[key])) for key in _MODEL_FIELDS
+            if isinstance(doc.get(key), str | list)]
+    training = _dict(doc.get("training"))
+    n, events, auc = (_num(training.get(k)) for k in ("n", "events", "auc"))
+    if n is not None:
+        text = f"{n:.0f} femurs" + (f", {events:.0f} fractures" if events is not None else "")
+        if auc is not None:
+            text += f", apparent AUC {auc:.2f}"
+        rows.append(("trained on", text))
+    coef, intercept = doc.get("coef"), _num(doc.get("intercept"))
+    if isinstance(coef, list) and all(_num(c) is not None for c in coef) and intercept is not None:
+        rows.append(("coefficients", ", ".join(f"{c:.4g}" for c in coef)
+                     + f"; intercept {intercept:.4g}"))
+    return tuple(rows)
+
+
+def _probability_view(raw: Any) -> ProbabilityView | None:
+    if _num(raw) is not None:
+        p = _num(raw)
+        lower = upper = level = None
+        model: tuple[tuple[str, str], ...] = ()
+    else:
+        doc = _dict(raw)
+        if not doc and raw is not None:  # a PredictionInterval-like object
+            doc = {k: getattr(raw, k) for k in ("probability", "lower", "upper", "level")
+                   if hasattr(raw, k)}
+            doc = {k: (v.ravel()[0] if hasattr(v, "ravel") else v) for k, v in doc.items()}
+            doc = {k: (v.item() if hasattr(v, "item") else v) for k, v in doc.items()}
+        p = next((_num(doc.get(k)) for k in ("probability", "p", "value")
+                  if _num(doc.get(k)) is not None), None)
+        lower, upper = _num(doc.get("lower")), _num(doc.get("upper"))
+        interval = doc.get("interval", doc.get("ci"))
+        if (lower is None or upper is None) and isinstance(interval, list | tuple) \
+                and len(interval) == 2:
+            lower, upper = _num(interval[0]), _num(interval[1])
+        level = _num(doc.get("level"))
+        model = _model_rows(doc.get("model", doc.get("calibration")))
+    if p is None or not 0.0 <= p <= 1.0:
+        return None
+    if lower is not None and upper is not None and not 0.0 <= lower <= upper <= 1.0:
+        lower = upper = None
+    return ProbabilityView(p, lower, upper, level, model)
+
+
+def _config_rows(config: Any) -> list[tuple[str, str]]:
+    """Every configuration value whose key osteofe's configuration defines."""
+    from osteofe.config import Config
+
+    schema = Config().to_dict()
+    rows: list[tuple[str, str]] = []
+    given = _dict(config)
+    for section, keys in schema.items():
+        values = _dict(given.get(section))
+        for key in _dict(keys):
+            if key in values:
+                rows.append((f"{section}.{key}", _plain(values[key])))
+    return rows
+
+
+def _source_ref(doc: Any) -> str:
+    src = _dict(doc)
+    return _text(src.get("reference")) or _text(src.get("key"))
+
+
+def _calibration_rows(result: Mapping[str, Any]) -> tuple[list[tuple[str, str]], bool]:
+    model = _dict(_dict(result.get("material")).get("model"))
+    cal = _dict(model.get("calibration"))
+    rows = [(label, _text(cal.get(key))) for label, key in (
+        ("name", "name"), ("line", "line"), ("phantom material", "material"),
+        ("source", "source")) if _text(cal.get(key))]
+    fit = _dict(cal.get("fit"))
+    numbers = {k: _num(v) for k, v in fit.items() if _num(v) is not None}
+    if numbers:
+        rows.append(("phantom fit", ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())))
+    default = any("no calibration given" in w for w in result.get("warnings", [])
+                  if isinstance(w, str)) or cal.get("name") == "osteofe_phantom_line"
+    if not rows:
+        rows.append(("calibration", "not recorded in result.json"))
+    return rows, default
+
+
+def _provenance(result: Mapping[str, Any], probability: ProbabilityView | None,
+                result_sha: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    sections: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    inputs = [("result.json", result_sha)]
+    for key, doc in _dict(result.get("inputs")).items():
+        sha = _text(_dict(doc).get("sha256"))
+        if sha:
+            inputs.append((f"{key} input", sha))
+    inputs.append(("note", "SHA-256 of each input file (folders: of their files); paths are "
+                           "left out of the report as they may identify the patient"))
+    sections.append(("Inputs (SHA-256)", tuple(inputs)))
+
+    material = _dict(result.get("material"))
+    model = _dict(material.get("model"))
+    chain, law = _dict(model.get("density_chain")), _dict(model.get("law"))
+    rows = [
+        ("CT density to ash density", _text(chain.get("qct_to_ash"))),
+        ("  source", _source_ref(chain.get("qct_to_ash_source"))),
+        ("ash to apparent density", _text(chain.get("ash_to_app"))),
+        ("  source", _source_ref(chain.get("ash_to_app_source"))),
+        ("density-modulus law", _text(law.get("formula"))),
+        ("  source", _source_ref(law.get("source"))),
+        ("Poisson's ratio", _plain(model.get("poisson_ratio"))),
+        ("modulus floor", f"{_plain(model.get('E_floor_MPa'))} MPa"),
+    ]
+    extrap = _dict(_dict(_dict(material.get("summary")).get("description"))
+                   .get("law_extrapolation"))
+    outside = _num(extrap.get("fraction_outside"))
+    if outside is not None:
+        rows.append(("elements outside the law's density range", f"{100 * outside:.0f} %"))
+    sections.append(("Material model", tuple((k, v) for k, v in rows if v)))
+
+    crit = _dict(result.get("failure_criterion"))
+    t_lim, c_lim = _num(crit.get("tension_limit")), _num(crit.get("compression_limit"))
+    rows = [
+        ("tension limit", f"{100 * t_lim:.2f} % principal strain" if t_lim else ""),
+        ("compression limit", f"{100 * c_lim:.2f} % principal strain" if c_lim else ""),
+        ("averaging patch", f"{_plain(crit.get('patch_area_mm2'))} mm²"
+         if _num(crit.get("patch_area_mm2")) else ""),
+        ("excluded", _text(crit.get("excluded"))),
+        ("source", _text(crit.get("source"))),
+    ]
+    sections.append(("Failure criterion (linear, onset of failure)",
+                     tuple((k, v) for k, v in rows if v)))
+
+    bc = _dict(result.get("boundary_conditions"))
+    rows = [("fixation", _text(bc.get("fixed"))), ("load application", _text(bc.get("load")))]
+    sources: list[str] = []
+    for case in result.get("cases", []) if isinstance(result.get("cases"), list) else []:
+        definition = _dict(_dict(case).get("load_definition"))
+        src = _text(definition.get("source"))
+        name = _text(definition.get("name"))
+        magnitude = _num(definition.get("magnitude_bw"))
+        magnitude_n = _num(definition.get("magnitude_N"))
+        size = (f"{magnitude:g} × BW" if magnitude is not None else
+                f"{magnitude_n:g} N" if magnitude_n is not None else "")
+        if name and f"load case {name}" not in (r[0] for r in rows):
+            rows.append((f"load case {name}", size + (f"; {src}" if src and src not in sources
+                                                      else "")))
+        if src and src not in sources:
+            sources.append(src)
+    sections.append(("Loads and boundary conditions", tuple((k, v) for k, v in rows if v)))
+
+    mesh, solver = _dict(result.get("mesh")), _dict(result.get("solver"))
+    quality = _dict(mesh.get("quality"))
+    rows = [
+        ("nodes / elements", f"{_plain(mesh.get('num_nodes'))} / {_plain(mesh.get('num_cells'))}"),
+        ("lesion elements", _plain(mesh.get("num_lesion_cells"))),
+        ("element order", _plain(mesh.get("order"))),
+        ("smallest dihedral angle", f"{_num(quality.get('min_dihedral_deg')) or 0:.1f} deg"
+         if _num(quality.get("min_dihedral_deg")) else ""),
+        ("degrees of freedom", _plain(solver.get("num_dofs"))),
+        ("MPI ranks", _plain(solver.get("mpi_ranks"))),
+        ("solver iterations", _plain(solver.get("iterations"))),
+        ("PETSc options", _plain(solver.get("petsc_options"))),
+    ]
+    sections.append(("Mesh and solver", tuple((k, v) for k, v in rows if v and v != "not set")))
+
+    lm = _dict(result.get("landmarks"))
+    rows = [(label, _plain(lm.get(key)) + unit) for label, key, unit in (
+        ("side", "side", ""), ("head radius", "head_radius_mm", " mm"),
+        ("neck-shaft angle", "neck_shaft_angle_deg", " deg"),
+        ("anteversion", "anteversion_deg", " deg"),
+        ("femur length in the image", "length_along_shaft_mm", " mm"),
+        ("coordinate convention", "convention", "")) if lm.get(key) is not None]
+    if rows:
+        sections.append(("Landmarks", tuple(rows)))
+
+    if probability is not None and probability.model:
+        sections.append(("Fracture-probability model (risk calibration)", probability.model))
+
+    sections.append(("Configuration (every parameter)", tuple(_config_rows(
+        result.get("config"))) or (("configuration", "not recorded in result.json"),)))
+
+    versions = _dict(result.get("versions"))
+    rows = [(str(k), str(v)) for k, v in versions.items() if isinstance(v, str)]
+    machine = _dict(result.get("machine"))
+    if _text(machine.get("platform")):
+        rows.append(("platform", _text(machine.get("platform"))))
+    total = _num(_dict(result.get("timings_s")).get("total"))
+    if total is not None:
+        rows.append(("run time", f"{total:.1f} s"))
+    sections.append(("Software (versions that computed the result)",
+                     tuple(rows) or (("versions", "not recorded in result.json"),)))
+    return sections
+
+
+def collect_report_data(
+    result: Mapping[str, Any],
+    risk: Mapping[str, Any] | None = None,
+    *,
+    picture_png: bytes | None = None,
+    result_sha256: str = "",
+    generated: datetime | None = None,
+) -> ReportData:
+    """Pick, from a result, the fields the report shows (the privacy whitelist).
+
+    Args:
+        result: A parsed ``result.json``.
+        risk: Optional clinical scores: ``mirels`` (a :class:`risk.mirels.MirelsScore`, its
+            ``to_dict()`` or a total), ``aci_mm`` (mm), ``ctra`` (rigidity loss as a fraction,
+            or a dict with ``rigidity_loss``), ``fracture_probability`` (a probability, or a
+            dict with ``probability``, ``lower``, ``upper``, ``level`` and ``model``: the
+            model's JSON or name). They override the same keys in ``result``.
+        picture_png: The femur picture, if any.
+        result_sha256: SHA-256 of the ``result.json`` file.
+        generated: Report time (default now, UTC).
+
+    Returns:
+        The report's content.
+
+    Raises:
+        ReportError: If the result holds no failure load.
+    """
+    body_mass = _num(result.get("body_mass_kg"))
+    body_n = body_mass * GRAVITY if body_mass else None
+    cases = _cases(result, body_n)
+    if not cases:
+        raise ReportError("result.json holds no failure load",
+                          hint="give the folder written by `osteofe strength` for a completed "
+                               "run")
+    governing = min(cases, key=lambda c: c.failure_N)
+    sources = _risk_sources(result, risk)
+    aci = _num(_as_plain(sources.get("aci_mm")))
+    probability = _probability_view(sources.get("fracture_probability"))
+    calibration, default_cal = _calibration_rows(result)
+    point = None
+    if result.get("load_case") == governing.name:
+        raw_point = result.get("critical_point_mm")
+        if isinstance(raw_point, list) and len(raw_point) == 3 and all(
+                _num(v) is not None for v in raw_point):
+            point = tuple(float(v) for v in raw_point)
+    when = generated or datetime.now(UTC)
+    warnings = tuple(w for w in result.get("warnings", []) if isinstance(w, str)) \
+        if isinstance(result.get("warnings"), list) else ()
+    return ReportData(
+        case_id=_text(result.get("case_id"), "case"),
+        body_mass_kg=body_mass,
+        cases=tuple(cases),
+        governing=governing,
+        critical_point_mm=point,
+        mirels=_mirels_view(sources.get("mirels")),
+        aci_mm=aci if aci is not None and aci >= 0.0 else None,
+        ctra=_ctra_view(sources.get("ctra", sources.get("ctra_reduction"))),
+        probability=probability,
+        calibration=tuple(calibration),
+        provenance=tuple(_provenance(result, probability, result_sha256)),
+        warnings=warnings,
+        picture_png=picture_png,
+        result_sha256=result_sha256,
+        generated_utc=when.strftime("%Y-%m-%d %H:%M UTC"),
+        report_version=_version(),
+        default_calibration=default_cal,
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("osteofe")
+    except metadata.PackageNotFoundError:  # pragma: no cover - bare checkout
+        return "0+unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Words: what each number means, and the limits.
+# --------------------------------------------------------------------------------------------
+
+
+def _operating(key: str) -> str:
+    point = OPERATING_POINTS[key]
+    source = CITATIONS[point.citation]
+    authors = source.authors.split(",")
+    words = authors[0].split()
+    if len(words) > 1 and words[-1].isupper():  # drop the initials
+        words = words[:-1]
+    who = " ".join(words) + (" et al." if len(authors) > 1 else "")
+    return (f"sensitivity {100 * point.sensitivity:.0f} %, specificity "
+            f"{100 * point.specificity:.0f} % ({who} {source.year})")
+
+
+def explanations(data: ReportData) -> list[tuple[str, str]]:
+    """Plain-language meaning of each number in the report.
+
+    Args:
+        data: The report content (for the criterion's limits and what was computed).
+
+    Returns:
+        (term, explanation) pairs.
+    """
+    aci = THRESHOLDS["aci"]
+    out = [
+        ("Load to failure (linear)",
+         "The force on the hip joint, in the direction of the named activity, at which the "
+         "model predicts that the bone surface first reaches its strain limit (0.73 % "
+         "stretching or 1.04 % shortening, averaged over about 3 mm²; Schileo et al. 2008). "
+         "It marks the onset of failure, not a complete fracture: the bone usually carries "
+         "somewhat more before it breaks. On cadaver femurs this criterion predicted measured "
+         "strength with R² = 0.89 and a standard error of about 0.8 kN."),
+        ("× BW",
+         "The same force divided by the patient's body weight (body mass × 9.81 m/s²): "
+         "2 × BW is twice the body weight."),
+        ("Load-to-strength ratio φ",
+         "The peak hip force of the activity for an average patient (Bergmann et al. 2001: "
+         "walking about 2.4 × BW, stairs about 2.5-2.6 × BW) divided by the load to failure. "
+         f"φ ≥ {PHI_THRESHOLD:g} means that this everyday load already reaches the predicted "
+         "load to failure; the smaller φ, the larger the margin. Colours: red "
+         f"φ ≥ {PHI_THRESHOLD:g}, amber {PHI_BORDERLINE:g} ≤ φ < {PHI_THRESHOLD:g} (within "
+         "the model's uncertainty), green below. The bands are a reading aid, not a "
+         "validated treatment threshold."),
+        ("Critical region",
+         "Where on the bone surface the strain limit is reached first (magenta in the picture); "
+         "the colours show how close each point is to its limit at the activity's load "
+         "(risk factor = strain / limit)."),
+        ("Direction sweep",
+         "Real hip forces vary in direction. The sweep repeats the analysis for load "
+         "directions spread over a cone around the nominal one and reports the lowest load to "
+         "failure found."),
+        ("Nonlinear load to failure",
+         "A second model that lets bone yield and soften and pushes the femoral head until "
+         "the force peaks; it estimates the load that actually breaks the bone rather than "
+         "the onset of failure, and is therefore usually higher than the linear value "
+         "(Keyak et al. 2005; on metastatic cadaver femurs Sas et al. 2020 report R² = 0.93)."),
+        ("Mirels score",
+         "A clinical score from site, pain, lesion type and size (1-3 points each, total "
+         f"4-12; Mirels 1989): ≥ {MIRELS_FIX_MIN} suggests prophylactic fixation, "
+         f"{MIRELS_JUDGEMENT} clinical judgement, lower radiotherapy. It is sensitive but "
+         f"unspecific: {_operating('damron2003_mirels')}."),
+        ("Axial cortical involvement (ACI)",
+         "The length of cortex, along the femur, destroyed by the lesion; "
+         f"≥ {aci.value:g} {aci.unit} is considered high risk: "
+         f"{_operating('vanderwal2020_aci')}."),
+        ("CTRA",
+         "CT-based rigidity analysis: the loss of the bone's axial, bending or torsional "
+         "rigidity at the lesion compared with healthy bone. Studies flag a loss above "
+         f"{100 * CTRA_THRESHOLD:.0f} % as high risk (figure quoted from the literature, not "
+         "verified by osteofe)."),
+        ("Fracture probability",
+         "The probability of a pathological fracture predicted by a logistic (sigmoid) model "
+         "calibrated on a cohort of patients, with its confidence interval. Published cohorts "
+         "have at most about 15 fractures, so intervals are wide; the probability applies only "
+         "to patients like those of the calibration cohort."),
+    ]
+    return out
+
+
+def limitations(data: ReportData) -> list[str]:
+    """The limits a reader must know, specific to this result where possible.
+
+    Args:
+        data: The report content.
+
+    Returns:
+        Sentences, most important first.
+    """
+    items = [
+        "osteofe is research software. Its numbers are not a diagnosis and have not been "
+        "validated for clinical decisions; read them together with clinical judgement and "
+        "imaging.",
+        "The linear criterion gives the onset of failure, not the fracture load; it ignores "
+        "yielding, so it errs on the cautious side.",
+        "Loads are average-patient peak hip forces (Bergmann et al. 2001), not this patient's "
+        "gait; muscles are not modelled and the distal femur is fixed.",
+        "Bone stiffness comes from CT density through published laws derived on cadaver bone; "
+        "lesion tissue is modelled by its CT density like bone.",
+    ]
+    if data.default_calibration:
+        items.insert(1, "No scanner calibration was given: CT numbers were converted to "
+                        "density with a generic scanner line, not a phantom in the scan. "
+                        "Absolute loads may be off by tens of percent.")
+    else:
+        cal = dict(data.calibration)
+        items.insert(1, "CT density calibration used: "
+                        f"{cal.get('line') or cal.get('name') or 'see provenance'}"
+                        f" ({cal.get('source') or 'source not recorded'}).")
+    if data.probability is None:
+        items.append("No calibrated fracture probability was computed: the failure load is a "
+                     "mechanical quantity, not a probability of fracture.")
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Figures.
+# --------------------------------------------------------------------------------------------
+
+
+def phi_chart_png(data: ReportData, *, width_in: float = 7.0, dpi: int = 200) -> bytes:
+    """Horizontal bar chart of the load-to-strength ratio per load case.
+
+    Args:
+        data: Report content.
+        width_in: Figure width, inches.
+        dpi: Resolution.
+
+    Returns:
+        PNG bytes.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    cases = [c for c in data.cases if c.phi is not None]
+    height = 0.9 + 0.42 * max(len(cases), 1)
+    fig = Figure(figsize=(width_in, height), dpi=dpi)
+    ax = fig.add_axes((0.2, 0.45 / height + 0.1, 0.76, 1 - (0.45 / height + 0.1) - 0.08))
+    names = [c.name for c in cases]
+    phis = [c.phi or 0.0 for c in cases]
+    xmax = max([*phis, PHI_THRESHOLD * 1.25] + [c.sweep.phi or 0.0 for c in cases if c.sweep]
+               + [c.nonlinear.phi or 0.0 for c in cases if c.nonlinear]) * 1.12
+    ax.axvspan(0, PHI_BORDERLINE, color=_COLOURS["low"], alpha=0.06, lw=0)
+    ax.axvspan(PHI_BORDERLINE, PHI_THRESHOLD, color=_COLOURS["borderline"], alpha=0.08, lw=0)
+    ax.axvspan(PHI_THRESHOLD, xmax, color=_COLOURS["high"], alpha=0.06, lw=0)
+    ys = list(range(len(cases)))[::-1]
+    ax.barh(ys, phis, height=0.55, color=[_COLOURS[phi_band(p)] for p in phis])
+    for y, p in zip(ys, phis, strict=True):
+        ax.text(p + xmax * 0.01, y, f"{p:.2f}", va="center", fontsize=8, parse_math=False)
+    handles: list[Any] = []
+    if any(c.sweep and c.sweep.phi for c in cases):
+        ax.scatter([c.sweep.phi for c in cases if c.sweep and c.sweep.phi],
+                   [y for c, y in zip(cases, ys, strict=True) if c.sweep and c.sweep.phi],
+                   marker="|", s=260, color="#101828", zorder=3)
+        handles.append(Line2D([], [], marker="|", ls="", color="#101828", markersize=12,
+                              label="weakest swept direction"))
+    if any(c.nonlinear and c.nonlinear.phi for c in cases):
+        ax.scatter([c.nonlinear.phi for c in cases if c.nonlinear and c.nonlinear.phi],
+                   [y for c, y in zip(cases, ys, strict=True)
+                    if c.nonlinear and c.nonlinear.phi],
+                   marker="D", s=22, color="white", edgecolor="#101828", zorder=3)
+        handles.append(Line2D([], [], marker="D", ls="", color="white",
+                              markeredgecolor="#101828", label="nonlinear"))
+    ax.axvline(PHI_THRESHOLD, color=_COLOURS["high"], lw=1.2, ls="--")
+    ax.set_yticks(ys, names, fontsize=9)
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(-0.6, len(cases) - 0.4)
+    ax.set_xlabel("load-to-strength ratio φ = peak activity load / load to failure", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+                  ncol=len(handles), frameon=False, borderaxespad=0.2)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# HTML.
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+:root { --ink:#1d2939; --muted:#667085; --line:#d0d5dd; --accent:#1f4e79; --soft:#f2f4f7; }
+* { box-sizing: border-box; }
+html { background: #e4e7ec; }
+body { font-family: "Segoe UI", "Helvetica Neue", Arial, "DejaVu Sans", sans-serif;
+  color: var(--ink); font-size: 14px; line-height: 1.45; margin: 0 auto; max-width: 980px;
+  background: #fff; padding: 28px 40px 36px; }
+h1 { font-size: 26px; margin: 0; color: var(--accent); letter-spacing: .2px; }
+h2 { font-size: 17px; color: var(--accent); border-bottom: 2px solid var(--accent);
+  padding-bottom: 3px; margin: 28px 0 10px; break-after: avoid; }
+h3 { font-size: 14px; margin: 16px 0 6px; color: var(--ink); break-after: avoid; }
+p { margin: 6px 0; }
+.masthead { display: flex; justify-content: space-between; align-items: flex-end;
+  border-bottom: 4px solid var(--accent); padding-bottom: 10px; }
+.kicker { font-size: 11px; text-transform: uppercase; letter-spacing: 1.2px;
+  color: var(--muted); margin-bottom: 2px; }
+.ident { display: grid; grid-template-columns: auto auto; gap: 1px 12px; margin: 0;
+  font-size: 13px; }
+.ident dt { color: var(--muted); text-align: right; }
+.ident dd { margin: 0; font-weight: 600; }
+.banner { margin: 12px 0 0; padding: 8px 12px; background: #fffaeb; border: 1px solid #fec84b;
+  border-left: 5px solid #dc6803; font-size: 13px; }
+.summary { margin-top: 16px; border: 1px solid var(--line); border-radius: 8px;
+  overflow: hidden; break-inside: avoid; }
+.summary-head { background: var(--accent); color: #fff; padding: 7px 14px; font-weight: 600;
+  font-size: 14px; letter-spacing: .3px; }
+.summary-grid { display: grid; grid-template-columns: 1.5fr 1fr; }
+.headline { padding: 12px 16px; }
+.label { font-size: 11px; text-transform: uppercase; letter-spacing: .8px; color: var(--muted); }
+.big { font-size: 24px; font-weight: 700; line-height: 1.2; margin-bottom: 6px; }
+.big .sub { font-size: 16px; font-weight: 600; color: var(--muted); margin-left: 6px; }
+.phi-card { color: #fff; padding: 12px 16px; }
+.phi-card .label { color: rgba(255,255,255,.85); }
+.phi-value { font-size: 40px; font-weight: 800; line-height: 1.1; }
+.phi-text { font-size: 12.5px; margin-top: 4px; }
+.phi-second { margin-top: 8px; padding-top: 6px; border-top: 1px solid rgba(255,255,255,.4);
+  font-size: 12.5px; }
+.scores { width: 100%; border-collapse: collapse; font-size: 13px; }
+.scores td { padding: 5px 16px; border-top: 1px solid var(--line); }
+.scores td:first-child { color: var(--muted); width: 34%; }
+table.data { width: 100%; border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+table.data th { background: var(--soft); text-align: left; font-weight: 600; padding: 6px 8px;
+  border-bottom: 2px solid var(--line); font-size: 12px; }
+table.data td { padding: 5px 8px; border-bottom: 1px solid #eaecf0; vertical-align: top; }
+table.data td.num, table.data th.num { text-align: right; font-variant-numeric: tabular-nums;
+  white-space: nowrap; }
+table.data tr { break-inside: avoid; }
+table.kv td:first-child { width: 32%; color: var(--muted); }
+table.kv td { word-break: break-word; }
+table.kv2 td:nth-child(odd) { width: 25%; color: var(--muted); }
+table.kv2 td:nth-child(even) { width: 25%; }
+.mono { font-family: "DejaVu Sans Mono", Consolas, monospace; font-size: 12px;
+  word-break: break-all; }
+.chip { display: inline-block; min-width: 44px; text-align: center; color: #fff;
+  font-weight: 700; border-radius: 4px; padding: 1px 7px; }
+.nc { color: var(--muted); font-style: italic; }
+figure { margin: 8px 0; break-inside: avoid; }
+figure img { width: 100%; border-radius: 4px; display: block; }
+figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
+dl.terms dt { font-weight: 600; margin-top: 8px; }
+dl.terms dd { margin: 2px 0 0 0; }
+ul.limits li { margin: 4px 0; }
+.warn { background: #fef3f2; border-left: 4px solid #d92d20; padding: 6px 10px; margin: 4px 0;
+  font-size: 13px; }
+footer { margin-top: 26px; border-top: 1px solid var(--line); padding-top: 8px; font-size: 11px;
+  color: var(--muted); }
+@page { size: A4; margin: 12mm; }
+@media print {
+  html { background: #fff; }
+  body { max-width: none; padding: 0; font-size: 11.5px; }
+  .summary, figure, table.data tr { break-inside: avoid; }
+  h2.newpage { break-before: page; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+}
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _chip(phi: float | None) -> str:
+    if phi is None:
+        return f'<span class="nc">{NOT_COMPUTED}</span>'
+    return f'<span class="chip" style="background:{_COLOURS[phi_band(phi)]}">{phi:.2f}</span>'
+
+
+def _nc(text: str) -> str:
+    return f'<span class="nc">{_e(text)}</span>' if text == NOT_COMPUTED else _e(text)
+
+
+#: Provenance sections of short values, laid out two pairs per row.
+_PAIRED_SECTIONS = ("Configuration", "Software", "Landmarks")
+
+
+def _paired(rows: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """(key, value) rows as rows of two pairs, filled column by column."""
+    half = (len(rows) + 1) // 2
+    left, right = rows[:half], rows[half:]
+    return [[*a, *(right[i] if i < len(right) else ("", ""))] for i, a in enumerate(left)]
+
+
+def _paired_table(rows: Sequence[tuple[str, str]]) -> str:
+    body = "".join(
+        f"<tr><td>{_e(a)}</td><td>{_e(b)}</td><td>{_e(c)}</td><td>{_e(d)}</td></tr>"
+        for a, b, c, d in _paired(rows))
+    return f'<table class="data kv2">{body}</table>'
+
+
+def _kv_table(rows: Iterable[tuple[str, str]], mono: Callable[[str], bool] | None = None) -> str:
+    body = []
+    for key, value in rows:
+        cls = ' class="mono"' if mono is not None and mono(key) else ""
+        body.append(f"<tr><td>{_e(key)}</td><td{cls}>{_nc(value)}</td></tr>")
+    return f'<table class="data kv">{"".join(body)}</table>'
+
+
+def _is_hash_row(key: str) -> bool:
+    return key.endswith("input") or key == "result.json"
+
+
+def _summary_scores(data: ReportData) -> list[tuple[str, str]]:
+    """(label, plain text) rows of the summary box below the headline."""
+    rows: list[tuple[str, str]] = []
+    nonlinear = data.governing.nonlinear
+    if nonlinear is not None:
+        rows.append(("Nonlinear load to failure",
+                     f"{_fmt_n(nonlinear.failure_load_N)} ({_fmt_bw(nonlinear.failure_load_BW)})"
+                     + (f", φ {nonlinear.phi:.2f}" if nonlinear.phi is not None else "")))
+    elif data.nonlinear_cases:
+        case = min(data.nonlinear_cases, key=lambda c: c.nonlinear.failure_load_N  # type: ignore[union-attr]
+                   )
+        nl = case.nonlinear
+        assert nl is not None
+        rows.append(("Nonlinear load to failure",
+                     f"{_fmt_n(nl.failure_load_N)} ({case.name})"))
+    else:
+        rows.append(("Nonlinear load to failure", NOT_COMPUTED))
+    sweep = data.sweep_minimum
+    if sweep is not None:
+        case, sv = sweep
+        rows.append(("Direction-sweep minimum",
+                     f"{_fmt_n(sv.min_failure_load_N)} ({_fmt_bw(sv.min_failure_load_BW)}), "
+                     f"{case.name}" + (f", φ {sv.phi:.2f}" if sv.phi is not None else "")))
+    else:
+        rows.append(("Direction-sweep minimum", NOT_COMPUTED))
+    rows.append(("Mirels score", NOT_COMPUTED if data.mirels is None else
+                 f"{data.mirels.total} / 12 ({data.mirels.recommendation})"))
+    rows.append(("Axial cortical involvement", _fmt(data.aci_mm, 0, "mm")))
+    rows.append(("CTRA rigidity loss", NOT_COMPUTED if data.ctra is None else
+                 f"{100 * data.ctra.loss:.0f} %"))
+    rows.append(("Fracture probability", _probability_text(data.probability)))
+    return rows
+
+
+def _probability_text(prob: ProbabilityView | None) -> str:
+    if prob is None:
+        return NOT_COMPUTED
+    text = f"{100 * prob.probability:.0f} %"
+    if prob.lower is not None and prob.upper is not None:
+        level = f"{100 * prob.level:.0f} % CI" if prob.level else "interval"
+        text += f" ({level} {100 * prob.lower:.0f}-{100 * prob.upper:.0f} %)"
+    else:
+        text += " (no interval given)"
+    return text
+
+
+def _model_line(prob: ProbabilityView) -> str:
+    if not prob.model:
+        return "Model: not recorded (no model description was given with the probability)."
+    fields = dict(prob.model)
+    kind = fields.get("model kind") or fields.get("kind") or fields.get("name") \
+        or fields.get("model") or "model"
+    text = f"Model: {kind}"
+    if fields.get("feature names"):
+        text += f" on {fields['feature names']}"
+    if fields.get("trained on"):
+        text += f", trained on {fields['trained on']}"
+    return text + " (details under Provenance)."
+
+
+def _headline(data: ReportData) -> tuple[str, str, str]:
+    g = data.governing
+    return (g.name, f"{_fmt_n(g.failure_N)}", f"{g.mode} failure in the {g.region}")
+
+
+def _second_phi(data: ReportData) -> CaseView | None:
+    worst = data.worst_phi_case
+    if worst is None or worst is data.governing or worst.name == data.governing.name:
+        return None
+    return worst
+
+
+def render_html(data: ReportData) -> str:
+    """The self-contained HTML report.
+
+    Args:
+        data: Report content.
+
+    Returns:
+        The HTML text (no external resource: pictures are ``data:`` URIs).
+    """
+    g = data.governing
+    name, load, where = _headline(data)
+    band = phi_band(g.phi) if g.phi is not None else "none"
+    parts: list[str] = []
+    parts.append(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        'img-src data:; style-src \'unsafe-inline\'">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Femoral strength report - {_e(data.case_id)}</title>"
+        f"<style>{_CSS}</style></head><body>")
+    mass = f"{data.body_mass_kg:g} kg" if data.body_mass_kg else NOT_COMPUTED
+    parts.append(
+        '<header class="masthead"><div><div class="kicker">osteofe - CT-based finite-element '
+        'analysis</div><h1>Femoral strength report</h1></div><dl class="ident">'
+        f"<dt>Case</dt><dd>{_e(data.case_id)}</dd>"
+        f"<dt>Body mass</dt><dd>{_e(mass)}</dd>"
+        f"<dt>Report</dt><dd>{_e(data.generated_utc)}</dd></dl></header>")
+    parts.append(
+        '<p class="banner"><strong>Research software - not validated for clinical '
+        "decisions.</strong> The numbers below are model estimates; read them with the "
+        "explanations and limitations in this report.</p>")
+    # Summary box.
+    phi_html = (f'<div class="phi-value">{g.phi:.2f}</div>'
+                f'<div class="phi-text">{_e(_BAND_TEXT[band])}</div>'
+                if g.phi is not None else
+                '<div class="phi-value">-</div><div class="phi-text">applied load not '
+                "recorded</div>")
+    second = _second_phi(data)
+    if second is not None and second.phi is not None:
+        phi_html += (f'<div class="phi-second">Highest ratio: <strong>{second.phi:.2f}</strong>'
+                     f" ({_e(second.name)}, {_e(phi_band(second.phi))})</div>")
+    card_colour = _COLOURS[band if second is None or second.phi is None
+                           else phi_band(max(second.phi, g.phi or 0.0))]
+    score_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_nc(v)}</td></tr>"
+                         for k, v in _summary_scores(data))
+    parts.append(
+        '<section class="summary"><div class="summary-head">Summary</div>'
+        '<div class="summary-grid"><div class="headline">'
+        f'<div class="label">Weakest load case</div><div class="big">{_e(name)}</div>'
+        '<div class="label">Load to failure (linear, onset of failure)</div>'
+        f'<div class="big">{_e(load)}<span class="sub">{_e(_fmt_bw(g.failure_BW))}</span></div>'
+        f"<div>{_e(where[0].upper() + where[1:])}.</div></div>"
+        f'<div class="phi-card" style="background:{card_colour}">'
+        f'<div class="label">Load-to-strength ratio φ ({_e(name)})</div>{phi_html}</div></div>'
+        f'<table class="scores">{score_rows}</table></section>')
+    # Picture.
+    parts.append("<h2>1. Femur, risk factor and critical region</h2>")
+    if data.picture_png:
+        b64 = base64.b64encode(data.picture_png).decode("ascii")
+        parts.append(
+            f'<figure><img alt="Femur coloured by risk factor" src="data:image/png;base64,{b64}">'
+            "<figcaption>Anterior and medial views of the femur, coloured by the risk factor "
+            "(peak surface strain divided by its limit) under the weakest load case; magenta: "
+            "where failure starts; white arrow: the hip force; grey dots: the fixed distal cut."
+            "</figcaption></figure>")
+    else:
+        parts.append('<p class="nc">No picture in the result folder (the run was made with '
+                     "--no-picture).</p>")
+    if data.critical_point_mm is not None:
+        x, y, z = data.critical_point_mm
+        parts.append(f"<p>Failure location (scanner coordinates): ({x:.1f}, {y:.1f}, {z:.1f}) "
+                     f"mm, {_e(g.region)}.</p>")
+    # Load cases.
+    parts.append("<h2>2. Load to failure per load case</h2>")
+    rows = []
+    for c in data.cases:
+        rows.append(
+            f"<tr><td>{_e(c.name)}</td><td class=\"num\">{_nc(_fmt_n(c.applied_N))}</td>"
+            f"<td class=\"num\">{_nc(_fmt_bw(c.applied_BW))}</td>"
+            f"<td class=\"num\"><strong>{_e(_fmt_n(c.failure_N))}</strong></td>"
+            f"<td class=\"num\">{_nc(_fmt_bw(c.failure_BW))}</td>"
+            f"<td class=\"num\">{_chip(c.phi)}</td><td>{_e(c.mode)}</td><td>{_e(c.region)}</td>"
+            "</tr>")
+    parts.append(
+        '<table class="data"><thead><tr><th>load case</th><th class="num">peak activity '
+        'load</th><th class="num">(× BW)</th><th class="num">load to failure</th>'
+        '<th class="num">(× BW)</th><th class="num">φ</th><th>mode</th><th>region</th></tr>'
+        f'</thead><tbody>{"".join(rows)}</tbody></table>')
+    chart = base64.b64encode(phi_chart_png(data)).decode("ascii")
+    parts.append(f'<figure><img alt="Load-to-strength ratio per load case" '
+                 f'src="data:image/png;base64,{chart}" style="max-width:720px">'
+                 "<figcaption>Load-to-strength ratio per load case; dashed line: φ = "
+                 f"{PHI_THRESHOLD:g}.</figcaption></figure>")
+    parts.append("<h3>Peak surface strains at the activity's load</h3>")
+    strain_rows = "".join(
+        f"<tr><td>{_e(c.name)}</td><td class=\"num\">{_nc(_fmt_strain(c.peak_tension))}</td>"
+        f"<td class=\"num\">{_nc(_fmt_strain(c.peak_compression))}</td></tr>"
+        for c in data.cases)
+    parts.append('<table class="data"><thead><tr><th>load case</th><th class="num">peak '
+                 'tension strain</th><th class="num">peak compression strain</th></tr></thead>'
+                 f"<tbody>{strain_rows}</tbody></table>")
+    parts.append("<h3>Nonlinear load to failure and direction sweep</h3>")
+    extra_rows = []
+    for c in data.cases:
+        nl, sw = c.nonlinear, c.sweep
+        nl_text = (f"{_fmt_n(nl.failure_load_N)} ({_fmt_bw(nl.failure_load_BW)})"
+                   + ("" if nl.peak_reached in (None, True) else ", peak not reached")
+                   if nl else NOT_COMPUTED)
+        sw_text = (f"{_fmt_n(sw.min_failure_load_N)} ({_fmt_bw(sw.min_failure_load_BW)})"
+                   + (f" over {sw.num_directions} directions" if sw.num_directions else "")
+                   + (f" within {sw.half_angle_deg:g} deg" if sw.half_angle_deg else "")
+                   if sw else NOT_COMPUTED)
+        extra_rows.append(
+            f"<tr><td>{_e(c.name)}</td><td>{_nc(nl_text)}</td>"
+            f"<td class=\"num\">{_chip(nl.phi) if nl else _nc(NOT_COMPUTED)}</td>"
+            f"<td>{_nc(sw_text)}</td>"
+            f"<td class=\"num\">{_chip(sw.phi) if sw else _nc(NOT_COMPUTED)}</td></tr>")
+    parts.append('<table class="data"><thead><tr><th>load case</th><th>nonlinear load to '
+                 'failure</th><th class="num">φ</th><th>direction-sweep minimum</th>'
+                 '<th class="num">φ</th></tr></thead>'
+                 f'<tbody>{"".join(extra_rows)}</tbody></table>')
+    # Clinical scores.
+    parts.append("<h2>3. Clinical risk scores</h2>")
+    parts.append("<h3>Mirels score</h3>")
+    if data.mirels is None:
+        parts.append(f'<p class="nc">{NOT_COMPUTED}</p>')
+    else:
+        m = data.mirels
+        if m.items:
+            item_rows = "".join(
+                f"<tr><td>{_e(i.name)}</td><td>{_e(i.category)}</td>"
+                f"<td class=\"num\">{i.points}</td><td>{_e(i.derivation)}</td></tr>"
+                for i in m.items)
+            parts.append('<table class="data"><thead><tr><th>item</th><th>category</th>'
+                         '<th class="num">points</th><th>how it was obtained</th></tr></thead>'
+                         f"<tbody>{item_rows}</tbody></table>")
+        parts.append(f"<p>Total <strong>{m.total} / 12</strong>: Mirels' recommendation "
+                     f"<strong>{_e(m.recommendation)}</strong> (≥ {MIRELS_FIX_MIN} fix, "
+                     f"{MIRELS_JUDGEMENT} judgement, lower irradiate).</p>")
+    aci = THRESHOLDS["aci"]
+    parts.append("<h3>Axial cortical involvement, CTRA and fracture probability</h3>")
+    aci_text = (NOT_COMPUTED if data.aci_mm is None else
+                f"{data.aci_mm:.0f} mm ({'at or above' if data.aci_mm >= aci.value else 'below'}"
+                f" the {aci.value:g} mm threshold)")
+    ctra_text = (NOT_COMPUTED if data.ctra is None else
+                 f"{100 * data.ctra.loss:.0f} % loss"
+                 + (f" of {data.ctra.measure} rigidity" if data.ctra.measure else "")
+                 + f" ({'above' if data.ctra.loss > CTRA_THRESHOLD else 'at or below'} "
+                 f"{100 * CTRA_THRESHOLD:.0f} %)")
+    parts.append(_kv_table([("Axial cortical involvement", aci_text),
+                            ("CTRA rigidity loss", ctra_text),
+                            ("Calibrated fracture probability",
+                             _probability_text(data.probability))]))
+    if data.probability is not None:
+        parts.append(f"<p>{_e(_model_line(data.probability))}</p>")
+    # Limitations and meaning.
+    parts.append('<h2 class="newpage">4. Limitations</h2><ul class="limits">')
+    parts.extend(f"<li>{_e(text)}</li>" for text in limitations(data))
+    parts.append('</ul><h2>5. What the numbers mean</h2><dl class="terms">')
+    for term, text in explanations(data):
+        parts.append(f"<dt>{_e(term)}</dt><dd>{_e(text)}</dd>")
+    parts.append("</dl>")
+    # Provenance.
+    parts.append('<h2 class="newpage">6. Provenance</h2>')
+    parts.append("<h3>Warnings of the run</h3>")
+    if data.warnings:
+        parts.extend(f'<div class="warn">{_e(w)}</div>' for w in data.warnings)
+    else:
+        parts.append("<p>None.</p>")
+    parts.append("<h3>CT density calibration</h3>")
+    parts.append(_kv_table(data.calibration))
+    for title, rows_ in data.provenance:
+        parts.append(f"<h3>{_e(title)}</h3>")
+        if title.startswith(_PAIRED_SECTIONS):
+            parts.append(_paired_table(rows_))
+        else:
+            parts.append(_kv_table(rows_, mono=_is_hash_row if title.startswith("Inputs")
+                                   else None))
+    parts.append(
+        f"<footer>Report written by osteofe {_e(data.report_version)} on "
+        f"{_e(data.generated_utc)} from result.json (SHA-256 {_e(data.result_sha256)}). "
+        "Case identifier as given; no other patient identifier is reported.</footer>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# PDF: a small flow layout on A4 pages drawn with matplotlib.
+# --------------------------------------------------------------------------------------------
+
+_PAGE_W, _PAGE_H = 595.0, 842.0  # A4 in points
+_MARGIN_X, _TOP, _BOTTOM = 46.0, 62.0, 58.0
+_INK, _MUTED, _ACCENT, _SOFT, _LINE = "#1d2939", "#667085", "#1f4e79", "#f2f4f7", "#d0d5dd"
+
+_Op = Callable[["Figure", "Axes"], None]
+
+
+def _width(text: str, size: float, bold: bool = False) -> float:
+    """Width of a text in points, DejaVu Sans: the sum of the glyph advances, kerning left out.
+
+    Kerning only narrows DejaVu text slightly, so this errs on the wide side (safe for wrap).
+    """
+    advance = _advance_table(bold)
+    return size * sum(advance(ch) for ch in text)
+
+
+@lru_cache(maxsize=2)
+def _advance_table(bold: bool) -> Callable[[str], float]:
+    """Advance width per character, in em (cached per character)."""
+    from matplotlib.font_manager import FontProperties, findfont
+    from matplotlib.ft2font import FT2Font
+
+    # A private font object: matplotlib's cached ones change size while they draw.
+    font = FT2Font(findfont(FontProperties(family="DejaVu Sans",
+                                           weight="bold" if bold else "normal")))
+    font.set_size(100.0, 72)
+
+    @lru_cache(maxsize=4096)
+    def advance(ch: str) -> float:
+        glyph = font.load_char(ord(ch))
+        return float(glyph.linearHoriAdvance) / 65536.0 / 100.0
+
+    return advance
+
+
+def _wrap(text: str, width: float, size: float, bold: bool = False) -> list[str]:
+    """Greedy word wrap to a width in points; over-long words are broken."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        words = paragraph.split(" ")
+        line = ""
+        for word in words:
+            candidate = f"{line} {word}" if line else word
+            if _width(candidate, size, bold) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while _width(word, size, bold) > width and len(word) > 1:
+                cut = len(word)
+                while cut > 1 and _width(word[:cut], size, bold) > width:
+                    cut = max(1, int(cut * 0.9) if cut > 20 else cut - 1)
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+class _PdfFlow:
+    """Blocks placed top to bottom on A4 pages; drawn once the page count is known."""
+
+    def __init__(self) -> None:
+        self.pages: list[list[_Op]] = [[]]
+        self.y = _TOP
+        self.width = _PAGE_W - 2 * _MARGIN_X
+
+    def _add(self, op: _Op) -> None:
+        self.pages[-1].append(op)
+
+    def new_page(self) -> None:
+        if self.pages[-1]:
+            self.pages.append([])
+        self.y = _TOP
+
+    def need(self, height: float) -> None:
+        if self.y + height > _PAGE_H - _BOTTOM:
+            self.new_page()
+
+    def space(self, height: float) -> None:
+        self.y += height
+
+    def text(self, text: str, *, size: float = 9.0, bold: bool = False, colour: str = _INK,
+             x: float = 0.0, width: float | None = None, leading: float = 1.35,
+             italic: bool = False) -> None:
+        avail = (width or self.width) - x
+        lines = _wrap(text, avail, size, bold)
+        step = size * leading
+        for line in lines:
+            self.need(step)
+            self._add(_text_op(_MARGIN_X + x, self.y, line, fontsize=size, color=colour,
+                               fontweight="bold" if bold else "normal",
+                               fontstyle="italic" if italic else "normal"))
+            self.y += step
+
+    def heading(self, text: str, level: int = 2) -> None:
+        size = 13.0 if level == 2 else 10.5
+        self.need(size * 1.6 + 40)
+        self.space(10 if level == 2 else 6)
+        self._add(_text_op(_MARGIN_X, self.y, text, fontsize=size, fontweight="bold",
+                           color=_ACCENT if level == 2 else _INK))
+        self.y += size * 1.35
+        if level == 2:
+            self._add(_hline_op(self.y, _ACCENT, 1.2))
+            self.y += 6
+        else:
+            self.y += 2
+
+    def table(self, header: Sequence[str] | None, rows: Sequence[Sequence[str]],
+              fractions: Sequence[float], *, size: float = 8.0,
+              align: Sequence[str] | None = None,
+              colours: Sequence[Sequence[str | None]] | None = None,
+              muted_first: bool = False, muted_cols: Sequence[int] = ()) -> None:
+        muted = set(muted_cols) | ({0} if muted_first else set())
+        widths = [f * self.width for f in fractions]
+        aligns = list(align or ["left"] * len(fractions))
+        pad = 3.0
+        step = size * 1.3
+
+        def row_height(cells: Sequence[str], bold: bool) -> tuple[list[list[str]], float]:
+            wrapped = [_wrap(c, w - 2 * pad, size, bold) for c, w in zip(cells, widths,
+                                                                         strict=True)]
+            return wrapped, max(len(w) for w in wrapped) * step + 2 * pad
+
+        def draw_row(cells: list[list[str]], height: float, *, bold: bool, fill: str | None,
+                     chips: Sequence[str | None] | None, mute: bool) -> None:
+            y = self.y
+            if fill:
+                self._add(_rect_op(_MARGIN_X, y, self.width, height, fill))
+            x = _MARGIN_X
+            for j, (lines, w) in enumerate(zip(cells, widths, strict=True)):
+                chip = chips[j] if chips else None
+                for k, line in enumerate(lines):
+                    right = aligns[j] == "right"
+                    tx = x + w - pad if right else x + pad
+                    colour = "white" if chip else (_MUTED if mute and j in muted else _INK)
+                    box = ({"boxstyle": "round,pad=0.25", "fc": chip, "ec": "none"}
+                           if chip else None)
+                    self._add(_text_op(tx, y + pad + k * step, line, fontsize=size,
+                                       ha="right" if right else "left", color=colour,
+                                       fontweight="bold" if (bold or box) else "normal",
+                                       bbox=box))
+                x += w
+            self._add(_hline_op(y + height, _LINE, 1.0 if bold else 0.4))
+            self.y += height
+
+        head = row_height(header, True) if header else None
+        for i, cells in enumerate(rows):
+            wrapped, height = row_height(cells, False)
+            first_on_page = self.y == _TOP
+            if self.y + height > _PAGE_H - _BOTTOM:
+                self.new_page()
+                first_on_page = True
+            if head is not None and (i == 0 or first_on_page):
+                self.need(head[1] + height)
+                draw_row(head[0], head[1], bold=True, fill=_SOFT, chips=None, mute=False)
+            draw_row(wrapped, height, bold=False, fill=None,
+                     chips=colours[i] if colours else None, mute=True)
+        self.space(6)
+
+    def image(self, png: bytes, *, width: float | None = None, max_height: float = 300.0,
+              caption: str = "") -> None:
+        from matplotlib import image as mpimg
+
+        pixels = mpimg.imread(io.BytesIO(png), format="png")
+        h_px, w_px = pixels.shape[:2]
+        w = min(width or self.width, self.width)
+        h = w * h_px / w_px
+        if h > max_height:
+            h = max_height
+            w = h * w_px / h_px
+        self.need(h + 4)
+        x0 = _MARGIN_X + (self.width - w) / 2
+        y0 = self.y
+
+        def draw(fig: Figure, _ax: Axes, x0: float = x0, y0: float = y0) -> None:
+            axes = fig.add_axes((x0 / _PAGE_W, 1 - (y0 + h) / _PAGE_H, w / _PAGE_W, h / _PAGE_H))
+            axes.imshow(pixels, interpolation="none", aspect="auto")
+            axes.set_axis_off()
+
+        self._add(draw)
+        self.y += h + 4
+        if caption:
+            self.text(caption, size=7.5, colour=_MUTED)
+        self.space(4)
+
+    def box(self, height: float, draw: Callable[[Axes, float], None]) -> None:
+        """A block of fixed height drawn by ``draw(ax, top_y)``."""
+        self.need(height)
+        y = self.y
+
+        def op(_fig: Figure, ax: Axes) -> None:
+            draw(ax, y)
+
+        self._add(op)
+        self.y += height
+
+    def render(self, header: str, footer: str) -> list[Figure]:
+        from matplotlib.figure import Figure
+
+        figures = []
+        total = len(self.pages)
+        for number, ops in enumerate(self.pages, start=1):
+            fig = Figure(figsize=(_PAGE_W / 72.0, _PAGE_H / 72.0))
+            ax = fig.add_axes((0, 0, 1, 1))
+            ax.set_xlim(0, _PAGE_W)
+            ax.set_ylim(_PAGE_H, 0)
+            ax.set_axis_off()
+            ax.text(_MARGIN_X, 30, header, fontsize=8, color=_MUTED, va="top", parse_math=False)
+            ax.plot([_MARGIN_X, _PAGE_W - _MARGIN_X], [44, 44], color=_ACCENT, lw=1.5)
+            ax.plot([_MARGIN_X, _PAGE_W - _MARGIN_X], [_PAGE_H - 42] * 2, color=_LINE, lw=0.6)
+            ax.text(_MARGIN_X, _PAGE_H - 36, footer, fontsize=6.5, color=_MUTED, va="top",
+                    parse_math=False)
+            ax.text(_PAGE_W - _MARGIN_X, _PAGE_H - 36, f"page {number} of {total}",
+                    fontsize=7, color=_MUTED, va="top", ha="right", parse_math=False)
+            for op in ops:
+                op(fig, ax)
+            figures.append(fig)
+        return figures
+
+
+def _text_op(x: float, y: float, text: str, **kw: Any) -> _Op:
+    """Draw ``text`` with its top-left (or top-right) corner at (x, y)."""
+
+    def op(_fig: Figure, ax: Axes) -> None:
+        ax.text(x, y, text, va="top", parse_math=False, **kw)
+
+    return op
+
+
+def _hline_op(y: float, colour: str, lw: float) -> _Op:
+    """A horizontal rule across the text width."""
+
+    def op(_fig: Figure, ax: Axes) -> None:
+        ax.plot([_MARGIN_X, _PAGE_W - _MARGIN_X], [y, y], color=colour, lw=lw)
+
+    return op
+
+
+def _rect_op(x: float, y: float, w: float, h: float, colour: str) -> _Op:
+    """A filled rectangle."""
+
+    def op(_fig: Figure, ax: Axes) -> None:
+        ax.add_patch(_rect(x, y, w, h, colour))
+
+    return op
+
+
+def _rect(x: float, y: float, w: float, h: float, colour: str, **kw: Any) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), w, h, facecolor=colour, edgecolor=kw.pop("edge", "none"), **kw)
+
+
+def _summary_box(flow: _PdfFlow, data: ReportData) -> None:
+    g = data.governing
+    name, load, where = _headline(data)
+    band = phi_band(g.phi) if g.phi is not None else "none"
+    second = _second_phi(data)
+    card = _COLOURS[band if second is None or second.phi is None
+                    else phi_band(max(second.phi, g.phi or 0.0))]
+    scores = _summary_scores(data)
+    phi_lines = _wrap(_BAND_TEXT.get(band, "applied load not recorded"), 0.36 * flow.width - 20,
+                      8.0)
+    score_h = 15.0 * len(scores)
+    head_h = 20.0
+    top_h = max(118.0, 66.0 + 11.0 * len(phi_lines) + (26 if second else 0))
+    height = head_h + top_h + score_h + 6
+
+    def draw(ax: Axes, y: float) -> None:
+        x0, w = _MARGIN_X, flow.width
+        ax.add_patch(_rect(x0, y, w, height, "white", edge=_LINE, lw=0.8))
+        ax.add_patch(_rect(x0, y, w, head_h, _ACCENT))
+        ax.text(x0 + 10, y + 5, "Summary", color="white", fontsize=10, fontweight="bold",
+                va="top", parse_math=False)
+        top = y + head_h
+        cw = 0.36 * w
+        ax.add_patch(_rect(x0 + w - cw, top, cw, top_h, card))
+        ty = top + 10
+        ax.text(x0 + 12, ty, "WEAKEST LOAD CASE", fontsize=7, color=_MUTED, va="top")
+        ax.text(x0 + 12, ty + 10, name, fontsize=16, fontweight="bold", color=_INK, va="top",
+                parse_math=False)
+        ax.text(x0 + 12, ty + 36, "LOAD TO FAILURE (LINEAR, ONSET OF FAILURE)", fontsize=7,
+                color=_MUTED, va="top")
+        ax.text(x0 + 12, ty + 46, f"{load}   {_fmt_bw(g.failure_BW)}", fontsize=16,
+                fontweight="bold", color=_INK, va="top", parse_math=False)
+        for k, line in enumerate(_wrap(where[0].upper() + where[1:] + ".", w - cw - 24, 9.0)):
+            ax.text(x0 + 12, ty + 72 + 12 * k, line, fontsize=9, color=_INK, va="top",
+                    parse_math=False)
+        cx = x0 + w - cw + 12
+        ax.text(cx, ty, f"LOAD-TO-STRENGTH RATIO φ ({name.upper()})", fontsize=7,
+                color="white", va="top", parse_math=False)
+        ax.text(cx, ty + 10, f"{g.phi:.2f}" if g.phi is not None else "-", fontsize=28,
+                fontweight="bold", color="white", va="top", parse_math=False)
+        for k, line in enumerate(phi_lines):
+            ax.text(cx, ty + 48 + 11 * k, line, fontsize=8, color="white", va="top",
+                    parse_math=False)
+        if second is not None and second.phi is not None:
+            sy = ty + 54 + 11 * len(phi_lines)
+            ax.plot([cx, x0 + w - 12], [sy - 3, sy - 3], color="white", lw=0.5, alpha=0.6)
+            ax.text(cx, sy, f"Highest ratio: {second.phi:.2f} ({second.name})", fontsize=8,
+                    color="white", va="top", fontweight="bold", parse_math=False)
+        sy = top + top_h
+        for k, (label, value) in enumerate(scores):
+            ry = sy + 15.0 * k
+            ax.plot([x0, x0 + w], [ry, ry], color=_LINE, lw=0.5)
+            ax.text(x0 + 12, ry + 4, label, fontsize=8, color=_MUTED, va="top",
+                    parse_math=False)
+            ax.text(x0 + 0.36 * w, ry + 4, value, fontsize=8, va="top", parse_math=False,
+                    color=_MUTED if value == NOT_COMPUTED else _INK,
+                    fontstyle="italic" if value == NOT_COMPUTED else "normal")
+
+    flow.box(height + 8, draw)
+
+
+def _pdf_flow(data: ReportData) -> _PdfFlow:
+    flow = _PdfFlow()
+    g = data.governing
+    flow.text("OSTEOFE - CT-BASED FINITE-ELEMENT ANALYSIS", size=7.5, colour=_MUTED)
+    flow.text("Femoral strength report", size=20, bold=True, colour=_ACCENT)
+    mass = f"{data.body_mass_kg:g} kg" if data.body_mass_kg else NOT_COMPUTED
+    flow.text(f"Case {data.case_id}    Body mass {mass}    Report {data.generated_utc}",
+              size=9, bold=True)
+    flow.space(6)
+
+    def banner(ax: Axes, y: float) -> None:
+        ax.add_patch(_rect(_MARGIN_X, y, flow.width, 26, "#fffaeb", edge="#fec84b", lw=0.6))
+        ax.add_patch(_rect(_MARGIN_X, y, 4, 26, "#dc6803"))
+        ax.text(_MARGIN_X + 10, y + 5, "Research software - not validated for clinical "
+                "decisions.", fontsize=8, fontweight="bold", va="top", parse_math=False)
+        ax.text(_MARGIN_X + 10, y + 15, "The numbers are model estimates; read them with the "
+                "explanations and limitations in this report.", fontsize=7.5, va="top",
+                parse_math=False)
+
+    flow.box(34, banner)
+    _summary_box(flow, data)
+    flow.heading("1. Femur, risk factor and critical region")
+    if data.picture_png:
+        flow.image(data.picture_png, max_height=290,
+                   caption="Anterior and medial views coloured by the risk factor (peak "
+                           "surface strain / limit) under the weakest load case; magenta: where "
+                           "failure starts; white arrow: the hip force; grey: fixed distal cut.")
+    else:
+        flow.text("No picture in the result folder (run made with --no-picture).",
+                  colour=_MUTED, italic=True)
+    if data.critical_point_mm is not None:
+        x, y, z = data.critical_point_mm
+        flow.text(f"Failure location (scanner coordinates): ({x:.1f}, {y:.1f}, {z:.1f}) mm, "
+                  f"{g.region}.", size=8)
+
+    flow.new_page()
+    flow.heading("2. Load to failure per load case")
+    rows: list[list[str]] = []
+    chips: list[list[str | None]] = []
+    for c in data.cases:
+        rows.append([c.name, _fmt_n(c.applied_N), _fmt_bw(c.applied_BW), _fmt_n(c.failure_N),
+                     _fmt_bw(c.failure_BW), f"{c.phi:.2f}" if c.phi is not None else "-",
+                     c.mode, c.region])
+        chip: list[str | None] = [None] * 8
+        chip[5] = _COLOURS[phi_band(c.phi)] if c.phi is not None else None
+        chips.append(chip)
+    flow.table(["load case", "activity load", "(× BW)", "load to failure", "(× BW)", "φ",
+                "mode", "region"], rows, [0.14, 0.12, 0.1, 0.13, 0.1, 0.08, 0.13, 0.2],
+               align=["left", "right", "right", "right", "right", "right", "left", "left"],
+               colours=chips)
+    flow.image(phi_chart_png(data, width_in=6.8), max_height=150,
+               caption=f"Load-to-strength ratio per load case; dashed line φ = "
+                       f"{PHI_THRESHOLD:g}.")
+    flow.heading("Peak surface strains at the activity's load", level=3)
+    flow.table(["load case", "peak tension strain", "peak compression strain"],
+               [[c.name, _fmt_strain(c.peak_tension), _fmt_strain(c.peak_compression)]
+                for c in data.cases], [0.4, 0.3, 0.3], align=["left", "right", "right"])
+    flow.heading("Nonlinear load to failure and direction sweep", level=3)
+    rows = []
+    for c in data.cases:
+        nl, sw = c.nonlinear, c.sweep
+        rows.append([
+            c.name,
+            f"{_fmt_n(nl.failure_load_N)} ({_fmt_bw(nl.failure_load_BW)})" if nl
+            else NOT_COMPUTED,
+            f"{nl.phi:.2f}" if nl and nl.phi is not None else "-",
+            (f"{_fmt_n(sw.min_failure_load_N)} ({_fmt_bw(sw.min_failure_load_BW)})"
+             + (f", {sw.num_directions} directions" if sw.num_directions else "")
+             + (f" within {sw.half_angle_deg:g} deg" if sw.half_angle_deg else ""))
+            if sw else NOT_COMPUTED,
+            f"{sw.phi:.2f}" if sw and sw.phi is not None else "-"])
+    flow.table(["load case", "nonlinear load to failure", "φ", "direction-sweep minimum", "φ"],
+               rows, [0.16, 0.27, 0.08, 0.41, 0.08],
+               align=["left", "left", "right", "left", "right"])
+
+    flow.heading("3. Clinical risk scores")
+    flow.heading("Mirels score", level=3)
+    if data.mirels is None:
+        flow.text(NOT_COMPUTED, colour=_MUTED, italic=True)
+    else:
+        m = data.mirels
+        if m.items:
+            flow.table(["item", "category", "points", "how it was obtained"],
+                       [[i.name, i.category, str(i.points), i.derivation] for i in m.items],
+                       [0.14, 0.22, 0.1, 0.54], align=["left", "left", "right", "left"])
+        flow.text(f"Total {m.total} / 12: Mirels' recommendation {m.recommendation} "
+                  f"(≥ {MIRELS_FIX_MIN} fix, {MIRELS_JUDGEMENT} judgement, lower irradiate).",
+                  size=9, bold=True)
+    flow.heading("Axial cortical involvement, CTRA and fracture probability", level=3)
+    aci = THRESHOLDS["aci"]
+    aci_text = (NOT_COMPUTED if data.aci_mm is None else
+                f"{data.aci_mm:.0f} mm ({'at or above' if data.aci_mm >= aci.value else 'below'}"
+                f" the {aci.value:g} mm threshold)")
+    ctra_text = (NOT_COMPUTED if data.ctra is None else
+                 f"{100 * data.ctra.loss:.0f} % loss"
+                 + (f" of {data.ctra.measure} rigidity" if data.ctra.measure else "")
+                 + f" ({'above' if data.ctra.loss > CTRA_THRESHOLD else 'at or below'} "
+                 f"{100 * CTRA_THRESHOLD:.0f} %)")
+    flow.table(None, [["Axial cortical involvement", aci_text], ["CTRA rigidity loss", ctra_text],
+                      ["Calibrated fracture probability", _probability_text(data.probability)]],
+               [0.36, 0.64], muted_first=True, size=8.5)
+    if data.probability is not None:
+        flow.text(_model_line(data.probability), size=8)
+
+    flow.heading("4. Limitations")
+    for text in limitations(data):
+        flow.need(24)
+        flow.text("•", size=8.5, x=0)
+        flow.y -= 8.5 * 1.35
+        flow.text(text, size=8.5, x=10)
+        flow.space(2)
+    flow.heading("5. What the numbers mean")
+    for term, text in explanations(data):
+        flow.need(30)
+        flow.text(term, size=9, bold=True)
+        flow.text(text, size=8.5)
+        flow.space(3)
+
+    flow.heading("6. Provenance")
+    flow.heading("Warnings of the run", level=3)
+    if data.warnings:
+        for warning in data.warnings:
+            flow.text(f"! {warning}", size=8.5, colour="#b42318")
+    else:
+        flow.text("None.", size=8.5)
+    flow.heading("CT density calibration", level=3)
+    flow.table(None, [list(r) for r in data.calibration], [0.3, 0.7], muted_first=True)
+    for title, prov_rows in data.provenance:
+        flow.heading(title, level=3)
+        if title.startswith(_PAIRED_SECTIONS):
+            flow.table(None, _paired(prov_rows), [0.25, 0.25, 0.25, 0.25], muted_cols=(0, 2),
+                       size=7.5)
+        else:
+            flow.table(None, [list(r) for r in prov_rows], [0.3, 0.7], muted_first=True,
+                       size=7.5)
+    flow.text(f"Report written by osteofe {data.report_version} on {data.generated_utc} from "
+              f"result.json (SHA-256 {data.result_sha256}). Case identifier as given; no other "
+              "patient identifier is reported.", size=7, colour=_MUTED)
+    return flow
+
+
+def render_pdf(data: ReportData, path: str | Path, *,
+               page_png_dir: str | Path | None = None, page_dpi: int = 110) -> list[Path]:
+    """Write the PDF report (and optionally its pages as PNG pictures).
+
+    Args:
+        data: Report content.
+        path: PDF path (written as given; :func:`write_report` stages it).
+        page_png_dir: Folder for ``report_page_NN.png`` pictures of the pages, or None.
+        page_dpi: Resolution of the page pictures.
+
+    Returns:
+        Paths of the page pictures written (empty without ``page_png_dir``).
+    """
+    import matplotlib
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    flow = _pdf_flow(data)
+    header = f"osteofe femoral strength report  |  case {data.case_id}"
+    footer = ("Research software - not validated for clinical decisions.  "
+              f"osteofe {data.report_version}, {data.generated_utc}")
+    pngs: list[Path] = []
+    with matplotlib.rc_context({"pdf.fonttype": 3, "font.family": "DejaVu Sans"}):
+        figures = flow.render(header, footer)
+        metadata_ = {"Title": f"Femoral strength report - {data.case_id}",
+                     "Subject": "osteofe CT-based finite-element femoral strength",
+                     "Creator": f"osteofe {data.report_version}", "Author": "osteofe",
+                     "Keywords": "research software; not validated for clinical decisions"}
+        with PdfPages(path, metadata=metadata_) as pdf:
+            for fig in figures:
+                pdf.savefig(fig)
+        if page_png_dir is not None:
+            folder = Path(page_png_dir)
+            for number, fig in enumerate(figures, start=1):
+                target = folder / f"report_page_{number:02d}.png"
+                fig.savefig(target, format="png", dpi=page_dpi)
+                pngs.append(target)
+    return pngs
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point.
+# --------------------------------------------------------------------------------------------
+
+
+def read_result(result_dir: str | Path) -> tuple[dict[str, Any], str]:
+    """Read ``result.json`` of a result folder.
+
+    Args:
+        result_dir: Folder written by ``osteofe strength``.
+
+    Returns:
+        The parsed result and the SHA-256 of its bytes.
+
+    Raises:
+        ReportError: If the folder or its ``result.json`` is missing or not valid JSON.
+    """
+    folder = Path(result_dir)
+    path = folder / "result.json"
+    if not folder.is_dir():
+        raise ReportError(f"result folder not found: {folder}",
+                          hint="give the --out folder of `osteofe strength`")
+    if not path.is_file():
+        raise ReportError(f"no result.json in {folder}",
+                          hint="result.json is written last, only by a completed `osteofe "
+                               "strength` run: rerun it or check the folder")
+    raw = path.read_bytes()
+    try:
+        result = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not valid JSON ({exc})",
+                          hint="rerun `osteofe strength` to rewrite it") from exc
+    if not isinstance(result, dict):
+        raise ReportError(f"{path} does not hold a result object",
+                          hint="give the folder written by `osteofe strength`")
+    return result, hashlib.sha256(raw).hexdigest()
+
+
+def write_report(
+    result_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    risk: Mapping[str, Any] | None = None,
+    page_png: bool = False,
+    generated: datetime | None = None,
+) -> dict[str, Path]:
+    """Write ``report.html`` and ``report.pdf`` for one result folder.
+
+    Both files are written to a staging folder and moved into ``out_dir`` only when both
+    are complete (``report.html`` last).
+
+    Args:
+        result_dir: Folder written by ``osteofe strength`` (``result.json``, optionally
+            ``femur_risk.png``).
+        out_dir: Where to write (default: ``result_dir``).
+        risk: Optional clinical scores (see :func:`collect_report_data`): ``mirels``,
+            ``aci_mm``, ``ctra``, ``fracture_probability``; absent ones are shown as
+            "not computed".
+        page_png: Also write the PDF's pages as ``report_page_NN.png``.
+        generated: Report time (default now, UTC); fix it for reproducible files.
+
+    Returns:
+        ``{"html": ..., "pdf": ...}`` and, with ``page_png``, ``"page_01"``, ... paths.
+
+    Raises:
+        ReportError: If ``result.json`` is missing or malformed.
+    """
+    folder = Path(result_dir)
+    result, sha = read_result(folder)
+    picture_path = folder / "femur_risk.png"
+    picture = picture_path.read_bytes() if picture_path.is_file() else None
+    data = collect_report_data(result, risk, picture_png=picture, result_sha256=sha,
+                               generated=generated)
+    out = Path(out_dir) if out_dir is not None else folder
+    with staged_output(out, final_last=REPORT_HTML) as stage:
+        pages = render_pdf(data, stage / REPORT_PDF, page_png_dir=stage if page_png else None)
+        (stage / REPORT_HTML).write_text(render_html(data), encoding="utf-8")
+        names = [p.name for p in pages]
+    paths = {"html": out / REPORT_HTML, "pdf": out / REPORT_PDF}
+    paths.update({f"page_{i:02d}": out / name for i, name in enumerate(names, start=1)})
+    return paths
