@@ -374,7 +374,6 @@ class ElasticModel:
         bs = self.V.dofmap.index_map_bs
         bcs: list[Any] = []
         support_dofs: dict[str, list[npt.NDArray[np.int32]]] = {}
-        no_entities = np.zeros(0, dtype=np.int32)
         for support in supports:
             nodes = np.asarray(support.nodes, dtype=np.int64).reshape(-1)
             value = support.displacement_mm
@@ -385,7 +384,7 @@ class ElasticModel:
                 vertices = dolfinx.mesh.locate_entities(self.domain, 0, marker)
                 found = self.comm.allreduce(vertices.size, op=MPI.SUM)
             else:
-                facets = vertices = no_entities
+                facets = vertices = np.zeros(0, dtype=np.int32)
                 found = self._count_owned_nodes(nodes)
                 missing = np.unique(nodes).size - found
                 if found and missing:
@@ -411,11 +410,11 @@ class ElasticModel:
                 prescribed.interpolate(value)
             for comp in support.components:
                 sub = self.V.sub(comp)
-                dofs = np.unique(np.concatenate([
-                    dolfinx.fem.locate_dofs_topological(sub, tdim - 1, facets),
-                    dolfinx.fem.locate_dofs_topological(sub, 0, vertices),
-                    bs * blocks + comp,
-                ])).astype(np.int32)
+                located = [bs * blocks + comp]
+                if support.facets:
+                    located += [dolfinx.fem.locate_dofs_topological(sub, tdim - 1, facets),
+                                dolfinx.fem.locate_dofs_topological(sub, 0, vertices)]
+                dofs = np.unique(np.concatenate(located)).astype(np.int32)
                 support_dofs[support.name].append(dofs)
                 if prescribed is not None:
                     bcs.append(self._component_bc(prescribed, comp, dofs))

@@ -104,7 +104,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from meshing.errors import InputError
     from osteofe.config import load_config
 
     config = load_config(args.config)
@@ -113,13 +112,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         "load", cases=tuple(args.load) if args.load else None,
         custom_forces_n=tuple(tuple(f) for f in args.custom_load) if args.custom_load else None,
         sweep_directions=args.sweep)
-    extra = dict(config.solver.petsc_options)
-    for item in args.petsc_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--petsc-option {item!r} is not KEY=VALUE",
-                             hint="e.g. --petsc-option pc_gamg_threshold=0.05")
-        extra[key.lstrip("-")] = value
+    extra = dict(config.solver.petsc_options) | _petsc_extra(args.petsc_option)
     config = config.override("solver", degree=args.degree, pc_type=args.pc,
                              rtol=args.ksp_rtol, petsc_options=extra or None)
     if args.calibration:
@@ -194,6 +187,46 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
                           voxel_mm=args.voxel, noise_hu=args.noise)
     for name, path in paths.items():
         _echo(f"{name}: {path}")
+    return EXIT_OK
+
+
+def _petsc_extra(items: Sequence[str]) -> dict[str, str]:
+    from meshing.errors import InputError
+
+    extra: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--petsc-option {item!r} is not KEY=VALUE",
+                             hint="e.g. --petsc-option pc_gamg_threshold=0.05")
+        extra[key.lstrip("-")] = value
+    return extra
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from fea.solver import SolverOptions
+    from osteofe.solve_tool import SOLVE_STAGES, run_solve
+
+    default = SolverOptions()
+    options = SolverOptions(pc_type=args.pc or default.pc_type,
+                            rtol=args.ksp_rtol or default.rtol,
+                            extra=_petsc_extra(args.petsc_option))
+    progress = _Progress(SOLVE_STAGES, not args.quiet, label=f"{args.model.name} ")
+    try:
+        result = run_solve(args.model, args.out, options=options, loaded_set=args.loaded_set,
+                           ignore_unsupported=args.ignore_unsupported, progress=progress)
+    finally:
+        progress.close()
+    for warning in result["warnings"]:
+        logging.getLogger("osteofe").warning(warning)
+    if not args.quiet:
+        for name, force in result["reactions_n"].items():
+            _echo(f"reaction at {name}: [{force[0]:.6g}, {force[1]:.6g}, {force[2]:.6g}] N")
+        if result.get("failure"):
+            failure = result["failure"]
+            _echo(f"failure load (Schileo): {failure['failure_load_N']:.0f} N "
+                  f"({failure['mode']})")
+        _echo(f"results written to {args.out}/ (result.json, fields.vtu)")
     return EXIT_OK
 
 
@@ -273,6 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Gaussian noise standard deviation in HU")
     _lesion_options(phantom, None)
     phantom.set_defaults(func=_cmd_phantom)
+
+    solve = sub.add_parser(
+        "solve", help="solve an Abaqus/CalculiX input deck with the osteofe solver",
+        description="Read MODEL.inp (*NODE, *ELEMENT C3D4/C3D10, sets, *MATERIAL/*ELASTIC, "
+        "*SOLID SECTION, one *STEP/*STATIC with *BOUNDARY, *CLOAD, *DLOAD) and solve it; "
+        "unsupported keywords are reported by name and line.")
+    solve.add_argument("model", type=Path, metavar="MODEL.inp", help="input deck")
+    solve.add_argument("--out", type=Path, required=True, help="output folder")
+    solve.add_argument("--loaded-set", metavar="NAME",
+                       help="node set carrying the load: apply the Schileo criterion")
+    solve.add_argument("--ignore-unsupported", action="store_true",
+                       help="warn about unsupported keywords instead of refusing the deck")
+    solve.add_argument("--pc", choices=("gamg", "jacobi", "lu"), help="PETSc preconditioner")
+    solve.add_argument("--ksp-rtol", type=float, help="relative residual tolerance")
+    solve.add_argument("--petsc-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="extra PETSc option, repeatable")
+    solve.set_defaults(func=_cmd_solve)
 
     config = sub.add_parser("config", help="print or check the configuration")
     group = config.add_mutually_exclusive_group(required=True)

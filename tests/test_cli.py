@@ -215,3 +215,32 @@ def test_load_cases_fall_custom_and_direction_sweep(coarse_phantom, coarse_resul
     axes = np.array(result["landmarks"]["frame_axes_world"])
     local = axes @ np.array(custom["force_world_N"])
     assert local == pytest.approx([100.0, -50.0, -1500.0], abs=1e-2)
+
+
+@pytest.mark.skip_in_parallel
+def test_solve_command_on_an_exported_deck(tmp_path, capsys):
+    from fea.calculix import write_inp
+    from fea.loads import LoadPatch
+    from fea.solver import Support
+    from fea.topology import boundary_faces, face_normals_and_areas
+    from meshing.structured import box_mesh
+
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (2, 2, 8))
+    faces = boundary_faces(mesh)
+    top = faces[np.all(mesh.points[faces][:, :, 2] > 40 - 1e-9, axis=1)]
+    _, areas = face_normals_and_areas(mesh.points, top)
+    force = np.array([0.0, 0.0, -800.0])
+    patch = LoadPatch(top, np.unique(top), float(areas.sum()), force)
+    deck = tmp_path / "bar.inp"
+    write_inp(deck, mesh, np.full(mesh.num_cells, 1500.0), 0.3,
+              [Support("base", np.flatnonzero(mesh.points[:, 2] < 1e-9))], [patch])
+    out = tmp_path / "solved"
+    assert main(["-q", "solve", str(deck), "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    # Abaqus labels are case-insensitive: osteofe reports them upper-case.
+    assert result["reactions_n"]["BASE"] == pytest.approx([0.0, 0.0, 800.0], abs=1e-3)
+    broken = tmp_path / "broken.inp"
+    broken.write_text(deck.read_text().replace("*ELASTIC", "*PLASTIC", 1))
+    assert main(["-q", "solve", str(broken), "--out", str(tmp_path / "no")]) == EXIT_INPUT
+    assert "line" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
