@@ -23,6 +23,7 @@ __all__ = [
     "mesh_quality",
     "min_dihedral_angles",
     "radius_ratios",
+    "topology_check",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -258,3 +259,61 @@ def check_quality(quality: MeshQuality, *, min_dihedral_deg: float = 1.0,
             f"smallest dihedral angle {quality.min_dihedral_deg:.2f} deg is below "
             f"{min_dihedral_deg:.2f} deg; worst: {worst}",
             hint="remesh with a smaller size_mm, a smoother surface, or optimize_netgen=True")
+
+
+def topology_check(mesh: TetMesh) -> str | None:
+    """Describe why a tetrahedral mesh is not a valid, non-overlapping partition of space.
+
+    Checks, on the corner vertices: no cell uses a vertex twice; every triangular face is
+    shared by at most two cells; and across every interior face the two cells lie on
+    opposite sides of it. A cell on the same side as its neighbour overlaps it (a fold):
+    that happens when a mesh is tangled, and it is the case that reorienting a negatively
+    numbered cell cannot repair. Orientation itself is not checked (see
+    :func:`jacobian_determinants`), nor are coincident duplicate nodes.
+
+    Args:
+        mesh: Linear or quadratic tetrahedral mesh.
+
+    Returns:
+        None when the mesh passes, else a one-line description of the first problem,
+        naming how many faces are affected and where (centroid of one, mm).
+    """
+    cells = mesh.vertex_cells()
+    m = cells.shape[0]
+    if m == 0:
+        return None
+    ordered = np.sort(cells, axis=1)
+    repeated = np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
+    if repeated.any():
+        first = int(np.flatnonzero(repeated)[0])
+        return (f"{int(repeated.sum())} cells use a vertex twice (e.g. cell {first} at "
+                f"{_where(mesh.centroids()[first])})")
+    faces = np.sort(cells[:, _FACES].reshape(-1, 3), axis=1)  # face f opposite vertex f % 4
+    apex = cells.reshape(-1)
+    order = np.lexsort((faces[:, 2], faces[:, 1], faces[:, 0]))
+    faces, apex = faces[order], apex[order]
+    same = np.all(faces[1:] == faces[:-1], axis=1)
+    triple = same[1:] & same[:-1]
+    if triple.any():
+        face = faces[int(np.flatnonzero(triple)[0])]
+        return (f"{int(triple.sum())} faces are shared by more than two cells (e.g. at "
+                f"{_where(mesh.points[face].mean(axis=0))}): the mesh is non-manifold or "
+                "holds duplicated cells")
+    pair = np.flatnonzero(same)
+    p = mesh.points
+    a, b, c = p[faces[pair, 0]], p[faces[pair, 1]], p[faces[pair, 2]]
+    normal = np.cross(b - a, c - a)
+    side_1 = np.einsum("ij,ij->i", normal, p[apex[pair]] - a)
+    side_2 = np.einsum("ij,ij->i", normal, p[apex[pair + 1]] - a)
+    folded = side_1 * side_2 >= 0.0
+    if folded.any():
+        first = int(pair[np.flatnonzero(folded)[0]])
+        return (f"{int(folded.sum())} interior faces have both their cells on the same side "
+                f"(overlapping, folded cells; e.g. at "
+                f"{_where(p[faces[first]].mean(axis=0))})")
+    return None
+
+
+def _where(x: np.ndarray) -> str:
+    """'(x, y, z) mm' with one decimal."""
+    return f"({x[0]:.1f}, {x[1]:.1f}, {x[2]:.1f}) mm"

@@ -4,7 +4,13 @@ The pipeline is: :func:`clean_mask` (largest 26-connected component, cavities fi
 :func:`extract_surface` (pad, light Gaussian smoothing, iso-surface at 0.5 in voxel-index
 space, mapping to world through :meth:`ImageGrid.index_to_world`, volume-preserving
 windowed-sinc smoothing, optional decimation, watertightness check). :func:`read_surface`
-loads a user surface (STL/PLY/OBJ) instead.
+loads a user surface (STL/PLY/OBJ) instead, and :func:`clip_surface` cuts one with a plane.
+
+Before volume meshing a surface is remeshed into near-equilateral triangles by clustering
+(ACVD): :func:`remesh_uniform` at one edge length, :func:`remesh_sized` at per-vertex
+lengths, e.g. from :func:`curvature_sizes` (finer where the surface is curved tightly).
+A remeshed surface with slivers or folds (sharp edges clustering cannot follow) is refused
+with :class:`MeshingError` rather than handed to gmsh.
 
 VTK/pyvista objects never leave this module: every public function takes and returns numpy
 arrays or the frozen records of :mod:`meshing.types`.
@@ -28,10 +34,14 @@ from meshing.types import ImageGrid, SurfaceMesh
 
 __all__ = [
     "clean_mask",
+    "clip_surface",
+    "curvature_sizes",
     "extract_surface",
     "is_watertight",
     "largest_shell",
+    "principal_curvatures",
     "read_surface",
+    "remesh_sized",
     "remesh_uniform",
     "shell_labels",
     "surface_check",
@@ -46,23 +56,47 @@ BoolArray = npt.NDArray[np.bool_]
 SURFACE_SUFFIXES = (".stl", ".ply", ".obj", ".vtk", ".vtp")
 
 
-def clean_mask(mask: npt.ArrayLike) -> BoolArray:
+#: Default of ``clean_mask(max_second_fraction=...)``: a second piece of the mask larger than
+#: this fraction of the largest is taken as a second structure (another bone), not a fragment.
+MAX_SECOND_FRACTION = 0.1
+
+
+def clean_mask(
+    mask: npt.ArrayLike,
+    *,
+    grid: ImageGrid | None = None,
+    max_second_fraction: float = MAX_SECOND_FRACTION,
+) -> BoolArray:
     """Keep the largest 26-connected component of a binary mask and fill its cavities.
+
+    A mask of several bones (both femurs, femur and pelvis) is refused rather than silently
+    reduced to its largest piece: when the second-largest 26-connected piece holds more than
+    ``max_second_fraction`` of the voxels of the largest, :class:`InputError` names the
+    piece sizes. Smaller pieces (segmentation specks, islands cut off by the image border)
+    are dropped with a WARNING.
 
     Args:
         mask: (ni, nj, nk) array, non-zero = bone. Any dtype (bool, int labels 0/1).
+        grid: Geometry of the mask, only used to report piece sizes in mm^3 as well.
+        max_second_fraction: Largest accepted size of the second piece relative to the
+            largest (default 0.1); 1.0 or more keeps the largest piece whatever the others.
 
     Returns:
         (ni, nj, nk) bool array: the largest 26-connected component with every internal hole
         and cavity (background not 6-connected to the image border) filled, i.e. a solid.
 
     Raises:
-        InputError: The mask is not 3-D, is empty, or fills the whole image.
+        InputError: The mask is not 3-D, is empty, fills the whole image, or holds a second
+            piece larger than ``max_second_fraction`` of the largest.
     """
     arr = np.asarray(mask)
     if arr.ndim != 3:
         raise InputError(f"label mask must be 3-D, got shape {arr.shape}",
                          hint="pass the (ni, nj, nk) voxel array of one structure")
+    if not max_second_fraction >= 0.0:
+        raise InputError(f"max_second_fraction must be >= 0, got {max_second_fraction}",
+                         hint="use e.g. 0.1 (a second piece above 10% of the largest is an "
+                              "error)")
     binary = arr != 0
     count = int(np.count_nonzero(binary))
     if count == 0:
@@ -77,10 +111,24 @@ def clean_mask(mask: npt.ArrayLike) -> BoolArray:
     if num > 1:
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
-        largest = int(np.argmax(sizes))
-        binary = components == largest
-        _LOG.info("clean_mask: kept the largest of %d components (%d of %d voxels)",
-                  num, int(sizes[largest]), count)
+        order = np.argsort(sizes)[::-1][:num]
+        largest, second = int(sizes[order[0]]), int(sizes[order[1]])
+        if second > max_second_fraction * largest:
+            raise InputError(
+                f"label mask holds {num} separate pieces: the largest are "
+                f"{_describe_pieces(sizes[order[:5]], grid)}; the second is "
+                f"{100.0 * second / largest:.0f}% of the largest, so the mask looks like "
+                "several bones, not one bone with fragments",
+                hint="select the label of one bone (e.g. labels == 76 for femur_right; "
+                     "meshing.segmentation.select_femur) or crop the image to one bone "
+                     "(meshing.segmentation.crop_to_mask); max_second_fraction=1 keeps the "
+                     "largest piece anyway")
+        binary = components == int(order[0])
+        dropped = count - largest
+        _LOG.warning("label mask: dropped %d small fragment(s) of %s (%.2f%% of the mask); "
+                     "kept the largest piece of %s", num - 1,
+                     _describe_pieces(np.array([dropped]), grid), 100.0 * dropped / count,
+                     _describe_pieces(np.array([largest]), grid))
     solid = np.asarray(ndimage.binary_fill_holes(binary), dtype=bool)
     filled = int(np.count_nonzero(solid)) - int(np.count_nonzero(binary))
     if filled:
@@ -90,6 +138,15 @@ def clean_mask(mask: npt.ArrayLike) -> BoolArray:
                      "its surface will be closed flat at the border (crop or pad the image "
                      "so the whole bone lies inside if this is not intended)")
     return solid
+
+
+def _describe_pieces(sizes: npt.NDArray[np.int64], grid: ImageGrid | None) -> str:
+    """'1200, 300 voxels' or, with a grid, '1200, 300 voxels (960, 240 mm^3)'."""
+    voxels = ", ".join(str(int(v)) for v in sizes)
+    if grid is None:
+        return f"{voxels} voxels"
+    voxel_mm3 = float(np.prod(grid.spacing))
+    return f"{voxels} voxels ({', '.join(f'{v * voxel_mm3:.0f}' for v in sizes)} mm^3)"
 
 
 def _touches_border(mask: BoolArray) -> bool:
@@ -429,30 +486,367 @@ def remesh_uniform(surface: SurfaceMesh, edge_mm: float) -> SurfaceMesh:
     Raises:
         MeshingError: when the clustering does not give a closed manifold surface.
     """
-    import pyacvd
-    import pyvista as pv
-
     if not edge_mm > 0.0:
         raise ValueError(f"edge length must be positive, got {edge_mm}")
-    faces = np.hstack([np.full((surface.triangles.shape[0], 1), 3), surface.triangles])
-    poly = pv.PolyData(surface.points, faces.ravel())
-    target = max(int(2.0 * float(poly.area) / (np.sqrt(3.0) * edge_mm**2)), 50)
+    return _remesh_acvd(surface, np.full(surface.points.shape[0], float(edge_mm)),
+                        f"at {edge_mm} mm")
+
+
+def remesh_sized(surface: SurfaceMesh, sizes_mm: npt.ArrayLike) -> SurfaceMesh:
+    """Remesh a closed surface into near-equilateral triangles of locally varying size.
+
+    Weighted ACVD: each input vertex carries the density ``1 / h^2`` of its target edge
+    length ``h``, so every cluster (output vertex) covers about the same weighted area and
+    the output edges are about ``h`` long where the input asks for ``h``. The target sizes
+    should vary smoothly (see the grading of :func:`curvature_sizes`); the output has about
+    ``sum(2 A_i / (sqrt(3) h_i^2))`` vertices over the vertex areas ``A_i``.
+
+    Args:
+        surface: Closed, manifold input surface.
+        sizes_mm: (n,) target edge length at each vertex of ``surface`` in mm (all > 0).
+
+    Returns:
+        The remeshed surface.
+
+    Raises:
+        InputError: ``sizes_mm`` has the wrong length or a non-positive value.
+        MeshingError: when the clustering does not give a closed manifold surface.
+    """
+    sizes = np.asarray(sizes_mm, dtype=np.float64).reshape(-1)
+    if sizes.shape[0] != surface.points.shape[0]:
+        raise InputError(f"{sizes.shape[0]} sizes for {surface.points.shape[0]} vertices",
+                         hint="pass one target edge length per surface vertex")
+    if not np.all(np.isfinite(sizes)) or np.any(sizes <= 0.0):
+        raise InputError("target edge lengths must be finite and positive",
+                         hint="clip the sizes to [size_min_mm, size_mm]")
+    return _remesh_acvd(surface, sizes,
+                        f"with sizes {sizes.min():.3g}-{sizes.max():.3g} mm")
+
+
+def _remesh_acvd(surface: SurfaceMesh, sizes: npt.NDArray[np.float64],
+                 what: str) -> SurfaceMesh:
+    """Weighted ACVD remeshing towards per-vertex edge lengths ``sizes`` (see remesh_sized)."""
+    import pyacvd
+    import pyvista as pv
+    from scipy.spatial import cKDTree
+
+    poly = pv.PolyData(surface.points, _faces_from_triangles(surface.triangles))
+    uniform = bool(np.ptp(sizes) == 0.0)
+    if uniform:
+        target = int(2.0 * float(poly.area) / (math.sqrt(3.0) * float(sizes[0]) ** 2))
+    else:
+        target = int(np.sum(2.0 * _vertex_areas(surface) / (math.sqrt(3.0) * sizes**2)))
+    target = max(target, 50)
     with warnings.catch_warnings():
         # pyacvd calls a pyvista accessor that pyvista has deprecated; harmless here.
         warnings.simplefilter("ignore")
-        clustering = pyacvd.Clustering(poly)
+        clustering = pyacvd.Clustering(poly.copy())
         # Clusters need several input vertices each to be well shaped.
         while clustering.mesh.n_points < 4 * target:
             clustering.subdivide(2)
-        clustering.cluster(target)
-        remeshed = clustering.create_mesh()
+        if not uniform:
+            # pyacvd's own ``weights`` argument scales only the weighted centroids, not the
+            # cluster areas, so the density is applied to both here.
+            nearest = cKDTree(surface.points).query(np.asarray(clustering.mesh.points))[1]
+            density = sizes[nearest] ** -2.0
+            clustering.area = clustering.area * density
+            clustering.wcent = clustering.wcent * density[:, np.newaxis]
+        problem: str | None = "not remeshed"
+        for factor in _ACVD_RETRY_FACTORS:
+            result = _cluster_once(clustering, poly, max(int(target * factor), 50))
+            problem = _remesh_defect(result)
+            if problem is None:
+                return result
+            _LOG.info("surface remeshing %s with %d clusters: %s", what,
+                      int(target * factor), problem)
+    raise MeshingError(f"surface remeshing {what} failed: {problem}",
+                       hint="the surface may have sharp edges (e.g. a flat cut) that uniform "
+                            "remeshing cannot follow: let gmsh remesh it "
+                            "(tetrahedralize(..., remesh_boundary=True)), or use a smaller "
+                            "element size or a smoother mask")
+
+
+#: Cluster counts tried by the ACVD remeshing, relative to the target: a clustering that
+#: leaves a defect at a sharp fold usually does not with a slightly different count.
+_ACVD_RETRY_FACTORS = (1.0, 1.03, 0.97)
+#: Defects refused in a remeshed surface: a triangle angle below this (slivers)...
+_MIN_TRIANGLE_ANGLE_DEG = 5.0
+#: ... or neighbouring triangles whose normals point this much apart (a fold back onto
+#: itself; gmsh's HXT can crash on such a boundary).
+_FOLD_NORMAL_DOT = -0.5
+
+
+def _cluster_once(clustering: Any, poly: Any, count: int) -> SurfaceMesh:
+    """One ACVD clustering into ``count`` clusters -> oriented surface on the input."""
+    clustering.cluster(count)
+    # moveclus=False: pyacvd's own move of the centroids onto the surface (a 1000-face
+    # neighbour search and ray cast per cluster) took >95% of the remeshing time; the
+    # closest-point projection below does that job.
+    remeshed = clustering.create_mesh(moveclus=False)
     # Cluster centroids lie inside a convex surface: project them back onto it, so that the
     # remeshed surface encloses the same volume (to its chordal error).
     closest: Any = poly.find_closest_cell(np.asarray(remeshed.points),
                                           return_closest_point=True)
-    result = SurfaceMesh(np.asarray(closest[1], dtype=np.float64), _triangles_of(remeshed))
+    return _orient_consistently(
+        SurfaceMesh(np.asarray(closest[1], dtype=np.float64), _triangles_of(remeshed)))
+
+
+def _remesh_defect(surface: SurfaceMesh) -> str | None:
+    """Why a remeshed surface is unusable: not closed, slivers, or folds (None if fine)."""
+    problem = surface_check(surface)
+    if problem is not None:
+        return problem
+    p = surface.points[surface.triangles]
+    smallest = 180.0
+    for i in range(3):
+        a, b = p[:, (i + 1) % 3] - p[:, i], p[:, (i + 2) % 3] - p[:, i]
+        cosine = np.einsum("ij,ij->i", a, b) / np.maximum(
+            np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-300)
+        smallest = min(smallest, float(np.degrees(np.arccos(np.clip(cosine, -1, 1))).min()))
+    if smallest < _MIN_TRIANGLE_ANGLE_DEG:
+        return f"sliver triangles (smallest angle {smallest:.2f} deg)"
+    normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
+    tri = surface.triangles
+    edges = np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), axis=1)
+    owner = np.tile(np.arange(tri.shape[0]), 3)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    pairs = np.flatnonzero(np.all(edges[order][1:] == edges[order][:-1], axis=1))
+    dots = np.einsum("ij,ij->i", normal[owner[order[pairs]]], normal[owner[order[pairs + 1]]])
+    if dots.size and dots.min() < _FOLD_NORMAL_DOT:
+        return (f"{int(np.sum(dots < _FOLD_NORMAL_DOT))} folded edges (neighbouring "
+                f"triangles at {np.degrees(np.arccos(max(dots.min(), -1.0))):.0f} deg)")
+    return None
+
+
+def _orient_consistently(surface: SurfaceMesh) -> SurfaceMesh:
+    """Flip triangles so that neighbours traverse shared edges oppositely, outward overall.
+
+    pyacvd orients each output triangle by its cluster normals, which can flip a triangle
+    where the surface folds sharply (the rim of a flat cut). On an edge-manifold surface
+    (every edge in exactly two triangles) the flips are found by a breadth-first walk over
+    the triangles; any other surface is returned unchanged for :func:`surface_check`.
+    """
+    tri = surface.triangles
+    m = tri.shape[0]
+    if m == 0:
+        return surface
+    directed = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    owner = np.tile(np.arange(m), 3)
+    undirected = np.sort(directed, axis=1)
+    order = np.lexsort((undirected[:, 1], undirected[:, 0]))
+    sorted_edges = undirected[order]
+    first = np.flatnonzero(np.all(sorted_edges[1:] == sorted_edges[:-1], axis=1))
+    if first.shape[0] * 2 != directed.shape[0] or np.any(np.diff(first) < 2):
+        return surface  # not edge-manifold: leave it to surface_check
+    a, b = order[first], order[first + 1]
+    same = directed[a, 0] == directed[b, 0]  # both traverse the edge the same way
+    if not same.any():
+        return _outward(surface)
+    pair_i, pair_j = owner[a], owner[b]
+    graph = sparse.coo_matrix((np.ones(a.shape[0], dtype=np.int8), (pair_i, pair_j)),
+                              shape=(m, m))
+    key = np.minimum(pair_i, pair_j) * m + np.maximum(pair_i, pair_j)
+    key_order = np.argsort(key)
+    flip = np.zeros(m, dtype=bool)
+    visited = np.zeros(m, dtype=bool)
+    for root in range(m):
+        if visited[root]:
+            continue
+        nodes, parents = csgraph.breadth_first_order(graph, root, directed=False,
+                                                     return_predecessors=True)
+        visited[nodes] = True
+        child = nodes[1:]
+        parent = parents[child]
+        wanted = np.minimum(parent, child) * m + np.maximum(parent, child)
+        swap = same[key_order[np.searchsorted(key, wanted, sorter=key_order)]].tolist()
+        flips = flip.tolist()
+        for node, up, change in zip(child.tolist(), parent.tolist(), swap, strict=True):
+            flips[node] = flips[up] ^ change  # parents come first in breadth-first order
+        flip = np.asarray(flips, dtype=bool)
+    fixed = SurfaceMesh(surface.points, np.where(flip[:, np.newaxis], tri[:, ::-1], tri))
+    _LOG.info("surface: re-oriented %d of %d triangles", int(flip.sum()), m)
+    return _outward(fixed)
+
+
+def _outward(surface: SurfaceMesh) -> SurfaceMesh:
+    """The surface with all triangles flipped if it encloses a negative volume."""
+    if surface_volume(surface) < 0.0:
+        return SurfaceMesh(surface.points, surface.triangles[:, ::-1])
+    return surface
+
+
+def _vertex_areas(surface: SurfaceMesh) -> npt.NDArray[np.float64]:
+    """(n,) one third of the area of the triangles around each vertex, mm^2."""
+    p = surface.points[surface.triangles]
+    area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    return np.bincount(surface.triangles.ravel(), weights=np.repeat(area / 3.0, 3),
+                       minlength=surface.points.shape[0])
+
+
+def _vertex_normals(surface: SurfaceMesh) -> npt.NDArray[np.float64]:
+    """(n, 3) unit area-weighted vertex normals (outward for an outward surface)."""
+    p = surface.points[surface.triangles]
+    face = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])  # length = 2 * area
+    normals = np.zeros_like(surface.points)
+    for corner in range(3):
+        np.add.at(normals, surface.triangles[:, corner], face)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.divide(normals, length, out=np.zeros_like(normals), where=length > 0.0)
+
+
+def principal_curvatures(surface: SurfaceMesh, *, neighbours: int = 24
+                         ) -> npt.NDArray[np.float64]:
+    """Principal curvatures at each vertex from a local quadric fit.
+
+    Around each vertex the ``neighbours`` nearest vertices are expressed in the tangent frame
+    of the vertex normal and fitted (least squares) with
+    ``w = a u^2 + b u v + c v^2 + d u + e v + f``; the eigenvalues of ``[[2a, b], [b, 2c]]``
+    are the principal curvatures. Fitting over a neighbourhood (not the one-ring) makes the
+    estimate robust to the small-scale noise of segmented and STL surfaces: its scale is
+    the radius of the neighbourhood, about ``2.5`` edge lengths for 24 neighbours.
+
+    Args:
+        surface: Outward-oriented surface (vertex spacing sets the scale of the estimate).
+        neighbours: Vertices in each fit (at least 6).
+
+    Returns:
+        (n, 2) float64 principal curvatures in 1/mm, largest first; positive where the
+        surface is convex (a sphere of radius R gives ``1/R`` twice).
+    """
+    from scipy.spatial import cKDTree
+
+    points = surface.points
+    k = min(max(int(neighbours), 6), points.shape[0])
+    _, idx = cKDTree(points).query(points, k=k)
+    normal = _vertex_normals(surface)
+    helper = np.where(np.abs(normal[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]),
+                      np.array([[0.0, 1.0, 0.0]]))
+    tangent_u = np.cross(normal, helper)
+    tangent_u /= np.linalg.norm(tangent_u, axis=1, keepdims=True)
+    tangent_v = np.cross(normal, tangent_u)
+    d = points[idx] - points[:, np.newaxis, :]  # (n, k, 3)
+    u = np.einsum("nkc,nc->nk", d, tangent_u)
+    v = np.einsum("nkc,nc->nk", d, tangent_v)
+    w = -np.einsum("nkc,nc->nk", d, normal)  # convex (outward normal) -> positive
+    design = np.stack([u * u, u * v, v * v, u, v, np.ones_like(u)], axis=2)  # (n, k, 6)
+    scale = np.maximum(np.abs(u).max(axis=1) + np.abs(v).max(axis=1), 1e-12)
+    lhs = np.einsum("nki,nkj->nij", design, design)
+    lhs += np.eye(6) * 1e-10 * (scale**4)[:, np.newaxis, np.newaxis]
+    rhs = np.einsum("nki,nk->ni", design, w)
+    coef = np.linalg.solve(lhs, rhs[:, :, np.newaxis])[:, :, 0]
+    hessian = np.empty((points.shape[0], 2, 2))
+    hessian[:, 0, 0] = 2.0 * coef[:, 0]
+    hessian[:, 0, 1] = hessian[:, 1, 0] = coef[:, 1]
+    hessian[:, 1, 1] = 2.0 * coef[:, 2]
+    return np.asarray(np.linalg.eigvalsh(hessian)[:, ::-1])
+
+
+def curvature_sizes(
+    surface: SurfaceMesh,
+    *,
+    size_mm: float,
+    size_min_mm: float,
+    elements_per_circle: float = 16.0,
+    grading: float = 0.3,
+    sample_mm: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """Target edge length at each vertex from the local curvature of the surface.
+
+    ``h = 2 pi R / elements_per_circle`` with ``R`` the smallest radius of curvature (the
+    same rule as gmsh's ``Mesh.MeshSizeFromCurvature``), clipped to
+    ``[size_min_mm, size_mm]`` and graded so that it grows by at most ``grading`` mm per mm
+    of distance (``h_i = min_j h_j + grading |x_i - x_j|``). Curvature is estimated by
+    :func:`principal_curvatures` on a uniform remesh of the surface at ``sample_mm`` (default
+    ``max(size_min_mm, size_mm / 2)``): that scale filters out voxel steps and STL noise
+    that would otherwise read as tight curvature everywhere.
+
+    Args:
+        surface: Closed, outward-oriented surface.
+        size_mm: Largest edge length (flat regions) in mm.
+        size_min_mm: Smallest edge length in mm.
+        elements_per_circle: Elements along a full circle of the local radius of curvature.
+        grading: Largest growth of the size per unit distance (dimensionless, > 0).
+        sample_mm: Sampling edge length of the curvature estimate in mm.
+
+    Returns:
+        (n,) float64 target edge lengths at the vertices of ``surface`` in mm, for
+        :func:`remesh_sized`.
+
+    Raises:
+        InputError: Bad sizes, grading or elements per circle.
+    """
+    from scipy.spatial import cKDTree
+
+    if not 0.0 < size_min_mm <= size_mm:
+        raise InputError(f"sizes must satisfy 0 < size_min_mm ({size_min_mm}) <= size_mm "
+                         f"({size_mm})", hint="pass positive sizes in mm, minimum first")
+    if not (elements_per_circle > 0.0 and grading > 0.0):
+        raise InputError(f"elements_per_circle ({elements_per_circle}) and grading "
+                         f"({grading}) must be positive",
+                         hint="use e.g. elements_per_circle=16, grading=0.3")
+    sample_edge = max(size_min_mm, size_mm / 2.0) if sample_mm is None else float(sample_mm)
+    sample = remesh_uniform(surface, sample_edge)
+    kappa = np.abs(principal_curvatures(sample)).max(axis=1)
+    sizes = np.clip(2.0 * math.pi / (elements_per_circle * np.maximum(kappa, 1e-12)),
+                    size_min_mm, size_mm)
+    # Grading: only samples closer than (size_mm - size_min_mm) / grading can lower a size.
+    reach = (size_mm - size_min_mm) / grading
+    if reach > 0.0:
+        tree = cKDTree(sample.points)
+        pairs = tree.sparse_distance_matrix(tree, reach, output_type="coo_matrix")
+        candidate = sizes[pairs.col] + grading * pairs.data
+        graded = sizes.copy()
+        np.minimum.at(graded, pairs.row, candidate)
+        sizes = graded
+    nearest = cKDTree(sample.points).query(surface.points)[1]
+    _LOG.info("curvature_sizes: %d samples at %.3g mm, sizes %.3g-%.3g mm (median %.3g)",
+              sample.points.shape[0], sample_edge, sizes.min(), sizes.max(),
+              float(np.median(sizes)))
+    return np.asarray(sizes[nearest], dtype=np.float64)
+
+
+def clip_surface(surface: SurfaceMesh, origin: npt.ArrayLike,
+                 normal: npt.ArrayLike) -> SurfaceMesh:
+    """Cut a closed surface with a plane and close the cut with a flat cap.
+
+    Keeps the part on the side the ``normal`` points to (e.g. the proximal femur with the
+    normal along the shaft towards the head). The cap is triangulated as it comes; remesh
+    the result (:func:`remesh_uniform`) before meshing a volume as given.
+
+    Args:
+        surface: Closed, outward-oriented surface.
+        origin: (3,) a point of the plane in mm.
+        normal: (3,) plane normal pointing into the part to keep.
+
+    Returns:
+        The closed, outward-oriented part (largest shell if the cut leaves several).
+
+    Raises:
+        InputError: The plane misses the surface or a zero normal.
+        MeshingError: The capped surface is not closed.
+    """
+    import pyvista as pv
+
+    o = np.asarray(origin, dtype=np.float64).reshape(3)
+    n = np.asarray(normal, dtype=np.float64).reshape(3)
+    if not np.linalg.norm(n) > 0.0:
+        raise InputError("clip plane normal is zero", hint="pass a direction, e.g. (0, 0, 1)")
+    n = n / np.linalg.norm(n)
+    side = (surface.points - o) @ n
+    if side.max() <= 0.0:
+        raise InputError("the clip plane leaves nothing of the surface on its normal side",
+                         hint="flip the normal or move the origin into the surface")
+    if side.min() >= 0.0:
+        return surface
+    poly = pv.PolyData(surface.points, _faces_from_triangles(surface.triangles))
+    # pyvista's clip_closed_surface keeps the half-space the plane normal points into.
+    clipped = poly.clip_closed_surface(normal=tuple(n), origin=tuple(o))
+    result = largest_shell(_to_surface(clipped.triangulate().clean(tolerance=0.0)))
+    if surface_volume(result) < 0.0:
+        result = SurfaceMesh(result.points, result.triangles[:, ::-1])
     problem = surface_check(result)
     if problem is not None:
-        raise MeshingError(f"uniform surface remeshing at {edge_mm} mm failed: {problem}",
-                           hint="use a smaller element size or a smoother mask")
+        raise MeshingError(f"capped surface after clipping is not closed: {problem}",
+                           hint="move the plane away from thin or self-touching parts")
     return result

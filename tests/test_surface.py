@@ -13,10 +13,15 @@ import pytest
 from meshing.errors import InputError, MeshingError
 from meshing.surface import (
     clean_mask,
+    clip_surface,
+    curvature_sizes,
     extract_surface,
     is_watertight,
     largest_shell,
+    principal_curvatures,
     read_surface,
+    remesh_sized,
+    remesh_uniform,
     shell_labels,
     surface_check,
     surface_volume,
@@ -254,3 +259,172 @@ def test_real_femur_surfaces_are_closed(shared_data: Path) -> None:
         # Whole adult femurs: 400-420 mm long, 4.0-4.8e5 mm^3 of bone envelope.
         assert 400.0 < extent.max() < 420.0, path.name
         assert 4.0e5 < volume < 4.8e5, path.name
+
+
+# --- several bones vs fragments -----------------------------------------------------------
+
+def test_clean_mask_refuses_two_bones_and_names_sizes() -> None:
+    mask = np.zeros((40, 20, 20), dtype=bool)
+    mask[2:14, 2:14, 2:14] = True      # 1728 voxels
+    mask[20:30, 2:12, 2:12] = True     # 1000 voxels: 58% of the largest
+    grid = ImageGrid(mask.shape, np.array([0.5, 0.5, 2.0]), np.zeros(3))
+    with pytest.raises(InputError, match="2 separate pieces") as err:
+        clean_mask(mask, grid=grid)
+    message = str(err.value)
+    assert "1728, 1000 voxels (864, 500 mm^3)" in message and "58%" in message
+    assert "select the label of one bone" in err.value.hint and "crop" in err.value.hint
+    # The threshold is configurable; at 1.0 the largest piece is kept anyway.
+    assert int(clean_mask(mask, max_second_fraction=1.0).sum()) == 1728
+    with pytest.raises(InputError, match="max_second_fraction"):
+        clean_mask(mask, max_second_fraction=-1.0)
+
+
+def test_clean_mask_drops_small_fragments_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    mask = np.zeros((40, 20, 20), dtype=bool)
+    mask[2:14, 2:14, 2:14] = True      # 1728 voxels
+    mask[20:25, 2:7, 2:7] = True       # 125 voxels: 7% of the largest
+    mask[30, 15, 15] = True            # a speck
+    with caplog.at_level(logging.WARNING, logger="meshing.surface"):
+        out = clean_mask(mask)
+    assert int(out.sum()) == 1728
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "dropped 2 small fragment(s) of 126 voxels" in warning
+
+
+def test_mesh_from_mask_refuses_both_femurs() -> None:
+    from meshing.volume import mesh_from_mask
+
+    grid = ImageGrid((40, 20, 20), np.ones(3), np.zeros(3))
+    mask = np.zeros(grid.shape, dtype=bool)
+    mask[2:14, 4:16, 4:16] = True
+    mask[24:36, 4:16, 4:16] = True
+    with pytest.raises(InputError, match="several bones"):
+        mesh_from_mask(mask, grid, size_mm=3.0)
+
+
+@pytest.mark.data
+def test_real_segmentation_one_femur_passes_both_femurs_refused(shared_data: Path) -> None:
+    from meshing.imaging import read_labels
+
+    labels = read_labels(shared_data / "ct" / "totalseg_example_seg.nii.gz")
+    right = clean_mask(labels.labels == 76, grid=labels.grid)
+    assert right.sum() >= 0.99 * np.count_nonzero(labels.labels == 76)
+    with pytest.raises(InputError, match=r"2 separate pieces.*mm\^3"):
+        clean_mask(np.isin(labels.labels, [75, 76]), grid=labels.grid)
+
+
+# --- curvature, sized remeshing, clipping --------------------------------------------------
+
+def _icosphere(radius: float, nsub: int = 5) -> SurfaceMesh:
+    import pyvista as pv
+
+    poly = pv.Icosphere(radius=radius, nsub=nsub)
+    faces = np.asarray(poly.faces, dtype=np.int64).reshape(-1, 4)[:, 1:]
+    return SurfaceMesh(np.array(poly.points), faces)
+
+
+def _edge_lengths(surface: SurfaceMesh) -> tuple[np.ndarray, np.ndarray]:
+    """(per-triangle mean edge length, triangle centroids)."""
+    p = surface.points[surface.triangles]
+    return (np.linalg.norm(p - np.roll(p, 1, axis=1), axis=2).mean(axis=1), p.mean(axis=1))
+
+
+def test_principal_curvatures_closed_forms() -> None:
+    sphere = _icosphere(20.0)
+    kappa = principal_curvatures(sphere)
+    np.testing.assert_allclose(kappa, 1.0 / 20.0, rtol=5e-3)
+    # Ellipsoid with semi-axes (a, b, c) = (20, 10, 5): at the tip (a, 0, 0) the principal
+    # curvatures are a / b^2 and a / c^2.
+    ellipsoid = SurfaceMesh(sphere.points * np.array([1.0, 0.5, 0.25]), sphere.triangles)
+    tip = int(np.argmax(ellipsoid.points[:, 0]))
+    np.testing.assert_allclose(principal_curvatures(ellipsoid)[tip], [0.8, 0.2], rtol=0.03)
+    # Concave regions are negative: the inner side of a torus.
+    import pyvista as pv
+
+    torus = pv.ParametricTorus(ringradius=20.0, crosssectionradius=5.0).triangulate().clean()
+    t_surface = SurfaceMesh(np.array(torus.points), torus.faces.reshape(-1, 4)[:, 1:])
+    if surface_volume(t_surface) < 0:
+        t_surface = SurfaceMesh(t_surface.points, t_surface.triangles[:, ::-1])
+    k = principal_curvatures(t_surface)
+    inner = np.argmin(np.linalg.norm(t_surface.points[:, :2], axis=1))
+    outer = np.argmax(np.linalg.norm(t_surface.points[:, :2], axis=1))
+    # Tube curvature 1/5 everywhere; around the axis 1/25 outside and -1/15 inside.
+    np.testing.assert_allclose(k[outer], [0.2, 1.0 / 25.0], rtol=0.05)
+    np.testing.assert_allclose(sorted(k[inner]), [-1.0 / 15.0, 0.2], rtol=0.05)
+
+
+def test_remesh_sized_follows_local_sizes() -> None:
+    sphere = _icosphere(20.0, nsub=5)
+    sizes = np.where(sphere.points[:, 2] > 0.0, 1.5, 3.0)
+    remeshed = remesh_sized(sphere, sizes)
+    assert surface_check(remeshed) is None
+    edge, centre = _edge_lengths(remeshed)
+    assert edge[centre[:, 2] > 5.0].mean() == pytest.approx(1.5, rel=0.15)
+    assert edge[centre[:, 2] < -5.0].mean() == pytest.approx(3.0, rel=0.15)
+    assert surface_volume(remeshed) == pytest.approx(surface_volume(sphere), rel=0.01)
+    with pytest.raises(InputError, match="sizes for"):
+        remesh_sized(sphere, sizes[:-1])
+    with pytest.raises(InputError, match="positive"):
+        remesh_sized(sphere, np.zeros_like(sizes))
+
+
+def test_curvature_sizes_refine_tight_curvature_and_are_graded() -> None:
+    sphere = _icosphere(20.0)
+    ellipsoid = SurfaceMesh(sphere.points * np.array([1.0, 0.5, 0.25]), sphere.triangles)
+    sizes = curvature_sizes(ellipsoid, size_mm=3.0, size_min_mm=0.5, elements_per_circle=16,
+                            grading=0.3)
+    assert sizes.shape == (ellipsoid.points.shape[0],)
+    assert sizes.min() >= 0.5 and sizes.max() <= 3.0
+    tip = int(np.argmax(ellipsoid.points[:, 0]))   # R = 1.25 mm -> 2 pi R / 16 = 0.49
+    flat = int(np.argmax(ellipsoid.points[:, 2]))  # R = 40 mm (at the pole of the c axis)
+    assert sizes[tip] < 0.7 and sizes[flat] == pytest.approx(3.0)
+    # Graded: sizes grow by at most ~grading per mm (plus the sampling step).
+    d = np.linalg.norm(ellipsoid.points[tip] - ellipsoid.points, axis=1)
+    assert np.all(sizes <= sizes[tip] + 0.3 * d + 1.5)
+    remeshed = remesh_sized(ellipsoid, sizes)
+    edge, centre = _edge_lengths(remeshed)
+    assert edge[centre[:, 0] > 18.0].mean() < 0.5 * edge[np.abs(centre[:, 0]) < 5.0].mean()
+    with pytest.raises(InputError, match="size_min_mm"):
+        curvature_sizes(ellipsoid, size_mm=1.0, size_min_mm=2.0)
+
+
+def test_clip_surface_caps_the_cut() -> None:
+    sphere = _icosphere(20.0)
+    upper = clip_surface(sphere, (0.0, 0.0, 5.0), (0.0, 0.0, 1.0))
+    assert surface_check(upper) is None
+    assert upper.points[:, 2].min() == pytest.approx(5.0, abs=1e-6)
+    h = 15.0  # spherical cap of height h: pi h^2 (3 R - h) / 3
+    assert surface_volume(upper) == pytest.approx(math.pi * h**2 * (60.0 - h) / 3.0, rel=0.01)
+    lower = clip_surface(sphere, (0.0, 0.0, 5.0), (0.0, 0.0, -1.0))
+    assert surface_volume(lower) + surface_volume(upper) == pytest.approx(
+        surface_volume(sphere), rel=1e-6)
+    assert clip_surface(sphere, (0.0, 0.0, -30.0), (0.0, 0.0, 1.0)) is sphere
+    with pytest.raises(InputError, match="nothing"):
+        clip_surface(sphere, (0.0, 0.0, 30.0), (0.0, 0.0, 1.0))
+
+
+def test_orientation_repair_flips_stray_triangles() -> None:
+    from meshing.surface import _orient_consistently
+
+    cube = _unit_cube()
+    tri = cube.triangles.copy()
+    tri[[0, 5, 9]] = tri[[0, 5, 9]][:, ::-1]
+    assert "same direction" in (surface_check(SurfaceMesh(cube.points, tri)) or "")
+    fixed = _orient_consistently(SurfaceMesh(cube.points, tri))
+    assert surface_check(fixed) is None and surface_volume(fixed) == pytest.approx(1.0)
+    inward = _orient_consistently(SurfaceMesh(cube.points, cube.triangles[:, ::-1]))
+    assert surface_volume(inward) == pytest.approx(1.0)
+
+
+def test_remeshing_a_sharp_cut_is_refused_not_passed_on() -> None:
+    import pyvista as pv
+
+    # A thin disc: two flat faces meeting a narrow rim at sharp edges all round.
+    poly = pv.Cylinder(radius=20.0, height=1.0, resolution=256).triangulate().clean()
+    disc = SurfaceMesh(np.array(poly.points), poly.faces.reshape(-1, 4)[:, 1:])
+    if surface_volume(disc) < 0:
+        disc = SurfaceMesh(disc.points, disc.triangles[:, ::-1])
+    with pytest.raises(MeshingError, match=r"sliver|folded|edges") as err:
+        remesh_uniform(disc, 3.0)
+    assert "remesh_boundary=True" in err.value.hint
