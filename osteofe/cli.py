@@ -127,7 +127,8 @@ def _cmd_strength(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     lesion = tuple(args.lesion_label) if args.lesion_label else (2,)
     request = StrengthRequest(
-        ct_path=args.ct, labels_path=args.labels, body_mass_kg=args.body_weight,
+        ct_path=args.ct, labels_path=args.labels, mesh_path=args.mesh,
+        body_mass_kg=args.body_weight,
         bone_label=args.bone_label, lesion_labels=lesion,
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
         pain=args.pain,
@@ -272,8 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     strength.add_argument("--ct", type=Path, required=True,
                           help="CT image (.nii/.nii.gz/.nrrd/.mha or a DICOM folder), in HU")
-    strength.add_argument("--labels", type=Path, required=True,
-                          help="label map on the CT grid")
+    strength.add_argument("--labels", type=Path,
+                          help="label map (NIfTI/NRRD, Slicer .seg.nrrd, TotalSegmentator)")
+    strength.add_argument("--mesh", type=Path,
+                          help="use your own tetrahedral mesh (.msh/.vtu/.inp/.xdmf, CT world "
+                          "coordinates) instead of meshing the labels")
     strength.add_argument("--body-weight", type=float, required=True, metavar="KG",
                           help="body mass in kg (1 BW = KG x 9.81 N)")
     strength.add_argument("--out", type=Path, required=True, help="output folder")

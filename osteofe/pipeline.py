@@ -41,6 +41,7 @@ from material.types import MaterialField
 from meshing.errors import InputError, OsteofeError
 from meshing.imaging import align_labels, read_ct, read_labels
 from meshing.lesion import measure_lesion
+from meshing.meshio_io import read_mesh
 from meshing.phantom import PhantomParams
 from meshing.quality import MeshQuality, check_quality, mesh_quality
 from meshing.segmentation import detect_metal, mask_touches_border, select_femur
@@ -98,16 +99,20 @@ class StrengthRequest:
         lesion_labels_required: False when the lesion labels are defaults that may be absent.
         case_id: Identifier written into the results (no other patient identifier is).
         pain: Mirels pain item ("mild", "moderate", "functional") when the clinician gives it.
+        mesh_path: A tetrahedral mesh made elsewhere (any format meshio reads) to use instead
+            of meshing the labels; in the CT's world coordinates (LPS mm). Cells tagged 2 are
+            lesion; labels, when also given, tag lesion cells too.
     """
 
     ct_path: Path
-    labels_path: Path
+    labels_path: Path | None
     body_mass_kg: float
     bone_label: int | str = 1
     lesion_labels: tuple[int | str, ...] = (2,)
     lesion_labels_required: bool = False
     case_id: str = "case"
     pain: str | None = None
+    mesh_path: Path | None = None
 
     def validate(self) -> None:
         """Check the request before any work is done.
@@ -115,8 +120,12 @@ class StrengthRequest:
         Raises:
             InputError: on a missing file or an implausible body mass.
         """
-        for what, path in (("CT", self.ct_path), ("label map", self.labels_path)):
-            if not Path(path).exists():
+        if self.labels_path is None and self.mesh_path is None:
+            raise InputError("neither a label map nor a mesh was given",
+                             hint="pass --labels (to mesh the femur) or --mesh (your own mesh)")
+        for what, path in (("CT", self.ct_path), ("label map", self.labels_path),
+                           ("mesh", self.mesh_path)):
+            if path is not None and not Path(path).exists():
                 raise InputError(f"{what} not found: {path}", hint="check the path")
         mass = self.body_mass_kg
         if not np.isfinite(mass) or mass <= 0.0:
@@ -218,33 +227,45 @@ def prepare_model(
     step("reading images")
     with _timed(timings, "read"):
         ct = read_ct(request.ct_path)
-        labels = align_labels(read_labels(request.labels_path), ct.grid)
         check_ct_is_rescaled(ct.hu)
-        lesion_keys = [_label_value(k) for k in request.lesion_labels]
-        if not request.lesion_labels_required:
-            # Default lesion label 2 only in osteofe's own convention (0 background, 1 bone,
-            # 2 lesion): in a multi-structure map such as TotalSegmentator's, 2 is an organ.
-            osteofe_convention = set(np.unique(labels.labels).tolist()) <= {0, 1, 2}
-            lesion_keys = [k for k in lesion_keys
-                           if osteofe_convention and _label_present(labels, k)]
-        bone, lesion = select_femur(labels, _label_value(request.bone_label), lesion_keys)
-        lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
-        metal = detect_metal(ct, bone | lesion)
-        if metal.flagged:
-            raise InputError(
-                f"the selected femur carries a metal implant ({metal.describe()}): its "
-                "strength cannot be computed from CT density",
-                hint="select the intact femur (e.g. --bone-label femur_right)",
-            )
-        if mask_touches_border(bone | lesion):
-            warnings.append("the femur touches the image border: the cut there is taken as "
-                            "the distal end and fixed")
+        labels = bone = lesion = None
+        lesion_values: list[int] = []
+        if request.labels_path is not None:
+            labels = align_labels(read_labels(request.labels_path), ct.grid)
+            lesion_keys = [_label_value(k) for k in request.lesion_labels]
+            if not request.lesion_labels_required:
+                # Default lesion label 2 only in osteofe's own convention (0 background,
+                # 1 bone, 2 lesion): in a multi-structure map such as TotalSegmentator's, 2
+                # is an organ.
+                osteofe_convention = set(np.unique(labels.labels).tolist()) <= {0, 1, 2}
+                lesion_keys = [k for k in lesion_keys
+                               if osteofe_convention and _label_present(labels, k)]
+            bone, lesion = select_femur(labels, _label_value(request.bone_label), lesion_keys)
+            lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
+            metal = detect_metal(ct, bone | lesion)
+            if metal.flagged:
+                raise InputError(
+                    f"the selected femur carries a metal implant ({metal.describe()}): its "
+                    "strength cannot be computed from CT density",
+                    hint="select the intact femur (e.g. --bone-label femur_right)",
+                )
+            if request.mesh_path is None and mask_touches_border(bone | lesion):
+                warnings.append("the femur touches the image border: the cut there is taken "
+                                "as the distal end and fixed")
 
     step("meshing")
     with _timed(timings, "mesh"):
-        mesh = mesh_from_mask(bone | lesion, ct.grid, size_mm=config.mesh.size_mm,
-                              order=config.mesh.order)
-        if lesion_values:
+        if request.mesh_path is not None:
+            mesh, _ = read_mesh(request.mesh_path)
+            mesh = TetMesh(mesh.points, mesh.cells,
+                           np.where(mesh.cell_tags == LESION_TAG, LESION_TAG, 1))
+            warnings.append(f"mesh read from {Path(request.mesh_path).name}: it must be in the "
+                            "CT's world coordinates (LPS mm)")
+        else:
+            assert bone is not None and lesion is not None
+            mesh = mesh_from_mask(bone | lesion, ct.grid, size_mm=config.mesh.size_mm,
+                                  order=config.mesh.order)
+        if lesion_values and labels is not None:
             mesh = tag_cells(mesh, labels, lesion_values)
         quality = mesh_quality(mesh)
         check_quality(quality, min_dihedral_deg=config.mesh.min_dihedral_deg)
@@ -289,7 +310,7 @@ def prepare_model(
                       if case.support == "fall" else None)
             loads[case.name] = PlacedLoad(case, patch, ground)
     lesion_risk = None
-    if lesion.any():
+    if bone is not None and lesion is not None and lesion.any():
         step("lesion measures")
         with _timed(timings, "lesion_measures"):
             lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain)
@@ -572,9 +593,10 @@ def run_strength(
     if comm.rank == 0:
         with _timed(timings, "inputs_hash"):
             result["inputs"] = {
-                "ct": {"path": str(request.ct_path), "sha256": sha256_file(request.ct_path)},
-                "labels": {"path": str(request.labels_path),
-                           "sha256": sha256_file(request.labels_path)},
+                name: {"path": str(path), "sha256": sha256_file(path)}
+                for name, path in (("ct", request.ct_path), ("labels", request.labels_path),
+                                   ("mesh", request.mesh_path))
+                if path is not None
             }
         result["versions"] = _versions()
         result["machine"] = {"platform": platform.platform(), "processor": platform.machine()}

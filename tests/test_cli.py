@@ -244,3 +244,22 @@ def test_solve_command_on_an_exported_deck(tmp_path, capsys):
     assert main(["-q", "solve", str(broken), "--out", str(tmp_path / "no")]) == EXIT_INPUT
     assert "line" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.skip_in_parallel
+def test_bring_your_own_mesh_gives_the_same_answer(coarse_phantom, coarse_result, tmp_path,
+                                                   capsys):
+    # The mesh osteofe wrote (fields.vtu) read back as a user mesh, without labels.
+    out_first, first = coarse_result
+    out = tmp_path / "byo"
+    assert main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--mesh",
+                 str(out_first / "fields.vtu"), "--body-weight", "75", "--out", str(out),
+                 *COARSE_ARGS]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["mesh"]["num_cells"] == first["mesh"]["num_cells"]
+    assert result["failure_load_N"] == pytest.approx(first["failure_load_N"], rel=1e-6)
+    assert "mesh" in result["inputs"] and "labels" not in result["inputs"]
+    # Neither labels nor mesh: a clear error.
+    assert main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--body-weight", "75",
+                 "--out", str(tmp_path / "none")]) == EXIT_INPUT
+    assert "neither a label map nor a mesh" in capsys.readouterr().err
