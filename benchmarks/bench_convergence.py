@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import itertools
+
 from _common import save
 
 from material.calibration import LinearCalibration
@@ -49,7 +51,7 @@ def main() -> None:
                          "critical_region": case["critical_region"],
                          "iterations": case["solver"]["iterations"], "wall_s": round(wall, 2)})
             print(rows[-1], flush=True)
-    for prev, row in zip(rows, rows[1:], strict=False):
+    for prev, row in itertools.pairwise(rows):
         row["change_from_previous"] = row["failure_load_N"] / prev["failure_load_N"] - 1.0
     last_change = rows[-1].get("change_from_previous")
     print("\n| size (mm) | cells | DOFs | failure load (N) | change | region | wall (s) |")

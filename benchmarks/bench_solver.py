@@ -25,13 +25,24 @@ Modes:
                        may itself be started as ``mpiexec -n R python bench_solver.py
                        --single --dofs N`` by any external driver; rank 0 prints one line
                        ``BENCH_RESULT {json}``.
+  --study              GAMG option variants (STUDY) side by side on one problem (--dofs,
+                       default 3e5), each set up with all its options applied (see
+                       _rebuild_ksp); written to solver_study.json.
   --quick              a < 1 minute smoke run (ladder to 1e5), written to solver_quick.json.
+  --report JSON        print the tables of a saved results file again.
+
+``--repeat N`` keeps the fastest of N runs in the rank comparisons and the study (the least
+disturbed one on a shared host); every record also carries the CPU seconds of the busiest
+rank and the CPU the rest of the host used meanwhile (``other_load_cores``).
 
 Usage: .venv/bin/python benchmarks/bench_solver.py [--max-dofs 1e6] [--degree 1|2]
            [--p2-dofs 1e5,1e6] [--mpi-dofs N] [--field random|smooth|uniform]
            [--pc-option KEY=VALUE ...] [--quick] [--ranks 1,2,4,8,16 [--dofs 2e6]]
+           [--study [--study-only "defaults;threshold 0"]] [--repeat N]
 
 Writes benchmarks/results/solver.json (``--name`` to change) and prints a markdown table.
+The default run takes about 7 minutes on the 2-core development machine (10 with
+``--max-dofs 2e6``); results and findings are in benchmarks/README.md.
 Targets (issue "FE core"): CG iterations grow < 1.5x from 1e4 to 2e6 DOFs; a ~1e6-DOF P1
 analysis peaks under 4 GB.
 """
@@ -75,6 +86,7 @@ STUDY: dict[str, dict[str, str]] = {
     "aggressive_coarsening 0 (= square_graph 0)": {"pc_gamg_aggressive_coarsening": "0"},
     "aggressive via MIS-2, not A^2": {"pc_gamg_aggressive_square_graph": "0"},
     "threshold 0": {"pc_gamg_threshold": "0"},
+    "threshold 0.01": {"pc_gamg_threshold": "0.01"},
     "threshold 0.05": {"pc_gamg_threshold": "0.05"},
     "threshold -1 (keep all)": {"pc_gamg_threshold": "-1"},
     "agg_nsmooths 0 (plain aggregation)": {"pc_gamg_agg_nsmooths": "0"},
@@ -83,6 +95,8 @@ STUDY: dict[str, dict[str, str]] = {
     "own esteig (10 cg steps)": {"pc_gamg_use_sa_esteig": "0",
                                  "mg_levels_ksp_chebyshev_esteig_steps": "10"},
     "coarse_eq_limit 5000": {"pc_gamg_coarse_eq_limit": "5000"},
+    "threshold 0 + coarse_eq_limit 5000": {"pc_gamg_threshold": "0",
+                                           "pc_gamg_coarse_eq_limit": "5000"},
 }
 RESULT_TAG = "BENCH_RESULT "
 # Prefixes of the variables MPI launchers (MPICH hydra, Open MPI, PMIx) give their processes.
@@ -165,7 +179,9 @@ def _maxrss_mb() -> float:
 
 def _gamg_hierarchy(ksp: Any) -> dict[str, Any]:
     """Levels, rows per level and operator complexity of a GAMG preconditioner."""
-    from petsc4py import PETSc
+    from petsc4py import PETSc as _PETSc
+
+    PETSc: Any = _PETSc  # petsc4py's stubs disagree with its runtime
 
     pc = ksp.getPC()
     if pc.getType() != "gamg":
@@ -193,11 +209,19 @@ def _rebuild_ksp(model: Any, options: Any) -> float:
     ``ElasticModel`` removes its prefixed options after ``KSPSetFromOptions`` but before
     ``KSPSetUp``; the GAMG level smoothers and the coarse solver are created, and read their
     ``mg_levels_*`` / ``mg_coarse_*`` options, only in the set-up, so those options are
-    ignored there. This applies every option; returns the set-up wall time, s.
+    ignored there. This applies every option; returns the set-up wall time, s (including
+    the near-nullspace, as the model's own set-up time does). The model is built with a
+    cheap placeholder preconditioner, so that only this set-up is paid.
     """
-    from petsc4py import PETSc
+    from petsc4py import PETSc as _PETSc
+
+    PETSc: Any = _PETSc  # petsc4py's stubs disagree with its runtime
 
     model.ksp.destroy()
+    model.comm.Barrier()
+    t0 = time.perf_counter()
+    if options.near_nullspace and options.pc_type == "gamg":
+        model.A.setNearNullSpace(model._rigid_body_modes())  # the model's own modes
     ksp = PETSc.KSP().create(model.comm)
     ksp.setOperators(model.A)
     prefix = "bench_solver_"
@@ -206,8 +230,6 @@ def _rebuild_ksp(model: Any, options: Any) -> float:
     petsc_options = options.petsc_options()
     for key, value in petsc_options.items():
         database[prefix + key] = value
-    model.comm.Barrier()
-    t0 = time.perf_counter()
     ksp.setFromOptions()
     ksp.setUp()
     setup_s = time.perf_counter() - t0
@@ -233,20 +255,25 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
     rss_mesh = _maxrss_mb()
     extra = dict(opt.split("=", 1) for opt in args.pc_option)
     options = SolverOptions(degree=args.degree, rtol=args.rtol, extra=extra)
+    # With --options-at-setup the model gets a placeholder preconditioner (Jacobi, no
+    # near-nullspace) and _rebuild_ksp then sets up the real one.
+    built = SolverOptions(degree=args.degree, pc_type="jacobi") if args.options_at_setup \
+        else options
 
     comm.Barrier()
     t0, c0 = time.perf_counter(), time.process_time()
     model = ElasticModel(problem["mesh"], problem["moduli"], POISSON, problem["supports"],
-                         options, comm=comm)
+                         built, comm=comm)
     model_s = time.perf_counter() - t0
     model_cpu_s = time.process_time() - c0
-    shipped_setup_s = model.timings_s["preconditioner_setup"]
-    setup_cpu_s = float("nan")
+    setup_cpu_s = float("nan")  # measured only where this script does the set-up
     if args.options_at_setup:
+        placeholder_s = model.timings_s["preconditioner_setup"]
         c0 = time.process_time()
         model.timings_s["preconditioner_setup"] = _rebuild_ksp(model, options)
         setup_cpu_s = time.process_time() - c0
-        model_s += model.timings_s["preconditioner_setup"] - shipped_setup_s
+        model_cpu_s += setup_cpu_s
+        model_s += model.timings_s["preconditioner_setup"] - placeholder_s
     hierarchy = _gamg_hierarchy(model.ksp)
     rss_model = _maxrss_mb()
 
@@ -298,13 +325,13 @@ def run_single(args: argparse.Namespace) -> dict[str, Any]:
                   for c in cases],
         "gamg": hierarchy,
         "options_at_setup": args.options_at_setup,
-        "shipped_setup_s": slowest(shipped_setup_s),
         "setup_cpu_s": slowest(setup_cpu_s),
         "options": options.to_dict(),
     }
     # What one analysis costs once the mesh exists: distribution .. three load cases.
     record["analysis_s"] = record["model_s"] + record["cases_s"]
     if comm.rank == 0:
+        assert rss is not None and rss_mesh_all is not None and rss_model_all is not None
         record["rss_start_mb"] = round(rss_start, 1)
         record["rss_after_mesh_mb"] = round(max(rss_mesh_all), 1)
         record["rss_after_setup_mb"] = round(max(rss_model_all), 1)
@@ -399,6 +426,8 @@ def best_of(repeat: int, dofs: float, degree: int, ranks: int,
 
 
 def _fmt(x: float) -> str:
+    if x != x:  # NaN: not measured
+        return "-"
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
@@ -428,7 +457,12 @@ def scaling_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     base = min(records, key=lambda r: r["ranks"])
     out = []
     for r in sorted(records, key=lambda r: r["ranks"]):
-        entry = {"ranks": r["ranks"], "dofs": r["dofs"]}
+        entry = {"ranks": r["ranks"], "dofs": r["dofs"],
+                 "other_load_cores": r.get("other_load_cores", float("nan"))}
+        # Busiest rank's CPU seconds: the speed-up an undisturbed host would show, roughly.
+        cpu, base_cpu = (x["model_cpu_s"] + x["cases_cpu_s"] for x in (r, base))
+        entry["analysis_cpu_s"] = round(cpu, 3)
+        entry["speedup_analysis_cpu"] = round(base_cpu / cpu, 2)
         for key in ("analysis_s", "setup_s", "assembly_s", "cases_s"):
             speedup = base[key] / r[key]
             entry[key] = round(r[key], 3)
@@ -440,29 +474,52 @@ def scaling_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def scaling_table(summary: list[dict[str, Any]]) -> str:
     rows = ["| ranks | analysis s | speed-up | efficiency | GAMG setup s | 3 cases s "
-            "| assembly s |", "|" + "---|" * 7]
+            "| assembly s | CPU s, busiest rank (speed-up) | others' load |", "|" + "---|" * 9]
     for e in summary:
+        cpu = (f"{_fmt(e['analysis_cpu_s'])} ({e['speedup_analysis_cpu']:.2f})"
+               if "analysis_cpu_s" in e else "-")
         rows.append(f"| {e['ranks']} | {_fmt(e['analysis_s'])} | {e['speedup_analysis']:.2f} "
                     f"| {100 * e['efficiency_analysis']:.0f}% | {_fmt(e['setup_s'])} "
-                    f"| {_fmt(e['cases_s'])} | {_fmt(e['assembly_s'])} |")
+                    f"| {_fmt(e['cases_s'])} | {_fmt(e['assembly_s'])} | {cpu} "
+                    f"| {e.get('other_load_cores', float('nan')):.1f} |")
     return "\n".join(rows)
 
 
 def study_table(records: list[dict[str, Any]]) -> str:
+    """Option variants side by side; CPU seconds are the robust figure on a shared host."""
     base = records[0]
-    rows = ["| variant | levels | op. complexity | GAMG setup s | CG its | 1st solve s "
-            "| setup + 1 solve s | setup + 3 cases s | vs defaults | CPU s (setup + cases) |",
-            "|" + "---|" * 10]
+
+    def cpu(r: dict[str, Any]) -> float:  # distribution + assembly + set-up + 3 cases
+        return float(r["model_cpu_s"] + r["cases_cpu_s"])
+
+    rows = ["| variant | levels | op. complexity | CG its | GAMG setup s (CPU) "
+            "| 1st solve s | 3 cases s (CPU) | analysis CPU s | vs defaults (CPU) "
+            "| others' load |", "|" + "---|" * 10]
     for r in records:
-        one = r["setup_s"] + r["first_solve_s"]
-        three = r["setup_s"] + r["cases_s"]
-        ratio = three / (base["setup_s"] + base["cases_s"])
         rows.append(f"| {r['variant']} | {r['gamg'].get('levels', '-')} "
-                    f"| {r['gamg'].get('operator_complexity', '-')} | {_fmt(r['setup_s'])} "
-                    f"| {', '.join(map(str, r['iterations']))} | {_fmt(r['first_solve_s'])} "
-                    f"| {_fmt(one)} | {_fmt(three)} | {ratio:.2f} "
-                    f"| {_fmt(r['setup_cpu_s'] + r['cases_cpu_s'])} |")
+                    f"| {r['gamg'].get('operator_complexity', '-')} "
+                    f"| {', '.join(map(str, r['iterations']))} "
+                    f"| {_fmt(r['setup_s'])} ({_fmt(r.get('setup_cpu_s', float('nan')))}) "
+                    f"| {_fmt(r['first_solve_s'])} | {_fmt(r['cases_s'])} "
+                    f"({_fmt(r['cases_cpu_s'])}) | {_fmt(cpu(r))} | {cpu(r) / cpu(base):.2f} "
+                    f"| {r.get('other_load_cores', float('nan')):.1f} |")
     return "\n".join(rows)
+
+
+def report(path: Path) -> None:
+    """Print the tables of a saved results file again."""
+    payload = json.loads(path.read_text())
+    mode = payload.get("mode")
+    if mode == "gamg_study":
+        print(study_table(payload["records"]))
+        return
+    print(markdown_table(payload["records"] + payload.get("p2_records", [])
+                         + [r for r in payload.get("mpi", {}).get("records", [])
+                            if r["ranks"] > 1]))
+    ranked = payload["records"] if payload.get("mode") == "strong_scaling" \
+        else payload.get("mpi", {}).get("records", [])
+    if ranked:
+        print("\n" + scaling_table(scaling_summary(ranked)))
 
 
 def _floats(text: str) -> list[float]:
@@ -506,7 +563,7 @@ def run_driver(args: argparse.Namespace) -> None:
             print(f"  [{variant}]", end="")
             sub = argparse.Namespace(**vars(args))
             sub.pc_option = [*args.pc_option, *(f"{k}={v}" for k, v in STUDY[variant].items())]
-            record = launch(dofs, args.degree, 1, sub)
+            record = best_of(args.repeat, dofs, args.degree, 1, sub)
             if record is not None:
                 record["variant"] = variant
                 records.append(record)
@@ -559,7 +616,9 @@ def run_driver(args: argparse.Namespace) -> None:
             print(f"\n{args.mpi_ranks}-rank run at {mpi[0]['dofs']:,} DOFs:\n")
             print(scaling_table(summary))
     payload["driver_wall_s"] = round(time.perf_counter() - started, 1)
-    payload["provenance"] = provenance(ranks=max(r["ranks"] for r in records))
+    used = [r["ranks"] for key in ("records", "p2_records") for r in payload.get(key, [])]
+    used += [r["ranks"] for r in payload.get("mpi", {}).get("records", [])]
+    payload["provenance"] = provenance(ranks=max(used))
     name = args.name or ("solver_quick" if args.quick else "solver_study" if args.study
                          else "solver_scaling" if args.ranks else "solver")
     print(f"\ntotal {payload['driver_wall_s']:.0f} s -> {save(name, payload)}")
@@ -597,15 +656,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="re-do the KSP set-up with every option still in the database "
                         "(ElasticModel drops mg_levels_*/mg_coarse_* options; on by --study)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per configuration of the rank comparisons (best is kept)")
+                        help="runs per configuration of the rank comparisons and of --study "
+                        "(the fastest is kept)")
     parser.add_argument("--quick", action="store_true", help="smoke run (< 1 minute)")
     parser.add_argument("--timeout", type=float, default=3600, help="per run, s")
     parser.add_argument("--name", default=None, help="results/<name>.json")
+    parser.add_argument("--report", type=Path, default=None, metavar="JSON",
+                        help="print the tables of a saved results file and exit")
     parser.add_argument("--single", action="store_true",
                         help="one measurement in this process (the worker; MPI-collective)")
     args = parser.parse_args(argv)
 
-    if args.single:
+    if args.report is not None:
+        report(args.report)
+    elif args.single:
         args.dofs = args.dofs or 1e5
         record = run_single(args)
         from mpi4py import MPI

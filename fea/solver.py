@@ -332,8 +332,10 @@ class ElasticModel:
         for key, value in self.options.petsc_options().items():
             petsc_opts[prefix + key] = value
         self.ksp.setFromOptions()
-        for key in self.options.petsc_options():
-            del petsc_opts[prefix + key]
+        # GAMG reads its smoother/coarse-solver options (mg_levels_*, mg_coarse_*) only when
+        # it builds the hierarchy in setUp (and again after update_moduli): the prefixed
+        # options stay in the database until destroy().
+        self._petsc_prefix = prefix
         self.ksp.setConvergenceHistory()
         self.ksp.setUp()
         self.timings_s["preconditioner_setup"] = time.perf_counter() - t0
@@ -720,6 +722,9 @@ class ElasticModel:
         return int(imap.size_global * self.V.dofmap.index_map_bs)
 
     def destroy(self) -> None:
-        """Free PETSc objects (call on all ranks)."""
+        """Free PETSc objects and this model's PETSc options (call on all ranks)."""
+        petsc_opts = PETSc.Options()
+        for key in self.options.petsc_options():
+            petsc_opts.delValue(self._petsc_prefix + key)
         self.ksp.destroy()
         self.A.destroy()

@@ -231,6 +231,22 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_mesh(args: argparse.Namespace) -> int:
+    from osteofe.mesh_tool import run_mesh
+
+    summary = run_mesh(args.out, labels_path=args.labels, surface_path=args.surface,
+                       ct_path=args.ct, bone_label=args.bone_label,
+                       lesion_labels=tuple(args.lesion_label or ()), size_mm=args.mesh_size,
+                       order=args.order, convention=args.convention)
+    if not args.quiet:
+        lm = summary["landmarks"]
+        _echo(f"{summary['num_cells']} tetrahedra (order {summary['order']}), min dihedral "
+              f"{summary['quality']['min_dihedral_deg']:.1f} deg -> {args.out}")
+        _echo(f"{lm['side']} femur, head radius {lm['head_radius_mm']:.1f} mm, neck-shaft "
+              f"angle {lm.get('neck_shaft_angle_deg')} deg (details in {args.out}.json)")
+    return EXIT_OK
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from osteofe.config import default_toml, load_config
 
@@ -310,6 +326,25 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Gaussian noise standard deviation in HU")
     _lesion_options(phantom, None)
     phantom.set_defaults(func=_cmd_phantom)
+
+    mesh = sub.add_parser(
+        "mesh", help="mesh a femur segmentation or surface into tetrahedra",
+        description="Label map or closed surface -> tetrahedral mesh (format by extension: "
+        ".vtu, .msh, .inp, .xdmf) plus OUT.json with quality and landmarks.")
+    source = mesh.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", type=Path, help="label map")
+    source.add_argument("--surface", type=Path, help="closed surface (.stl/.ply/.obj)")
+    mesh.add_argument("--ct", type=Path, help="CT whose grid the labels are aligned to")
+    mesh.add_argument("--out", type=Path, required=True, help="mesh file to write")
+    mesh.add_argument("--bone-label", default="1", help="femur label value or name")
+    mesh.add_argument("--lesion-label", action="append", metavar="LABEL",
+                      help="lesion label value or name, repeatable")
+    mesh.add_argument("--mesh-size", type=float, default=3.0, metavar="MM",
+                      help="element size in mm (default 3)")
+    mesh.add_argument("--order", type=int, choices=(1, 2), default=1, help="node order")
+    mesh.add_argument("--convention", choices=("LPS", "RAS", "ISB"), default="LPS",
+                      help="world axes of a surface (ISB: x anterior, y superior, z right)")
+    mesh.set_defaults(func=_cmd_mesh)
 
     solve = sub.add_parser(
         "solve", help="solve an Abaqus/CalculiX input deck with the osteofe solver",

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "json_default", "sha256_file", "staged_output", "write_json"]
+__all__ = [
+    "atomic_write_text",
+    "json_default",
+    "publish_permissions",
+    "sha256_file",
+    "staged_output",
+    "write_json",
+]
 
 
 def sha256_file(path: str | Path) -> str:
@@ -47,6 +54,24 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path: Path) -> None:
+    """Give a file written through a private temp file the usual permissions (umask).
+
+    ``tempfile`` creates files 0600 and folders 0700; results are meant to be shared.
+    """
+    mode = (0o777 if path.is_dir() else 0o666) & ~_umask()
+    path.chmod(mode)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            child.chmod((0o777 if child.is_dir() else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -55,6 +80,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        publish_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -91,6 +117,7 @@ def staged_output(out_dir: str | Path, final_last: str = "result.json") -> Itera
             target = out / entry.name
             if target.is_dir():
                 shutil.rmtree(target)
+            publish_permissions(entry)
             os.replace(entry, target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
