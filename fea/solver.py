@@ -326,18 +326,10 @@ class ElasticModel:
             self.A.setNearNullSpace(self._nullspace)
         self.ksp = PETSc.KSP().create(comm)
         self.ksp.setOperators(self.A)
-        prefix = f"osteofe_{id(self)}_"
-        self.ksp.setOptionsPrefix(prefix)
-        petsc_opts = PETSc.Options()
-        for key, value in self.options.petsc_options().items():
-            petsc_opts[prefix + key] = value
-        self.ksp.setFromOptions()
-        # GAMG reads its smoother/coarse-solver options (mg_levels_*, mg_coarse_*) only when
-        # it builds the hierarchy in setUp (and again after update_moduli): the prefixed
-        # options stay in the database until destroy().
-        self._petsc_prefix = prefix
+        self._petsc_prefix = f"osteofe_{id(self)}_"
+        self.ksp.setOptionsPrefix(self._petsc_prefix)
         self.ksp.setConvergenceHistory()
-        self.ksp.setUp()
+        self._set_up_solver()
         self.timings_s["preconditioner_setup"] = time.perf_counter() - t0
         self._strain_space = dolfinx.fem.functionspace(self.domain, ("DG", 0, (3, 3)))
         self._strain_expr = dolfinx.fem.Expression(
@@ -348,6 +340,24 @@ class ElasticModel:
         for dof_lists in self._support_dofs.values():
             for dofs in dof_lists:
                 self._constrained[dofs] = True
+
+    def _set_up_solver(self) -> None:
+        """Configure the KSP from this model's PETSc options and build the preconditioner.
+
+        GAMG reads its smoother/coarse-solver options (mg_levels_*, mg_coarse_*) only while
+        it builds the hierarchy in setUp, so the options stay in PETSc's database until then,
+        and are removed afterwards so that no model leaks options into another.
+        """
+        petsc_opts = PETSc.Options()
+        options = self.options.petsc_options()
+        for key, value in options.items():
+            petsc_opts[self._petsc_prefix + key] = value
+        try:
+            self.ksp.setFromOptions()
+            self.ksp.setUp()
+        finally:
+            for key in options:
+                petsc_opts.delValue(self._petsc_prefix + key)
 
     # -- constitutive law ---------------------------------------------------------------
     def _epsilon(self, w: Any) -> Any:
@@ -555,7 +565,7 @@ class ElasticModel:
         dolfinx.fem.petsc.assemble_matrix(self.A, self.a_form, bcs=self._bcs)  # type: ignore[misc]
         self.A.assemble()
         self.ksp.setOperators(self.A)
-        self.ksp.setUp()
+        self._set_up_solver()
         self.timings_s["reassembly_and_setup"] = (
             self.timings_s.get("reassembly_and_setup", 0.0) + time.perf_counter() - t0)
 
@@ -722,9 +732,6 @@ class ElasticModel:
         return int(imap.size_global * self.V.dofmap.index_map_bs)
 
     def destroy(self) -> None:
-        """Free PETSc objects and this model's PETSc options (call on all ranks)."""
-        petsc_opts = PETSc.Options()
-        for key in self.options.petsc_options():
-            petsc_opts.delValue(self._petsc_prefix + key)
+        """Free PETSc objects (call on all ranks)."""
         self.ksp.destroy()
         self.A.destroy()
