@@ -10,11 +10,17 @@ Density chain (QCT-equivalent -> ash -> apparent density):
 ======================  ==========================================  =========================
 name                    relation                                    source
 ======================  ==========================================  =========================
-qct_to_ash "mayo"       rho_ash = 0.0633 + 0.887 rho_QCT            Mayo group [UNVERIFIED]
-qct_to_ash "identity"   rho_ash = rho_QCT                           phantom read as ash
+qct_to_ash "mayo"       rho_ash = 0.0633 + 0.887 rho_QCT (K2HPO4)   Mayo group [UNVERIFIED]
+qct_to_ash "schileo"    rho_ash = 0.079 + 0.877 rho_QCT (HA)        Schileo et al. 2008
+                                                                    [UNVERIFIED]
+qct_to_ash "identity"   rho_ash = rho_QCT (any phantom)             phantom read as ash
 ash fraction "schileo"  rho_app = rho_ash / 0.6                     Schileo et al. 2008
 ash fraction "dongguo"  rho_app = rho_ash / 0.626                   Dong & Guo 2004 [UNVERIFIED]
 ======================  ==========================================  =========================
+
+Chains: ``mayo_schileo`` (default), ``mayo_dongguo``, ``identity_schileo`` and the Bologna
+chain ``schileo2008`` (HA phantom -> Schileo ash line -> ash fraction 0.6, used with
+``morgan2003_neck``).
 
 Property laws (E = Young's modulus, yield = yield stress, min_stress = softened plateau):
 
@@ -24,6 +30,7 @@ name                       law                                                  
 morgan2003_neck            E = 6850 rho^1.49                                        app
 morgan2003_trochanter      E = 15010 rho^2.18                                       app
 morgan2003_pooled          E = 8920 rho^1.83                                        app
+keller1994_femur           E = 10500 rho^2.29                            [UNVERIFIED]  ash
 keyak1998_modulus          E = 33900 rho^2.20 | 5307 rho + 469 | 10200 rho^2.01     ash
                            (breaks at 0.27 and 0.6)
 keyak1998_yield            yield = 137 rho^1.88 | 114 rho^1.72 (break at 0.317)      ash
@@ -31,6 +38,12 @@ keyak2005_modulus          E = 14900 rho^1.86                                   
 keyak2005_yield            yield = 102 rho^1.80                                     ash
 keyak2005_min_stress       min_stress = 43.1 rho^1.81                               ash
 =========================  =======================================================  ======
+
+The Keyak 2005 nonlinear set (E, yield, softened plateau) is :data:`LAW_SETS` ``"keyak2005"``.
+Valid density ranges (``valid_range``) are recorded only where the source states them; the
+Morgan ranges are recalled, not checked, and say so in ``range_note``. Mapping reports the
+fraction of cells outside the range (extrapolation). Users add their own power or piecewise
+laws from a configuration table with :func:`law_from_config`.
 
 Sources (full references in :data:`CITATIONS`): Morgan, Bayraktar & Keaveny 2003, J Biomech
 36:897, doi:10.1016/S0021-9290(03)00071-X; Keyak et al. 1998, J Biomech 31:125 (after Keller
@@ -42,14 +55,16 @@ literature here carry ``verified=False`` and a note in their :class:`Citation`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from material.calibration import LinearCalibration
-from material.errors import MaterialLawError
+from material.calibration import LinearCalibration, PhantomMaterial
+from material.errors import CalibrationError, MaterialLawError
 
 __all__ = [
     "ASH_FRACTIONS",
@@ -60,6 +75,7 @@ __all__ = [
     "DEFAULT_POISSON_RATIO",
     "DENSITY_CHAINS",
     "LAWS",
+    "LAW_SETS",
     "QCT_TO_ASH",
     "AshFraction",
     "Citation",
@@ -71,8 +87,10 @@ __all__ = [
     "PiecewiseLaw",
     "PowerLaw",
     "Quantity",
+    "extrapolation_report",
     "get_density_chain",
     "get_law",
+    "law_from_config",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -167,8 +185,10 @@ CITATIONS: dict[str, Citation] = {
             "J Biomech 27(9):1159-1168",
             "10.1016/0021-9290(94)90056-6",
             verified=False,
-            note="source of the power-law end pieces of the Keyak piecewise laws; DOI from "
-            "memory",
+            note="source of the power-law end pieces of the Keyak piecewise laws, and of the "
+            "femoral law E = 10500 rho_ash^2.29 MPa as given in osteofe's material-mapping issue; "
+            "coefficient, exponent, the specimens' density range and the DOI were not checked "
+            "against the paper",
         ),
         Citation(
             "keyak2005",
@@ -196,6 +216,19 @@ CITATIONS: dict[str, Citation] = {
             "41:356 (the principal-strain failure criterion).",
         ),
         Citation(
+            "schileo2008_ash",
+            "Schileo E, Dall'Ara E, Taddei F, Malandrino A, Schotkamp T, Baleani M, "
+            "Viceconti M",
+            2008,
+            "An accurate estimation of bone density improves the accuracy of subject-specific "
+            "finite element models",
+            "J Biomech 41(11):2483-2491",
+            "10.1016/j.jbiomech.2008.05.017",
+            verified=False,
+            note="rho_ash = 0.079 + 0.877 rho_QCT with rho_QCT from a hydroxyapatite phantom "
+            "(European Spine Phantom); coefficients recalled, not checked against the paper",
+        ),
+        Citation(
             "dragomirdaescu2011",
             "Dragomir-Daescu D, Op Den Buijs J, McEligot S, Dai Y, Entwistle RC, Salas C, "
             "Melton LJ 3rd, Bennet KE, Khosla S, Amin S",
@@ -205,7 +238,8 @@ CITATIONS: dict[str, Citation] = {
             "Ann Biomed Eng 39(2):742-755",
             "10.1007/s10439-010-0196-y",
             verified=False,
-            note="the line rho_ash = 0.0633 + 0.887 rho_QCT could not be traced to this paper: "
+            note="the line rho_ash = 0.0633 + 0.887 rho_QCT could not be traced to this paper, "
+            "nor could its phantom material (taken as K2HPO4, as in Mindways phantoms): "
             "Knowles et al. 2016 tabulate its mapping as a scanner line rho_ash = -0.009 + "
             "0.0007 HU, rho_ash/rho_app = 0.6 and E = 14664 rho_ash^1.49 (Morgan's neck law "
             "in ash density)",
@@ -261,12 +295,15 @@ class LinearDensityRelation:
         slope: Dimensionless.
         intercept: g/cm^3.
         citation: Source.
+        phantom: The phantom material rho_QCT must be equivalent to (``"K2HPO4"`` or
+            ``"HA"``), or ``None`` when the relation takes any (identity).
     """
 
     name: str
     slope: float
     intercept: float
     citation: Citation
+    phantom: PhantomMaterial | None = None
 
     def __call__(self, rho_qct: npt.ArrayLike) -> FloatArray:
         """Apply the line (no clamping): float64 array, same shape as ``rho_qct``."""
@@ -336,6 +373,7 @@ class DensityChain:
         return {
             "name": self.name,
             "qct_to_ash": self.qct_to_ash.formula(),
+            "qct_to_ash_phantom": self.qct_to_ash.phantom,
             "qct_to_ash_source": self.qct_to_ash.citation.to_dict(),
             "ash_to_app": self.ash_fraction.formula(),
             "ash_to_app_source": self.ash_fraction.citation.to_dict(),
@@ -357,6 +395,7 @@ class PowerLaw:
         offset: MPa (0 for a pure power law; used by linear pieces).
         valid_range: (low, high) density range of the data the law was fitted to, in g/cm^3,
             or ``None`` where not recorded; used only for reporting extrapolation.
+        range_note: Where the range comes from, or why there is none.
     """
 
     name: str
@@ -367,6 +406,7 @@ class PowerLaw:
     citation: Citation
     offset: float = 0.0
     valid_range: tuple[float, float] | None = None
+    range_note: str = ""
 
     def __call__(self, rho: npt.ArrayLike) -> FloatArray:
         """Evaluate the law.
@@ -399,6 +439,7 @@ class PowerLaw:
             "formula": self.formula(),
             "source": self.citation.to_dict(),
             "valid_range_g_cm3": self.valid_range,
+            "range_note": self.range_note,
         }
 
 
@@ -418,6 +459,7 @@ class PiecewiseLaw:
         breakpoints: Strictly increasing densities, ``len(pieces) - 1`` of them, g/cm^3.
         citation: Source of the combined law.
         valid_range: As in :class:`PowerLaw`.
+        range_note: As in :class:`PowerLaw`.
     """
 
     name: str
@@ -427,6 +469,7 @@ class PiecewiseLaw:
     breakpoints: tuple[float, ...]
     citation: Citation
     valid_range: tuple[float, float] | None = None
+    range_note: str = ""
 
     def __post_init__(self) -> None:
         if len(self.pieces) != len(self.breakpoints) + 1:
@@ -488,6 +531,7 @@ class PiecewiseLaw:
             "source": self.citation.to_dict(),
             "piece_sources": [piece.citation.to_dict() for piece in self.pieces],
             "valid_range_g_cm3": self.valid_range,
+            "range_note": self.range_note,
         }
 
 
@@ -501,7 +545,10 @@ Law = PowerLaw | PiecewiseLaw
 
 #: rho_QCT -> rho_ash lines, by name.
 QCT_TO_ASH: dict[str, LinearDensityRelation] = {
-    "mayo": LinearDensityRelation("mayo", 0.887, 0.0633, CITATIONS["dragomirdaescu2011"]),
+    "mayo": LinearDensityRelation("mayo", 0.887, 0.0633, CITATIONS["dragomirdaescu2011"],
+                                  "K2HPO4"),
+    "schileo": LinearDensityRelation("schileo", 0.877, 0.079, CITATIONS["schileo2008_ash"],
+                                     "HA"),
     "identity": LinearDensityRelation("identity", 1.0, 0.0, CITATIONS["identity"]),
 }
 
@@ -518,7 +565,17 @@ DENSITY_CHAINS: dict[str, DensityChain] = {
     "identity_schileo": DensityChain(
         "identity_schileo", QCT_TO_ASH["identity"], ASH_FRACTIONS["schileo"]
     ),
+    "schileo2008": DensityChain("schileo2008", QCT_TO_ASH["schileo"], ASH_FRACTIONS["schileo"]),
 }
+
+
+#: Note of laws whose specimens' density range is not recorded here.
+_NOT_TRANSCRIBED = "the specimens' density range was not transcribed (not checked here)"
+
+#: Morgan 2003 ranges of apparent density per site, recalled from the paper's specimen table.
+_MORGAN_RANGE_NOTE = ("apparent density range of the paper's specimens, recalled from its "
+                      "table [UNVERIFIED: not checked against the paper]; trabecular "
+                      "specimens only, so cortical bone is always an extrapolation")
 
 
 def _keyak1998_modulus() -> PiecewiseLaw:
@@ -535,6 +592,7 @@ def _keyak1998_modulus() -> PiecewiseLaw:
         ),
         (0.27, 0.6),
         keyak,
+        range_note=_NOT_TRANSCRIBED,
     )
 
 
@@ -551,6 +609,7 @@ def _keyak1998_yield() -> PiecewiseLaw:
         ),
         (0.317,),
         keyak,
+        range_note=_NOT_TRANSCRIBED,
     )
 
 
@@ -558,15 +617,32 @@ def _keyak1998_yield() -> PiecewiseLaw:
 LAWS: dict[str, Law] = {
     law.name: law
     for law in (
-        PowerLaw("morgan2003_neck", "E", "app", 6850.0, 1.49, CITATIONS["morgan2003"]),
-        PowerLaw("morgan2003_trochanter", "E", "app", 15010.0, 2.18, CITATIONS["morgan2003"]),
-        PowerLaw("morgan2003_pooled", "E", "app", 8920.0, 1.83, CITATIONS["morgan2003"]),
+        PowerLaw("morgan2003_neck", "E", "app", 6850.0, 1.49, CITATIONS["morgan2003"],
+                 valid_range=(0.26, 0.75), range_note=_MORGAN_RANGE_NOTE),
+        PowerLaw("morgan2003_trochanter", "E", "app", 15010.0, 2.18, CITATIONS["morgan2003"],
+                 valid_range=(0.14, 0.40), range_note=_MORGAN_RANGE_NOTE),
+        PowerLaw("morgan2003_pooled", "E", "app", 8920.0, 1.83, CITATIONS["morgan2003"],
+                 valid_range=(0.09, 0.75), range_note=_MORGAN_RANGE_NOTE),
+        PowerLaw("keller1994_femur", "E", "ash", 10500.0, 2.29, CITATIONS["keller1994"],
+                 range_note=_NOT_TRANSCRIBED),
         _keyak1998_modulus(),
         _keyak1998_yield(),
-        PowerLaw("keyak2005_modulus", "E", "ash", 14900.0, 1.86, CITATIONS["keyak2005"]),
-        PowerLaw("keyak2005_yield", "yield_stress", "ash", 102.0, 1.80, CITATIONS["keyak2005"]),
-        PowerLaw("keyak2005_min_stress", "min_stress", "ash", 43.1, 1.81, CITATIONS["keyak2005"]),
+        PowerLaw("keyak2005_modulus", "E", "ash", 14900.0, 1.86, CITATIONS["keyak2005"],
+                 range_note=_NOT_TRANSCRIBED),
+        PowerLaw("keyak2005_yield", "yield_stress", "ash", 102.0, 1.80, CITATIONS["keyak2005"],
+                 range_note=_NOT_TRANSCRIBED),
+        PowerLaw("keyak2005_min_stress", "min_stress", "ash", 43.1, 1.81, CITATIONS["keyak2005"],
+                 range_note=_NOT_TRANSCRIBED),
     )
+}
+
+#: Laws that belong together, by set name and quantity: the Keyak 1998 elastic-yield pair and
+#: the Keyak 2005 nonlinear set (E, yield stress, then a perfectly plastic plateau and
+#: softening down to min_stress, DESIGN.md section 4).
+LAW_SETS: dict[str, dict[str, str]] = {
+    "keyak1998": {"E": "keyak1998_modulus", "yield_stress": "keyak1998_yield"},
+    "keyak2005": {"E": "keyak2005_modulus", "yield_stress": "keyak2005_yield",
+                  "min_stress": "keyak2005_min_stress"},
 }
 
 #: Default density chain: Mayo QCT -> ash line, Schileo ash fraction 0.6.
@@ -583,19 +659,218 @@ DEFAULT_POISSON_RATIO: float = 0.3
 DEFAULT_E_FLOOR_MPA: float = 5.0
 
 
-def get_law(name: str) -> Law:
-    """Look a law up by registry name.
+def get_law(name: str | Mapping[str, Any] | Law) -> Law:
+    """Look a law up by registry name, or build it from a configuration table.
+
+    Args:
+        name: A key of :data:`LAWS`, a table for :func:`law_from_config`, or a law (returned
+            as is).
 
     Raises:
-        MaterialLawError: If ``name`` is not in :data:`LAWS`.
+        MaterialLawError: If ``name`` is not in :data:`LAWS`, or the table is invalid.
     """
+    if isinstance(name, PowerLaw | PiecewiseLaw):
+        return name
+    if isinstance(name, Mapping):
+        return law_from_config(name)
     try:
         return LAWS[name]
     except KeyError:
         raise MaterialLawError(
             f"unknown material law '{name}'",
-            hint=f"use one of {', '.join(sorted(LAWS))}",
+            hint=f"use one of {', '.join(sorted(LAWS))}, or define one as a table (see "
+            "material.laws.law_from_config)",
         ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# User-defined laws.
+# --------------------------------------------------------------------------------------------
+
+_QUANTITIES = ("E", "yield_stress", "min_stress")
+_DENSITY_KINDS = ("qct", "ash", "app")
+_LAW_KEYS = {"name", "form", "quantity", "density", "coefficient", "exponent", "offset",
+             "pieces", "breakpoints", "valid_range", "source", "max_jump"}
+_PIECE_KEYS = {"coefficient", "exponent", "offset"}
+#: Densities (g/cm^3 of any kind) at which a user law must be finite, >= 0 and
+#: non-decreasing: from nothing to beyond the densest cortical bone (~2 g/cm^3 apparent).
+_CHECK_DENSITIES = np.linspace(0.0, 3.0, 3001)
+
+
+def _law_error(name: str, problem: str, hint: str) -> MaterialLawError:
+    return MaterialLawError(f"user law '{name}': {problem}", hint=hint)
+
+
+def _number(name: str, table: Mapping[str, Any], key: str, default: float | None = None
+            ) -> float:
+    if key not in table:
+        if default is None:
+            raise _law_error(name, f"'{key}' is missing", f"give {key} as a number")
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            float(value)):
+        raise _law_error(name, f"{key} = {value!r} is not a finite number",
+                         f"give {key} as a number")
+    return float(value)
+
+
+def _piece(name: str, index: int | None, table: Mapping[str, Any], quantity: Quantity,
+           kind: DensityKind, citation: Citation) -> PowerLaw:
+    label = name if index is None else f"{name}[{index}]"
+    coefficient = _number(label, table, "coefficient")
+    exponent = _number(label, table, "exponent")
+    offset = _number(label, table, "offset", 0.0)
+    if coefficient <= 0.0:
+        raise _law_error(label, f"coefficient {coefficient:g} is not positive",
+                         "a density law grows with density: give a coefficient > 0 (MPa)")
+    if not 0.0 < exponent <= 10.0:
+        raise _law_error(label, f"exponent {exponent:g} is outside (0, 10]",
+                         "published bone laws have exponents between 1 and 3")
+    return PowerLaw(label, quantity, kind, coefficient, exponent, citation, offset)
+
+
+def law_from_config(spec: Mapping[str, Any]) -> Law:
+    """Build and validate a user-defined power or piecewise law from a configuration table.
+
+    Power law: ``{name = "my_law", density = "app", coefficient = 6850.0, exponent = 1.49}``
+    with optional ``offset`` (MPa, default 0), ``quantity`` (``"E"`` default,
+    ``"yield_stress"``, ``"min_stress"``), ``valid_range = [low, high]`` (g/cm^3) and
+    ``source`` (free text, recorded as the citation).
+
+    Piecewise law: ``pieces = [{coefficient, exponent, offset}, ...]`` and
+    ``breakpoints = [...]`` (one fewer, strictly increasing), plus the optional keys above
+    and ``max_jump`` (largest relative jump allowed at a breakpoint, default 0.01).
+
+    Checks: known keys only; ``density`` one of qct/ash/app; positive coefficients,
+    exponents in (0, 10]; the law finite, >= 0 and non-decreasing on 0..3 g/cm^3; pieces
+    meeting within ``max_jump``; a valid range with 0 <= low < high; a name that is not a
+    built-in law's.
+
+    Returns:
+        A :class:`PowerLaw` or :class:`PiecewiseLaw` whose citation is the ``source`` text,
+        marked unverified.
+
+    Raises:
+        MaterialLawError: On any invalid entry (the message names it).
+    """
+    if not isinstance(spec, Mapping):
+        raise MaterialLawError(f"a user law must be a table, got {type(spec).__name__}",
+                               hint="see material.laws.law_from_config")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise MaterialLawError("a user law needs a name", hint='give name = "my_law"')
+    if name in LAWS:
+        raise _law_error(name, "has the name of a built-in law",
+                         "pick another name, or use the built-in law by its name")
+    unknown = sorted(set(spec) - _LAW_KEYS)
+    if unknown:
+        raise _law_error(name, f"unknown key(s) {unknown}", f"valid keys: {sorted(_LAW_KEYS)}")
+    quantity = spec.get("quantity", "E")
+    if quantity not in _QUANTITIES:
+        raise _law_error(name, f"quantity {quantity!r} is unknown", f"use one of {_QUANTITIES}")
+    kind = spec.get("density")
+    if kind not in _DENSITY_KINDS:
+        raise _law_error(name, f"density {kind!r} is unknown",
+                         "say which density the law takes: 'qct', 'ash' or 'app'")
+    form = spec.get("form", "piecewise" if "pieces" in spec else "power")
+    citation = Citation(f"user:{name}", "", None,
+                        str(spec.get("source", "user-defined law from configuration")), "",
+                        verified=False, note="user-defined law from configuration")
+    valid_range: tuple[float, float] | None = None
+    if "valid_range" in spec:
+        bounds = spec["valid_range"]
+        if (not isinstance(bounds, list | tuple) or len(bounds) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool)
+                           for b in bounds)
+                or not 0.0 <= float(bounds[0]) < float(bounds[1])):
+            raise _law_error(name, f"valid_range = {bounds!r} is not [low, high] with "
+                             "0 <= low < high", "give the density range of the data, g/cm^3")
+        valid_range = (float(bounds[0]), float(bounds[1]))
+    note = "given in the configuration" if valid_range else "none given in the configuration"
+    law: Law
+    if form == "power":
+        if "pieces" in spec or "breakpoints" in spec:
+            raise _law_error(name, "a power law has no pieces or breakpoints",
+                             "drop them, or set form = 'piecewise'")
+        piece = _piece(name, None, spec, quantity, kind, citation)
+        law = PowerLaw(name, quantity, kind, piece.coefficient, piece.exponent, citation,
+                       piece.offset, valid_range, note)
+    elif form == "piecewise":
+        pieces_spec = spec.get("pieces")
+        breaks = spec.get("breakpoints")
+        if not isinstance(pieces_spec, list | tuple) or len(pieces_spec) < 2:
+            raise _law_error(name, "a piecewise law needs at least two pieces",
+                             "give pieces = [{coefficient, exponent, offset}, ...]")
+        if not isinstance(breaks, list | tuple) or len(breaks) != len(pieces_spec) - 1:
+            raise _law_error(name, f"needs {len(pieces_spec) - 1} breakpoint(s) for "
+                             f"{len(pieces_spec)} pieces, got {breaks!r}",
+                             "give one breakpoint fewer than pieces")
+        pieces = []
+        for i, table in enumerate(pieces_spec):
+            if not isinstance(table, Mapping) or set(table) - _PIECE_KEYS:
+                raise _law_error(name, f"piece {i} = {table!r} is not a table of "
+                                 f"{sorted(_PIECE_KEYS)}", "give each piece as a table")
+            pieces.append(_piece(name, i, table, quantity, kind, citation))
+        points = tuple(_number(name, {"breakpoint": b}, "breakpoint") for b in breaks)
+        if points[0] <= 0.0:
+            raise _law_error(name, f"breakpoint {points[0]:g} is not positive",
+                             "breakpoints are densities > 0 in g/cm^3")
+        try:
+            law = PiecewiseLaw(name, quantity, kind, tuple(pieces), points, citation,
+                               valid_range, note)
+        except MaterialLawError as exc:
+            raise _law_error(name, exc.message, exc.hint) from None
+        max_jump = _number(name, spec, "max_jump", 0.01)
+        for i, b in enumerate(points):
+            left, right = float(pieces[i](b)), float(pieces[i + 1](b))
+            jump = abs(right - left) / max(abs(right), abs(left), 1e-12)
+            if jump > max_jump:
+                raise _law_error(
+                    name, f"pieces {i} and {i + 1} differ by {100.0 * jump:.2g}% at "
+                    f"rho = {b:g} ({left:.6g} vs {right:.6g} MPa)",
+                    "make the pieces meet at the breakpoint, or raise max_jump",
+                )
+    else:
+        raise _law_error(name, f"form {form!r} is unknown", "use 'power' or 'piecewise'")
+    values = law(_CHECK_DENSITIES)
+    if not np.all(np.isfinite(values)) or np.any(values < 0.0):
+        raise _law_error(name, "gives negative or non-finite values between 0 and 3 g/cm^3",
+                         "check the offset: the law must be >= 0 for every density")
+    if np.any(np.diff(values) < -1e-9 * np.max(np.abs(values))):
+        raise _law_error(name, "decreases with density somewhere between 0 and 3 g/cm^3",
+                         "bone stiffness and strength grow with density: check the pieces")
+    return law
+
+
+def extrapolation_report(law: Law, density: npt.ArrayLike) -> dict[str, Any]:
+    """How many values of ``density`` lie outside the law's valid range.
+
+    Args:
+        law: The law.
+        density: Any shape, density of the law's kind in g/cm^3.
+
+    Returns:
+        JSON-ready ``{"density_kind", "valid_range_g_cm3", "range_note", "count",
+        "below", "above", "fraction_below", "fraction_above", "fraction_outside"}``; the
+        counts and fractions are ``None`` when the law records no range.
+    """
+    rho = np.asarray(density, dtype=np.float64).reshape(-1)
+    report: dict[str, Any] = {
+        "density_kind": law.density_kind,
+        "valid_range_g_cm3": None if law.valid_range is None else list(law.valid_range),
+        "range_note": law.range_note,
+        "count": int(rho.size),
+    }
+    if law.valid_range is None or rho.size == 0:
+        report.update(below=None, above=None, fraction_below=None, fraction_above=None,
+                      fraction_outside=None)
+        return report
+    low, high = law.valid_range
+    below, above = int(np.count_nonzero(rho < low)), int(np.count_nonzero(rho > high))
+    report.update(below=below, above=above, fraction_below=below / rho.size,
+                  fraction_above=above / rho.size, fraction_outside=(below + above) / rho.size)
+    return report
 
 
 def get_density_chain(name: str) -> DensityChain:
@@ -651,6 +926,16 @@ class MaterialModel:
                 f"E floor {self.E_floor_MPa:g} MPa is negative or not finite",
                 hint="use a small positive floor such as 5-10 MPa",
             )
+        expected = self.chain.qct_to_ash.phantom
+        if expected is not None and expected != self.calibration.material:
+            raise CalibrationError(
+                f"calibration '{self.calibration.name}' gives {self.calibration.material}-"
+                f"equivalent density but density chain '{self.chain.name}' expects "
+                f"{expected}-equivalent density",
+                hint="use a chain made for the phantom's material (schileo2008 for "
+                "hydroxyapatite, mayo_schileo for K2HPO4), or identity_schileo if the line "
+                "already gives ash density",
+            )
 
     @classmethod
     def from_names(
@@ -658,11 +943,14 @@ class MaterialModel:
         calibration: LinearCalibration,
         *,
         chain: str = DEFAULT_CHAIN,
-        law: str = DEFAULT_LAW,
+        law: str | Mapping[str, Any] | Law = DEFAULT_LAW,
         poisson_ratio: float = DEFAULT_POISSON_RATIO,
         E_floor_MPa: float = DEFAULT_E_FLOOR_MPA,
     ) -> MaterialModel:
-        """Build a model from registry names (as read from a config file)."""
+        """Build a model from registry names (as read from a config file).
+
+        ``law`` may also be a user law table (:func:`law_from_config`) or a law object.
+        """
         return cls(calibration, get_density_chain(chain), get_law(law), poisson_ratio,
                    E_floor_MPa)
 

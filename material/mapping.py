@@ -11,6 +11,14 @@ Two implementations of the sampler exist and are tested against each other: a nu
 (:func:`sample_cells_hu`, the one the pipeline uses) and a vectorised numpy reference
 (:func:`sample_cells_hu_reference`).
 
+Mapping modes of :func:`map_material` (Bonemat's three, DESIGN.md section 4): ``"hu_average"``
+(mean HU per element, then converted), ``"modulus_average"`` (E evaluated at the quadrature
+points, then averaged) and ``"centroid"`` (the HU of the voxel that contains the element's
+centroid, no interpolation). :func:`map_material_qp` gives E at quadrature points of the
+solver's choice instead of one value per element. Cells with chosen tags (lytic lesions) can
+be forced to the model's E floor, and every field reports which fraction of its cells lies
+outside the law's valid density range.
+
 The voxel <-> world transform comes from :class:`~meshing.types.ImageGrid` alone: the kernel
 receives the affine extracted from :meth:`ImageGrid.world_to_index` (see
 :func:`world_to_index_affine`) and the reference calls that method directly.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -29,7 +38,7 @@ from scipy.special import roots_jacobi, roots_legendre
 
 from material.calibration import check_ct_is_rescaled
 from material.errors import MappingError
-from material.laws import MaterialModel
+from material.laws import MaterialModel, extrapolation_report
 from material.types import MaterialField
 from meshing.types import CTVolume, ImageGrid, TetMesh
 
@@ -37,7 +46,9 @@ __all__ = [
     "MAX_QUADRATURE_DEGREE",
     "MappingMode",
     "map_material",
+    "map_material_qp",
     "quadrature_rule",
+    "sample_cells_centroid_hu",
     "sample_cells_hu",
     "sample_cells_hu_reference",
     "sample_cells_modulus",
@@ -46,9 +57,12 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-#: How a cell gets its modulus: from its mean HU ("hu_average"), or as the mean of the moduli
-#: at its quadrature points ("modulus_average", Bonemat's "E integration").
-MappingMode = Literal["hu_average", "modulus_average"]
+#: How a cell gets its modulus: from its mean HU ("hu_average"), as the mean of the moduli
+#: at its quadrature points ("modulus_average", Bonemat's "E integration"), or from the HU of
+#: the voxel containing its centroid ("centroid", Bonemat's voxel lookup).
+MappingMode = Literal["hu_average", "modulus_average", "centroid"]
+
+_MODES: tuple[str, ...] = ("hu_average", "modulus_average", "centroid")
 
 #: Highest polynomial degree for which :func:`quadrature_rule` builds a rule.
 MAX_QUADRATURE_DEGREE = 9
@@ -193,11 +207,41 @@ def _kernel_inputs(
     mesh: TetMesh, ct: CTVolume, degree: int
 ) -> tuple[FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray, FloatArray, FloatArray]:
     bary, weights = quadrature_rule(degree)
+    points, tets, matrix, origin = _geometry_inputs(mesh, ct)
+    return points, tets, matrix, origin, bary, weights
+
+
+def _geometry_inputs(
+    mesh: TetMesh, ct: CTVolume
+) -> tuple[FloatArray, npt.NDArray[np.int64], FloatArray, FloatArray]:
     _check_cells_inside(mesh, ct.grid)
     matrix, origin = world_to_index_affine(ct.grid)
     # A private C-contiguous copy: always the same array type for numba (one compilation).
     tets = np.array(mesh.vertex_cells(), dtype=np.int64, order="C")
-    return mesh.points, tets, matrix, origin, bary, weights
+    return mesh.points, tets, matrix, origin
+
+
+def _reference_to_bary(reference_points: npt.ArrayLike) -> FloatArray:
+    """(q, 3) points of the reference tetrahedron -> (q, 4) barycentric coordinates.
+
+    The reference tetrahedron has vertices (0,0,0), (1,0,0), (0,1,0), (0,0,1) (basix, DOLFINx
+    and most FE codes), so the point (x, y, z) has barycentric (1 - x - y - z, x, y, z) with
+    respect to corners 0, 1, 2, 3 of the cell.
+    """
+    ref = np.asarray(reference_points, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != 3 or ref.shape[0] == 0:
+        raise MappingError(
+            f"reference points must be a (q, 3) array, got shape {ref.shape}",
+            hint="give the solver's quadrature points on the reference tetrahedron",
+        )
+    bary = np.column_stack([1.0 - ref.sum(axis=1), ref])
+    if not np.all(np.isfinite(bary)) or np.any(bary < -1e-12):
+        raise MappingError(
+            "reference points lie outside the reference tetrahedron (0,0,0), (1,0,0), "
+            "(0,1,0), (0,0,1)",
+            hint="pass points with x, y, z >= 0 and x + y + z <= 1",
+        )
+    return np.ascontiguousarray(bary)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +364,31 @@ def _point_hu_kernel(
     return out
 
 
+@njit(cache=True, nogil=True)
+def _centroid_hu_kernel(
+    points: np.ndarray,
+    tets: np.ndarray,
+    hu: np.ndarray,
+    matrix: np.ndarray,
+    origin: np.ndarray,
+) -> np.ndarray:  # pragma: no cover
+    """HU of the voxel nearest to each cell's centroid (clamped to the grid): (m,) float64."""
+    m = tets.shape[0]
+    ni, nj, nk = hu.shape
+    out = np.empty(m, dtype=np.float64)
+    corners = np.empty((4, 3), dtype=np.float64)
+    for cell in range(m):
+        _corner_indices(points, tets, cell, matrix, origin, corners)
+        x = 0.25 * (corners[0, 0] + corners[1, 0] + corners[2, 0] + corners[3, 0])
+        y = 0.25 * (corners[0, 1] + corners[1, 1] + corners[2, 1] + corners[3, 1])
+        z = 0.25 * (corners[0, 2] + corners[1, 2] + corners[2, 2] + corners[3, 2])
+        i = min(max(int(np.floor(x + 0.5)), 0), ni - 1)
+        j = min(max(int(np.floor(y + 0.5)), 0), nj - 1)
+        k = min(max(int(np.floor(z + 0.5)), 0), nk - 1)
+        out[cell] = hu[i, j, k]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # numpy reference.
 # --------------------------------------------------------------------------------------------
@@ -427,6 +496,84 @@ def sample_cells_modulus(
     return np.asarray(model.modulus(hu_points) @ weights)
 
 
+def sample_cells_centroid_hu(mesh: TetMesh, ct: CTVolume) -> FloatArray:
+    """HU of the voxel containing each cell's centroid (Bonemat's voxel lookup).
+
+    The centroid (mean of the 4 corners) is mapped to continuous voxel indices and rounded to
+    the nearest voxel centre, i.e. the voxel whose box contains it (ties, exactly on a face,
+    go to the higher index); within half a voxel outside the image the edge voxel is used.
+    Runs a single-threaded numba kernel.
+
+    Args:
+        mesh: Tetrahedral mesh in world mm.
+        ct: CT in HU.
+
+    Returns:
+        (m,) float64 HU.
+
+    Raises:
+        MappingError: If a cell reaches beyond the CT.
+    """
+    points, tets, matrix, origin = _geometry_inputs(mesh, ct)
+    return np.asarray(_centroid_hu_kernel(points, tets, ct.hu, matrix, origin))
+
+
+def _floor_mask(mesh: TetMesh, floor_tags: Sequence[int]) -> npt.NDArray[np.bool_]:
+    tags = np.asarray(list(floor_tags), dtype=np.int64)
+    if tags.size == 0:
+        return np.zeros(mesh.num_cells, dtype=bool)
+    return np.asarray(np.isin(mesh.cell_tags, tags))
+
+
+def map_material_qp(
+    mesh: TetMesh,
+    ct: CTVolume,
+    model: MaterialModel,
+    *,
+    quadrature_degree: int = 2,
+    reference_points: npt.ArrayLike | None = None,
+    floor_tags: Sequence[int] = (),
+    check_rescaled: bool = True,
+) -> FloatArray:
+    """Young's modulus at quadrature points of every cell, for solvers that integrate E.
+
+    The CT is interpolated trilinearly at each point and converted with the model (floor
+    included); cells whose tag is in ``floor_tags`` get the floor at every point.
+
+    Args:
+        mesh: Tetrahedral mesh in world mm (the straight-sided tetrahedron of the 4 corners is
+            the element geometry, also for 10-node cells).
+        ct: CT in HU.
+        model: HU -> modulus model.
+        quadrature_degree: Use :func:`quadrature_rule` of this degree (ignored when
+            ``reference_points`` is given).
+        reference_points: (q, 3) points on the reference tetrahedron (vertices (0,0,0),
+            (1,0,0), (0,1,0), (0,0,1), corner order of the cell), e.g. the solver's own
+            quadrature points.
+        floor_tags: Cell tags forced to the model's E floor (e.g. lytic lesion tag 2).
+        check_rescaled: Refuse a CT that looks like raw storage.
+
+    Returns:
+        (m, q) float64 E in MPa; column j is point j (of the rule, or of
+        ``reference_points``).
+
+    Raises:
+        CalibrationError: If the CT looks like raw storage (with ``check_rescaled``).
+        MappingError: Cells outside the CT, a bad degree or bad reference points.
+    """
+    if reference_points is None:
+        bary, _ = quadrature_rule(quadrature_degree)
+    else:
+        bary = _reference_to_bary(reference_points)
+    if check_rescaled:
+        check_ct_is_rescaled(ct.hu)
+    points, tets, matrix, origin = _geometry_inputs(mesh, ct)
+    hu_points = np.asarray(_point_hu_kernel(points, tets, ct.hu, matrix, origin, bary))
+    e_mpa = model.modulus(hu_points)
+    e_mpa[_floor_mask(mesh, floor_tags)] = model.E_floor_MPa
+    return e_mpa
+
+
 def map_material(
     mesh: TetMesh,
     ct: CTVolume,
@@ -435,6 +582,7 @@ def map_material(
     mode: MappingMode = "hu_average",
     quadrature_degree: int = 2,
     check_rescaled: bool = True,
+    floor_tags: Sequence[int] = (),
 ) -> MaterialField:
     """Map a CT onto a mesh: densities and Young's modulus per cell.
 
@@ -443,47 +591,72 @@ def map_material(
         ct: CT in HU, same world frame.
         model: Calibration, density chain, modulus law, Poisson ratio and E floor.
         mode: ``"hu_average"``: E from each cell's mean HU; ``"modulus_average"``: E averaged
-            over each cell's quadrature points. Densities always come from the mean HU (the
-            chain is linear up to the clamp at zero).
-        quadrature_degree: Degree of the quadrature rule, 1..:data:`MAX_QUADRATURE_DEGREE`.
+            over each cell's quadrature points (densities from the mean HU: the chain is
+            linear up to the clamp at zero); ``"centroid"``: everything from the HU of the
+            voxel containing the centroid (no quadrature).
+        quadrature_degree: Degree of the quadrature rule, 1..:data:`MAX_QUADRATURE_DEGREE`
+            (checked but unused in ``"centroid"`` mode).
         check_rescaled: Run :func:`~material.calibration.check_ct_is_rescaled` on the CT.
+        floor_tags: Cell tags whose E is forced to the model's floor whatever their HU (lytic
+            lesions, whose HU may be raised by blastic rims or partial volume). Their
+            densities stay as mapped.
 
     Returns:
-        The per-cell :class:`~material.types.MaterialField`, with the model's description.
+        The per-cell :class:`~material.types.MaterialField`. Its description holds the mode,
+        quadrature, the model with sources, the cells at the floor, and
+        ``"law_extrapolation"``: how many cells (not forced to the floor) have a density of
+        the law's kind outside the law's valid range.
 
     Raises:
         CalibrationError: If the CT looks like raw storage (with ``check_rescaled``).
         MappingError: If a cell reaches beyond the CT, or mode/degree are invalid.
     """
-    if mode not in ("hu_average", "modulus_average"):
+    if mode not in _MODES:
         raise MappingError(
             f"unknown material mapping mode {mode!r}",
-            hint="use 'hu_average' (Bonemat HU integration) or 'modulus_average' "
-            "(Bonemat E integration)",
+            hint="use 'hu_average' (Bonemat HU integration), 'modulus_average' (Bonemat E "
+            "integration) or 'centroid' (voxel lookup)",
         )
+    bary, weights = quadrature_rule(quadrature_degree)
     if check_rescaled:
         check_ct_is_rescaled(ct.hu)
-    bary, weights = quadrature_rule(quadrature_degree)
     if mode == "hu_average":
         hu = sample_cells_hu(mesh, ct, quadrature_degree=quadrature_degree)
         rho_qct, rho_ash, rho_app, e_mpa = model.evaluate(hu)
         mode_text = "mean HU per element (trilinear samples at quadrature points), converted"
-    else:
+        interpolation = ("trilinear between voxel centres; edge value within half a voxel "
+                         "of the image boundary")
+    elif mode == "modulus_average":
         hu_points = _sample_points_hu(mesh, ct, quadrature_degree)
         hu = np.asarray(hu_points @ weights)
         rho_qct, rho_ash, rho_app = model.densities(hu)
         e_mpa = np.asarray(model.modulus(hu_points) @ weights)
         mode_text = "E evaluated at each quadrature point (trilinear HU), averaged per element"
+        interpolation = ("trilinear between voxel centres; edge value within half a voxel "
+                         "of the image boundary")
+    else:
+        hu = sample_cells_centroid_hu(mesh, ct)
+        rho_qct, rho_ash, rho_app, e_mpa = model.evaluate(hu)
+        mode_text = "HU of the voxel containing the element centroid, converted"
+        interpolation = "none: nearest voxel to the centroid"
+    forced = _floor_mask(mesh, floor_tags)
+    e_mpa[forced] = model.E_floor_MPa
+    law_density = {"qct": rho_qct, "ash": rho_ash, "app": rho_app}[model.law.density_kind]
+    extrapolation = extrapolation_report(model.law, law_density[~forced])
+    extrapolation["cells"] = ("per-element density of the law's kind (mean HU converted), "
+                              "cells forced to the floor by tag excluded")
     description = {
         "mode": mode,
         "mode_text": mode_text,
-        "quadrature_degree": int(quadrature_degree),
-        "quadrature_points": int(bary.shape[0]),
-        "interpolation": "trilinear between voxel centres; edge value within half a voxel "
-        "of the image boundary",
+        "quadrature_degree": None if mode == "centroid" else int(quadrature_degree),
+        "quadrature_points": 1 if mode == "centroid" else int(bary.shape[0]),
+        "interpolation": interpolation,
         "element_geometry": "straight-sided tetrahedron of the 4 corner nodes",
         **model.to_dict(),
         "cells_at_E_floor": int(np.count_nonzero(e_mpa <= model.E_floor_MPa)),
+        "floor_tags": [int(t) for t in floor_tags],
+        "cells_forced_to_floor": int(np.count_nonzero(forced)),
+        "law_extrapolation": extrapolation,
     }
     return MaterialField(
         E_MPa=e_mpa,

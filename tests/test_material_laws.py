@@ -11,6 +11,7 @@ from material import (
     ASH_FRACTIONS,
     CITATIONS,
     DENSITY_CHAINS,
+    LAW_SETS,
     LAWS,
     QCT_TO_ASH,
     CalibrationError,
@@ -21,8 +22,10 @@ from material import (
     PiecewiseLaw,
     PowerLaw,
     check_ct_is_rescaled,
+    extrapolation_report,
     get_density_chain,
     get_law,
+    law_from_config,
 )
 from meshing.errors import OsteofeError
 
@@ -281,3 +284,146 @@ def test_material_field_record() -> None:
     with pytest.raises(ValueError, match=r"must be \(3,\)"):
         one = np.array([0.1])
         MaterialField(np.array([1.0, 2.0, 3.0]), one, one, one, one, 0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keller 1994, the Schileo chain, law sets, valid ranges
+# ---------------------------------------------------------------------------------------------
+
+
+def test_keller1994_femur_law_is_flagged() -> None:
+    law = LAWS["keller1994_femur"]
+    assert isinstance(law, PowerLaw)
+    assert (law.quantity, law.density_kind, law.coefficient, law.exponent) == (
+        "E", "ash", 10500.0, 2.29)
+    assert law(0.5) == pytest.approx(2146.9929, abs=1e-4)  # 10500 * 0.5^2.29
+    assert not law.citation.verified and "not checked" in law.citation.note
+    assert law.valid_range is None and "not transcribed" in law.range_note
+
+
+def test_schileo_chain_constants() -> None:
+    relation = QCT_TO_ASH["schileo"]
+    assert (relation.slope, relation.intercept, relation.phantom) == (0.877, 0.079, "HA")
+    assert QCT_TO_ASH["mayo"].phantom == "K2HPO4" and QCT_TO_ASH["identity"].phantom is None
+    chain = DENSITY_CHAINS["schileo2008"]
+    rho_ash, rho_app = chain(np.array([0.5]))
+    assert rho_ash[0] == pytest.approx(0.079 + 0.877 * 0.5, abs=1e-15)  # 0.5175
+    assert rho_app[0] == pytest.approx(0.5175 / 0.6, abs=1e-12)
+    assert not relation.citation.verified  # coefficients recalled, flagged
+    # the Bologna model: HA line -> Schileo ash -> /0.6 -> Morgan neck
+    model = MaterialModel.from_names(LinearCalibration(0.0008, -0.01, material="HA"),
+                                     chain="schileo2008", law="morgan2003_neck")
+    assert model.modulus(np.array([1000.0]))[0] == pytest.approx(
+        6850.0 * ((0.079 + 0.877 * 0.79) / 0.6) ** 1.49, rel=1e-12)
+    assert model.to_dict()["density_chain"]["qct_to_ash_phantom"] == "HA"
+
+
+def test_law_sets() -> None:
+    assert LAW_SETS["keyak2005"] == {"E": "keyak2005_modulus",
+                                     "yield_stress": "keyak2005_yield",
+                                     "min_stress": "keyak2005_min_stress"}
+    for members in LAW_SETS.values():
+        for quantity, name in members.items():
+            assert LAWS[name].quantity == quantity
+
+
+def test_valid_ranges_and_extrapolation_report() -> None:
+    neck = LAWS["morgan2003_neck"]
+    assert neck.valid_range == (0.26, 0.75)
+    assert LAWS["morgan2003_pooled"].valid_range == (0.09, 0.75)
+    assert "UNVERIFIED" in neck.range_note  # recalled, not checked
+    for law in LAWS.values():
+        assert law.range_note  # every law says where its range comes from, or why none
+        assert law.to_dict()["range_note"] == law.range_note
+    report = extrapolation_report(neck, np.array([0.1, 0.3, 0.5, 0.7, 0.8, 1.9, 2.0, 0.26]))
+    assert (report["below"], report["above"], report["count"]) == (1, 3, 8)
+    assert report["fraction_outside"] == 0.5 and report["fraction_below"] == 0.125
+    assert report["density_kind"] == "app" and report["valid_range_g_cm3"] == [0.26, 0.75]
+    none = extrapolation_report(LAWS["keyak2005_modulus"], np.array([0.1, 5.0]))
+    assert none["fraction_outside"] is None and none["count"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# User-defined laws
+# ---------------------------------------------------------------------------------------------
+
+
+def test_user_power_law() -> None:
+    law = law_from_config({"name": "my_neck", "density": "app", "coefficient": 6850.0,
+                           "exponent": 1.49, "valid_range": [0.2, 0.8],
+                           "source": "Morgan 2003 typed in"})
+    assert isinstance(law, PowerLaw)
+    rho = np.linspace(0.0, 2.0, 41)
+    np.testing.assert_array_equal(law(rho), LAWS["morgan2003_neck"](rho))
+    assert law.valid_range == (0.2, 0.8) and law.quantity == "E"
+    assert law.citation.key == "user:my_neck" and not law.citation.verified
+    assert law.to_dict()["source"]["reference"] == "Morgan 2003 typed in"
+    assert get_law({"name": "x", "density": "ash", "coefficient": 1.0, "exponent": 1.0}).name == "x"
+    model = MaterialModel.from_names(LinearCalibration(0.0008, -0.01),
+                                     law={"name": "lin", "density": "ash", "coefficient": 1000.0,
+                                          "exponent": 1.0, "offset": 10.0})
+    assert model.modulus(np.array([1000.0]))[0] == pytest.approx(1000.0 * 0.76403 + 10.0)
+
+
+def test_user_piecewise_law_reproduces_keyak1998() -> None:
+    spec: dict[str, Any] = {
+        "name": "keyak_again", "density": "ash", "breakpoints": [0.27, 0.6],
+        "pieces": [{"coefficient": 33900.0, "exponent": 2.20},
+                   {"coefficient": 5307.0, "exponent": 1.0, "offset": 469.0},
+                   {"coefficient": 10200.0, "exponent": 2.01}],
+    }
+    law = law_from_config(spec)
+    assert isinstance(law, PiecewiseLaw) and law.valid_range is None
+    rho = np.linspace(0.0, 1.5, 301)
+    np.testing.assert_array_equal(law(rho), LAWS["keyak1998_modulus"](rho))
+    yield_law = law_from_config({"name": "y", "quantity": "yield_stress", "density": "ash",
+                                 "coefficient": 102.0, "exponent": 1.8})
+    with pytest.raises(MaterialLawError, match="not Young's modulus"):
+        MaterialModel(LinearCalibration(0.0008, 0.0), law=yield_law)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"name": ""}, "needs a name"),
+        ({"name": "morgan2003_neck"}, "name of a built-in law"),
+        ({"density": "wet"}, "density 'wet' is unknown"),
+        ({"quantity": "G"}, "quantity 'G' is unknown"),
+        ({"coefficient": -5.0}, "coefficient -5 is not positive"),
+        ({"coefficient": "big"}, "coefficient = 'big' is not a finite number"),
+        ({"exponent": 0.0}, r"exponent 0 is outside \(0, 10\]"),
+        ({"offset": -100.0}, "negative or non-finite"),
+        ({"valid_range": [0.8, 0.2]}, "valid_range"),
+        ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+        ({"form": "spline"}, "form 'spline' is unknown"),
+        ({"breakpoints": [0.5]}, "a power law has no pieces"),
+    ],
+)
+def test_user_power_law_errors(change: dict[str, Any], match: str) -> None:
+    spec = {"name": "bad", "density": "app", "coefficient": 6850.0, "exponent": 1.49, **change}
+    with pytest.raises(MaterialLawError, match=match) as info:
+        law_from_config(spec)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"breakpoints": [0.5, 0.6]}, r"needs 1 breakpoint\(s\) for 2 pieces"),
+        ({"breakpoints": [0.0]}, "breakpoint 0 is not positive"),
+        ({"pieces": [{"coefficient": 1000.0, "exponent": 1.0}]}, "at least two pieces"),
+        ({"pieces": [{"coefficient": 1000.0, "exponent": 1.0},
+                     {"coefficient": 3000.0, "exponent": 1.0}]}, "pieces 0 and 1 differ by"),
+        ({"pieces": [{"coefficient": 1000.0, "exponent": 1.0},
+                     {"coefficient": 500.0, "exponent": 1.0}], "max_jump": 0.6},
+         "decreases with density"),
+        ({"pieces": [{"coefficient": 1000.0, "exponent": 1.0}, {"slope": 1.0}]},
+         "piece 1"),
+    ],
+)
+def test_user_piecewise_law_errors(change: dict[str, Any], match: str) -> None:
+    spec = {"name": "bad", "density": "ash", "breakpoints": [0.5],
+            "pieces": [{"coefficient": 1000.0, "exponent": 1.0},
+                       {"coefficient": 1000.0, "exponent": 1.0}], **change}
+    with pytest.raises(MaterialLawError, match=match):
+        law_from_config(spec)

@@ -11,12 +11,15 @@ from numpy.typing import ArrayLike
 from scipy.special import erf
 
 from material import (
+    LAWS,
     CalibrationError,
     LinearCalibration,
     MappingError,
     MaterialModel,
     map_material,
+    map_material_qp,
     quadrature_rule,
+    sample_cells_centroid_hu,
     sample_cells_hu,
     sample_cells_hu_reference,
     sample_cells_modulus,
@@ -172,7 +175,7 @@ def test_constant_hu_gives_the_exact_modulus() -> None:
     grid = _grid((12, 10, 9))
     ct = CTVolume(grid, np.full(grid.shape, 1000.0, dtype=np.float32))
     mesh = _box_mesh(grid, (-0.5, -0.5, -0.5), (11.5, 9.5, 8.5), (4, 3, 3))
-    for mode in ("hu_average", "modulus_average"):
+    for mode in ("hu_average", "modulus_average", "centroid"):
         field = map_material(mesh, ct, MODEL, mode=mode)
         # rho_qct 0.79, rho_ash 0.76403, rho_app 1.27338, E = 6850 * 1.27338^1.49 = 9819.2818
         np.testing.assert_allclose(field.hu, 1000.0, rtol=1e-14)
@@ -280,7 +283,115 @@ def test_raw_ct_and_bad_options_are_errors() -> None:
     with pytest.raises(CalibrationError, match=r"raw 0\.\.4095"):
         map_material(mesh, ct, MODEL)
     assert map_material(mesh, ct, MODEL, check_rescaled=False).num_cells == 48
-    with pytest.raises(MappingError, match="unknown material mapping mode 'voxel'"):
+    with pytest.raises(MappingError, match="unknown material mapping mode 'voxel'") as info:
         map_material(mesh, ct, MODEL, mode="voxel", check_rescaled=False)  # type: ignore[arg-type]
     with pytest.raises(MappingError, match="quadrature degree 42"):
         sample_cells_hu(mesh, ct, quadrature_degree=42)
+    assert "'centroid' (voxel lookup)" in info.value.hint
+
+
+# ---------------------------------------------------------------------------------------------
+# Centroid voxel lookup, quadrature-point output, floor tags, extrapolation report
+# ---------------------------------------------------------------------------------------------
+
+
+def test_centroid_mode_is_the_voxel_containing_the_centroid() -> None:
+    grid = _grid()
+    hu = np.arange(np.prod(grid.shape), dtype=np.float32).reshape(grid.shape)  # unique values
+    ct = CTVolume(grid, hu - 100.0)  # some negative HU: rescaled
+    mesh = _random_mesh(grid, np.random.default_rng(21), cells=400, margin=-0.45)
+    # independently: the voxel box holding the centroid, |index - centre| <= 1/2 on each axis
+    ijk = grid.world_to_index(mesh.centroids())
+    nearest = np.clip(np.floor(ijk + 0.5), 0, np.asarray(grid.shape) - 1).astype(int)
+    assert np.all(np.abs(ijk - nearest) <= 0.5 + 1e-9)  # the box contains it (or edge band)
+    expected = ct.hu[nearest[:, 0], nearest[:, 1], nearest[:, 2]]
+    np.testing.assert_array_equal(sample_cells_centroid_hu(mesh, ct), expected)
+    field = map_material(mesh, ct, MODEL, mode="centroid")
+    np.testing.assert_array_equal(field.hu, expected)
+    np.testing.assert_allclose(field.E_MPa, MODEL.modulus(expected), rtol=1e-15)
+    assert field.description["mode"] == "centroid"
+    assert field.description["quadrature_degree"] is None
+    assert field.description["interpolation"] == "none: nearest voxel to the centroid"
+
+
+def test_modulus_at_quadrature_points() -> None:
+    rng = np.random.default_rng(8)
+    grid = _grid()
+    ct = CTVolume(grid, rng.normal(400.0, 400.0, size=grid.shape).astype(np.float32))
+    mesh = _random_mesh(grid, rng, cells=200)
+    for degree in (1, 2, 3):
+        bary, weights = quadrature_rule(degree)
+        e_points = map_material_qp(mesh, ct, MODEL, quadrature_degree=degree)
+        assert e_points.shape == (mesh.num_cells, bary.shape[0])
+        # their weighted mean is Bonemat's E integration
+        np.testing.assert_allclose(e_points @ weights,
+                                   sample_cells_modulus(mesh, ct, MODEL, quadrature_degree=degree),
+                                   rtol=1e-13)
+        # the same points given as reference coordinates (x, y, z) = barycentric (l1, l2, l3)
+        np.testing.assert_allclose(  # (1 - x - y - z rounds the first coordinate)
+            map_material_qp(mesh, ct, MODEL, reference_points=bary[:, 1:]), e_points,
+            rtol=1e-12)
+    # at the reference vertices: E of the trilinear HU at the cell's corner nodes
+    corners = map_material_qp(mesh, ct, MODEL, reference_points=np.vstack([np.zeros(3),
+                                                                          np.eye(3)]))
+    corner_ijk = grid.world_to_index(mesh.points)[mesh.cells]
+    hu_corner = _trilinear_numpy(ct.hu, corner_ijk.reshape(-1, 3)).reshape(-1, 4)
+    np.testing.assert_allclose(corners, MODEL.modulus(hu_corner), rtol=1e-10)
+    lesion = TetMesh(mesh.points, mesh.cells, np.where(np.arange(mesh.num_cells) < 50, 2, 1))
+    floored = map_material_qp(lesion, ct, MODEL, floor_tags=(2,))
+    assert np.all(floored[:50] == MODEL.E_floor_MPa)
+    np.testing.assert_array_equal(floored[50:], map_material_qp(mesh, ct, MODEL)[50:])
+    with pytest.raises(MappingError, match="outside the reference tetrahedron"):
+        map_material_qp(mesh, ct, MODEL, reference_points=[[0.6, 0.6, 0.0]])
+    with pytest.raises(MappingError, match=r"\(q, 3\) array"):
+        map_material_qp(mesh, ct, MODEL, reference_points=[0.2, 0.2, 0.2])
+
+
+def _trilinear_numpy(hu: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    """Plain trilinear interpolation inside the grid (a third implementation)."""
+    lower = np.floor(ijk).astype(int)
+    frac = ijk - lower
+    out = np.zeros(len(ijk))
+    for corner in itertools.product((0, 1), repeat=3):
+        c = np.asarray(corner)
+        weight = np.prod(np.where(c == 1, frac, 1.0 - frac), axis=1)
+        idx = np.minimum(lower + c, np.asarray(hu.shape) - 1)
+        out += weight * hu[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return out
+
+
+def test_floor_tags_force_lesion_cells_to_the_floor() -> None:
+    grid = _grid((16, 14, 12))
+    ct = CTVolume(grid, np.full(grid.shape, 1200.0, dtype=np.float32))  # blastic-looking HU
+    mesh = _box_mesh(grid, (0.0, 0.0, 0.0), (15.0, 13.0, 11.0), (5, 4, 4))
+    tags = np.where(grid.world_to_index(mesh.centroids())[:, 0] < 6.0, 2, 1).astype(np.int32)
+    tagged = TetMesh(mesh.points, mesh.cells, tags)
+    for mode in ("hu_average", "modulus_average", "centroid"):
+        field = map_material(tagged, ct, MODEL, mode=mode, floor_tags=(2,))
+        assert np.all(field.E_MPa[tags == 2] == 5.0)
+        assert np.all(field.E_MPa[tags == 1] > 10_000.0)
+        np.testing.assert_allclose(field.rho_ash_g_cm3, 0.0633 + 0.887 * 0.95)  # as mapped
+        assert field.description["cells_forced_to_floor"] == int(np.sum(tags == 2))
+        assert field.description["floor_tags"] == [2]
+        # the extrapolation report leaves the forced cells out
+        assert field.description["law_extrapolation"]["count"] == int(np.sum(tags == 1))
+    untouched = map_material(tagged, ct, MODEL, floor_tags=(7,))
+    assert untouched.description["cells_forced_to_floor"] == 0
+
+
+def test_extrapolation_report_in_description() -> None:
+    grid = _grid((20, 10, 10))
+    hu = np.full(grid.shape, 1500.0, dtype=np.float32)  # cortex: rho_app ~ 2.0, above range
+    hu[:10] = 200.0  # trabecular: rho_app = (0.0633 + 0.887 * 0.15) / 0.6 = 0.327, in range
+    ct = CTVolume(grid, hu)
+    mesh = _box_mesh(grid, (0.0, 0.0, 0.0), (19.0, 9.0, 9.0), (10, 3, 3))
+    field = map_material(mesh, ct, MODEL, mode="centroid")
+    report = field.description["law_extrapolation"]
+    above = int(np.sum(field.rho_app_g_cm3 > 0.75))
+    assert 0 < above < mesh.num_cells
+    assert report["above"] == above and report["below"] == 0
+    assert report["fraction_outside"] == pytest.approx(above / mesh.num_cells)
+    assert report["valid_range_g_cm3"] == [0.26, 0.75] and report["density_kind"] == "app"
+    keyak = MaterialModel(LinearCalibration(0.0008, -0.01), law=LAWS["keyak2005_modulus"])
+    assert map_material(mesh, ct, keyak).description["law_extrapolation"][
+        "fraction_outside"] is None  # no range recorded
