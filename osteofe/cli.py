@@ -247,6 +247,30 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_map(args: argparse.Namespace) -> int:
+    from material.calibration import LinearCalibration
+    from osteofe.mapping_tool import load_table, run_map
+
+    calibration: Any = None
+    if args.calibration:
+        calibration = LinearCalibration(args.calibration[0], args.calibration[1],
+                                        name="cli", source="scanner line from the command line")
+    elif args.calibration_file:
+        calibration = load_table(args.calibration_file)
+    law: Any = load_table(args.law_file) if args.law_file else args.law
+    summary = run_map(args.ct, args.mesh, args.out, calibration=calibration, law=law,
+                      mode=args.mode, quadrature_degree=args.quadrature_degree,
+                      groups=args.groups, chain=args.chain, poisson_ratio=args.poisson,
+                      E_floor_MPa=args.e_floor, floor_tags=tuple(args.floor_tag or ()),
+                      labels_path=args.labels)
+    for warning in summary.get("warnings", []):
+        logging.getLogger("osteofe").warning(warning)
+    if not args.quiet:
+        _echo(f"mapped {summary['mesh']['cells']} cells -> {args.out} "
+              f"(summary in {args.out.with_suffix('.json')})")
+    return EXIT_OK
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from osteofe.config import default_toml, load_config
 
@@ -345,6 +369,40 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--convention", choices=("LPS", "RAS", "ISB"), default="LPS",
                       help="world axes of a surface (ISB: x anterior, y superior, z right)")
     mesh.set_defaults(func=_cmd_mesh)
+
+    mapper = sub.add_parser(
+        "map", help="map CT density to Young's modulus on any tetrahedral mesh",
+        description="Bonemat-style mapping: writes the mesh with per-element E_MPa, "
+        "rho_ash_g_cm3 and HU; the extension of --out picks the format (.vtu, .xdmf, or an "
+        "Abaqus/CalculiX .inp with material groups).")
+    mapper.add_argument("--ct", type=Path, required=True, help="CT in HU")
+    mapper.add_argument("--mesh", type=Path, required=True,
+                        help="tetrahedral mesh in the CT's world coordinates (any meshio format)")
+    mapper.add_argument("--out", type=Path, required=True, help="output mesh (.vtu/.xdmf/.inp)")
+    cal = mapper.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", nargs=2, type=float, metavar=("SLOPE", "INTERCEPT"),
+                     help="scanner line rho_QCT [g/cm3] = INTERCEPT + SLOPE * HU")
+    cal.add_argument("--calibration-file", type=Path, metavar="TOML",
+                     help="calibration table: scanner line, phantom rods, rod labels or "
+                     "phantomless references")
+    law_group = mapper.add_mutually_exclusive_group()
+    law_group.add_argument("--law", default="morgan2003_neck", help="density-modulus law name")
+    law_group.add_argument("--law-file", type=Path, metavar="TOML",
+                           help="user-defined power/piecewise law")
+    mapper.add_argument("--chain", default="mayo_schileo", help="rho_QCT -> ash -> app chain")
+    mapper.add_argument("--mode", default="hu_average",
+                        choices=("hu_average", "modulus_average", "centroid"),
+                        help="HU averaged then converted, E averaged, or centroid lookup")
+    mapper.add_argument("--quadrature-degree", type=int, default=2, help="1-9 (default 2)")
+    mapper.add_argument("--groups", type=int, metavar="N",
+                        help="bin E into N material groups (gap value) for other solvers")
+    mapper.add_argument("--labels", type=Path, help="label map (for rod ROIs / references)")
+    mapper.add_argument("--floor-tag", type=int, action="append", metavar="TAG",
+                        help="cells with this region tag get the E floor (e.g. 2 = lesion)")
+    mapper.add_argument("--e-floor", type=float, default=5.0, metavar="MPA",
+                        help="lower bound of E (default 5 MPa)")
+    mapper.add_argument("--poisson", type=float, default=0.3, help="Poisson's ratio")
+    mapper.set_defaults(func=_cmd_map)
 
     solve = sub.add_parser(
         "solve", help="solve an Abaqus/CalculiX input deck with the osteofe solver",

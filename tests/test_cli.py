@@ -263,3 +263,16 @@ def test_bring_your_own_mesh_gives_the_same_answer(coarse_phantom, coarse_result
     assert main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--body-weight", "75",
                  "--out", str(tmp_path / "none")]) == EXIT_INPUT
     assert "neither a label map nor a mesh" in capsys.readouterr().err
+
+
+@pytest.mark.skip_in_parallel
+def test_map_command_writes_material_groups(coarse_phantom, coarse_result, tmp_path):
+    out_first, _ = coarse_result
+    out = tmp_path / "mapped.inp"
+    assert main(["-q", "map", "--ct", str(coarse_phantom["ct"]), "--mesh",
+                 str(out_first / "fields.vtu"), "--out", str(out), "--groups", "16",
+                 "--calibration", "0.0008", "-0.01"]) == 0
+    text = out.read_text()
+    assert text.upper().count("*MATERIAL") == 16
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["mesh"]["cells"] > 1000
