@@ -99,9 +99,12 @@ FloatArray = npt.NDArray[np.float64]
 DensityKind = Literal["qct", "ash", "app"]
 
 #: What a law gives: Young's modulus, yield stress, or the softened minimum stress (all MPa).
-Quantity = Literal["E", "yield_stress", "min_stress"]
+Quantity = Literal["E", "yield_stress", "min_stress", "plateau_end_strain",
+                   "softening_modulus"]
 
-_QUANTITY_SYMBOL: dict[str, str] = {"E": "E", "yield_stress": "S_y", "min_stress": "S_min"}
+_QUANTITY_SYMBOL: dict[str, str] = {"E": "E", "yield_stress": "S_y", "min_stress": "S_min",
+                                    "plateau_end_strain": "eps_AB",
+                                    "softening_modulus": "E_pl"}
 
 
 @dataclass(frozen=True)
@@ -633,6 +636,13 @@ LAWS: dict[str, Law] = {
                  range_note=_NOT_TRANSCRIBED),
         PowerLaw("keyak2005_min_stress", "min_stress", "ash", 43.1, 1.81, CITATIONS["keyak2005"],
                  range_note=_NOT_TRANSCRIBED),
+        # Strain at the end of the perfectly plastic plateau (dimensionless) and the slope of
+        # the softening branch (MPa, negative) of Keyak et al. 2005's curve, as reproduced by
+        # the Nijmegen group (Derikx et al. 2012) [coefficients quoted from memory: verify].
+        PowerLaw("keyak2005_plateau_end_strain", "plateau_end_strain", "ash", 0.0728, 1.0,
+                 CITATIONS["keyak2005"], offset=-0.00315, range_note=_NOT_TRANSCRIBED),
+        PowerLaw("keyak2005_softening_modulus", "softening_modulus", "ash", -2080.0, 1.45,
+                 CITATIONS["keyak2005"], range_note=_NOT_TRANSCRIBED),
     )
 }
 
@@ -642,7 +652,9 @@ LAWS: dict[str, Law] = {
 LAW_SETS: dict[str, dict[str, str]] = {
     "keyak1998": {"E": "keyak1998_modulus", "yield_stress": "keyak1998_yield"},
     "keyak2005": {"E": "keyak2005_modulus", "yield_stress": "keyak2005_yield",
-                  "min_stress": "keyak2005_min_stress"},
+                  "min_stress": "keyak2005_min_stress",
+                  "plateau_end_strain": "keyak2005_plateau_end_strain",
+                  "softening_modulus": "keyak2005_softening_modulus"},
 }
 
 #: Default density chain: Mayo QCT -> ash line, Schileo ash fraction 0.6.

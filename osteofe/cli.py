@@ -67,7 +67,8 @@ class _Progress:
 
 
 STAGES = ["reading images", "meshing", "mapping material", "landmarks and loads",
-          "lesion measures", "solving", "failure criterion", "writing outputs"]
+          "lesion measures", "solving", "failure criterion", "nonlinear analysis",
+          "writing outputs"]
 
 
 def _echo(text: str) -> None:
@@ -101,6 +102,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="scanner line rho_QCT [g/cm3] = INTERCEPT + SLOPE * HU")
     group.add_argument("--law", help="density-modulus law (default morgan2003_neck)")
     group.add_argument("--no-picture", action="store_true", help="skip the PNG picture")
+    group.add_argument("--nonlinear", action="store_true",
+                       help="also run the nonlinear (Keyak 2005) load to failure of the "
+                       "weakest case: force-displacement curve, CSV + PNG")
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -118,6 +122,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     if args.calibration:
         config = config.override("material", calibration_slope=args.calibration[0],
                                  calibration_intercept=args.calibration[1])
+    config = config.override("nonlinear", enabled=True if args.nonlinear else None)
     return config.override("material", law=args.law)
 
 
@@ -139,6 +144,10 @@ def _cmd_strength(args: argparse.Namespace) -> int:
                               picture=not args.no_picture)
     finally:
         progress.close()
+    if args.report and _rank() == 0:
+        from osteofe.report import write_report
+
+        write_report(args.out)
     for warning in result["warnings"]:
         logging.getLogger("osteofe").warning(warning)
     if not args.quiet:
@@ -271,6 +280,16 @@ def _cmd_map(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from osteofe.report import make_report
+
+    paths = make_report(args.result_dir, args.out, dicom_study=args.dicom_study,
+                        include_patient_identifiers=args.include_patient_identifiers)
+    if not args.quiet:
+        _echo("report written: " + ", ".join(str(p) for p in paths.values()))
+    return EXIT_OK
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from osteofe.config import default_toml, load_config
 
@@ -327,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="lesion label value or name, repeatable (default: 2 if present)")
     strength.add_argument("--case-id", default="case",
                           help="identifier written into the results (default 'case')")
+    strength.add_argument("--report", action="store_true",
+                          help="also write report.html and report.pdf into --out")
     strength.add_argument("--pain", choices=("mild", "moderate", "functional"),
                           help="Mirels pain item (the other items are measured from the scan)")
     _add_model_options(strength)
@@ -369,6 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--convention", choices=("LPS", "RAS", "ISB"), default="LPS",
                       help="world axes of a surface (ISB: x anterior, y superior, z right)")
     mesh.set_defaults(func=_cmd_mesh)
+
+    report = sub.add_parser("report", help="HTML + PDF report of a strength result",
+                            description="A self-contained HTML report and a PDF for "
+                            "clinicians, optionally a DICOM Encapsulated PDF for the PACS.")
+    report.add_argument("result_dir", type=Path, help="folder written by `osteofe strength`")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: RESULT_DIR)")
+    report.add_argument("--dicom-study", type=Path, metavar="CT_DICOM_FOLDER",
+                        help="also write report.dcm (Encapsulated PDF) in this CT's study")
+    report.add_argument("--include-patient-identifiers", action="store_true",
+                        help="copy patient name/ID from the DICOM study (default: case id "
+                        "only)")
+    report.set_defaults(func=_cmd_report)
 
     mapper = sub.add_parser(
         "map", help="map CT density to Young's modulus on any tetrahedral mesh",

@@ -597,13 +597,22 @@ def _execute(tasks: list[_Task], workers: int, bar: Any,
     crashes: dict[str, int] = {}
     context = multiprocessing.get_context("spawn")
     failed = sum(1 for s in statuses.values() if s.get("state") == "failed")
+
+    def may_submit(task: _Task, in_flight: Mapping[Any, _Task]) -> bool:
+        # A case that was in flight when a worker died runs alone, so that a second death
+        # convicts the case that causes it and not a bystander.
+        if any(crashes.get(t.case.case_id) for t in in_flight.values()):
+            return False
+        return not in_flight if crashes.get(task.case.case_id) else True
+
     while pending:
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
         in_flight: dict[cf.Future[dict[str, Any]], _Task] = {}
         broken = False
         try:
             while pending or in_flight:
-                while pending and len(in_flight) < workers and not broken:
+                while (pending and len(in_flight) < workers and not broken
+                       and may_submit(pending[-1], in_flight)):
                     task = pending.pop()
                     try:
                         in_flight[pool.submit(_run_case, task)] = task

@@ -20,6 +20,7 @@ __all__ = [
     "LoadConfig",
     "MaterialConfig",
     "MeshConfig",
+    "NonlinearConfig",
     "SolverConfig",
     "default_toml",
     "load_config",
@@ -197,6 +198,42 @@ class SolverConfig:
 
 
 @dataclass(frozen=True)
+class NonlinearConfig:
+    """Nonlinear load to failure (Keyak 2005 softening, displacement-controlled head).
+
+    Attributes:
+        enabled: Run the nonlinear analysis after the linear one.
+        cases: Load cases to analyse (empty: the weakest linear case).
+        max_increments: Increment limit.
+        step_fraction: Head displacement step as a fraction of the displacement at the linear
+            failure load.
+        tolerance: Secant moduli tolerance per increment (relative).
+        max_iterations: Secant iterations per increment.
+        stop_fraction: Stop once the force has fallen below this fraction of its peak.
+    """
+
+    enabled: bool = False
+    cases: tuple[str, ...] = ()
+    max_increments: int = 40
+    step_fraction: float = 0.12
+    tolerance: float = 1e-3
+    max_iterations: int = 25
+    stop_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", tuple(self.cases))
+        _check(0.0 < self.stop_fraction < 1.0, "nonlinear.stop_fraction", self.stop_fraction,
+               "a fraction in (0, 1)")
+        _check(2 <= self.max_increments <= 500, "nonlinear.max_increments",
+               self.max_increments, "2-500")
+        _check(0.0 < self.step_fraction <= 1.0, "nonlinear.step_fraction", self.step_fraction,
+               "a fraction in (0, 1]")
+        _check(0.0 < self.tolerance < 0.5, "nonlinear.tolerance", self.tolerance, "(0, 0.5)")
+        _check(1 <= self.max_iterations <= 200, "nonlinear.max_iterations",
+               self.max_iterations, "1-200")
+
+
+@dataclass(frozen=True)
 class Config:
     """All options of an osteofe run."""
 
@@ -205,6 +242,7 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     failure: FailureConfig = field(default_factory=FailureConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    nonlinear: NonlinearConfig = field(default_factory=NonlinearConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary of every option (for provenance)."""
@@ -223,7 +261,8 @@ _SECTIONS = {f.name: f for f in fields(Config)}
 
 def _section_from_dict(section: str, data: dict[str, Any]) -> Any:
     cls = {"mesh": MeshConfig, "material": MaterialConfig, "load": LoadConfig,
-           "failure": FailureConfig, "solver": SolverConfig}[section]
+           "failure": FailureConfig, "solver": SolverConfig,
+           "nonlinear": NonlinearConfig}[section]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -550,6 +550,26 @@ def run_strength(
                     config.load.sweep_half_angle_deg, body_weight_n)
             cases.append(entry)
     governing = min(cases, key=lambda c: c["failure_load_N"])
+    curves: dict[str, Any] = {}
+    if config.nonlinear.enabled:
+        step("nonlinear analysis")
+        with _timed(timings, "nonlinear"):
+            names = config.nonlinear.cases or (governing["load_case"],)
+            for name in names:
+                if name not in prepared.loads:
+                    raise InputError(f"nonlinear.cases names {name!r}, not a computed case",
+                                     hint=f"use one of {sorted(prepared.loads)}")
+                entry = next(c for c in cases if c["load_case"] == name)
+                curve = _nonlinear_case(prepared, prepared.loads[name], solutions[name],
+                                        entry["failure_load_N"], options, config, comm)
+                curves[name] = curve
+                entry["nonlinear"] = curve.to_dict() | {
+                    "failure_load_BW": curve.peak_force_n / body_weight_n,
+                    "nonlinear_to_linear_ratio": curve.peak_force_n / entry["failure_load_N"],
+                    "material": "Keyak et al. 2005 softening curve from rho_ash "
+                                "(E, yield, plateau end strain, softening slope, minimum "
+                                "stress; LAW_SETS['keyak2005'])",
+                }
     distal_excluded = _distal_exclusion_mm(prepared.landmarks, config.failure)
     result: dict[str, Any] = {
         "case_id": request.case_id,
@@ -603,6 +623,10 @@ def run_strength(
         step("writing outputs")
         with staged_output(out_dir) as stage, _timed(timings, "write"):
             _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
+            for name, curve in curves.items():
+                (stage / f"force_displacement_{name}.csv").write_text(curve.to_csv())
+                _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
+                            next(c for c in cases if c["load_case"] == name))
             if picture:
                 _write_picture(stage / "femur_risk.png", prepared, analyses, governing)
             timings["total"] = round(time.perf_counter() - total_start, 4)
@@ -687,6 +711,75 @@ def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: Strai
         "failure_loads_N": loads_n.round(2).tolist(),
         "directions_world": directions.round(5).tolist(),
     }
+
+
+def keyak2005_softening(rho_ash: npt.NDArray[np.float64], poisson_ratio: float,
+                        floor_mpa: float) -> Any:
+    """Per-cell Keyak 2005 softening curves from ash density (LAW_SETS['keyak2005'])."""
+    from fea.nonlinear import SofteningMaterial
+    from material.laws import LAW_SETS, LAWS
+
+    laws = {q: LAWS[name] for q, name in LAW_SETS["keyak2005"].items()}
+    rho = np.maximum(np.asarray(rho_ash, dtype=np.float64), 0.0)
+    modulus = np.maximum(laws["E"](rho), floor_mpa)
+    # Marrow/lesion cells at the floor keep a small yield stress so that they stay elastic-
+    # soft rather than yielding at zero stress.
+    yield_stress = np.maximum(laws["yield_stress"](rho), 1e-3 * modulus)
+    return SofteningMaterial(
+        E_MPa=modulus, yield_stress_MPa=yield_stress,
+        plateau_end_strain=laws["plateau_end_strain"](rho),
+        softening_modulus_MPa=np.minimum(laws["softening_modulus"](rho), 0.0),
+        min_stress_MPa=np.maximum(laws["min_stress"](rho), 0.0),
+        poisson_ratio=poisson_ratio, source=str(LAW_SETS["keyak2005"]))
+
+
+def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolution,
+                    linear_failure_n: float, options: Any, config: Config,
+                    comm: MPI.Comm) -> Any:
+    """Displacement-controlled softening analysis of one load case."""
+    from fea.nonlinear import displacement_controlled_failure
+    from fea.solver import Support
+
+    force = load.patch.force_n
+    direction = force / np.linalg.norm(force)
+    # Linear head stiffness along the load gives the scale of the displacement increments.
+    head_disp = float(np.mean(linear.displacement_mm[load.patch.nodes] @ direction))
+    stiffness = float(np.linalg.norm(force)) / max(head_disp, 1e-12)
+    step_mm = config.nonlinear.step_fraction * linear_failure_n / stiffness
+    extra = (() if load.ground_nodes is None
+             else (Support("ground_contact", load.ground_nodes),))
+    material = keyak2005_softening(prepared.material.rho_ash_g_cm3,
+                                   prepared.material.poisson_ratio,
+                                   config.material.modulus_floor_mpa)
+    return displacement_controlled_failure(
+        prepared.mesh, material, prepared.fixed_nodes, load.patch.nodes, direction,
+        step_mm=step_mm, options=options, comm=comm,
+        max_increments=config.nonlinear.max_increments,
+        tolerance=config.nonlinear.tolerance, max_iterations=config.nonlinear.max_iterations,
+        stop_fraction=config.nonlinear.stop_fraction, extra_supports=extra)
+
+
+def _plot_curve(path: Path, curve: Any, name: str, entry: dict[str, Any]) -> None:
+    """Force-displacement curve with the peak and the linear failure load (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.plot(curve.displacement_mm, curve.force_n / 1000.0, "o-", ms=3, label="nonlinear")
+    ax.axhline(entry["failure_load_N"] / 1000.0, color="tab:red", ls="--",
+               label=f"linear (Schileo) {entry['failure_load_N'] / 1000:.2f} kN")
+    ax.plot([curve.peak_displacement_mm], [curve.peak_force_n / 1000.0], "k*", ms=12,
+            label=f"peak {curve.peak_force_n / 1000:.2f} kN")
+    ax.set_xlabel("head displacement along the load (mm)")
+    ax.set_ylabel("head reaction force (kN)")
+    ax.set_title(f"{name}: force-displacement (Keyak 2005 softening)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any],

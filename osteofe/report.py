@@ -61,6 +61,7 @@ __all__ = [
     "ReportData",
     "ReportError",
     "collect_report_data",
+    "make_report",
     "phi_band",
     "render_html",
     "render_pdf",
@@ -172,29 +173,67 @@ class CaseView:
 
 @dataclass(frozen=True)
 class MirelsItemView:
-    """One Mirels item."""
+    """One Mirels item (points None: not given, e.g. pain without the clinician)."""
 
     name: str
-    points: int
+    points: int | None
     category: str
     derivation: str
 
 
 @dataclass(frozen=True)
 class MirelsView:
-    """A Mirels score (items may be absent when only the total was given)."""
+    """A Mirels score, complete or with the pain item missing.
 
-    total: int
+    Attributes:
+        total: The total, or None when an item (pain) is missing.
+        total_range: (lowest, highest) possible total when an item is missing.
+        recommendation: Mirels' recommendation, or the range of them.
+        items: The items (empty when only the total was given).
+        note: What is missing, if anything.
+    """
+
+    total: int | None
+    total_range: tuple[int, int] | None
     recommendation: str
     items: tuple[MirelsItemView, ...]
+    note: str = ""
+
+    @property
+    def total_text(self) -> str:
+        """``"10 / 12"``, or ``"9-11 / 12"`` when an item is missing."""
+        if self.total is not None:
+            return f"{self.total} / 12"
+        low, high = self.total_range or (4, 12)
+        return f"{low}-{high} / 12"
 
 
 @dataclass(frozen=True)
 class CtraView:
-    """CT-based rigidity analysis: loss of rigidity as a fraction."""
+    """CT-based rigidity analysis: the largest loss of rigidity at the lesion.
+
+    Attributes:
+        loss: Largest rigidity loss, fraction.
+        measure: Which rigidity (e.g. "torsional (GJ)"), if known.
+        threshold: High-risk threshold, fraction.
+        high_risk: Whether the loss exceeds the threshold.
+        derivation: One-line account of the analysis, if given.
+        reference: What the lesioned bone was compared with, if given.
+        threshold_source: Citation of the threshold, if given.
+    """
 
     loss: float
     measure: str | None
+    threshold: float = CTRA_THRESHOLD
+    high_risk: bool | None = None
+    derivation: str = ""
+    reference: str = ""
+    threshold_source: str = ""
+
+    @property
+    def is_high(self) -> bool:
+        """The analysis' verdict, or loss > threshold when none was given."""
+        return self.high_risk if self.high_risk is not None else self.loss > self.threshold
 
 
 @dataclass(frozen=True)
@@ -412,7 +451,8 @@ def _cases(result: Mapping[str, Any], body_n: float | None) -> list[CaseView]:
 
 def _risk_sources(result: Mapping[str, Any], risk: Mapping[str, Any] | None) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    merged.update({k: v for k, v in _dict(result.get("risk")).items() if v is not None})
+    for key in ("lesion_risk", "risk"):  # the pipeline's scan-derived measures, then others
+        merged.update({k: v for k, v in _dict(result.get(key)).items() if v is not None})
     for key in ("mirels", "aci_mm", "ctra", "ctra_reduction", "fracture_probability"):
         if result.get(key) is not None:
             merged[key] = result[key]
@@ -427,55 +467,97 @@ def _as_plain(value: Any) -> Any:
     return to_dict() if callable(to_dict) else value
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _recommendation_range(low: int, high: int) -> str:
+    first, last = mirels_recommendation(low), mirels_recommendation(high)
+    return first if first == last else f"{first} to {last}"
+
+
 def _mirels_view(raw: Any) -> MirelsView | None:
     raw = _as_plain(raw)
     given = _num(raw)
     if given is not None:
         if given.is_integer() and 4 <= given <= 12:
-            return MirelsView(int(given), mirels_recommendation(int(given)), ())
+            return MirelsView(int(given), None, mirels_recommendation(int(given)), ())
         return None
     doc = _dict(raw)
-    items: list[MirelsItemView] = []
     raw_items = doc.get("items")
-    if isinstance(raw_items, dict):
-        raw_items = [raw_items.get(n) for n in ("site", "pain", "lesion", "size")]
-    if isinstance(raw_items, list):
-        for item in raw_items:
-            item = _dict(item)
-            points = item.get("points")
-            if isinstance(points, int) and not isinstance(points, bool) and 1 <= points <= 3:
-                items.append(MirelsItemView(_text(item.get("name"), "item"), points,
-                                            _text(item.get("category")),
-                                            _text(item.get("derivation"))))
-    total_value = doc.get("total")
-    total: int | None = None
-    if len(items) == 4:
-        total = sum(i.points for i in items)
-    elif isinstance(total_value, int) and not isinstance(total_value, bool):
-        total = total_value
-    if total is None or not 4 <= total <= 12:
+    by_name: dict[str, MirelsItemView] = {}
+    item_list = list(raw_items.values()) if isinstance(raw_items, dict) else \
+        raw_items if isinstance(raw_items, list) else []
+    for item in item_list:
+        item = _dict(item)
+        points = _int(item.get("points"))
+        name = _text(item.get("name"))
+        if name in ("site", "pain", "lesion", "size") and points in (1, 2, 3):
+            by_name[name] = MirelsItemView(name, points, _text(item.get("category")),
+                                           _text(item.get("derivation")))
+    note = _text(doc.get("pain")) if "pain" not in by_name else ""
+    items = []
+    for name in ("site", "pain", "lesion", "size"):
+        if name in by_name:
+            items.append(by_name[name])
+        elif by_name:
+            items.append(MirelsItemView(name, None, "not given",
+                                        note or "not given"))
+    total = _int(doc.get("total"))
+    if len(by_name) == 4:
+        total = sum(i.points or 0 for i in by_name.values())
+    if total is not None and 4 <= total <= 12:
+        return MirelsView(total, None, mirels_recommendation(total),
+                          tuple(items) if len(by_name) == 4 else ())
+    if not by_name:
         return None
-    return MirelsView(total, mirels_recommendation(total), tuple(items))
+    known = sum(i.points or 0 for i in by_name.values())
+    missing = 4 - len(by_name)
+    low, high = known + missing, known + 3 * missing
+    given_range = doc.get("total_range")
+    if isinstance(given_range, list) and len(given_range) == 2 and all(
+            _int(v) is not None for v in given_range):
+        low, high = int(given_range[0]), int(given_range[1])
+    missing_names = [i.name for i in items if i.points is None]
+    return MirelsView(None, (low, high), _recommendation_range(low, high), tuple(items),
+                      note or f"{', '.join(missing_names)} not given")
+
+
+_RIGIDITY_NAMES = {"EA": "axial", "EI_min": "bending", "EI": "bending", "GJ": "torsional"}
 
 
 def _ctra_view(raw: Any) -> CtraView | None:
     raw = _as_plain(raw)
+    doc: dict[str, Any] = {}
     if _num(raw) is not None:
         loss = _num(raw)
         measure = None
     else:
         doc = _dict(raw)
         loss = None
-        for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss", "value"):
-            loss = _num(doc.get(key))
-            if loss is not None:
-                break
         measure = _text(doc.get("measure") or doc.get("kind")) or None
+        maxima = _dict(doc.get("max_reduction"))
+        governing = _text(doc.get("governing"))
+        if governing and _num(maxima.get(governing)) is not None:
+            loss = _num(maxima.get(governing))
+            measure = (f"{_RIGIDITY_NAMES[governing]} ({governing})"
+                       if governing in _RIGIDITY_NAMES else governing)
+        for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss", "value"):
+            if loss is None:
+                loss = _num(doc.get(key))
     if loss is None:
         return None
     if 1.0 < loss <= 100.0:  # given in percent
         loss /= 100.0
-    return CtraView(loss, measure) if 0.0 <= loss <= 1.0 else None
+    if not 0.0 <= loss <= 1.0:
+        return None
+    threshold = _num(doc.get("threshold"))
+    high = doc.get("high_risk")
+    return CtraView(loss, measure,
+                    threshold if threshold is not None and 0 < threshold < 1 else CTRA_THRESHOLD,
+                    high if isinstance(high, bool) else None,
+                    _text(doc.get("derivation")), _text(doc.get("reference_description")),
+                    _text(doc.get("threshold_source")))
 
 
 _MODEL_FIELDS = ("name", "model_kind", "kind", "feature_names", "osteofe_version", "sha256",
@@ -598,6 +680,31 @@ def _provenance(result: Mapping[str, Any], probability: ProbabilityView | None,
     if outside is not None:
         rows.append(("elements outside the law's density range", f"{100 * outside:.0f} %"))
     sections.append(("Material model", tuple((k, v) for k, v in rows if v)))
+
+    lesion_risk = _dict(result.get("lesion_risk"))
+    if lesion_risk:
+        lesion = _dict(lesion_risk.get("lesion"))
+        kind_ev, site_ev = _dict(lesion.get("kind_evidence")), _dict(lesion.get("site_evidence"))
+        involvement = _dict(lesion.get("involvement"))
+        ctra_doc = _dict(lesion_risk.get("ctra"))
+        fraction = _num(lesion.get("size_fraction"))
+        circ = _num(involvement.get("circumferential_fraction"))
+        aci_mm = _num(lesion_risk.get("aci_mm"))
+        rows = [
+            ("lesion type", _text(lesion.get("kind"))),
+            ("  rule", _text(kind_ev.get("rule"))),
+            ("site", _text(lesion.get("site"))),
+            ("  rule", _text(site_ev.get("rule"))),
+            ("size", f"{fraction:.2f} of the {_text(lesion.get('size_basis'), 'diameter')}"
+             if fraction is not None else ""),
+            ("axial cortical involvement", f"{aci_mm:.1f} mm" if aci_mm is not None else ""),
+            ("largest circumferential involvement", f"{100 * circ:.0f} %"
+             if circ is not None else ""),
+            ("CTRA", _text(ctra_doc.get("derivation"))),
+            ("CTRA threshold source", _text(ctra_doc.get("threshold_source"))),
+        ]
+        sections.append(("Lesion measures from the scan (Mirels items, ACI, CTRA)",
+                         tuple((k, v) for k, v in rows if v)))
 
     crit = _dict(result.get("failure_criterion"))
     t_lim, c_lim = _num(crit.get("tension_limit")), _num(crit.get("compression_limit"))
@@ -991,6 +1098,7 @@ table.kv2 td:nth-child(even) { width: 25%; }
 .chip { display: inline-block; min-width: 44px; text-align: center; color: #fff;
   font-weight: 700; border-radius: 4px; padding: 1px 7px; }
 .nc { color: var(--muted); font-style: italic; }
+.keep { text-transform: none; }
 figure { margin: 8px 0; break-inside: avoid; }
 figure img { width: 100%; border-radius: 4px; display: block; }
 figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
@@ -1007,6 +1115,7 @@ footer { margin-top: 26px; border-top: 1px solid var(--line); padding-top: 8px; 
   body { max-width: none; padding: 0; font-size: 11.5px; }
   .summary, figure, table.data tr { break-inside: avoid; }
   h2.newpage { break-before: page; }
+  figure img { width: auto; max-width: 100%; max-height: 105mm; margin: 0 auto; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 }
 """
@@ -1081,13 +1190,51 @@ def _summary_scores(data: ReportData) -> list[tuple[str, str]]:
                      f"{case.name}" + (f", φ {sv.phi:.2f}" if sv.phi is not None else "")))
     else:
         rows.append(("Direction-sweep minimum", NOT_COMPUTED))
-    rows.append(("Mirels score", NOT_COMPUTED if data.mirels is None else
-                 f"{data.mirels.total} / 12 ({data.mirels.recommendation})"))
-    rows.append(("Axial cortical involvement", _fmt(data.aci_mm, 0, "mm")))
+    mirels = data.mirels
+    rows.append(("Mirels score", NOT_COMPUTED if mirels is None else
+                 f"{mirels.total_text} ({mirels.recommendation})"
+                 + ("" if mirels.total is not None else "; pain not given")))
+    rows.append(("Axial cortical involvement", _aci_text(data.aci_mm)))
     rows.append(("CTRA rigidity loss", NOT_COMPUTED if data.ctra is None else
-                 f"{100 * data.ctra.loss:.0f} %"))
+                 f"{100 * data.ctra.loss:.0f} %"
+                 + (f", {data.ctra.measure}" if data.ctra.measure else "")
+                 + ("; high risk" if data.ctra.is_high else "")))
     rows.append(("Fracture probability", _probability_text(data.probability)))
     return rows
+
+
+def _aci_text(aci_mm: float | None) -> str:
+    if aci_mm is None:
+        return NOT_COMPUTED
+    aci = THRESHOLDS["aci"]
+    side = "at or above" if aci_mm >= aci.value else "below"
+    return f"{aci_mm:.0f} mm ({side} the {aci.value:g} {aci.unit} threshold)"
+
+
+def _ctra_text(ctra: CtraView | None) -> str:
+    if ctra is None:
+        return NOT_COMPUTED
+    text = f"{100 * ctra.loss:.0f} % loss of rigidity" + (f", {ctra.measure}"
+                                                          if ctra.measure else "")
+    verdict = "above" if ctra.is_high else "not above"
+    text += f"; {verdict} the {100 * ctra.threshold:.0f} % threshold"
+    if ctra.reference:
+        text += f"; compared with: {ctra.reference}"
+    return text
+
+
+def _mirels_rows(m: MirelsView) -> list[list[str]]:
+    return [[i.name, i.category, "-" if i.points is None else str(i.points), i.derivation]
+            for i in m.items]
+
+
+def _mirels_total_text(m: MirelsView) -> str:
+    rule = f"≥ {MIRELS_FIX_MIN} fix, {MIRELS_JUDGEMENT} judgement, lower irradiate"
+    if m.total is not None:
+        return f"Total {m.total_text}: Mirels' recommendation {m.recommendation} ({rule})."
+    missing = " and ".join(i.name for i in m.items if i.points is None) or "missing"
+    return (f"Total {m.total_text} depending on the {missing} item, not given: Mirels' "
+            f"recommendation {m.recommendation} ({rule}).")
 
 
 def _probability_text(prob: ProbabilityView | None) -> str:
@@ -1181,7 +1328,8 @@ def render_html(data: ReportData) -> str:
         f'<div class="big">{_e(load)}<span class="sub">{_e(_fmt_bw(g.failure_BW))}</span></div>'
         f"<div>{_e(where[0].upper() + where[1:])}.</div></div>"
         f'<div class="phi-card" style="background:{card_colour}">'
-        f'<div class="label">Load-to-strength ratio φ ({_e(name)})</div>{phi_html}</div></div>'
+        f'<div class="label">Load-to-strength ratio <span class="keep">φ</span> ({_e(name)})'
+        f"</div>{phi_html}</div></div>"
         f'<table class="scores">{score_rows}</table></section>')
     # Picture.
     parts.append("<h2>1. Femur, risk factor and critical region</h2>")
@@ -1258,33 +1406,23 @@ def render_html(data: ReportData) -> str:
         m = data.mirels
         if m.items:
             item_rows = "".join(
-                f"<tr><td>{_e(i.name)}</td><td>{_e(i.category)}</td>"
-                f"<td class=\"num\">{i.points}</td><td>{_e(i.derivation)}</td></tr>"
-                for i in m.items)
+                f"<tr><td>{_e(a)}</td><td>"
+                + (f'<span class="nc">{_e(b)}</span>' if b == "not given" else _e(b))
+                + f"</td><td class=\"num\">{_e(c)}</td><td>{_e(d)}</td></tr>"
+                for a, b, c, d in _mirels_rows(m))
             parts.append('<table class="data"><thead><tr><th>item</th><th>category</th>'
                          '<th class="num">points</th><th>how it was obtained</th></tr></thead>'
                          f"<tbody>{item_rows}</tbody></table>")
-        parts.append(f"<p>Total <strong>{m.total} / 12</strong>: Mirels' recommendation "
-                     f"<strong>{_e(m.recommendation)}</strong> (≥ {MIRELS_FIX_MIN} fix, "
-                     f"{MIRELS_JUDGEMENT} judgement, lower irradiate).</p>")
-    aci = THRESHOLDS["aci"]
+        parts.append(f"<p><strong>{_e(_mirels_total_text(m))}</strong></p>")
     parts.append("<h3>Axial cortical involvement, CTRA and fracture probability</h3>")
-    aci_text = (NOT_COMPUTED if data.aci_mm is None else
-                f"{data.aci_mm:.0f} mm ({'at or above' if data.aci_mm >= aci.value else 'below'}"
-                f" the {aci.value:g} mm threshold)")
-    ctra_text = (NOT_COMPUTED if data.ctra is None else
-                 f"{100 * data.ctra.loss:.0f} % loss"
-                 + (f" of {data.ctra.measure} rigidity" if data.ctra.measure else "")
-                 + f" ({'above' if data.ctra.loss > CTRA_THRESHOLD else 'at or below'} "
-                 f"{100 * CTRA_THRESHOLD:.0f} %)")
-    parts.append(_kv_table([("Axial cortical involvement", aci_text),
-                            ("CTRA rigidity loss", ctra_text),
+    parts.append(_kv_table([("Axial cortical involvement", _aci_text(data.aci_mm)),
+                            ("CTRA rigidity loss", _ctra_text(data.ctra)),
                             ("Calibrated fracture probability",
                              _probability_text(data.probability))]))
     if data.probability is not None:
         parts.append(f"<p>{_e(_model_line(data.probability))}</p>")
     # Limitations and meaning.
-    parts.append('<h2 class="newpage">4. Limitations</h2><ul class="limits">')
+    parts.append('<h2>4. Limitations</h2><ul class="limits">')
     parts.extend(f"<li>{_e(text)}</li>" for text in limitations(data))
     parts.append('</ul><h2>5. What the numbers mean</h2><dl class="terms">')
     for term, text in explanations(data):
@@ -1668,7 +1806,8 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
         flow.text(f"Failure location (scanner coordinates): ({x:.1f}, {y:.1f}, {z:.1f}) mm, "
                   f"{g.region}.", size=8)
 
-    flow.new_page()
+    if data.picture_png:
+        flow.new_page()
     flow.heading("2. Load to failure per load case")
     rows: list[list[str]] = []
     chips: list[list[str | None]] = []
@@ -1716,22 +1855,12 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
         m = data.mirels
         if m.items:
             flow.table(["item", "category", "points", "how it was obtained"],
-                       [[i.name, i.category, str(i.points), i.derivation] for i in m.items],
-                       [0.14, 0.22, 0.1, 0.54], align=["left", "left", "right", "left"])
-        flow.text(f"Total {m.total} / 12: Mirels' recommendation {m.recommendation} "
-                  f"(≥ {MIRELS_FIX_MIN} fix, {MIRELS_JUDGEMENT} judgement, lower irradiate).",
-                  size=9, bold=True)
+                       _mirels_rows(m), [0.14, 0.22, 0.1, 0.54],
+                       align=["left", "left", "right", "left"])
+        flow.text(_mirels_total_text(m), size=9, bold=True)
     flow.heading("Axial cortical involvement, CTRA and fracture probability", level=3)
-    aci = THRESHOLDS["aci"]
-    aci_text = (NOT_COMPUTED if data.aci_mm is None else
-                f"{data.aci_mm:.0f} mm ({'at or above' if data.aci_mm >= aci.value else 'below'}"
-                f" the {aci.value:g} mm threshold)")
-    ctra_text = (NOT_COMPUTED if data.ctra is None else
-                 f"{100 * data.ctra.loss:.0f} % loss"
-                 + (f" of {data.ctra.measure} rigidity" if data.ctra.measure else "")
-                 + f" ({'above' if data.ctra.loss > CTRA_THRESHOLD else 'at or below'} "
-                 f"{100 * CTRA_THRESHOLD:.0f} %)")
-    flow.table(None, [["Axial cortical involvement", aci_text], ["CTRA rigidity loss", ctra_text],
+    flow.table(None, [["Axial cortical involvement", _aci_text(data.aci_mm)],
+                      ["CTRA rigidity loss", _ctra_text(data.ctra)],
                       ["Calibrated fracture probability", _probability_text(data.probability)]],
                [0.36, 0.64], muted_first=True, size=8.5)
     if data.probability is not None:
@@ -1893,4 +2022,42 @@ def write_report(
         names = [p.name for p in pages]
     paths = {"html": out / REPORT_HTML, "pdf": out / REPORT_PDF}
     paths.update({f"page_{i:02d}": out / name for i, name in enumerate(names, start=1)})
+    return paths
+
+
+def make_report(
+    result_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    dicom_study: str | Path | None = None,
+    include_patient_identifiers: bool = False,
+    risk: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """``osteofe report``: the HTML and PDF report, and optionally the PDF as DICOM.
+
+    Args:
+        result_dir: Folder written by ``osteofe strength``.
+        out_dir: Where to write (default: ``result_dir``).
+        dicom_study: The CT's DICOM folder: also write ``report.dcm``, an Encapsulated PDF
+            in that study (see :func:`osteofe.dicom_export.export_dicom`).
+        include_patient_identifiers: Copy the patient's name and ID from ``dicom_study`` into
+            ``report.dcm`` (off by default: the case identifier is used instead).
+        risk: Optional clinical scores (see :func:`collect_report_data`).
+
+    Returns:
+        ``{"html": ..., "pdf": ...}`` plus ``"dicom"`` when ``dicom_study`` is given.
+
+    Raises:
+        ReportError: If ``result.json`` is missing or malformed.
+        InputError: If ``dicom_study`` holds no readable DICOM study.
+    """
+    paths = write_report(result_dir, out_dir, risk=risk)
+    if dicom_study is not None:
+        from osteofe.dicom_export import export_dicom
+
+        result, _ = read_result(result_dir)
+        paths["dicom"] = export_dicom(
+            paths["pdf"], dicom_study, paths["pdf"].with_name("report.dcm"),
+            case_id=_text(result.get("case_id"), "case"),
+            include_patient_identifiers=include_patient_identifiers)
     return paths

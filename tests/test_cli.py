@@ -276,3 +276,25 @@ def test_map_command_writes_material_groups(coarse_phantom, coarse_result, tmp_p
     assert text.upper().count("*MATERIAL") == 16
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["mesh"]["cells"] > 1000
+
+
+@pytest.mark.skip_in_parallel
+def test_nonlinear_option_writes_the_curve(coarse_phantom, coarse_result, tmp_path):
+    _, linear = coarse_result
+    out = tmp_path / "nonlinear"
+    assert main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--labels",
+                 str(coarse_phantom["labels"]), "--body-weight", "75", "--out", str(out),
+                 "--nonlinear", *COARSE_ARGS]) == 0
+    result = json.loads((out / "result.json").read_text())
+    nonlinear = result["cases"][0]["nonlinear"]
+    assert result["failure_load_N"] == pytest.approx(linear["failure_load_N"], rel=1e-9)
+    assert nonlinear["nonlinear_to_linear_ratio"] == pytest.approx(
+        nonlinear["failure_load_N"] / linear["failure_load_N"])
+    # A peak was found and the femur carries loads of the order of the linear estimate.
+    assert nonlinear["peak_reached"]
+    assert 0.3 < nonlinear["nonlinear_to_linear_ratio"] < 3.0
+    rows = (out / "force_displacement_stance.csv").read_text().splitlines()
+    assert rows[0].startswith("increment,displacement_mm,force_N")
+    forces = [float(r.split(",")[2]) for r in rows[1:]]
+    assert max(forces) == pytest.approx(nonlinear["failure_load_N"], rel=1e-5)
+    assert (out / "force_displacement_stance.png").read_bytes()[:4] == b"\x89PNG"

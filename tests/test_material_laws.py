@@ -321,7 +321,13 @@ def test_schileo_chain_constants() -> None:
 def test_law_sets() -> None:
     assert LAW_SETS["keyak2005"] == {"E": "keyak2005_modulus",
                                      "yield_stress": "keyak2005_yield",
-                                     "min_stress": "keyak2005_min_stress"}
+                                     "min_stress": "keyak2005_min_stress",
+                                     "plateau_end_strain": "keyak2005_plateau_end_strain",
+                                     "softening_modulus": "keyak2005_softening_modulus"}
+    # Curve parameters at rho_ash = 1 g/cm^3 are the coefficients themselves.
+    one = np.array([1.0])
+    assert LAWS["keyak2005_plateau_end_strain"](one) == pytest.approx([0.0728 - 0.00315])
+    assert LAWS["keyak2005_softening_modulus"](one) == pytest.approx([-2080.0])
     for members in LAW_SETS.values():
         for quantity, name in members.items():
             assert LAWS[name].quantity == quantity
