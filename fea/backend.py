@@ -25,6 +25,12 @@ def load_backend() -> ModuleType:
         BackendMissingError: when the DOLFINx wheel is not installed.
     """
     try:
+        # h5py (meshio's XDMF) must load its own HDF5 before the wheel's PETSc pulls in a
+        # different HDF5: the other way round h5py fails with "Not a datatype".
+        importlib.import_module("h5py")
+    except ImportError:  # pragma: no cover - h5py is optional (XDMF only)
+        pass
+    try:
         importlib.import_module("dolfinx_solver")
         return importlib.import_module("dolfinx")
     except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -290,6 +290,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_cohort_run(args: argparse.Namespace) -> int:
+    from osteofe.cohort import format_run_summary, run_cohort
+
+    summary = run_cohort(args.manifest, args.out, _config_from_args(args),
+                         workers=args.workers, progress=not args.quiet,
+                         picture=not args.no_picture)
+    if not args.quiet:
+        _echo(format_run_summary(summary))
+    if summary.n_cases and summary.n_failed == summary.n_cases:
+        return EXIT_INPUT
+    return EXIT_OK
+
+
+def _cmd_cohort_synth(args: argparse.Namespace) -> int:
+    from osteofe.insilico import InsilicoOptions, format_insilico, generate_cohort
+
+    options = InsilicoOptions.cheap() if args.cheap else InsilicoOptions()
+    cohort = generate_cohort(args.n, args.out, seed=args.seed, options=options,
+                             workers=args.workers, progress=not args.quiet)
+    if not args.quiet:
+        _echo(format_insilico(cohort))
+    return EXIT_OK
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from osteofe.benchmark import format_benchmark, run_benchmark
+
+    summary = run_benchmark(args.cohort, args.out, seed=args.seed, n_boot=args.n_boot,
+                            n_splits=args.folds, title=args.title)
+    if not args.quiet:
+        _echo(format_benchmark(summary))
+    return EXIT_OK
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from osteofe.config import default_toml, load_config
 
@@ -390,6 +424,44 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--convention", choices=("LPS", "RAS", "ISB"), default="LPS",
                       help="world axes of a surface (ISB: x anterior, y superior, z right)")
     mesh.set_defaults(func=_cmd_mesh)
+
+    cohort = sub.add_parser("cohort", help="batch runs over a cohort manifest; synthetic "
+                            "cohorts")
+    cohort_sub = cohort.add_subparsers(dest="cohort_command", required=True,
+                                       metavar="ACTION")
+    cohort_run = cohort_sub.add_parser(
+        "run", help="run the FE pipeline for every case of a manifest (resumable)",
+        description="MANIFEST.csv columns: case_id, ct, labels, body_mass_kg, side, and "
+        "optionally bone_label, lesion_labels, calibration, Mirels items, outcome. Finished "
+        "cases are skipped on a rerun; a failed case is reported without stopping the others.")
+    cohort_run.add_argument("manifest", type=Path, help="cohort manifest (CSV)")
+    cohort_run.add_argument("--out", type=Path, required=True, help="output folder")
+    cohort_run.add_argument("--workers", type=int, help="parallel processes (default: cores)")
+    _add_model_options(cohort_run)
+    cohort_run.set_defaults(func=_cmd_cohort_run)
+    synth = cohort_sub.add_parser(
+        "synth", help="generate a SYNTHETIC in-silico cohort from the phantom",
+        description="Virtual patients (varied geometry, density, body weight, lesions) with "
+        "outcomes drawn from a documented stochastic process independent of the predictors.")
+    synth.add_argument("--n", type=int, required=True, help="number of femurs")
+    synth.add_argument("--out", type=Path, required=True, help="output folder")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--workers", type=int, help="parallel processes")
+    synth.add_argument("--cheap", action="store_true", help="coarse, fast mode (tests)")
+    synth.set_defaults(func=_cmd_cohort_synth)
+
+    bench = sub.add_parser(
+        "benchmark", help="compare FE-based risk with Mirels, ACI and CTRA on a cohort",
+        description="ROC AUC with confidence intervals and DeLong tests, sensitivity and "
+        "specificity at the published thresholds, Brier score, calibration, decision curves; "
+        "PNG plots, summary.md and summary.html.")
+    bench.add_argument("cohort", type=Path, help="cohort table (CSV, risk.cohort schema)")
+    bench.add_argument("--out", type=Path, required=True, help="output folder")
+    bench.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    bench.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
+    bench.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds")
+    bench.add_argument("--title", help="title of the report")
+    bench.set_defaults(func=_cmd_benchmark)
 
     report = sub.add_parser("report", help="HTML + PDF report of a strength result",
                             description="A self-contained HTML report and a PDF for "

@@ -298,3 +298,14 @@ def test_nonlinear_option_writes_the_curve(coarse_phantom, coarse_result, tmp_pa
     forces = [float(r.split(",")[2]) for r in rows[1:]]
     assert max(forces) == pytest.approx(nonlinear["failure_load_N"], rel=1e-5)
     assert (out / "force_displacement_stance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skip_in_parallel
+@pytest.mark.parametrize("command", [["strength"], ["demo"], ["phantom"], ["mesh"], ["map"],
+                                     ["solve"], ["report"], ["cohort", "run"],
+                                     ["cohort", "synth"], ["benchmark"], ["config"]])
+def test_every_command_documents_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: osteofe" in capsys.readouterr().out
