@@ -92,6 +92,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mesh-size", type=float, metavar="MM",
                        help="target element size in mm (default 3)")
     group.add_argument("--order", type=int, choices=(1, 2), help="mesh node order")
+    group.add_argument("--crop-below-lt", type=float, metavar="MM",
+                       help="model only the femur down to MM below the lesser trochanter")
     group.add_argument("--degree", type=int, choices=(1, 2),
                        help="displacement polynomial degree (P1/P2)")
     group.add_argument("--pc", choices=("gamg", "jacobi", "lu"), help="PETSc preconditioner")
@@ -111,7 +113,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from osteofe.config import load_config
 
     config = load_config(args.config)
-    config = config.override("mesh", size_mm=args.mesh_size, order=args.order)
+    config = config.override("mesh", size_mm=args.mesh_size, order=args.order,
+                             crop_below_lesser_trochanter_mm=args.crop_below_lt)
     config = config.override(
         "load", cases=tuple(args.load) if args.load else None,
         custom_forces_n=tuple(tuple(f) for f in args.custom_load) if args.custom_load else None,
@@ -136,12 +139,13 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         body_mass_kg=args.body_weight,
         bone_label=args.bone_label, lesion_labels=lesion,
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
-        pain=args.pain,
+        pain=args.pain, mirels_given=_mirels_items(args.mirels),
     )
     progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
     try:
         result = run_strength(request, config, args.out, progress=progress,
-                              picture=not args.no_picture)
+                              picture=not args.no_picture, export_inp=args.export_inp,
+                              risk_model=args.risk_model)
     finally:
         progress.close()
     if args.report and _rank() == 0:
@@ -155,6 +159,19 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         _echo(f"results written to {args.out}/ (result.json, fields.vtu"
               + ("" if args.no_picture else ", femur_risk.png") + ")")
     return EXIT_OK
+
+
+def _mirels_items(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    from meshing.errors import InputError
+
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("site", "lesion", "size"):
+            raise InputError(f"--mirels {item!r} is not site=..., lesion=... or size=...",
+                             hint="e.g. --mirels size=3 --mirels lesion=mixed (pain: --pain)")
+        out.append((key, value))
+    return tuple(out)
 
 
 def _summary_table(results: Sequence[dict[str, Any]]) -> str:
@@ -384,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write report.html and report.pdf into --out")
     strength.add_argument("--pain", choices=("mild", "moderate", "functional"),
                           help="Mirels pain item (the other items are measured from the scan)")
+    strength.add_argument("--mirels", action="append", metavar="ITEM=VALUE", default=[],
+                          help="give a Mirels item by hand instead of measuring it, e.g. "
+                          "size=3, lesion=mixed, site=peritrochanteric (repeatable)")
+    strength.add_argument("--export-inp", action="store_true",
+                          help="also write model.inp: the solved model for CalculiX/Abaqus")
+    strength.add_argument("--risk-model", type=Path, metavar="JSON",
+                          help="fitted fracture-risk model (osteofe benchmark's fe_model.json) "
+                          "-> fracture probability")
     _add_model_options(strength)
     strength.set_defaults(func=_cmd_strength)
 

@@ -40,17 +40,24 @@ class MeshConfig:
         size_mm: Target tetrahedron edge length, mm.
         order: 1 for 4-node, 2 for 10-node tetrahedra.
         min_dihedral_deg: Refuse meshes whose smallest dihedral angle is below this.
+        crop_below_lesser_trochanter_mm: If set, keep only the femur down to this distance
+            below the lesser trochanter (a whole-femur scan becomes a proximal-femur model
+            with a flat distal cut).
     """
 
     size_mm: float = 3.0
     order: int = 1
     min_dihedral_deg: float = 1.0
+    crop_below_lesser_trochanter_mm: float | None = None
 
     def __post_init__(self) -> None:
         _check(0.3 <= self.size_mm <= 20.0, "mesh.size_mm", self.size_mm, "0.3-20 mm")
         _check(self.order in (1, 2), "mesh.order", self.order, "1 or 2")
         _check(0.0 <= self.min_dihedral_deg < 30.0, "mesh.min_dihedral_deg",
                self.min_dihedral_deg, "0-30 deg")
+        crop = self.crop_below_lesser_trochanter_mm
+        _check(crop is None or 20.0 <= crop <= 400.0, "mesh.crop_below_lesser_trochanter_mm",
+               crop, "20-400 mm")
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,10 @@ class MaterialConfig:
     Attributes:
         calibration_slope: rho_QCT per HU, g/cm^3/HU (None = the built-in default line).
         calibration_intercept: rho_QCT at 0 HU, g/cm^3 (None = the built-in default line).
-        law: Name of the density-modulus law (see ``osteofe laws``).
+        law: Name of the density-modulus law (material.laws.LAWS).
+        chain: rho_QCT -> rho_ash -> rho_app chain (material.laws.DENSITY_CHAINS).
+        mode: Mapping mode: hu_average, modulus_average or centroid (Bonemat's three).
+        lesion_at_floor: Give lesion cells the floor modulus instead of their CT value.
         poisson_ratio: Poisson's ratio of bone.
         modulus_floor_mpa: Lower bound of E for marrow/lesion/soft tissue, MPa.
         quadrature_degree: Quadrature degree used to average HU over each element.
@@ -69,6 +79,9 @@ class MaterialConfig:
     calibration_slope: float | None = None
     calibration_intercept: float | None = None
     law: str = "morgan2003_neck"
+    chain: str = "mayo_schileo"
+    mode: str = "hu_average"
+    lesion_at_floor: bool = False
     poisson_ratio: float = 0.3
     modulus_floor_mpa: float = 5.0
     quadrature_degree: int = 2
@@ -77,6 +90,8 @@ class MaterialConfig:
         _check((self.calibration_slope is None) == (self.calibration_intercept is None),
                "material.calibration_slope/intercept", self.calibration_slope,
                "both slope and intercept, or neither")
+        _check(self.mode in ("hu_average", "modulus_average", "centroid"), "material.mode",
+               self.mode, "hu_average, modulus_average or centroid")
         _check(0.0 < self.poisson_ratio < 0.5, "material.poisson_ratio", self.poisson_ratio,
                "a value in (0, 0.5)")
         _check(0.0 < self.modulus_floor_mpa < 1000.0, "material.modulus_floor_mpa",

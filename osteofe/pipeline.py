@@ -99,6 +99,8 @@ class StrengthRequest:
         lesion_labels_required: False when the lesion labels are defaults that may be absent.
         case_id: Identifier written into the results (no other patient identifier is).
         pain: Mirels pain item ("mild", "moderate", "functional") when the clinician gives it.
+        mirels_given: Mirels items given by hand, e.g. (("size", "3"),): they replace the
+            items measured from the scan (site, lesion, size; points or categories).
         mesh_path: A tetrahedral mesh made elsewhere (any format meshio reads) to use instead
             of meshing the labels; in the CT's world coordinates (LPS mm). Cells tagged 2 are
             lesion; labels, when also given, tag lesion cells too.
@@ -113,6 +115,7 @@ class StrengthRequest:
     case_id: str = "case"
     pain: str | None = None
     mesh_path: Path | None = None
+    mirels_given: tuple[tuple[str, str], ...] = ()
 
     def validate(self) -> None:
         """Check the request before any work is done.
@@ -263,6 +266,12 @@ def prepare_model(
                             "CT's world coordinates (LPS mm)")
         else:
             assert bone is not None and lesion is not None
+            if config.mesh.crop_below_lesser_trochanter_mm is not None:
+                bone, lesion = _crop_proximal(bone, lesion, ct,
+                                              config.mesh.crop_below_lesser_trochanter_mm)
+                warnings.append("femur cropped "
+                                f"{config.mesh.crop_below_lesser_trochanter_mm:g} mm below the "
+                                "lesser trochanter: the cut is the fixed distal end")
             mesh = mesh_from_mask(bone | lesion, ct.grid, size_mm=config.mesh.size_mm,
                                   order=config.mesh.order)
         if lesion_values and labels is not None:
@@ -281,11 +290,12 @@ def prepare_model(
             warnings.append("no calibration given: used the built-in generic scanner line "
                             "(not patient-specific); give material.calibration_slope/"
                             "intercept for real scans")
-        model = MaterialModel.from_names(calibration, law=cfg.law,
+        model = MaterialModel.from_names(calibration, chain=cfg.chain, law=cfg.law,
                                          poisson_ratio=cfg.poisson_ratio,
                                          E_floor_MPa=cfg.modulus_floor_mpa)
-        material = map_material(mesh, ct, model, quadrature_degree=cfg.quadrature_degree,
-                                check_rescaled=False)
+        material = map_material(mesh, ct, model, mode=cfg.mode,  # type: ignore[arg-type]
+                                quadrature_degree=cfg.quadrature_degree, check_rescaled=False,
+                                floor_tags=(LESION_TAG,) if cfg.lesion_at_floor else ())
 
     step("landmarks and loads")
     with _timed(timings, "landmarks_loads"):
@@ -313,18 +323,45 @@ def prepare_model(
     if bone is not None and lesion is not None and lesion.any():
         step("lesion measures")
         with _timed(timings, "lesion_measures"):
-            lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain)
+            lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain,
+                                          dict(request.mirels_given))
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
                          model.to_dict(), timings, warnings, lesion_risk)
 
 
+def _crop_proximal(bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_], ct: CTVolume,
+                   below_mm: float) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Keep the femur down to ``below_mm`` under the lesser trochanter (a flat cut).
+
+    Landmarks come from the mask's iso-surface, before meshing.
+    """
+    from meshing.surface import clean_mask, extract_surface
+
+    surface = extract_surface(clean_mask(bone | lesion), ct.grid)
+    landmarks = find_landmarks(surface.points)
+    if landmarks.lesser_trochanter_mm is None:
+        raise InputError("cannot crop below the lesser trochanter: it was not found",
+                         hint="check the segmentation, or do not set "
+                              "mesh.crop_below_lesser_trochanter_mm")
+    axis = landmarks.shaft_axis
+    level = float(landmarks.lesser_trochanter_mm @ axis) - below_mm
+    # Position along the axis is affine in (i, j, k): broadcast instead of listing voxels.
+    steps = ct.grid.index_to_world_matrix.T @ axis
+    ni, nj, nk = ct.grid.shape
+    along = (float(ct.grid.origin @ axis) + steps[0] * np.arange(ni)[:, None, None]
+             + steps[1] * np.arange(nj)[None, :, None] + steps[2] * np.arange(nk)[None, None, :])
+    keep = along >= level
+    return bone & keep, lesion & keep
+
+
 def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_],
-                    landmarks: FemurLandmarks, model: MaterialModel,
-                    pain: str | None) -> dict[str, Any]:
+                    landmarks: FemurLandmarks, model: MaterialModel, pain: str | None,
+                    given: dict[str, str] | None = None) -> dict[str, Any]:
     """Mirels items measured from the scan, axial cortical involvement and CT rigidity.
 
     The Mirels total needs the pain item, which only the clinician can give: without it the
-    measured items and the range of possible totals are reported.
+    measured items and the range of possible totals are reported. Items given by hand
+    (``given``: site, lesion, size as points or categories) replace the measured ones.
     """
     measured = measure_lesion(ct, bone, lesion, shaft_axis=landmarks.shaft_axis,
                               axis_point=landmarks.shaft_point_mm,
@@ -332,7 +369,17 @@ def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArr
                               lesser_trochanter=landmarks.lesser_trochanter_mm)
     rigidity = ctra(ct, bone, model, axis=landmarks.shaft_axis,
                     axis_point=landmarks.head_centre_mm, lesion_mask=lesion)
-    inputs = measured.mirels_inputs()
+    inputs: dict[str, Any] = measured.mirels_inputs()
+    for item, value in (given or {}).items():
+        parsed: Any = int(value) if str(value).isdigit() else value
+        if item == "size":
+            inputs.pop("size_fraction", None)
+            if isinstance(parsed, int):
+                inputs["size_points"] = parsed
+            else:
+                inputs["size_fraction"] = float(parsed)
+        else:
+            inputs[item] = parsed
     if pain is not None:
         mirels: dict[str, Any] = score_mirels(**inputs, pain=pain).to_dict()
     else:
@@ -474,8 +521,15 @@ def run_strength(
     comm: MPI.Comm = MPI.COMM_WORLD,
     progress: Callable[[str], None] | None = None,
     picture: bool = True,
+    export_inp: bool = False,
+    risk_model: Path | None = None,
 ) -> dict[str, Any]:
     """Compute the femoral strength for every configured load case and write the outputs.
+
+    ``export_inp`` also writes ``model.inp``: the solved model (mesh, per-element material,
+    distal fixation, the head loads of every distal-support case as steps) for CalculiX or
+    Abaqus. ``risk_model`` is a fitted fracture-risk model (JSON, risk.calibration) that turns
+    the strength into a fracture probability.
 
     Collective: call on all ranks. Returns the result dictionary (also on all ranks).
 
@@ -607,9 +661,12 @@ def run_strength(
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
                    "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
         "lesion_risk": prepared.lesion_risk,
+        "fracture_probability": None,
         "warnings": prepared.warnings,
         "config": config.to_dict(),
     }
+    if risk_model is not None:
+        result["fracture_probability"] = _fracture_probability(risk_model, result)
     if comm.rank == 0:
         with _timed(timings, "inputs_hash"):
             result["inputs"] = {
@@ -623,6 +680,8 @@ def run_strength(
         step("writing outputs")
         with staged_output(out_dir) as stage, _timed(timings, "write"):
             _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
+            if export_inp:
+                _export_inp(stage / "model.inp", prepared)
             for name, curve in curves.items():
                 (stage / f"force_displacement_{name}.csv").write_text(curve.to_csv())
                 _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
@@ -711,6 +770,54 @@ def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: Strai
         "failure_loads_N": loads_n.round(2).tolist(),
         "directions_world": directions.round(5).tolist(),
     }
+
+
+def _export_inp(path: Path, prepared: PreparedModel) -> None:
+    """The solved model as a CalculiX/Abaqus deck (distal-support cases as load steps)."""
+    from fea.calculix import write_inp
+    from fea.solver import Support
+
+    distal = [load.patch for load in prepared.loads.values() if load.ground_nodes is None]
+    if not distal:
+        return
+    write_inp(path, prepared.mesh, prepared.material.E_MPa, prepared.material.poisson_ratio,
+              [Support("distal_cut", prepared.fixed_nodes)], [distal[0]],
+              extra_cases=[[patch] for patch in distal[1:]], frd=False)
+
+
+def _fracture_probability(model_path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Fracture probability from a fitted risk model and this femur's results.
+
+    Features offered to the model (it uses those it was trained on, and refuses a model
+    needing one that is missing): failure_load_BW, failure_load_N, body_mass_kg, aci_mm,
+    ctra_reduction, mirels_total.
+    """
+    from risk.calibration import load_model
+
+    model = load_model(model_path)
+    features: dict[str, float] = {
+        "failure_load_BW": result["failure_load_BW"],
+        "failure_load_N": result["failure_load_N"],
+        "body_mass_kg": result["body_mass_kg"],
+    }
+    lesion = result.get("lesion_risk") or {}
+    if lesion:
+        features["aci_mm"] = float(lesion["aci_mm"])
+        features["ctra_reduction"] = float(max(lesion["ctra"]["max_reduction"].values()))
+        if lesion["mirels"].get("total") is not None:
+            features["mirels_total"] = float(lesion["mirels"]["total"])
+    names = list(getattr(model, "feature_names_in_", ()))
+    missing = [n for n in names if n not in features]
+    if missing:
+        raise InputError(f"the risk model needs feature(s) {missing} that this analysis does "
+                         "not provide", hint=f"available: {sorted(features)}")
+    row = {name: [features[name]] for name in names}
+    probability = float(model.predict_proba(row)[0, 1])
+    return {"probability": probability, "model": str(model_path),
+            "features": {n: features[n] for n in names},
+            "interval": None,
+            "note": "point estimate of the fitted model; the model file carries no parameter "
+                    "uncertainty, so no interval is given"}
 
 
 def keyak2005_softening(rho_ash: npt.NDArray[np.float64], poisson_ratio: float,

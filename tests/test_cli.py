@@ -309,3 +309,60 @@ def test_every_command_documents_itself(command, capsys):
         main([*command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: osteofe" in capsys.readouterr().out
+
+
+@pytest.mark.skip_in_parallel
+def test_crop_below_the_lesser_trochanter(coarse_phantom, tmp_path):
+    import meshio
+
+    out = tmp_path / "cropped"
+    assert main(["-q", "strength", "--ct", str(coarse_phantom["ct"]), "--labels",
+                 str(coarse_phantom["labels"]), "--body-weight", "75", "--out", str(out),
+                 "--crop-below-lt", "60", *COARSE_ARGS]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert any("cropped 60 mm below the lesser trochanter" in w for w in result["warnings"])
+    axis = np.array(result["landmarks"]["shaft_axis"])
+    lesser = np.array(result["landmarks"]["lesser_trochanter_mm"])
+    lowest = (meshio.read(out / "fields.vtu").points @ axis).min()
+    # The flat cut sits 60 mm below the lesser trochanter (within a voxel and a mesh size).
+    assert lowest == pytest.approx(lesser @ axis - 60.0, abs=5.0)
+
+
+@pytest.fixture(scope="module")
+def coarse_lesion_phantom(tmp_path_factory) -> dict[str, Path]:
+    from meshing.phantom import LesionParams
+
+    out = tmp_path_factory.mktemp("lesion_phantom")
+    return write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0),
+                                      LesionParams(site="calcar", radius_mm=12.0)), out)
+
+
+@pytest.mark.skip_in_parallel
+def test_export_risk_model_and_mirels_items_by_hand(coarse_lesion_phantom, tmp_path):
+    from risk.calibration import StrengthRiskModel, save_model
+
+    rng = np.random.default_rng(0)
+    strength_bw = rng.uniform(1.0, 12.0, 200)
+    fractured = (rng.uniform(size=200) < 1.0 / (1.0 + np.exp(strength_bw - 4.0))).astype(int)
+    model = StrengthRiskModel().fit({"failure_load_BW": strength_bw}, fractured)
+    model_path = tmp_path / "model.json"
+    save_model(model, model_path)
+    out = tmp_path / "run"
+    assert main(["-q", "strength", "--ct", str(coarse_lesion_phantom["ct"]), "--labels",
+                 str(coarse_lesion_phantom["labels"]), "--body-weight", "75", "--out",
+                 str(out), "--export-inp", "--risk-model", str(model_path), "--pain", "mild",
+                 "--mirels", "size=3", *COARSE_ARGS]) == 0
+    result = json.loads((out / "result.json").read_text())
+    # Probability: the saved model applied to this femur's strength in body weights.
+    expected = model.predict_proba({"failure_load_BW": [result["failure_load_BW"]]})[0, 1]
+    assert result["fracture_probability"]["probability"] == pytest.approx(expected)
+    # The hand-given size replaces the measured one; pain is the clinician's.
+    items = result["lesion_risk"]["mirels"]["items"]
+    assert items["size"]["points"] == 3 and items["pain"]["points"] == 1
+    assert result["lesion_risk"]["mirels"]["total"] == sum(i["points"] for i in items.values())
+    # The exported deck solves to the same reaction at the distal cut.
+    solved = tmp_path / "solved"
+    assert main(["-q", "solve", str(out / "model.inp"), "--out", str(solved)]) == 0
+    reactions = json.loads((solved / "result.json").read_text())["reactions_n"]
+    assert reactions["DISTAL_CUT"] == pytest.approx(
+        result["cases"][0]["reaction_at_distal_cut_N"], rel=1e-5, abs=1e-3)
