@@ -366,3 +366,25 @@ def test_export_risk_model_and_mirels_items_by_hand(coarse_lesion_phantom, tmp_p
     reactions = json.loads((solved / "result.json").read_text())["reactions_n"]
     assert reactions["DISTAL_CUT"] == pytest.approx(
         result["cases"][0]["reaction_at_distal_cut_N"], rel=1e-5, abs=1e-3)
+
+
+@pytest.mark.skip_in_parallel
+def test_serial_reruns_are_bitwise_identical(coarse_phantom, tmp_path):
+    """Running the same command twice gives the same bytes (fresh processes, as users rerun)."""
+    outs = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        cmd = [sys.executable, "-m", "osteofe", "-q", "strength", "--ct",
+               str(coarse_phantom["ct"]), "--labels", str(coarse_phantom["labels"]),
+               "--body-weight", "75", "--out", str(out), *COARSE_ARGS]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out)
+    first, second = (json.loads((o / "result.json").read_text()) for o in outs)
+    for result in (first, second):
+        result.pop("timings_s")
+        for case in result["cases"]:
+            case["solver"].pop("solve_s")  # wall time
+    assert first == second
+    assert (outs[0] / "fields.vtu").read_bytes() == (outs[1] / "fields.vtu").read_bytes()
