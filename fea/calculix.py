@@ -285,6 +285,8 @@ def bin_moduli(
 # -- deck writing ------------------------------------------------------------------------
 
 
+#: Real numbers are written with 13 significant digits: CalculiX reads each number from a
+#: field of at most 20 characters, and "-1.234567890123e-05" (13 digits) is 19 long.
 def _format_rows(rows: npt.NDArray[np.generic], fmt: str) -> str:
     """Rows formatted line by line with ``fmt`` (numpy.savetxt into a string)."""
     if rows.shape[0] == 0:
@@ -360,7 +362,7 @@ def _boundary_text(mesh: TetMesh, support: Support, set_name: str,
         np.tile(comp + 1, nodes.size),
         prescribed.T[:, comp].reshape(-1),
     ])
-    return _format_rows(rows, "%d, %d, %d, %.17g")
+    return _format_rows(rows, "%d, %d, %d, %.13g")
 
 
 def _nodal_forces(mesh: TetMesh, patches: Sequence[LoadPatch],
@@ -395,7 +397,7 @@ def _nodal_forces(mesh: TetMesh, patches: Sequence[LoadPatch],
 def _cload_text(forces: FloatArray) -> str:
     node, comp = np.nonzero(forces)
     rows = np.column_stack([node + 1, comp + 1, forces[node, comp]])
-    return "*CLOAD, OP=NEW\n" + _format_rows(rows, "%d, %d, %.17g")
+    return "*CLOAD, OP=NEW\n" + _format_rows(rows, "%d, %d, %.13g")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -489,7 +491,7 @@ def write_inp(
         _META_PREFIX + json.dumps(meta) + "\n",
         "*NODE, NSET=NALL\n",
         _format_rows(np.column_stack([np.arange(1, mesh.num_nodes + 1), mesh.points]),
-                     "%d, %.17g, %.17g, %.17g"),
+                     "%d, %.13g, %.13g, %.13g"),
     ]
     # Elements grouped by material: one *ELEMENT block (and element set) per material.
     order = np.argsort(mat_index, kind="stable")
@@ -505,7 +507,7 @@ def write_inp(
     ids = np.arange(1, num_mat + 1, dtype=np.float64)
     parts.append(_format_rows(
         np.column_stack([ids, keys[:, 0], keys[:, 1], ids, ids]),
-        "*MATERIAL, NAME=MAT%d\n*ELASTIC\n%.17g, %.17g\n"
+        "*MATERIAL, NAME=MAT%d\n*ELASTIC\n%.13g, %.13g\n"
         "*SOLID SECTION, ELSET=MAT%d, MATERIAL=MAT%d",
     ))
 
