@@ -32,6 +32,7 @@ __all__ = [
     "SolveStats",
     "SolverOptions",
     "Support",
+    "modulus_quadrature_points",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -42,7 +43,7 @@ load_backend()
 import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402
 import ufl  # noqa: E402
-from basix.ufl import element  # noqa: E402
+from basix.ufl import element, quadrature_element  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 from petsc4py import PETSc as _PETSc  # noqa: E402
 
@@ -71,6 +72,9 @@ class SolverOptions:
         max_it: Iteration limit; not converging is an error, never a number.
         near_nullspace: Attach the six rigid-body modes for GAMG.
         extra: Further PETSc options (without prefix), override the defaults.
+        modulus_quadrature_degree: Quadrature degree of the stiffness integral when moduli
+            are given per quadrature point ((m, q) arrays; the points are
+            :func:`modulus_quadrature_points` of this degree).
     """
 
     degree: int = 1
@@ -81,6 +85,7 @@ class SolverOptions:
     max_it: int = 2000
     near_nullspace: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+    modulus_quadrature_degree: int = 2
 
     def __post_init__(self) -> None:
         if self.degree not in (1, 2):
@@ -239,6 +244,18 @@ def _rank0_copy(comm: MPI.Comm, array: np.ndarray, width: int) -> np.ndarray:
     return np.empty((0, width), dtype=array.dtype)
 
 
+def modulus_quadrature_points(degree: int) -> FloatArray:
+    """(q, 3) reference-tetrahedron points where per-point moduli are expected.
+
+    These are the points of basix's default tetrahedron rule of ``degree`` (the rule the
+    stiffness integral then uses), in the reference cell of vertices (0,0,0), (1,0,0),
+    (0,1,0), (0,0,1) taken in each cell's node order.
+    """
+    points, _ = quadrature_element("tetrahedron", value_shape=(), degree=degree
+                                   ).custom_quadrature()
+    return np.asarray(points, dtype=np.float64)
+
+
 class ElasticModel:
     """Isotropic linear elasticity on a tetrahedral mesh with per-cell Young's modulus.
 
@@ -265,10 +282,13 @@ class ElasticModel:
         self.mesh = mesh
         self.timings_s: dict[str, float] = {}
         modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
-        nu = np.broadcast_to(np.asarray(poisson_ratio, dtype=np.float64), modulus.shape)
+        nu = np.broadcast_to(np.asarray(poisson_ratio, dtype=np.float64), (mesh.num_cells,))
         # Validate before any collective so that no rank can hang on a bad input.
-        if modulus.shape != (mesh.num_cells,):
-            raise ValueError(f"need one modulus per cell ({mesh.num_cells}), got {modulus.shape}")
+        num_points = modulus_quadrature_points(self.options.modulus_quadrature_degree).shape[0]
+        if modulus.shape not in ((mesh.num_cells,), (mesh.num_cells, num_points)):
+            raise ValueError(
+                f"need one modulus per cell ({mesh.num_cells},) or per quadrature point "
+                f"({mesh.num_cells}, {num_points}), got {modulus.shape}")
         if not np.all(np.isfinite(modulus)) or np.any(modulus <= 0.0):
             raise ValueError("Young's moduli must be finite and positive")
         if np.any(nu <= -1.0) or np.any(nu >= 0.5):
@@ -294,8 +314,18 @@ class ElasticModel:
         self.V = dolfinx.fem.functionspace(self.domain, ("Lagrange", self.options.degree, (3,)))
         dg0 = dolfinx.fem.functionspace(self.domain, ("DG", 0))
         cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
-        self._E = dolfinx.fem.Function(dg0)
-        self._E.x.array[:] = modulus[cell_map]
+        self._per_point = modulus.ndim == 2
+        self._dx = ufl.dx
+        if self._per_point:
+            # E lives on the quadrature points of the stiffness integral itself.
+            degree = self.options.modulus_quadrature_degree
+            q_element = quadrature_element("tetrahedron", value_shape=(), degree=degree)
+            self._modulus_space = dolfinx.fem.functionspace(self.domain, q_element)
+            self._dx = ufl.dx(metadata={"quadrature_degree": degree})
+            self._E = dolfinx.fem.Function(self._modulus_space)
+        else:
+            self._E = dolfinx.fem.Function(dg0)
+        self._set_modulus(modulus)
         self._nu = dolfinx.fem.Function(dg0)
         self._nu.x.array[:] = nu[cell_map]
         self.timings_s["mesh_distribute"] = time.perf_counter() - t0
@@ -305,10 +335,10 @@ class ElasticModel:
         self._trial = ufl.TrialFunction(self.V)
         self._test = ufl.TestFunction(self.V)
         self.a_form = dolfinx.fem.form(
-            ufl.inner(self._sigma(self._trial), self._epsilon(self._test)) * ufl.dx
+            ufl.inner(self._sigma(self._trial), self._epsilon(self._test)) * self._dx
         )
         self._action_form = dolfinx.fem.form(
-            ufl.inner(self._sigma(self.u), self._epsilon(self._test)) * ufl.dx
+            ufl.inner(self._sigma(self.u), self._epsilon(self._test)) * self._dx
         )
         self._node_tree = cKDTree(mesh.points)
         self.supports = list(supports)
@@ -358,6 +388,19 @@ class ElasticModel:
         finally:
             for key in options:
                 petsc_opts.delValue(self._petsc_prefix + key)
+
+    def _set_modulus(self, modulus: FloatArray) -> None:
+        """Copy moduli (per cell, or per cell and quadrature point) into the dolfinx field."""
+        self._modulus_shape = modulus.shape
+        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
+        if modulus.ndim == 1:
+            self._E.x.array[:] = modulus[cell_map]
+            return
+        # Quadrature dofs of local cell c are its points in the rule's order.
+        dofs = np.asarray(self._modulus_space.dofmap.list)
+        values = np.empty_like(self._E.x.array)
+        values[dofs.ravel()] = modulus[cell_map].ravel()
+        self._E.x.array[:] = values
 
     # -- constitutive law ---------------------------------------------------------------
     def _epsilon(self, w: Any) -> Any:
@@ -555,10 +598,9 @@ class ElasticModel:
         Collective. Used by incremental nonlinear analyses (secant moduli).
         """
         modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
-        if modulus.shape != (self.mesh.num_cells,) or np.any(~(modulus > 0.0)):
-            raise ValueError("need one finite, positive modulus per cell")
-        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
-        self._E.x.array[:] = modulus[cell_map]
+        if modulus.shape != self._modulus_shape or np.any(~(modulus > 0.0)):
+            raise ValueError(f"need finite, positive moduli of shape {self._modulus_shape}")
+        self._set_modulus(modulus)
         t0 = time.perf_counter()
         self.A.zeroEntries()
         # In-place assembly: assemble_matrix dispatches on a PETSc Mat as first argument.

@@ -71,6 +71,8 @@ class MaterialConfig:
         chain: rho_QCT -> rho_ash -> rho_app chain (material.laws.DENSITY_CHAINS).
         mode: Mapping mode: hu_average, modulus_average or centroid (Bonemat's three).
         lesion_at_floor: Give lesion cells the floor modulus instead of their CT value.
+        modulus_at_quadrature_points: Give the solver E at its quadrature points (sampled
+            from the CT at each point) instead of one value per element.
         poisson_ratio: Poisson's ratio of bone.
         modulus_floor_mpa: Lower bound of E for marrow/lesion/soft tissue, MPa.
         quadrature_degree: Quadrature degree used to average HU over each element.
@@ -82,6 +84,7 @@ class MaterialConfig:
     chain: str = "mayo_schileo"
     mode: str = "hu_average"
     lesion_at_floor: bool = False
+    modulus_at_quadrature_points: bool = False
     poisson_ratio: float = 0.3
     modulus_floor_mpa: float = 5.0
     quadrature_degree: int = 2

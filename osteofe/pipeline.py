@@ -35,7 +35,7 @@ from fea.loads import (
 from fea.topology import boundary_faces
 from material.calibration import LinearCalibration, check_ct_is_rescaled
 from material.laws import MaterialModel
-from material.mapping import map_material
+from material.mapping import map_material, map_material_qp
 from material.rigidity import ctra
 from material.types import MaterialField
 from meshing.errors import InputError, OsteofeError
@@ -177,6 +177,7 @@ class PreparedModel:
         warnings: Messages worth showing the user.
         lesion_risk: Scan-derived lesion measures (Mirels items, ACI, CTRA), when a lesion
             is labelled.
+        modulus_points: (m, q) E at the solver's quadrature points, when asked for.
     """
 
     mesh: TetMesh
@@ -190,6 +191,7 @@ class PreparedModel:
     timings_s: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     lesion_risk: dict[str, Any] | None = None
+    modulus_points: npt.NDArray[np.float64] | None = None
 
 
 @contextmanager
@@ -293,9 +295,18 @@ def prepare_model(
         model = MaterialModel.from_names(calibration, chain=cfg.chain, law=cfg.law,
                                          poisson_ratio=cfg.poisson_ratio,
                                          E_floor_MPa=cfg.modulus_floor_mpa)
+        floor_tags = (LESION_TAG,) if cfg.lesion_at_floor else ()
         material = map_material(mesh, ct, model, mode=cfg.mode,  # type: ignore[arg-type]
                                 quadrature_degree=cfg.quadrature_degree, check_rescaled=False,
-                                floor_tags=(LESION_TAG,) if cfg.lesion_at_floor else ())
+                                floor_tags=floor_tags)
+        modulus_points = None
+        if cfg.modulus_at_quadrature_points:
+            from fea.solver import SolverOptions, modulus_quadrature_points
+
+            modulus_points = map_material_qp(
+                mesh, ct, model, floor_tags=floor_tags, check_rescaled=False,
+                reference_points=modulus_quadrature_points(
+                    SolverOptions().modulus_quadrature_degree))
 
     step("landmarks and loads")
     with _timed(timings, "landmarks_loads"):
@@ -326,7 +337,7 @@ def prepare_model(
             lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain,
                                           dict(request.mirels_given))
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
-                         model.to_dict(), timings, warnings, lesion_risk)
+                         model.to_dict(), timings, warnings, lesion_risk, modulus_points)
 
 
 def _crop_proximal(bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_], ct: CTVolume,
@@ -562,8 +573,10 @@ def run_strength(
             if members[0].ground_nodes is not None:
                 supports.append(Support("ground_contact", members[0].ground_nodes))
             # One operator and one preconditioner set-up per support configuration.
-            model = ElasticModel(prepared.mesh, prepared.material.E_MPa,
-                                 prepared.material.poisson_ratio, supports, options, comm)
+            moduli = (prepared.material.E_MPa if prepared.modulus_points is None
+                      else prepared.modulus_points)
+            model = ElasticModel(prepared.mesh, moduli, prepared.material.poisson_ratio,
+                                 supports, options, comm)
             for load in members:
                 name = load.case.name
                 if sweep_count:

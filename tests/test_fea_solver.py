@@ -135,3 +135,41 @@ def test_bad_inputs_are_refused_before_any_collective():
         ElasticModel(mesh, np.full(mesh.num_cells, -1.0), 0.3, [Support("s", np.array([0]))])
     with pytest.raises(BoundaryConditionError, match="no support"):
         ElasticModel(mesh, np.full(mesh.num_cells, 1.0), 0.3, [])
+
+
+def _points_in_cells(mesh: TetMesh, reference: np.ndarray) -> np.ndarray:
+    """World coordinates (m, q, 3) of reference-tetrahedron points in every cell."""
+    corners = mesh.points[mesh.vertex_cells()]
+    bary = np.column_stack([1.0 - reference.sum(axis=1), reference])
+    return np.einsum("qk,mkd->mqd", bary, corners)
+
+
+def test_per_quadrature_point_moduli_integrate_a_linear_field_exactly():
+    # For P1 strains are constant per cell, so a modulus linear in space integrates to its
+    # centroid value: moduli at the quadrature points (degree 2 integrates linear fields
+    # exactly) must give the same answer as per-cell centroid moduli. This also checks that
+    # the points land in the right cells, in the right order.
+    from fea.solver import modulus_quadrature_points
+
+    mesh = _distorted_box(seed=5)
+    modulus_at = lambda x: 500.0 + 80.0 * x[..., 0] + 150.0 * x[..., 2]  # noqa: E731
+    reference = modulus_quadrature_points(2)
+    per_point = modulus_at(_points_in_cells(mesh, reference))
+    per_cell = modulus_at(mesh.centroids())
+    supports = [Support("bottom", np.flatnonzero(mesh.points[:, 2] < 1e-9))]
+    patch = _top_patch(mesh, np.array([200.0, 0.0, -800.0]))
+    opts = SolverOptions(rtol=1e-12)
+    a = ElasticModel(mesh, per_point, 0.3, supports, opts).solve([patch])
+    b = ElasticModel(mesh, per_cell, 0.3, supports, opts).solve([patch])
+    scale = np.abs(b.displacement_mm).max()
+    assert np.abs(a.displacement_mm - b.displacement_mm).max() < 1e-8 * scale
+    # A field that is not linear differs: the points carry information a cell value cannot.
+    curved = ElasticModel(mesh, per_point * (1.0 + 0.5 * np.sin(per_point / 300.0)), 0.3,
+                          supports, opts).solve([patch])
+    assert np.abs(curved.displacement_mm - b.displacement_mm).max() > 1e-3 * scale
+
+
+def test_moduli_of_the_wrong_shape_are_refused():
+    mesh = box_mesh([0, 0, 0], [1, 1, 1], (1, 1, 1))
+    with pytest.raises(ValueError, match="per quadrature point"):
+        ElasticModel(mesh, np.ones((mesh.num_cells, 7)), 0.3, [Support("s", np.array([0]))])
