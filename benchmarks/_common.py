@@ -14,6 +14,17 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo ('' where unreadable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def provenance(ranks: int = 1) -> dict[str, Any]:
     """Commit, package versions, machine and MPI ranks of a benchmark run."""
     try:
@@ -22,7 +33,9 @@ def provenance(ranks: int = 1) -> dict[str, Any]:
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True,
                                     text=True, cwd=Path(__file__).parent).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", True
+        # A copy of the tree without .git (e.g. on a lent benchmark machine): the launcher
+        # may name the commit it copied.
+        commit, dirty = os.environ.get("OSTEOFE_BENCH_COMMIT", "unknown"), True
     versions = {}
     for dist in ("osteofe", "dolfinx-solver-real", "numpy", "numba", "gmsh", "scipy"):
         try:
@@ -35,7 +48,7 @@ def provenance(ranks: int = 1) -> dict[str, Any]:
         "dirty_tree": dirty,
         "versions": versions,
         "machine": {"platform": platform.platform(), "cpu": platform.machine(),
-                    "cores": os.cpu_count()},
+                    "cpu_model": _cpu_model(), "cores": os.cpu_count()},
         "mpi_ranks": ranks,
     }
 

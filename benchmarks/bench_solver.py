@@ -574,9 +574,20 @@ def run_driver(args: argparse.Namespace) -> None:
     elif args.ranks:
         dofs = args.dofs or 2e6
         print(f"strong scaling, P{args.degree} ~{args.dofs:.0e} DOFs, ranks {ranks}")
-        records = [r for n in ranks if (r := best_of(args.repeat, dofs, args.degree, n, args))]
+        records = []
+        for n in ranks:
+            record = best_of(args.repeat, dofs, args.degree, n, args)
+            if record is None:
+                continue
+            records.append(record)
+            # Saved after every rank count: a series cut short still leaves its results.
+            partial = {**payload, "mode": "strong_scaling", "records": records,
+                       "scaling": scaling_summary(records), "complete": False,
+                       "provenance": provenance(ranks=max(r["ranks"] for r in records))}
+            save(args.name or "solver_scaling", partial)
         if not records:
             raise SystemExit("no run succeeded")
+        payload["complete"] = True
         summary = scaling_summary(records)
         payload.update({"mode": "strong_scaling", "records": records, "scaling": summary})
         print("\n" + markdown_table(records) + "\n\n" + scaling_table(summary))
