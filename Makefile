@@ -14,7 +14,7 @@ FIND_PYTHON := for p in $(PYTHON_CANDIDATES); do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	echo $$p; break; fi; done
 
-.PHONY: all env demo test test-serial test-mpi test-all lint typecheck bench clean
+.PHONY: all env demo test test-serial test-mpi test-all lint typecheck bench devstack clean
 
 all: test
 
@@ -50,6 +50,21 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The FEniCSx stack of this venv as one tarball (.devstack/), for benchmark machines without
+# network access: benchmarks/device_strong_scaling.sh unpacks it over the host's numpy/numba.
+SITE = $(VENV)/lib/python3.12/site-packages
+devstack: $(STAMP)
+	mkdir -p .devstack/include
+	cd $(VENV) && tar cf - --exclude=__pycache__ \
+		$(patsubst $(VENV)/%,%,$(wildcard $(SITE)/_cffi_backend.* $(SITE)/basix $(SITE)/cffi \
+		$(SITE)/cffi-*.dist-info $(SITE)/dolfinx $(SITE)/dolfinx_solver $(SITE)/dolfinx_solver_real* \
+		$(SITE)/fenics_* $(SITE)/ffcx $(SITE)/ufl $(SITE)/mpi4py $(SITE)/mpi4py-*.dist-info \
+		$(SITE)/mpich-*.dist-info $(SITE)/petsc4py $(SITE)/pycparser $(SITE)/pycparser-*.dist-info)) \
+		lib/libmpi* lib/mpich bin/mpiexec* bin/hydra* bin/mpirun include \
+		| xz -9 -T0 > ../.devstack/fenics_stack.tar.xz
+	cp -r "$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")" .devstack/include/
+	@ls -l .devstack/fenics_stack.tar.xz
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache *.egg-info

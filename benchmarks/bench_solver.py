@@ -522,6 +522,25 @@ def report(path: Path) -> None:
         print("\n" + scaling_table(scaling_summary(ranked)))
 
 
+def merge(paths: list[Path], name: str) -> None:
+    """Join strong-scaling files of one problem (e.g. a series split over two leases)."""
+    payloads = [json.loads(path.read_text()) for path in paths]
+    if any(p.get("mode") != "strong_scaling" for p in payloads):
+        raise SystemExit("--merge takes strong-scaling results (bench_solver.py --ranks) only")
+    if len({(p["records"][0]["dofs"], p["records"][0]["degree"]) for p in payloads}) != 1:
+        raise SystemExit("--merge: the files measure different problems (DOFs or degree)")
+    by_ranks = {r["ranks"]: r for p in payloads for r in p["records"]}
+    records = [by_ranks[n] for n in sorted(by_ranks)]
+    merged = {**payloads[0], "records": records, "scaling": scaling_summary(records),
+              "complete": True, "merged_from": [
+                  {"file": path.name, "ranks": [r["ranks"] for r in p["records"]],
+                   "provenance": p.get("provenance")} for path, p in zip(paths, payloads)]}
+    merged["provenance"] = {**payloads[0]["provenance"],
+                            "mpi_ranks": max(r["ranks"] for r in records)}
+    print(markdown_table(records) + "\n\n" + scaling_table(merged["scaling"]))
+    print(f"-> {save(name, merged)}")
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -674,12 +693,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="results/<name>.json")
     parser.add_argument("--report", type=Path, default=None, metavar="JSON",
                         help="print the tables of a saved results file and exit")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="join strong-scaling results files into results/<--name>.json")
     parser.add_argument("--single", action="store_true",
                         help="one measurement in this process (the worker; MPI-collective)")
     args = parser.parse_args(argv)
 
     if args.report is not None:
         report(args.report)
+    elif args.merge:
+        merge(args.merge, args.name or "solver_scaling")
     elif args.single:
         args.dofs = args.dofs or 1e5
         record = run_single(args)

@@ -11,7 +11,7 @@ DOFS=${1:-2e6}
 RANKS=${2:-1,2,4,8,16}
 OUT=${OUT:-/tmp/osteofe_scaling}
 STACK=.devstack/fenics_stack.tar.xz
-NAME=solver_scaling_device
+NAME=${NAME:-solver_scaling_device}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/scaling.log") 2>&1
 
