@@ -237,11 +237,16 @@ def _per_node_values(support: Support, nodes: npt.NDArray[np.int64]) -> FloatArr
     return values
 
 
-def _rank0_copy(comm: MPI.Comm, array: np.ndarray, width: int) -> np.ndarray:
-    """Rank 0 contributes the full array to distributed mesh creation, others nothing."""
-    if comm.rank == 0:
-        return np.ascontiguousarray(array)
-    return np.empty((0, width), dtype=array.dtype)
+def _rank_chunk(comm: MPI.Comm, array: np.ndarray) -> np.ndarray:
+    """This rank's contiguous share of ``array`` (rows), as input to distributed mesh creation.
+
+    Every rank holds the full mesh, so each hands DOLFINx one slice of the cells and nodes in
+    their original order: the dual graph and the partition are then computed in parallel
+    (rank 0 alone feeding all cells serialises both), and ``original_cell_index`` /
+    ``input_global_indices`` still count from the start of the full arrays.
+    """
+    bounds = np.linspace(0, array.shape[0], comm.size + 1).astype(np.int64)
+    return np.ascontiguousarray(array[bounds[comm.rank]:bounds[comm.rank + 1]])
 
 
 def modulus_quadrature_points(degree: int) -> FloatArray:
@@ -301,9 +306,9 @@ class ElasticModel:
         domain = element("Lagrange", "tetrahedron", 1, shape=(3,))
         self.domain = dolfinx.mesh.create_mesh(
             comm,
-            _rank0_copy(comm, mesh.vertex_cells(), 4),
+            _rank_chunk(comm, mesh.vertex_cells()),
             ufl.Mesh(domain),
-            _rank0_copy(comm, mesh.points, 3),
+            _rank_chunk(comm, mesh.points),
         )
         tdim = self.domain.topology.dim
         self.domain.topology.create_connectivity(tdim - 1, tdim)
