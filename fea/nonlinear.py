@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fea.errors import SolverError
-from fea.solver import ElasticModel, SolverOptions, Support
+from fea.solver import CaseSolution, ElasticModel, SolverOptions, Support
 from meshing.types import TetMesh
 
 __all__ = [
@@ -141,6 +141,9 @@ class ForceDisplacementCurve:
         critical_cells: Cells softened furthest at the end (indices, most damaged first).
         wall_s: Wall time of the analysis.
         notes: Modelling notes for the report.
+        preconditioner_setups: Preconditioner set-ups done (secant operators are solved with
+            an earlier preconditioner until CG slows down).
+        krylov_iterations: Total CG iterations over all secant solves.
     """
 
     displacement_mm: FloatArray
@@ -154,6 +157,8 @@ class ForceDisplacementCurve:
     critical_cells: npt.NDArray[np.int64]
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    preconditioner_setups: int = 0
+    krylov_iterations: int = 0
 
     def to_csv(self) -> str:
         """The curve as CSV text (one row per increment)."""
@@ -177,8 +182,56 @@ class ForceDisplacementCurve:
             "secant_iterations_total": int(self.iterations.sum()),
             "unconverged_increments": int(np.count_nonzero(~self.converged)),
             "wall_s": round(self.wall_s, 3),
+            "preconditioner_setups": self.preconditioner_setups,
+            "krylov_iterations_total": self.krylov_iterations,
             "notes": self.notes,
         }
+
+
+@dataclass
+class _PreconditionerReuse:
+    """Bookkeeping for solving secant operators with an older preconditioner.
+
+    Attributes:
+        fresh_iterations: CG iterations of the last solve right after a set-up.
+        stale: The operator changed since the preconditioner was built.
+        setups: Preconditioner set-ups done (the first, at model creation, included).
+    """
+
+    fresh_iterations: int = 0
+    stale: bool = False
+    setups: int = 1
+    krylov_iterations: int = 0
+
+
+def _solve_reusing_preconditioner(model: ElasticModel, moduli: FloatArray,
+                                  reuse: _PreconditionerReuse) -> CaseSolution:
+    """Solve the head-displacement case, rebuilding the preconditioner only when it pays.
+
+    Secant moduli only fall, so the preconditioner of stiffer moduli stays symmetric positive
+    definite and CG still converges to the same tolerance; it is rebuilt when CG needs more
+    than twice (+10) the iterations it needed right after a set-up, or fails to converge.
+    """
+    try:
+        solution = model.solve([])
+    except SolverError:
+        if not reuse.stale:
+            raise
+        solution = None
+        model.reset_solution()  # a diverged iterate is no start for the next solve
+    if solution is not None:
+        reuse.krylov_iterations += solution.stats.iterations
+        if not reuse.stale or solution.stats.iterations <= 2 * reuse.fresh_iterations + 10:
+            if not reuse.stale:
+                reuse.fresh_iterations = solution.stats.iterations
+            return solution
+    model.update_moduli(moduli, refresh_preconditioner=True)
+    reuse.setups += 1
+    reuse.stale = False
+    solution = model.solve([])
+    reuse.krylov_iterations += solution.stats.iterations
+    reuse.fresh_iterations = solution.stats.iterations
+    return solution
 
 
 def displacement_controlled_failure(
@@ -237,6 +290,8 @@ def displacement_controlled_failure(
                                                            displacement_mm=(0.0, 0.0, 0.0)),
                 *extra_supports]
     model = ElasticModel(mesh, material.E_MPa, material.poisson_ratio, supports, options, comm)
+    model.set_warm_start(True)
+    reuse = _PreconditionerReuse()
     kappa = np.zeros(mesh.num_cells)  # largest equivalent strain reached (history)
     secant = material.E_MPa.copy()
     yield_strain = material.yield_stress_MPa / material.E_MPa
@@ -253,7 +308,7 @@ def displacement_controlled_failure(
             used_iterations = 0
             for _ in range(max_iterations):
                 used_iterations += 1
-                solution = model.solve([])
+                solution = _solve_reusing_preconditioner(model, secant, reuse)
                 kappa_increment = np.maximum(
                     kappa_increment, equivalent_strain(solution.strain, material.poisson_ratio))
                 updated = material.secant_modulus(kappa_increment)
@@ -262,7 +317,8 @@ def displacement_controlled_failure(
                     converged = True
                     break
                 secant = updated
-                model.update_moduli(secant)
+                reuse.stale = True
+                model.update_moduli(secant, refresh_preconditioner=False)
             kappa = kappa_increment
             f = float(solution.reactions_n["head"] @ d)
             if increment == 1 and not f > 0.0:
@@ -300,4 +356,5 @@ def displacement_controlled_failure(
         peak_displacement_mm=float(disp[k]), peak_reached=peak_reached,
         critical_cells=np.argsort(-damage)[:20].astype(np.int64),
         wall_s=time.perf_counter() - start, notes=notes,
+        preconditioner_setups=reuse.setups, krylov_iterations=reuse.krylov_iterations,
     )

@@ -597,10 +597,19 @@ class ElasticModel:
         for comp, constant in self._bc_values[name].items():
             constant.value = values[comp]
 
-    def update_moduli(self, youngs_modulus_mpa: npt.ArrayLike) -> None:
-        """Replace the per-cell moduli: reassemble the operator and redo the preconditioner.
+    def update_moduli(self, youngs_modulus_mpa: npt.ArrayLike, *,
+                      refresh_preconditioner: bool = True) -> None:
+        """Replace the per-cell moduli and reassemble the operator.
 
         Collective. Used by incremental nonlinear analyses (secant moduli).
+
+        Args:
+            youngs_modulus_mpa: (m,) or (m, q) new moduli, MPa (the shape given at creation).
+            refresh_preconditioner: Rebuild the preconditioner for the new operator (GAMG:
+                a full set-up). False keeps the one built for earlier moduli: CG still
+                solves the new operator exactly (to its tolerance) as long as that
+                preconditioner stays symmetric positive definite, in more iterations; where
+                moduli only fall (softening) this saves the set-up, the dominant cost.
         """
         modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
         if modulus.shape != self._modulus_shape or np.any(~(modulus > 0.0)):
@@ -611,10 +620,24 @@ class ElasticModel:
         # In-place assembly: assemble_matrix dispatches on a PETSc Mat as first argument.
         dolfinx.fem.petsc.assemble_matrix(self.A, self.a_form, bcs=self._bcs)  # type: ignore[misc]
         self.A.assemble()
+        self.ksp.getPC().setReusePreconditioner(not refresh_preconditioner)
         self.ksp.setOperators(self.A)
-        self._set_up_solver()
-        self.timings_s["reassembly_and_setup"] = (
-            self.timings_s.get("reassembly_and_setup", 0.0) + time.perf_counter() - t0)
+        if refresh_preconditioner:
+            self._set_up_solver()
+        key = "reassembly_and_setup" if refresh_preconditioner else "reassembly"
+        self.timings_s[key] = self.timings_s.get(key, 0.0) + time.perf_counter() - t0
+
+    def set_warm_start(self, enabled: bool) -> None:
+        """Start each Krylov solve from the previous solution instead of zero (collective).
+
+        For sequences of nearby problems (load increments, secant iterations); the
+        converged answer is the same to the solver tolerance.
+        """
+        self.ksp.setInitialGuessNonzero(bool(enabled))
+
+    def reset_solution(self) -> None:
+        """Zero the displacement iterate (the next warm-started solve starts from zero)."""
+        self.u.x.array[:] = 0.0
 
     # -- solving ------------------------------------------------------------------------
     def _patch_tags(self, patch: LoadPatch) -> Any:
