@@ -32,7 +32,9 @@ file and line and how to fix it.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,8 @@ __all__ = [
     "C3D10_TO_VTK",
     "ELEMENTS_BY_ID",
     "ELEMENT_NODES",
+    "MAX_COORDINATE_MM",
+    "MAX_ID",
     "NODES_BY_ID",
     "AbaqusError",
     "AbaqusModel",
@@ -125,6 +129,13 @@ ELEMENTS_BY_ID = "(elements by id)"
 #: curved (osteofe's geometry is straight-sided).
 CURVED_EDGE_TOL = 1e-3
 _MAX_INCLUDE_DEPTH = 16
+_ID_TOKEN = re.compile(r"\+?[0-9]+")
+#: Largest node or element id read (every integer up to it is exact in float64; Abaqus and
+#: CalculiX themselves stop at 2^31 - 1).
+MAX_ID = 2**53
+#: Largest coordinate magnitude accepted, mm (a kilometre: anything beyond is a unit or
+#: export error, and volumes and forces computed from it would overflow).
+MAX_COORDINATE_MM = 1e6
 
 
 class AbaqusError(InputError):
@@ -369,6 +380,8 @@ class _Source:
         self.file_of: list[int] = []
         self.number_of: list[int] = []
         self._expand(path, None, 0)
+        #: More ids than the deck can define (each needs a digit and a separator).
+        self.max_ids = sum(len(line) + 1 for line in self.lines)
 
     def where(self, index: int) -> str:
         """'name.inp, line N' of an expanded line."""
@@ -381,9 +394,10 @@ class _Source:
                               hint="an included file includes itself?")
         try:
             text = path.read_text(errors="replace")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL character in the name
             where = f" ({self.where(parent)})" if parent is not None else ""
-            raise AbaqusError(f"cannot read {path}{where}: {exc.strerror or exc}",
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise AbaqusError(f"cannot read {path}{where}: {reason}",
                               hint="check the path of the deck / *INCLUDE, INPUT=") from exc
         index = len(self.files)
         self.files.append(path)
@@ -404,6 +418,10 @@ class _Source:
             target = raw.get("INPUT", "").strip().strip('"')
             if not target:
                 raise AbaqusError(f"*INCLUDE without INPUT= ({self.where(len(self.lines) - 1)})",
+                                  hint="write *INCLUDE, INPUT=other.inp")
+            if "\x00" in target:
+                raise AbaqusError(f"*INCLUDE, INPUT= holds a NUL character "
+                                  f"({self.where(len(self.lines) - 1)})",
                                   hint="write *INCLUDE, INPUT=other.inp")
             self._expand((path.parent / target).resolve(), len(self.lines) - 1, depth + 1)
             start = i + 1
@@ -523,12 +541,22 @@ class _Parser:
 
     def integers(self, values: FloatArray, lines: IntArray, keyword: str,
                  what: str) -> IntArray:
-        ints = np.rint(values).astype(np.int64)
-        bad = np.flatnonzero((ints != values) | (ints <= 0))
+        in_range = np.isfinite(values) & (np.abs(values) <= MAX_ID)
+        ints = np.rint(np.where(in_range, values, 0.0)).astype(np.int64)
+        bad = np.flatnonzero(~in_range | (ints != values) | (ints <= 0))
         if bad.size:
             raise self.error(int(lines[bad[0]]), f"*{keyword}: {what} must be positive "
-                             f"integers, got {values[bad[0]]:g}", hint=f"check the {what}")
+                             f"integers up to {MAX_ID}, got {values[bad[0]]:g}",
+                             hint=f"check the {what}")
         return ints
+
+    def id_of(self, token: str, line: int, keyword: str) -> int:
+        """A node or element id written as digits, checked against :data:`MAX_ID`."""
+        value = int(token)
+        if value < 1 or value > MAX_ID:
+            raise self.error(line, f"*{keyword}: id {token} is outside 1..{MAX_ID}",
+                             hint="check the node or element id")
+        return value
 
     def check_params(self, block: _Block) -> None:
         allowed = _PARAMETERS.get(block.keyword, set())
@@ -595,6 +623,14 @@ class _Parser:
             row = int(np.flatnonzero(~np.all(np.isfinite(table[:, 1:]), axis=1))[0])
             raise self.error(int(lines[row]), "*NODE coordinate is not finite",
                              hint="check the coordinates")
+        far = np.abs(table[:, 1:]).max(axis=1) > MAX_COORDINATE_MM
+        if np.any(far):
+            row = int(np.flatnonzero(far)[0])
+            raise self.error(int(lines[row]), "*NODE coordinate of magnitude "
+                             f"{np.abs(table[row, 1:]).max():g} is beyond the "
+                             f"{MAX_COORDINATE_MM:g} mm accepted",
+                             hint="lengths are read as mm: check the deck's units and "
+                             "coordinates")
         self.node_ids.append(ids)
         self.node_xyz.append(table[:, 1:])
         self.node_lines.append(lines)
@@ -647,6 +683,9 @@ class _Parser:
             raise self.error(block.line, f"*{block.keyword} without {block.keyword}=",
                              hint=f"write *{block.keyword}, {block.keyword}=NAME")
         if "GENERATE" in block.params:
+            if not block.data:
+                raise self.error(block.line, f"*{block.keyword}, GENERATE without a data line",
+                                 hint="write: first, last, increment on the next line")
             values, counts, lines = self.numbers(block, "first, last[, increment]")
             if np.any((counts < 2) | (counts > 3)):
                 row = int(np.flatnonzero((counts < 2) | (counts > 3))[0])
@@ -662,6 +701,14 @@ class _Parser:
                 if last < first:
                     raise self.error(int(line), f"*{block.keyword}, GENERATE: last {last:g} "
                                      f"< first {first:g}", hint="write: first, last, increment")
+                count = (int(last) - int(first)) // int(step) + 1
+                if count > self.src.max_ids:
+                    # Every member must be a defined id, and a deck of N characters defines
+                    # fewer than N ids: such a range can only list undefined ones.
+                    raise self.error(int(line), f"*{block.keyword}, GENERATE: {first:.0f} to "
+                                     f"{last:.0f} by {step:.0f} lists {count:,} ids, more than "
+                                     "the deck defines",
+                                     hint="check the first and last ids of the range")
                 parts.append(np.arange(int(first), int(last) + 1, int(step), dtype=np.int64))
             self.add_to_set(sets, kind, name,
                             np.concatenate(parts) if parts else np.zeros(0, np.int64),
@@ -670,15 +717,17 @@ class _Parser:
         ids: list[IntArray] = []
         for text, line in zip(block.data, block.data_lines, strict=True):
             tokens = [t.strip() for t in text.rstrip(", \t").split(",")]
-            numeric = [t for t in tokens if t and (t.isdigit() or t.lstrip("+").isdigit())]
+            numeric = [t for t in tokens if _is_id(t)]
             if len(numeric) == len(tokens):
-                ids.append(np.array(numeric, dtype=np.int64))
+                ids.append(np.array([self.id_of(t, line, block.keyword) for t in numeric],
+                                    dtype=np.int64))
                 continue
             for token in tokens:
                 if not token:
                     continue
-                if token.lstrip("+").isdigit():
-                    ids.append(np.array([int(token)], dtype=np.int64))
+                if _is_id(token):
+                    ids.append(np.array([self.id_of(token, line, block.keyword)],
+                                        dtype=np.int64))
                     continue
                 ref = _label(token)
                 if ref not in sets:
@@ -774,8 +823,9 @@ class _Parser:
         for text, line in zip(data, lines, strict=True):
             tokens = [t.strip() for t in text.rstrip(", \t").split(",")]
             head = tokens[0]
-            if head.lstrip("+").isdigit():
-                out.append((NODES_BY_ID, int(head), tokens[1:], line))
+            if _is_id(head):
+                out.append((NODES_BY_ID, self.id_of(head, line, block.keyword), tokens[1:],
+                            line))
             elif head:
                 out.append((_label(head), None, tokens[1:], line))
             else:
@@ -813,12 +863,19 @@ class _Parser:
                 raise self.error(line, f"*BOUNDARY: cannot read '{', '.join(rest)}'",
                                  hint="write: node or set, first dof[, last dof[, value]] "
                                  "or a shortcut such as ENCASTRE") from None
-            first = int(numbers[0])
-            last = int(numbers[1]) if len(numbers) > 1 and rest[1] else first
+            dofs = numbers[:2] if len(numbers) > 1 and rest[1] else numbers[:1]
+            if not all(1 <= d < 2**31 and d == math.floor(d) for d in dofs):  # NaN/inf fail too
+                raise self.error(line, f"*BOUNDARY dofs {', '.join(rest[:len(dofs)])} are not "
+                                 "valid", hint="dofs are 1 (x), 2 (y), 3 (z), first <= last")
+            first, last = int(dofs[0]), int(dofs[-1])
             value = numbers[2] if len(numbers) > 2 else 0.0
-            if first != numbers[0] or first < 1 or last < first:
-                raise self.error(line, f"*BOUNDARY dofs {rest[0]}..{last} are not valid",
+            if last < first:
+                raise self.error(line, f"*BOUNDARY dofs {first}..{last} are not valid",
                                  hint="dofs are 1 (x), 2 (y), 3 (z), first <= last")
+            if not abs(value) <= MAX_COORDINATE_MM:
+                raise self.error(line, f"*BOUNDARY displacement {value:g} is not a finite "
+                                 f"length within {MAX_COORDINATE_MM:g} mm",
+                                 hint="write: node or set, first dof, last dof, value (mm)")
             if last > 6:
                 self.unsupported_here("*BOUNDARY", line, f"dof {last} is not a displacement "
                                       "(only dofs 1-3 are solved; ignored)")
@@ -843,6 +900,9 @@ class _Parser:
             if dof < 1 or dof > 6:
                 raise self.error(line, f"*CLOAD dof {dof} is not valid",
                                  hint="dofs are 1 (x), 2 (y), 3 (z)")
+            if not np.isfinite(magnitude):
+                raise self.error(line, f"*CLOAD magnitude {magnitude} is not finite",
+                                 hint="write: node or set, dof, magnitude (N)")
             if dof > 3:
                 self.unsupported_here("*CLOAD", line, f"moment (dof {dof}) on a solid "
                                       "model (ignored)")
@@ -865,6 +925,9 @@ class _Parser:
             except (ValueError, IndexError):
                 raise self.error(line, f"*DLOAD: cannot read '{', '.join(rest)}'",
                                  hint="write: element or set, P1..P4, pressure") from None
+            if not np.isfinite(magnitude):
+                raise self.error(line, f"*DLOAD pressure {magnitude} is not finite",
+                                 hint="write: element or set, P1..P4, pressure (MPa)")
             label = ELEMENTS_BY_ID if elem is not None else label
             self.dloads.append(_Target(label, elem, line, (), magnitude, int(kind[1]) - 1))
 
@@ -946,7 +1009,7 @@ class _Parser:
     def check_geometry(self, mesh: TetMesh, eids: IntArray, elines: IntArray) -> None:
         det = jacobian_determinants(mesh)
         scale = np.abs(mesh.cell_volumes()).max(initial=0.0) * 6.0
-        bad = np.flatnonzero(np.any(det <= 1e-12 * scale, axis=1))
+        bad = np.flatnonzero(np.any(~(det > 1e-12 * scale), axis=1))  # NaN is bad too
         if bad.size:
             k = int(bad[0])
             sign = "negative" if det[k].min() < 0.0 else "zero"
@@ -1147,7 +1210,17 @@ class _Parser:
                 else:  # a node set and an element set of the same name
                     load_sets[label] = LoadSet(np.union1d(previous.nodes, loaded),
                                                previous.force_n + part.sum(axis=0))
+        totals = [forces.sum(axis=0), *(load.force_n for load in load_sets.values())]
+        if not (np.all(np.isfinite(forces)) and np.all(np.isfinite(totals))):
+            line = (self.dloads or self.cloads)[0].line
+            raise self.error(line, "the loads add up to forces that overflow (inf/NaN)",
+                             hint="check the *CLOAD magnitudes (N) and *DLOAD pressures (MPa)")
         return forces, load_sets
+
+
+def _is_id(token: str) -> bool:
+    """Whether a token is a node/element id: ASCII digits, optionally after a '+'."""
+    return _ID_TOKEN.fullmatch(token) is not None
 
 
 def _lookup(sorted_ids: IntArray, query: npt.ArrayLike) -> IntArray:

@@ -542,6 +542,8 @@ def _read_file(p: Path, what: str, *, allow_layers: bool = False) -> _Loaded:
             f"{what} file {p} is empty (0 bytes)",
             hint="the file was not written completely; copy or export it again",
         )
+    if p.name.lower().endswith(_METAIMAGE_SUFFIXES):
+        _check_metaimage_header(p, what)  # MetaIO crashes or guesses on a bad header
     reader = sitk.ImageFileReader()
     reader.SetFileName(source)
     try:
@@ -564,13 +566,110 @@ def _read_file(p: Path, what: str, *, allow_layers: bool = False) -> _Loaded:
             f"is truncated or corrupt ({_first_line(err)})",
             hint="copy or export the file again and compare its size with the original",
         ) from err
-    metadata = {key: image.GetMetaData(key) for key in image.GetMetaDataKeys()}
+    metadata = _metadata(image, source)
     layered = allow_layers and any(_SLICER_NAME_KEY.match(key) for key in metadata)
     image = _as_3d(image, source, what, allow_components=layered)
     if not label_names:
         label_names = _names_from_metadata(metadata)
     return _Loaded(values=_array_ijk(image), grid=_grid_of(image, source), metadata=metadata,
                    label_names=label_names, source=source)
+
+
+def _metadata(image: sitk.Image, source: str) -> dict[str, str]:
+    """The header fields ITK kept, without those whose name is not valid UTF-8 (logged)."""
+    metadata: dict[str, str] = {}
+    skipped = []
+    for key in image.GetMetaDataKeys():
+        try:
+            metadata[key] = image.GetMetaData(key)
+        except (TypeError, RuntimeError, UnicodeError):  # a key SWIG cannot pass back
+            skipped.append(key.encode("utf-8", errors="surrogateescape").decode(
+                "utf-8", errors="replace"))
+    if skipped:
+        _LOG.warning("%s: header field(s) %s skipped: their names are not valid UTF-8",
+                     source, ", ".join(repr(k) for k in skipped))
+    return metadata
+
+
+#: MetaImage header fields checked before ITK reads them: name -> (count, kind), count in
+#: multiples of NDims ("n") or its square ("n2"); kind "int+", "int" or "float", "float+".
+_METAIMAGE_FIELDS: dict[str, tuple[str, str]] = {
+    "dimsize": ("n", "int+"),
+    "elementspacing": ("n", "float+"),
+    "elementsize": ("n", "float+"),
+    "offset": ("n", "float"),
+    "origin": ("n", "float"),
+    "position": ("n", "float"),
+    "centerofrotation": ("n", "float"),
+    "transformmatrix": ("n2", "float"),
+    "rotation": ("n2", "float"),
+    "orientation": ("n2", "float"),
+    "elementnumberofchannels": ("1", "int+"),
+    "headersize": ("1", "int"),
+}
+_METAIMAGE_SUFFIXES = (".mha", ".mhd")
+_C_INT = re.compile(r"[-+]?[0-9]+")
+_C_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+#: Bytes of a MetaImage file searched for the end of its text header.
+_METAIMAGE_HEADER_BYTES = 1 << 20
+
+
+def _check_metaimage_header(p: Path, what: str) -> None:
+    """Refuse a MetaImage header whose numbers ITK would crash on or silently replace.
+
+    SimpleITK's MetaIO reader kills the interpreter (SIGSEGV/SIGABRT) on ``NDims = -1`` and
+    reads ``Offset = nan 5 30`` as the origin (0, 0, 0), so the text header is parsed here
+    first: NDims must be 2-4, DimSize NDims positive integers, the spacing NDims positive
+    numbers, the origin NDims and the direction matrix NDims^2 finite numbers (plain decimal
+    numbers, as MetaIO writes them).
+    """
+    hint = ("re-export the image from its source (scanner/PACS, 3D Slicer, ...) or fix the "
+            "MetaImage header")
+    with p.open("rb") as fh:
+        head = fh.read(_METAIMAGE_HEADER_BYTES)
+    end = re.search(rb"(?mi)^[ \t]*ElementDataFile[ \t]*=[^\n]*", head)
+    if end is None:
+        raise ImageReadError(
+            f"{what} file {p} is not a MetaImage file: no 'ElementDataFile = ...' line ends "
+            f"a text header in its first {_METAIMAGE_HEADER_BYTES // 1024} kB", hint=hint)
+    fields: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for raw in head[: end.start()].decode("latin-1").splitlines():
+        key, sep, value = raw.partition("=")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+            names[key.strip().lower()] = key.strip()
+    text = fields.get("ndims")
+    if text is None or not _C_INT.fullmatch(text) or not 2 <= int(text) <= 4:
+        raise ImageReadError(f"{what} file {p} has a corrupt MetaImage header: NDims = "
+                             f"{text!r}, expected 3 (2-4)", hint=hint)
+    ndims = int(text)
+    if "dimsize" not in fields:
+        raise ImageReadError(f"{what} file {p} has a corrupt MetaImage header: no DimSize",
+                             hint=hint)
+    for name, (count, kind) in _METAIMAGE_FIELDS.items():
+        if name not in fields:
+            continue
+        values = fields[name].split()
+        expected = {"n": ndims, "n2": ndims * ndims, "1": 1}[count]
+        pattern = _C_INT if kind.startswith("int") else _C_FLOAT
+        ok = len(values) == expected and all(pattern.fullmatch(v) for v in values)
+        if ok:
+            numbers = [float(v) for v in values]
+            ok = all(math.isfinite(v) for v in numbers)
+            if kind.startswith("int"):  # MetaIO keeps them in C ints
+                ok = ok and all(abs(v) < 2**31 for v in numbers)
+            if kind.endswith("+"):
+                ok = ok and all(v > 0 for v in numbers)
+            elif kind == "int":
+                ok = ok and all(v >= -1 for v in numbers)
+        if not ok:
+            what_kind = {"int+": "positive integers", "int": "integers",
+                         "float+": "positive numbers", "float": "finite numbers"}[kind]
+            raise ImageReadError(
+                f"{what} file {p} has a corrupt MetaImage header: "
+                f"{names[name]} = {fields[name][:80]!r}, expected {expected} {what_kind}",
+                hint=hint)
 
 
 def _inspect_nifti(p: Path, what: str) -> dict[int, str]:
@@ -605,6 +704,13 @@ def _inspect_nifti(p: Path, what: str) -> dict[int, str]:
             f"is damaged ({err})",
             hint=hint,
         ) from err
+    problem = _nifti_header_problem(raw)
+    if problem is not None:
+        raise ImageReadError(
+            f"{what} file {p} has a corrupt NIfTI header: {problem}",
+            hint="re-export the image from its source (scanner/PACS, 3D Slicer, ...); a header "
+            "edited by hand or damaged in transfer is not read with guessed values",
+        )
     layout = _nifti_layout(raw)
     if layout is None:
         return {}
@@ -642,6 +748,35 @@ _NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: 
                  768: "u4", 1024: "i8", 1280: "u8"}
 
 
+def _nifti_header_problem(header: bytes) -> str | None:
+    """What is wrong with a NIfTI-1/-2 header's data offset or voxel size, or None.
+
+    ITK reads a NaN/inf/negative ``vox_offset`` without complaint and replaces a zero, NaN or
+    negative ``pixdim`` of a spatial axis by 1 mm: the image would be read from the wrong
+    bytes or with a made-up voxel size.
+    """
+    for endian in ("<", ">"):
+        if len(header) >= 348 and struct.unpack(f"{endian}i", header[:4])[0] == 348:
+            ndim = struct.unpack(f"{endian}h", header[40:42])[0]
+            pixdim = struct.unpack(f"{endian}8f", header[76:108])
+            vox_offset = float(struct.unpack(f"{endian}f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(f"{endian}i", header[:4])[0] == 540:
+            ndim = struct.unpack(f"{endian}q", header[16:24])[0]
+            pixdim = struct.unpack(f"{endian}8d", header[104:168])
+            vox_offset = float(struct.unpack(f"{endian}q", header[168:176])[0])
+            break
+    else:
+        return None
+    if not (math.isfinite(vox_offset) and vox_offset >= 0.0):
+        return f"vox_offset (where the voxel data start) is {vox_offset:g}"
+    for axis in range(1, min(max(int(ndim), 1), 3) + 1):
+        if not (math.isfinite(pixdim[axis]) and pixdim[axis] > 0.0):
+            return (f"pixdim[{axis}] (the voxel size along axis {'ijk'[axis - 1]}) is "
+                    f"{pixdim[axis]:g} mm")
+    return None
+
+
 def _nifti_layout(header: bytes) -> _NiftiLayout | None:
     """Endianness, header size, data offset, voxel count and dtype of a NIfTI-1/-2 file."""
     for endian in ("<", ">"):
@@ -649,7 +784,10 @@ def _nifti_layout(header: bytes) -> _NiftiLayout | None:
             size = 348
             dims = struct.unpack(f"{endian}8h", header[40:56])
             code = struct.unpack(f"{endian}h", header[70:72])[0]
-            offset = max(int(struct.unpack(f"{endian}f", header[108:112])[0]), size)
+            vox_offset = float(struct.unpack(f"{endian}f", header[108:112])[0])
+            if not (math.isfinite(vox_offset) and vox_offset >= 0.0):
+                return None  # refused by _nifti_header_problem
+            offset = max(int(vox_offset), size)
             break
         if len(header) >= 540 and struct.unpack(f"{endian}i", header[:4])[0] == 540:
             size = 540
@@ -745,8 +883,8 @@ def _make_grid(
     except ValueError as err:
         raise ImageReadError(
             f"image {source} has an invalid geometry: {err}",
-            hint="fix the header (positive spacing, orthonormal direction cosines), e.g. by "
-            "resampling the image in 3D Slicer or SimpleITK",
+            hint="fix the header (positive spacing, finite origin, orthonormal direction "
+            "cosines), e.g. by resampling the image in 3D Slicer or SimpleITK",
         ) from err
 
 

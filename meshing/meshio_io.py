@@ -17,7 +17,9 @@ suffix     read                                    write
 =========  ======================================  ==========================================
 
 .. [1] meshio's MSH 2.2 reader fails on files gmsh writes with several volumes, and its MSH
-   4.1 writer drops physical groups, so .msh goes through :mod:`meshing.volume` (gmsh).
+   4.1 writer drops physical groups, so .msh goes through gmsh: read in a child process
+   (:func:`meshing.msh.read_msh_isolated`, gmsh can crash on a malformed file), written by
+   :func:`meshing.volume.write_msh`.
 .. [2] Abaqus decks carry no per-element arrays: ``cell_data`` is dropped with a WARNING.
 
 Node order of 10-node cells. osteofe uses the VTK order (4 vertices, then the mid-nodes of
@@ -52,9 +54,10 @@ import numpy as np
 import numpy.typing as npt
 
 from meshing.errors import InputError
+from meshing.msh import read_msh_isolated
 from meshing.quality import jacobian_determinants, topology_check
 from meshing.types import TetMesh
-from meshing.volume import BONE_TAG, TAG_NAMES, read_msh, write_msh
+from meshing.volume import BONE_TAG, TAG_NAMES, write_msh
 
 __all__ = ["READ_SUFFIXES", "TAG_ARRAY_NAMES", "WRITE_SUFFIXES", "read_mesh", "write_mesh"]
 
@@ -84,6 +87,9 @@ _DEGENERATE_RATIO = 1e-10
 _MIDNODE_AGREEMENT = 0.95
 #: Abaqus data lines hold at most 16 entries.
 _INP_PER_LINE = 16
+#: Largest coordinate magnitude accepted, mm (a kilometre): beyond it a file is in the wrong
+#: units or corrupt, and volumes computed from it lose all precision or overflow.
+MAX_COORDINATE_MM = 1e6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,9 +122,11 @@ def read_mesh(path: str | os.PathLike[str], *, reorient: bool = True,
         physical names read by meshio, ...).
 
     Raises:
-        InputError: Missing file, unsupported suffix, unreadable file, no tetrahedra, mixed
-            4-/10-node tetrahedra, degenerate, inverted (curved) or overlapping cells, or
-            inverted cells with ``reorient=False``.
+        InputError: Missing file, unsupported suffix, unreadable file (also one that crashes
+            gmsh), no tetrahedra, mixed 4-/10-node tetrahedra, cells that reference missing
+            nodes, NaN/inf coordinates or coordinates beyond :data:`MAX_COORDINATE_MM`,
+            degenerate, inverted (curved) or overlapping cells, or inverted cells with
+            ``reorient=False``.
     """
     file = Path(path)
     if not file.is_file():
@@ -131,11 +139,13 @@ def read_mesh(path: str | os.PathLike[str], *, reorient: bool = True,
         raise InputError(f"unit_scale must be positive, got {unit_scale}",
                          hint="use 1 for a file in mm, 1000 for a file in metres")
     if suffix == ".msh":
-        mesh, arrays = read_msh(file)
+        # gmsh can crash the interpreter on a malformed file: read it in a child process.
+        mesh, arrays = read_msh_isolated(file)
     else:
         mesh, arrays = _read_meshio(file)
     points = mesh.points * float(unit_scale)
     cells = mesh.cells
+    _check_coordinates(points[np.unique(cells)], file)
     if mesh.order == 2:
         cells = _fix_midnode_order(points, cells, file)
     cells = _orient(points, cells, file, reorient)
@@ -161,6 +171,21 @@ def read_mesh(path: str | os.PathLike[str], *, reorient: bool = True,
     return result, arrays
 
 
+def _check_coordinates(points: np.ndarray, file: Path) -> None:
+    """Refuse non-finite coordinates and coordinates beyond :data:`MAX_COORDINATE_MM`."""
+    finite = np.all(np.isfinite(points), axis=1)
+    if not finite.all():
+        raise InputError(f"{file.name}: {int(np.count_nonzero(~finite))} node(s) of the "
+                         "tetrahedra have NaN or infinite coordinates",
+                         hint="the file is corrupt: re-export the mesh")
+    largest = float(np.abs(points).max(initial=0.0))
+    if largest > MAX_COORDINATE_MM:
+        raise InputError(f"{file.name}: a node lies {largest:g} mm from the origin, beyond the "
+                         f"{MAX_COORDINATE_MM:g} mm accepted",
+                         hint="check the file's units (unit_scale converts them to mm) and "
+                         "that it is not corrupt")
+
+
 def _read_meshio(file: Path) -> tuple[TetMesh, dict[str, np.ndarray]]:
     """Tetrahedra, tags, cell arrays and cell sets of a file meshio reads."""
     import meshio
@@ -171,28 +196,50 @@ def _read_meshio(file: Path) -> tuple[TetMesh, dict[str, np.ndarray]]:
     except (Exception, SystemExit) as exc:  # meshio raises ReadError, KeyError, ...
         raise InputError(f"could not read mesh {file}: {type(exc).__name__}: {exc}",
                          hint="check that the file is a valid volume mesh") from exc
-    points = np.asarray(data.points, dtype=np.float64)
+    try:
+        points = np.asarray(data.points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{file}: the node coordinates are not numbers ({exc})",
+                         hint="the file is corrupt: re-export the mesh") from exc
     if points.ndim != 2 or points.shape[1] != 3:
         raise InputError(f"{file} has {points.shape[-1]}-D points, not 3-D",
                          hint="osteofe meshes are 3-D (x, y, z in mm)")
-    blocks = [i for i, block in enumerate(data.cells) if block.type in ("tetra", "tetra10")]
+    # Empty blocks (an Abaqus *ELEMENT card without data lines) hold nothing to read.
+    blocks = [i for i, block in enumerate(data.cells)
+              if block.type in ("tetra", "tetra10") and np.size(block.data)]
     _note_dropped(file, [(b.type, len(b.data)) for i, b in enumerate(data.cells)
-                         if i not in blocks])
+                         if i not in blocks and np.size(b.data)])
     if not blocks:
         raise InputError(f"{file} contains no tetrahedra",
                          hint="mesh the volume with tetrahedra (4- or 10-node)")
     if len({data.cells[i].type for i in blocks}) > 1:
         raise InputError(f"{file} mixes 4-node and 10-node tetrahedra",
                          hint="export one element order")
-    cells = np.concatenate([np.asarray(data.cells[i].data, dtype=np.int64) for i in blocks])
+    width = 4 if data.cells[blocks[0]].type == "tetra" else 10
+    parts = [np.asarray(data.cells[i].data) for i in blocks]
+    if any(p.ndim != 2 or p.shape[1] != width or not np.issubdtype(p.dtype, np.integer)
+           for p in parts):
+        raise InputError(f"{file}: the {width}-node tetrahedra do not list {width} integer "
+                         "node numbers each", hint="the file is corrupt: re-export the mesh")
+    cells = np.concatenate([p.astype(np.int64) for p in parts])
+    if cells.min() < 0 or cells.max() >= points.shape[0]:
+        bad = int(np.count_nonzero(np.any((cells < 0) | (cells >= points.shape[0]), axis=1)))
+        raise InputError(f"{file}: {bad} tetrahedra reference nodes that do not exist (the "
+                         f"file has {points.shape[0]} nodes)",
+                         hint="the file is corrupt or truncated: re-export the mesh")
     offsets = np.cumsum([0] + [len(data.cells[i].data) for i in blocks])
     arrays: dict[str, np.ndarray] = {}
     for name, per_block in data.cell_data.items():
         try:
-            parts = [np.asarray(per_block[i]) for i in blocks]
-            arrays[str(name)] = _native(np.concatenate(parts))
-        except (IndexError, ValueError) as exc:
+            array = _native(np.concatenate([np.asarray(per_block[i]) for i in blocks]))
+        except (IndexError, TypeError, ValueError) as exc:
             _LOG.warning("read_mesh: %s: cell array %r skipped (%s)", file.name, name, exc)
+            continue
+        if array.ndim not in (1, 2) or array.shape[0] != cells.shape[0]:
+            _LOG.warning("read_mesh: %s: cell array %r skipped (shape %s for %d cells)",
+                         file.name, name, array.shape, cells.shape[0])
+            continue
+        arrays[str(name)] = array
     for name, per_block in data.cell_sets.items():
         member = _set_membership(per_block, blocks, offsets, len(data.cells))
         if member is None:
@@ -200,7 +247,11 @@ def _read_meshio(file: Path) -> tuple[TetMesh, dict[str, np.ndarray]]:
         elif name != "gmsh:bounding_entities":
             arrays[SET_PREFIX + str(name)] = member
     tags = _tags(arrays, cells.shape[0], file)
-    return TetMesh(points, cells, tags), arrays
+    try:
+        return TetMesh(points, cells, tags), arrays
+    except ValueError as exc:
+        raise InputError(f"{file}: not a valid tetrahedral mesh: {exc}",
+                         hint="the file is corrupt: re-export the mesh") from exc
 
 
 def _native(array: np.ndarray) -> np.ndarray:
@@ -248,11 +299,16 @@ def _tags(arrays: Mapping[str, np.ndarray], num_cells: int, file: Path) -> np.nd
         if values is None:
             continue
         values = np.asarray(values).reshape(num_cells, -1)[:, 0]
-        if np.all(np.isfinite(values)) and np.all(values == np.rint(values)):
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype,
+                                                                          np.complexfloating):
+            _LOG.warning("read_mesh: %s: %r is not numeric; not used as tags", file.name, name)
+            continue
+        if (np.all(np.isfinite(values)) and np.all(values == np.rint(values))
+                and np.all(np.abs(values) < 2**31)):
             _LOG.info("read_mesh: %s: region tags from %r", file.name, name)
             return values.astype(np.int32)
-        _LOG.warning("read_mesh: %s: %r is not integer-valued; not used as tags", file.name,
-                     name)
+        _LOG.warning("read_mesh: %s: %r does not hold 32-bit integers; not used as tags",
+                     file.name, name)
     tags = np.full(num_cells, BONE_TAG, dtype=np.int32)
     by_name = {v.upper(): k for k, v in TAG_NAMES.items()}
     claimed = np.zeros(num_cells, dtype=bool)

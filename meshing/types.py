@@ -61,6 +61,8 @@ class ImageGrid:
             raise ValueError(f"image shape must be three positive sizes, got {self.shape}")
         if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0.0):
             raise ValueError(f"voxel spacing must be finite and positive, got {spacing} mm")
+        if not np.all(np.isfinite(origin)):
+            raise ValueError(f"image origin must be finite, got {origin} mm")
         if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
             raise ValueError("image direction cosines are not orthonormal")
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))

@@ -6,9 +6,11 @@ elements at the surface growing inwards and curvature-based surface sizes. :func
 and :func:`tag_cortex` set region tags (:data:`TAG_NAMES`); :func:`write_msh` and
 :func:`read_msh` are the .msh side of :mod:`meshing.meshio_io`.
 
-This is the only module of osteofe that imports gmsh; no gmsh object leaves its functions.
-gmsh keeps global state, so every call runs under one module lock, initialises gmsh without
-signal handlers (it may run in a worker thread) and always finalises it.
+This module and :mod:`meshing.msh` (which reads .msh files, in a child process for user
+files) are the only ones of osteofe that import gmsh; no gmsh object leaves their functions.
+gmsh keeps global state, so every call runs under one lock (:data:`meshing.msh.GMSH_LOCK`),
+initialises gmsh without signal handlers (it may run in a worker thread) and always
+finalises it.
 
 Node order of 10-node tetrahedra follows :class:`meshing.types.TetMesh` (VTK): 4 vertices,
 then the mid-nodes of edges 01, 12, 02, 03, 13, 23. gmsh numbers the last two edges 32, 31,
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from meshing.errors import InputError, MeshingError
+from meshing.msh import GMSH_LOCK, GMSH_TET4, GMSH_TET10, GMSH_TO_VTK_TET10, read_msh
 from meshing.quality import jacobian_determinants
 from meshing.surface import (
     MAX_SECOND_FRACTION,
@@ -65,10 +67,10 @@ BONE_TAG, LESION_TAG, CORTEX_TAG = 1, 2, 3
 TAG_NAMES: dict[int, str] = {BONE_TAG: "bone", LESION_TAG: "lesion", CORTEX_TAG: "cortex"}
 
 _LOG = logging.getLogger(__name__)
-_GMSH_LOCK = threading.Lock()
+_GMSH_LOCK = GMSH_LOCK
 
 #: gmsh element type ids: 4-node and 10-node tetrahedron, 3-node triangle.
-_GMSH_TET4, _GMSH_TET10, _GMSH_TRI3 = 4, 11, 2
+_GMSH_TET4, _GMSH_TET10, _GMSH_TRI3 = GMSH_TET4, GMSH_TET10, 2
 #: gmsh 3-D algorithm ids.
 _ALGO_DELAUNAY, _ALGO_HXT = 1, 10
 #: Largest patch (input triangles) gmsh reparametrises, tried in turn. Small patches keep
@@ -77,7 +79,7 @@ _ALGO_DELAUNAY, _ALGO_HXT = 1, 10
 #: createGeometry fail ("Wrong topology of boundary mesh"), hence the fallback.
 _REPARAM_MAX_TRIANGLES = (10_000, 250_000)
 #: Column permutation gmsh tet10 -> VTK tet10 (swap the mid-nodes of edges 13 and 23).
-_GMSH_TO_VTK_TET10 = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9, 8])
+_GMSH_TO_VTK_TET10 = GMSH_TO_VTK_TET10
 #: Columns exchanged to flip a tetrahedron's orientation (swap vertices 1 and 2).
 _FLIP_TET4 = np.array([0, 2, 1, 3])
 _FLIP_TET10 = np.array([0, 2, 1, 3, 6, 5, 4, 7, 9, 8])
@@ -906,143 +908,4 @@ def _cell_arrays(mesh: TetMesh, cell_data: Mapping[str, npt.ArrayLike] | None
                              f"({mesh.num_cells},) or ({mesh.num_cells}, k)",
                              hint="pass one value (or row) per cell")
         arrays[str(name)] = arr
-    return arrays
-
-
-#: gmsh 3-D element type ids that are not tetrahedra (dropped by :func:`read_msh`): hexahedra,
-#: prisms, pyramids of orders 1-2 and the higher-order tetrahedra.
-_GMSH_TYPE_NAMES = {4: "tetra", 11: "tetra10", 5: "hexahedron", 6: "wedge", 7: "pyramid",
-                    12: "hexahedron27", 13: "wedge18", 14: "pyramid14", 17: "hexahedron20",
-                    18: "wedge15", 19: "pyramid13", 29: "tetra20", 30: "tetra35"}
-
-
-def read_msh(path: str | os.PathLike[str]) -> tuple[TetMesh, dict[str, np.ndarray]]:
-    """Read the tetrahedra of a gmsh .msh file (MSH 2.x or 4.x, ASCII or binary) with gmsh.
-
-    Tetrahedra (4- and 10-node; 10-node cells converted to the VTK node order) of every
-    3-D entity are returned in element-tag order. A cell's tag is the first physical group
-    of its entity (tag 1 where an entity has none, logged). Other 3-D elements are dropped
-    with a WARNING; surface, curve and point elements are ignored. ``$ElementData`` views
-    are returned by name (float64, (m,) or (m, k)), with ``gmsh:physical`` and
-    ``gmsh:geometrical`` (the entity tag). The mesh is not checked here (see
-    :func:`meshing.meshio_io.read_mesh`, which does): orientation and node order are as
-    stored.
-
-    Args:
-        path: The .msh file.
-
-    Returns:
-        (mesh, cell arrays by name).
-
-    Raises:
-        InputError: Unreadable file, no tetrahedra, or 4- and 10-node tetrahedra mixed.
-    """
-    import gmsh
-
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"mesh file not found: {file}", hint="check the path")
-    with _GMSH_LOCK:
-        gmsh.initialize(readConfigFiles=False, interruptible=False)
-        try:
-            gmsh.option.setNumber("General.Terminal", 0)
-            try:
-                gmsh.open(str(file))
-            except Exception as exc:  # gmsh raises a bare Exception with its last error
-                raise InputError(f"gmsh could not read {file}: {exc}",
-                                 hint="check that it is a valid .msh file") from exc
-            return _collect_msh(gmsh, file)
-        finally:
-            gmsh.finalize()
-
-
-def _collect_msh(gmsh: Any, file: Path) -> tuple[TetMesh, dict[str, np.ndarray]]:
-    """Tetrahedra, tags and element data of the model gmsh has open."""
-    node_tags, coords, _ = gmsh.model.mesh.getNodes(-1, -1, False, False)
-    node_tags = np.asarray(node_tags, dtype=np.int64)
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
-    blocks: dict[int, list[tuple[np.ndarray, np.ndarray, int, int]]] = {}
-    dropped: dict[str, int] = {}
-    untagged = 0
-    for _, entity in gmsh.model.getEntities(3):
-        physical = list(gmsh.model.getPhysicalGroupsForEntity(3, entity))
-        types, element_tags, element_nodes = gmsh.model.mesh.getElements(3, entity)
-        for etype, etags, enodes in zip(types, element_tags, element_nodes, strict=True):
-            etags = np.asarray(etags, dtype=np.int64)
-            if etype not in (_GMSH_TET4, _GMSH_TET10):
-                name = _GMSH_TYPE_NAMES.get(int(etype), f"gmsh type {int(etype)}")
-                dropped[name] = dropped.get(name, 0) + etags.shape[0]
-                continue
-            if not physical:
-                untagged += etags.shape[0]
-            width = 4 if etype == _GMSH_TET4 else 10
-            blocks.setdefault(int(etype), []).append(
-                (etags, np.asarray(enodes, dtype=np.int64).reshape(-1, width),
-                 int(physical[0]) if physical else BONE_TAG, int(entity)))
-    if dropped:
-        _LOG.warning("read_msh: %s: dropped %s (only tetrahedra are meshed; the mesh has "
-                     "holes where they were)", file.name,
-                     ", ".join(f"{n} {k} cells" for k, n in dropped.items()))
-    if not blocks:
-        raise InputError(f"{file} contains no tetrahedra",
-                         hint="mesh the volume with tetrahedra (4- or 10-node)")
-    if len(blocks) > 1:
-        raise InputError(f"{file} mixes 4-node and 10-node tetrahedra",
-                         hint="export one element order")
-    if untagged:
-        _LOG.info("read_msh: %d tetrahedra in no physical group were tagged %d", untagged,
-                  BONE_TAG)
-    ((etype, parts),) = blocks.items()
-    element_tags = np.concatenate([b[0] for b in parts])
-    node_ids = np.concatenate([b[1] for b in parts])
-    physical_tags = np.concatenate([np.full(b[0].shape[0], b[2], np.int32) for b in parts])
-    entity_tags = np.concatenate([np.full(b[0].shape[0], b[3], np.int32) for b in parts])
-    order = np.argsort(element_tags, kind="stable")
-    element_tags, node_ids = element_tags[order], node_ids[order]
-    physical_tags, entity_tags = physical_tags[order], entity_tags[order]
-    if etype == _GMSH_TET10:
-        node_ids = node_ids[:, _GMSH_TO_VTK_TET10]
-    lookup = np.full(int(node_tags.max()) + 1, -1, dtype=np.int64)
-    lookup[node_tags] = np.arange(node_tags.shape[0], dtype=np.int64)
-    cells = lookup[node_ids]
-    if np.any(cells < 0):
-        raise InputError(f"{file}: tetrahedra reference undefined nodes",
-                         hint="re-export the mesh")
-    arrays: dict[str, np.ndarray] = {"gmsh:physical": physical_tags,
-                                     "gmsh:geometrical": entity_tags}
-    arrays.update(_element_views(gmsh, element_tags, file))
-    return TetMesh(coords, cells, physical_tags), arrays
-
-
-def _element_views(gmsh: Any, element_tags: np.ndarray, file: Path) -> dict[str, np.ndarray]:
-    """``$ElementData`` views on the given elements, by view name (first time step)."""
-    arrays: dict[str, np.ndarray] = {}
-    position = np.full(int(element_tags.max()) + 1, -1, dtype=np.int64)
-    position[element_tags] = np.arange(element_tags.shape[0])
-    for index, view in enumerate(gmsh.view.getTags()):
-        name = gmsh.option.getString(f"View[{index}].Name") or f"view{view}"
-        try:
-            kind, tags, data, _, components = gmsh.view.getModelData(int(view), 0)
-        except Exception:  # list-based views (no model data) are not element arrays
-            _LOG.info("read_msh: %s: view %r holds no model data; skipped", file.name, name)
-            continue
-        if kind != "ElementData":
-            _LOG.info("read_msh: %s: view %r is %s, not ElementData; skipped", file.name,
-                      name, kind)
-            continue
-        tags = np.asarray(tags, dtype=np.int64)
-        values = np.asarray([np.asarray(d, dtype=np.float64) for d in data])
-        values = values.reshape(tags.shape[0], int(components))
-        inside = (tags <= position.shape[0] - 1)
-        rows = np.full(tags.shape[0], -1, dtype=np.int64)
-        rows[inside] = position[tags[inside]]
-        keep = rows >= 0
-        if int(np.count_nonzero(keep)) != element_tags.shape[0] or np.unique(
-                rows[keep]).shape[0] != element_tags.shape[0]:
-            _LOG.warning("read_msh: %s: element data %r does not cover every tetrahedron "
-                         "exactly once; skipped", file.name, name)
-            continue
-        out = np.empty((element_tags.shape[0], int(components)))
-        out[rows[keep]] = values[keep]
-        arrays[name] = out[:, 0] if int(components) == 1 else out
     return arrays

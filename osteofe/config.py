@@ -7,6 +7,7 @@ Unknown sections or keys are errors (a typo must never silently fall back to a d
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -277,18 +278,59 @@ class Config:
 _SECTIONS = {f.name: f for f in fields(Config)}
 
 
-def _section_from_dict(section: str, data: dict[str, Any]) -> Any:
+def _is_number(value: object) -> bool:
+    """An int or a finite float (TOML's nan and inf are no option values)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+#: What a TOML value of each option type must be: (test, words for the message).
+_TYPE_CHECKS: dict[str, tuple[Any, str]] = {
+    "float": (_is_number, "a finite number"),
+    "float | None": (_is_number, "a finite number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[str, ...]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                        "a list of strings"),
+    "tuple[tuple[float, float, float], ...]": (
+        lambda v: isinstance(v, list) and all(
+            isinstance(f, list) and all(_is_number(x) for x in f) for f in v),
+        "a list of [fx, fy, fz] triples of finite numbers"),
+    "dict[str, str]": (lambda v: isinstance(v, dict) and all(_is_scalar(x) for x in v.values()),
+                       "a table of option = value"),
+}
+
+
+def _section_from_dict(section: str, data: object) -> Any:
     cls = {"mesh": MeshConfig, "material": MaterialConfig, "load": LoadConfig,
            "failure": FailureConfig, "solver": SolverConfig,
            "nonlinear": NonlinearConfig}[section]
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data, dict):
+        raise InputError(f"config section [{section}] is {data!r}, not a table of options",
+                         hint=f"write the options under a [{section}] header, or see "
+                         "`osteofe config --print-default`")
+    types = {f.name: str(f.type) for f in fields(cls)}
+    unknown = sorted(set(data) - set(types))
     if unknown:
         raise InputError(f"unknown option(s) {unknown} in config section [{section}]",
-                         hint=f"valid options: {sorted(known)}")
+                         hint=f"valid options: {sorted(types)}")
+    for name, value in data.items():
+        test, words = _TYPE_CHECKS[types[name]]
+        if not test(value):
+            raise InputError(f"config value {section}.{name} = {value!r} is invalid",
+                             hint=f"use {words}")
+    if "petsc_options" in data:
+        data = {**data, "petsc_options": {str(k): str(v).lower() if isinstance(v, bool)
+                                          else str(v) for k, v in data["petsc_options"].items()}}
     try:
         return cls(**data)
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"bad value in config section [{section}]: {exc}",
                          hint="see `osteofe config --print-default`") from exc
 
@@ -305,9 +347,18 @@ def load_config(path: str | Path | None) -> Config:
     if not path.is_file():
         raise InputError(f"config file not found: {path}", hint="check the --config path")
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"config file {path} is not valid TOML: {exc}",
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read config file {path}: {exc.strerror or exc}",
+                         hint="check the --config path and its permissions") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"config file {path} is not UTF-8 text: {exc}",
+                         hint="save it as UTF-8; see `osteofe config --print-default`") from exc
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InputError(f"config file {path} is not valid TOML: {reason}",
                          hint="see `osteofe config --print-default` for the format") from exc
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:

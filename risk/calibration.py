@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,6 +75,7 @@ FORMAT = "osteofe-risk-model"
 FORMAT_VERSION = 1
 #: Feature name of :class:`MirelsBaseline`.
 MIRELS_FEATURE = "mirels_total"
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _osteofe_version() -> str:
@@ -424,37 +426,90 @@ class _RiskEstimator:
                 "load it with risk.calibration.model_from_json (or load_model)",
             )
         try:
-            model = cls(**cls._params_from_json(dict(doc["params"])))
-            names = tuple(str(n) for n in doc["feature_names"])
-            coef = np.asarray(doc["coef"], dtype=np.float64)
-            if coef.shape != (len(names),):
+            params = doc["params"]
+            if not isinstance(params, dict):
+                raise ModelError(f"model JSON params is {params!r}, not an object", _CORRUPT)
+            model = cls(**cls._params_from_json(dict(params)))
+            model._check_params()
+            raw_names = doc["feature_names"]
+            if not (isinstance(raw_names, list) and raw_names
+                    and all(isinstance(n, str) for n in raw_names)
+                    and len(set(raw_names)) == len(raw_names)):
                 raise ModelError(
-                    f"model JSON has {coef.size} coefficients for {len(names)} features",
-                    "the file is corrupt; refit and save the model again",
+                    f"model JSON feature_names is {raw_names!r}, not a list of distinct names",
+                    _CORRUPT,
                 )
+            names = tuple(raw_names)
+            coef = _json_vector(doc["coef"], "coef", len(names))
             training = doc["training"]
-            summary = TrainingSummary(
-                int(training["n"]), int(training["events"]), float(training["auc"])
-            )
-            model._set_fitted(coef, float(doc["intercept"]), names, summary, int(doc["n_iter"]))
+            if not isinstance(training, dict):
+                raise ModelError(f"model JSON training is {training!r}, not an object",
+                                 _CORRUPT)
+            n = _json_count(training["n"], "training.n")
+            events = _json_count(training["events"], "training.events")
+            auc = _json_number(training["auc"], "training.auc")
+            if events > n or not 0.0 <= auc <= 1.0:
+                raise ModelError(f"model JSON training record is inconsistent: {events} events "
+                                 f"in {n} femurs, AUC {auc:g}", _CORRUPT)
+            model._set_fitted(coef, _json_number(doc["intercept"], "intercept"), names,
+                              TrainingSummary(n, events, auc),
+                              _json_count(doc["n_iter"], "n_iter"))
             model.osteofe_version_ = str(doc.get("osteofe_version", "unknown"))
             model._extra_from_json(doc)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             if isinstance(exc, ModelError):
                 raise
             raise ModelError(
-                f"malformed {cls._kind} JSON: {type(exc).__name__}: {exc}",
-                "the file is corrupt or was edited by hand; refit and save the model again",
+                f"malformed {cls._kind} JSON: {type(exc).__name__}: {exc}", _CORRUPT
             ) from exc
         return model
+
+    def _check_params(self) -> None:
+        """Refuse constructor parameters that :meth:`fit` would refuse (loaded models)."""
+        return None
+
+
+#: Hint of the errors about a model file's content.
+_CORRUPT = "the file is corrupt or was edited by hand; refit and save the model again"
+
+
+def _json_number(value: object, name: str) -> float:
+    """A finite JSON number (not a boolean) as float, or ModelError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+            float(value)):
+        raise ModelError(f"model JSON {name} is {value!r}, not a finite number", _CORRUPT)
+    return float(value)
+
+
+def _json_count(value: object, name: str) -> int:
+    """A whole JSON number >= 0 as int, or ModelError."""
+    number = _json_number(value, name)
+    if number < 0 or number != math.floor(number):
+        raise ModelError(f"model JSON {name} is {value!r}, not a count", _CORRUPT)
+    return int(number)
+
+
+def _json_vector(value: object, name: str, length: int, *, positive: bool = False
+                 ) -> FloatArray:
+    """A JSON list of ``length`` finite (positive) numbers as float64, or ModelError."""
+    if not isinstance(value, list):
+        raise ModelError(f"model JSON {name} is {value!r}, not a list of numbers", _CORRUPT)
+    if len(value) != length:
+        what = "coefficients" if name == "coef" else f"{name} values"
+        raise ModelError(f"model JSON has {len(value)} {what} for {length} features", _CORRUPT)
+    out = np.array([_json_number(v, name) for v in value], dtype=np.float64)
+    if positive and np.any(out <= 0.0):
+        raise ModelError(f"model JSON {name} holds a value <= 0: {value!r}", _CORRUPT)
+    return out
 
 
 def _parse_model_json(text: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # ValueError: JSONDecodeError too
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ModelError(
-            f"not a JSON document: {exc}", "pass the text written by to_json/save_model"
+            f"not a JSON document: {reason}", "pass the text written by to_json/save_model"
         ) from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ModelError(
@@ -462,7 +517,8 @@ def _parse_model_json(text: str) -> dict[str, Any]:
             "pass a file written by risk.calibration.save_model",
         )
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or not (
+            1 <= version <= FORMAT_VERSION):
         raise ModelError(
             f"unsupported model format_version {version!r} (this osteofe reads <= "
             f"{FORMAT_VERSION})",
@@ -638,8 +694,20 @@ class StrengthRiskModel(_RiskEstimator):
         return {"mean": [float(v) for v in self.mean_], "scale": [float(v) for v in self.scale_]}
 
     def _extra_from_json(self, doc: dict[str, Any]) -> None:
-        self.mean_ = np.asarray(doc.get("mean", np.zeros(self.n_features_in_)), dtype=np.float64)
-        self.scale_ = np.asarray(doc.get("scale", np.ones(self.n_features_in_)), dtype=np.float64)
+        k = self.n_features_in_
+        self.mean_ = (_json_vector(doc["mean"], "mean", k) if "mean" in doc else np.zeros(k))
+        self.scale_ = (_json_vector(doc["scale"], "scale", k, positive=True) if "scale" in doc
+                       else np.ones(k))
+
+    def _check_params(self) -> None:
+        if self.method != "sigmoid":
+            raise ModelError(f"unsupported calibration method {self.method!r}",
+                             "use method='sigmoid'")
+        _check_penalty(self.penalty, self.C)
+        _check_iterations(self.max_iter, self.tol)
+        if not isinstance(self.standardize, bool):
+            raise ModelError(f"standardize must be true or false, got {self.standardize!r}",
+                             _CORRUPT)
 
 
 class MirelsBaseline(_RiskEstimator):
@@ -776,10 +844,43 @@ class MirelsBaseline(_RiskEstimator):
         }
 
     def _extra_from_json(self, doc: dict[str, Any]) -> None:
+        if self.feature_names_in_ != (MIRELS_FEATURE,):
+            raise ModelError(f"a MirelsBaseline has the one feature {MIRELS_FEATURE!r}, the "
+                             f"JSON lists {list(self.feature_names_in_)}", _CORRUPT)
         table = doc.get("probabilities_table")
-        self.probabilities_ = (
-            None if table is None else {int(k): float(v) for k, v in table.items()}
-        )
+        if (table is None) != (self.mapping == "logistic"):
+            raise ModelError(f"a {self.mapping!r} MirelsBaseline "
+                             f"{'has no' if table is not None else 'needs a'} "
+                             "probabilities_table", _CORRUPT)
+        if table is None:
+            self.probabilities_ = None
+            return
+        if not isinstance(table, dict):
+            raise ModelError(f"model JSON probabilities_table is {table!r}, not an object",
+                             _CORRUPT)
+        parsed: dict[int, float] = {}
+        for key, value in table.items():
+            total = int(key) if _DIGITS.fullmatch(str(key)) else -1
+            p = _json_number(value, f"probabilities_table[{key!r}]")
+            if not (4 <= total <= 12 and 0.0 <= p <= 1.0):
+                raise ModelError(f"bad entry {key!r}: {value!r} in the Mirels probability "
+                                 "table of the model JSON (totals 4-12, probabilities 0-1)",
+                                 _CORRUPT)
+            parsed[total] = p
+        missing = [t for t in range(4, 13) if t not in parsed]
+        if missing:
+            raise ModelError(f"the Mirels probability table of the model JSON lacks the "
+                             f"total(s) {missing}", _CORRUPT)
+        self.probabilities_ = parsed
+
+    def _check_params(self) -> None:
+        if self.mapping == "fixed":
+            self._fixed_table()
+        elif self.mapping == "logistic":
+            _check_penalty(self.penalty, self.C)
+        else:
+            raise ModelError(f"unknown Mirels mapping {self.mapping!r}",
+                             "use mapping='logistic' or 'fixed'")
 
     def _params_to_json(self) -> dict[str, Any]:
         params = super()._params_to_json()
@@ -789,8 +890,13 @@ class MirelsBaseline(_RiskEstimator):
 
     @classmethod
     def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
-        if params.get("probabilities") is not None:
-            params["probabilities"] = {int(k): float(v) for k, v in params["probabilities"].items()}
+        table = params.get("probabilities")
+        if table is not None:
+            if not isinstance(table, dict):
+                raise ModelError(f"model JSON params.probabilities is {table!r}, not an object",
+                                 _CORRUPT)
+            params["probabilities"] = {int(k): _json_number(v, "params.probabilities")
+                                       for k, v in table.items()}
         return params
 
 
@@ -890,6 +996,12 @@ def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
     except OSError as exc:
         raise ModelError(
             f"cannot read model file {p}: {exc.strerror}", "check the path"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(
+            f"model file {p} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            "pass the JSON file written by risk.calibration.save_model; a file damaged in "
+            "transfer must be copied again",
         ) from exc
     return model_from_json(text)
 
