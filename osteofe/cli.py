@@ -4,7 +4,10 @@ Exit codes:
     0: success.
     1: unexpected internal error (a bug: please report it with the traceback).
     2: command-line usage error.
-    3: invalid input, configuration or model (the message names the problem and the fix).
+    3: invalid input, configuration or model (the message names the problem and the fix),
+       including a CT with an implausible voxel size or values and a run whose estimated
+       peak memory exceeds 80% of the memory available (:mod:`osteofe.guards`; the
+       environment variable ``OSTEOFE_MEMORY_LIMIT_GB`` caps the memory counted as available).
 """
 
 from __future__ import annotations
@@ -368,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="osteofe",
         description="CT-based finite-element femoral strength and fracture risk.",
         epilog=EXAMPLES + "\nexit codes: 0 ok, 1 internal error, 2 usage error, "
-        "3 invalid input/configuration/model",
+        "3 invalid input/configuration/model (also: a run that would not fit in memory)\n"
+        "environment: OSTEOFE_MEMORY_LIMIT_GB caps the memory a run may plan on (GB)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verbosity = parser.add_mutually_exclusive_group()

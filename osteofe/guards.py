@@ -19,6 +19,10 @@ estimate_mesh_memory`), and solving (a line in the number of degrees of freedom 
 solver benchmark, times the ranks). The peak of the run is the largest stage. It is meant to
 tell a job that fits from one that cannot, not to account for every byte.
 
+The memory available is what the machine (or the container's cgroup) has free; the
+environment variable :data:`MEMORY_LIMIT_ENV` (``OSTEOFE_MEMORY_LIMIT_GB``, decimal GB) caps
+it, e.g. on a shared machine where other jobs will claim memory the run sees free now.
+
 Typical use, in the pipeline after reading the images and before meshing::
 
     check_image_sanity(ct)
@@ -47,6 +51,7 @@ __all__ = [
     "MAX_IMAGE_VOXELS",
     "MAX_SPACING_MM",
     "MEMORY_BUDGET_FRACTION",
+    "MEMORY_LIMIT_ENV",
     "MIN_SPACING_MM",
     "RUN_MEMORY_MODEL",
     "ResourceEstimate",
@@ -55,6 +60,7 @@ __all__ = [
     "check_image_sanity",
     "check_resources",
     "estimate_resources",
+    "memory_limit_bytes",
 ]
 
 #: Smallest accepted voxel edge, mm. Clinical CT reaches ~0.25 mm, micro-CT of a whole
@@ -75,6 +81,10 @@ HU_PLAUSIBLE_RANGE = (-10_000.0, 100_000.0)
 #: (the tetrahedron count is predicted within -58%..+28%, see MESH_MEMORY_MODEL) and the
 #: other processes of the machine.
 MEMORY_BUDGET_FRACTION = 0.8
+
+#: Environment variable capping the memory a run may count on, decimal GB (e.g. ``16`` or
+#: ``0.5``); unset: the memory the machine has available.
+MEMORY_LIMIT_ENV = "OSTEOFE_MEMORY_LIMIT_GB"
 
 _MIB = 1024.0**2
 #: Peak RSS of P1 analyses in benchmarks/results/solver.json (1 rank, "records"): (DOFs, MiB).
@@ -280,25 +290,51 @@ def _own_rss() -> int:
     return 0
 
 
+def memory_limit_bytes() -> int | None:
+    """The cap set by :data:`MEMORY_LIMIT_ENV` in bytes, or None when it is unset or empty.
+
+    Raises:
+        InputError: The variable is set to something other than a positive number of GB.
+    """
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0.0):
+        raise InputError(f"{MEMORY_LIMIT_ENV}={text!r} is not a positive number of GB",
+                         hint=f"set it to the memory the run may use in GB, e.g. "
+                         f"{MEMORY_LIMIT_ENV}=16, or unset it")
+    return math.floor(value * 1e9)
+
+
 def available_memory_bytes() -> int:
     """Memory this run can use: what the machine has free plus what the process holds.
 
     ``MemAvailable`` of ``/proc/meminfo`` (free memory plus reclaimable caches; psutil
     reports the same), else free pages from ``os.sysconf``; capped by the room left under a
     container's cgroup memory limit. The process's own resident memory is added because the
-    estimate covers the whole run, including the images it may already hold.
+    estimate covers the whole run, including the images it may already hold. The result is
+    capped by :data:`MEMORY_LIMIT_ENV` when it is set.
 
     Returns:
-        Bytes; 0 when nothing could be read (the caller should then skip the check).
+        Bytes; 0 when nothing could be read and no limit is set (the caller should then skip
+        the check).
+
+    Raises:
+        InputError: :data:`MEMORY_LIMIT_ENV` holds an invalid value.
     """
+    limit = memory_limit_bytes()
     free = _meminfo_available()
     if free is None:
         free = _sysconf_available()
     room = _cgroup_room()
     if free is None and room is None:
-        return 0
-    usable = min(v for v in (free, room) if v is not None)
-    return usable + _own_rss()
+        return 0 if limit is None else limit
+    usable = min(v for v in (free, room) if v is not None) + _own_rss()
+    return usable if limit is None else min(usable, limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,10 +370,12 @@ def _tet_count(mask: npt.NDArray[np.bool_], grid: ImageGrid, size_mm: float,
     return int(estimate_mesh_memory(crop, crop_grid, size_mm, order=1, model=counting))
 
 
-def _positive_int(value: object, name: str, hint: str) -> int:
-    """``value`` as an int >= 1, or InputError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}", hint=hint)
+def _positive_int(value: object, name: str, hint: str, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (1 by default), or InputError."""
+    if (isinstance(value, bool) or not isinstance(value, int | np.integer)
+            or int(value) < minimum):
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise InputError(f"{name} must be {what}, got {value!r}", hint=hint)
     return int(value)
 
 
@@ -363,7 +401,8 @@ def estimate_resources(
     The peak is the largest stage (see :class:`RunMemoryModel` for the measurements).
 
     Args:
-        image_voxels: Voxels of the CT grid (``ct.hu.size``).
+        image_voxels: Voxels of the CT grid (``ct.hu.size``); 0 for a model without an
+            image (an Abaqus deck).
         mask: The region to mesh (bool or 0/1 array on ``grid``), e.g. ``bone | lesion``.
             Without it (and without ``num_tets``) only reading is estimated.
         grid: The mask's grid; required with ``mask``.
@@ -383,7 +422,8 @@ def estimate_resources(
         InputError: ``mask`` without ``grid``/``size_mm``, or an invalid order, degree,
             ranks, voxel or tetrahedron count, element size or mask shape.
     """
-    voxels = _positive_int(image_voxels, "image_voxels", "pass ct.hu.size")
+    voxels = _positive_int(image_voxels, "image_voxels", "pass ct.hu.size (0 without an "
+                           "image, e.g. for an Abaqus deck)", minimum=0)
     ranks = _positive_int(ranks, "ranks", "pass the MPI size (1 for a serial run)")
     if order not in (1, 2):
         raise InputError(f"element order must be 1 or 2, got {order!r}",
@@ -476,12 +516,19 @@ def check_resources(
               "meshing": f"to mesh at {size_mm} mm",
               "solving": f"to solve ~{estimate.dofs or 0:,} degrees of freedom "
                          f"[~{estimate.tets or 0:,} tetrahedra, P{degree}{ranks_text}]"}
+    limit = memory_limit_bytes() if available_bytes is None else None
+    where = (f"{MEMORY_LIMIT_ENV}={os.environ[MEMORY_LIMIT_ENV].strip()} allows "
+             f"{_gb(estimate.available_bytes)}"
+             if limit is not None and estimate.available_bytes == limit
+             else f"this machine has {_gb(estimate.available_bytes)} available")
     raise InputError(
         f"this analysis would need ~{_gb(estimate.peak_bytes)} of memory "
-        f"{detail[estimate.peak_stage]}, this machine has {_gb(estimate.available_bytes)} "
-        f"available (a run may plan on {MEMORY_BUDGET_FRACTION:.0%} of it)",
+        f"{detail[estimate.peak_stage]}, {where} (a run may plan on "
+        f"{MEMORY_BUDGET_FRACTION:.0%} of it)",
         hint="use a coarser --mesh-size, crop the image (e.g. to the proximal femur), or run "
-        "on a bigger machine",
+        f"on a bigger machine (or raise {MEMORY_LIMIT_ENV} if it was set too low)"
+        if limit is not None else "use a coarser --mesh-size, crop the image (e.g. to the "
+        "proximal femur), or run on a bigger machine",
     )
 
 

@@ -48,6 +48,7 @@ from meshing.segmentation import detect_metal, mask_touches_border, select_femur
 from meshing.types import CTVolume, LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
+from osteofe.guards import ResourceEstimate, check_image_sanity, check_resources
 from osteofe.outputs import sha256_file, staged_output, write_json
 from risk.mirels import aci_positive, score_mirels
 
@@ -178,6 +179,9 @@ class PreparedModel:
         lesion_risk: Scan-derived lesion measures (Mirels items, ACI, CTRA), when a lesion
             is labelled.
         modulus_points: (m, q) E at the solver's quadrature points, when asked for.
+        resources: The peak memory estimate the run was checked against
+            (:meth:`osteofe.guards.ResourceEstimate.to_dict` without the memory available,
+            which varies from run to run).
     """
 
     mesh: TetMesh
@@ -192,6 +196,7 @@ class PreparedModel:
     warnings: list[str] = field(default_factory=list)
     lesion_risk: dict[str, Any] | None = None
     modulus_points: npt.NDArray[np.float64] | None = None
+    resources: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -219,11 +224,25 @@ def prepare_model(
     config: Config,
     calibration: LinearCalibration | None = None,
     progress: Callable[[str], None] | None = None,
+    ranks: int = 1,
 ) -> PreparedModel:
     """Read, mesh, map material, find landmarks and place loads (serial; rank 0).
 
+    Pre-flight guards (:mod:`osteofe.guards`): the CT is checked for an implausible header or
+    values right after reading, and the run's peak memory is estimated and checked before
+    meshing the labels (from the femur mask) or, for a mesh given by the user, before
+    anything is solved on it (from its tetrahedra).
+
+    Args:
+        request: What to compute.
+        config: The options.
+        calibration: HU -> density line (default: config's, else the built-in one).
+        progress: Called with each stage name.
+        ranks: MPI ranks that will solve (each holds the model; for the memory estimate).
+
     Raises:
-        OsteofeError: on any invalid input, with a hint.
+        OsteofeError: on any invalid input, with a hint; InputError when the CT's voxel size
+            or values are implausible or the run would need more memory than available.
     """
     step = progress or (lambda _name: None)
     timings: dict[str, float] = {}
@@ -232,6 +251,7 @@ def prepare_model(
     step("reading images")
     with _timed(timings, "read"):
         ct = read_ct(request.ct_path)
+        check_image_sanity(ct)
         check_ct_is_rescaled(ct.hu)
         labels = bone = lesion = None
         lesion_values: list[int] = []
@@ -266,6 +286,9 @@ def prepare_model(
                            np.where(mesh.cell_tags == LESION_TAG, LESION_TAG, 1))
             warnings.append(f"mesh read from {Path(request.mesh_path).name}: it must be in the "
                             "CT's world coordinates (LPS mm)")
+            resources = check_resources(image_voxels=ct.hu.size, num_tets=mesh.num_cells,
+                                        order=mesh.order, degree=config.solver.degree,
+                                        ranks=ranks)
         else:
             assert bone is not None and lesion is not None
             if config.mesh.crop_below_lesser_trochanter_mm is not None:
@@ -274,8 +297,13 @@ def prepare_model(
                 warnings.append("femur cropped "
                                 f"{config.mesh.crop_below_lesser_trochanter_mm:g} mm below the "
                                 "lesser trochanter: the cut is the fixed distal end")
-            mesh = mesh_from_mask(bone | lesion, ct.grid, size_mm=config.mesh.size_mm,
+            region = bone | lesion
+            resources = check_resources(image_voxels=ct.hu.size, mask=region, grid=ct.grid,
+                                        size_mm=config.mesh.size_mm, order=config.mesh.order,
+                                        degree=config.solver.degree, ranks=ranks)
+            mesh = mesh_from_mask(region, ct.grid, size_mm=config.mesh.size_mm,
                                   order=config.mesh.order)
+        _log_resources(resources)
         if lesion_values and labels is not None:
             mesh = tag_cells(mesh, labels, lesion_values)
         quality = mesh_quality(mesh)
@@ -337,7 +365,29 @@ def prepare_model(
             lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain,
                                           dict(request.mirels_given))
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
-                         model.to_dict(), timings, warnings, lesion_risk, modulus_points)
+                         model.to_dict(), timings, warnings, lesion_risk, modulus_points,
+                         _estimate_record(resources))
+
+
+def _estimate_record(estimate: ResourceEstimate) -> dict[str, Any]:
+    """The memory estimate for result.json: the predicted stages only.
+
+    The memory the machine had available changes from run to run, and result.json must not
+    (reruns give the same file but for its timings); it is logged instead.
+    """
+    record = estimate.to_dict()
+    for key in ("available_bytes", "budget_bytes"):
+        record.pop(key)
+    return record
+
+
+def _log_resources(estimate: ResourceEstimate) -> None:
+    """Log the memory estimate the run passed (INFO; unchecked when memory is unknown)."""
+    if estimate.available_bytes <= 0:
+        logger.info("memory estimate (available memory unknown, not checked): %s",
+                    estimate.describe())
+    else:
+        logger.info("memory estimate: %s", estimate.describe())
 
 
 def _crop_proximal(bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_], ct: CTVolume,
@@ -551,7 +601,8 @@ def run_strength(
 
     step = progress or (lambda _name: None)
     total_start = time.perf_counter()
-    prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step))
+    prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step,
+                                                    ranks=comm.size))
     prepared = comm.bcast(prepared if comm.rank == 0 else None, root=0)
     timings = dict(prepared.timings_s)
 
@@ -674,6 +725,7 @@ def run_strength(
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
                    "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
         "lesion_risk": prepared.lesion_risk,
+        "resources": prepared.resources,
         "fracture_probability": None,
         "warnings": prepared.warnings,
         "config": config.to_dict(),

@@ -38,6 +38,7 @@ from mpi4py import MPI
 from fea.abaqus import AbaqusError, AbaqusModel, read_inp
 from fea.failure import SCHILEO_2008, StrainLimits, principal_strains, strain_failure
 from fea.topology import boundary_faces
+from osteofe.guards import check_resources
 from osteofe.outputs import sha256_file, staged_output, write_json
 
 if TYPE_CHECKING:  # fea.solver imports DOLFINx; imported where it is needed
@@ -161,9 +162,10 @@ def run_solve(
         The result dictionary (also written as ``result.json``), on every rank.
 
     Raises:
-        OsteofeError: a malformed or unsupported deck, an unknown ``loaded_set``, a support
-            or load that cannot be applied, or a solver that does not converge (nothing is
-            written).
+        OsteofeError: a malformed or unsupported deck, an unknown ``loaded_set``, a deck
+            whose estimated memory exceeds what is available (:func:`osteofe.guards.
+            check_resources`), a support or load that cannot be applied, or a solver that
+            does not converge (nothing is written).
     """
     from fea.solver import ElasticModel, NodalForces, SolverOptions
 
@@ -178,6 +180,9 @@ def run_solve(
         model = read_inp(deck)
         if not ignore_unsupported:
             model.check_supported()
+        # Refuse a deck too large for this machine before DOLFINx allocates for it.
+        check_resources(image_voxels=0, num_tets=max(model.mesh.num_cells, 1),
+                        order=model.mesh.order, degree=model.mesh.order, ranks=comm.size)
         label, kind = _loaded_label(model, loaded_set) if loaded_set else (None, None)
         timings["parse"] = round(time.perf_counter() - t0, 4)
         return model, label, kind
