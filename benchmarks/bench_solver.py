@@ -534,7 +534,8 @@ def merge(paths: list[Path], name: str) -> None:
     merged = {**payloads[0], "records": records, "scaling": scaling_summary(records),
               "complete": True, "merged_from": [
                   {"file": path.name, "ranks": [r["ranks"] for r in p["records"]],
-                   "provenance": p.get("provenance")} for path, p in zip(paths, payloads)]}
+                   "provenance": p.get("provenance")}
+                  for path, p in zip(paths, payloads, strict=True)]}
     merged["provenance"] = {**payloads[0]["provenance"],
                             "mpi_ranks": max(r["ranks"] for r in records)}
     print(markdown_table(records) + "\n\n" + scaling_table(merged["scaling"]))
