@@ -193,44 +193,66 @@ class _PreconditionerReuse:
     """Bookkeeping for solving secant operators with an older preconditioner.
 
     Attributes:
-        fresh_iterations: CG iterations of the last solve right after a set-up.
+        fresh_iterations: CG iterations of the first solve after the last set-up.
         stale: The operator changed since the preconditioner was built.
         setups: Preconditioner set-ups done (the first, at model creation, included).
+        krylov_iterations: CG iterations of all solves.
+        setup_s: Wall time of the last set-up (reassembly included), s.
+        excess_s: Time spent on CG iterations beyond ``fresh_iterations`` since then, s.
     """
 
     fresh_iterations: int = 0
     stale: bool = False
     setups: int = 1
     krylov_iterations: int = 0
+    setup_s: float = 0.0
+    excess_s: float = 0.0
+
+    @property
+    def refresh_due(self) -> bool:
+        """The extra iterations of the old preconditioner have cost more than a set-up."""
+        return self.excess_s > self.setup_s
 
 
-def _solve_reusing_preconditioner(model: ElasticModel, moduli: FloatArray,
-                                  reuse: _PreconditionerReuse) -> CaseSolution:
-    """Solve the head-displacement case, rebuilding the preconditioner only when it pays.
+def _update_secant_moduli(model: ElasticModel, moduli: FloatArray,
+                          reuse: _PreconditionerReuse, *, force_refresh: bool = False) -> None:
+    """Reassemble with new secant moduli; rebuild the preconditioner only when it has paid.
 
     Secant moduli only fall, so the preconditioner of stiffer moduli stays symmetric positive
-    definite and CG still converges to the same tolerance; it is rebuilt when CG needs more
-    than twice (+10) the iterations it needed right after a set-up, or fails to converge.
+    definite and CG still converges to the same tolerance, in more iterations. It is rebuilt
+    once those extra iterations have cost as much time as one set-up (rent-or-buy), so the
+    analysis never spends more than about twice the best of the two policies.
     """
+    refresh = force_refresh or reuse.refresh_due
+    t0 = time.perf_counter()
+    model.update_moduli(moduli, refresh_preconditioner=refresh)
+    if refresh:
+        reuse.setup_s = time.perf_counter() - t0
+        reuse.setups += 1
+        reuse.excess_s = 0.0
+        reuse.stale = False
+    else:
+        reuse.stale = True
+
+
+def _solve_secant(model: ElasticModel, moduli: FloatArray,
+                  reuse: _PreconditionerReuse) -> CaseSolution:
+    """Solve the head-displacement case; a failure with a stale preconditioner rebuilds it."""
     try:
         solution = model.solve([])
     except SolverError:
         if not reuse.stale:
             raise
-        solution = None
         model.reset_solution()  # a diverged iterate is no start for the next solve
-    if solution is not None:
-        reuse.krylov_iterations += solution.stats.iterations
-        if not reuse.stale or solution.stats.iterations <= 2 * reuse.fresh_iterations + 10:
-            if not reuse.stale:
-                reuse.fresh_iterations = solution.stats.iterations
-            return solution
-    model.update_moduli(moduli, refresh_preconditioner=True)
-    reuse.setups += 1
-    reuse.stale = False
-    solution = model.solve([])
-    reuse.krylov_iterations += solution.stats.iterations
-    reuse.fresh_iterations = solution.stats.iterations
+        _update_secant_moduli(model, moduli, reuse, force_refresh=True)
+        solution = model.solve([])
+    iterations = solution.stats.iterations
+    reuse.krylov_iterations += iterations
+    if not reuse.stale and reuse.excess_s == 0.0:
+        reuse.fresh_iterations = iterations
+    else:
+        extra = max(iterations - reuse.fresh_iterations, 0)
+        reuse.excess_s += extra * solution.stats.solve_s / max(iterations, 1)
     return solution
 
 
@@ -291,7 +313,7 @@ def displacement_controlled_failure(
                 *extra_supports]
     model = ElasticModel(mesh, material.E_MPa, material.poisson_ratio, supports, options, comm)
     model.set_warm_start(True)
-    reuse = _PreconditionerReuse()
+    reuse = _PreconditionerReuse(setup_s=model.timings_s.get("preconditioner_setup", 0.0))
     kappa = np.zeros(mesh.num_cells)  # largest equivalent strain reached (history)
     secant = material.E_MPa.copy()
     yield_strain = material.yield_stress_MPa / material.E_MPa
@@ -308,7 +330,7 @@ def displacement_controlled_failure(
             used_iterations = 0
             for _ in range(max_iterations):
                 used_iterations += 1
-                solution = _solve_reusing_preconditioner(model, secant, reuse)
+                solution = _solve_secant(model, secant, reuse)
                 kappa_increment = np.maximum(
                     kappa_increment, equivalent_strain(solution.strain, material.poisson_ratio))
                 updated = material.secant_modulus(kappa_increment)
@@ -317,8 +339,7 @@ def displacement_controlled_failure(
                     converged = True
                     break
                 secant = updated
-                reuse.stale = True
-                model.update_moduli(secant, refresh_preconditioner=False)
+                _update_secant_moduli(model, secant, reuse)
             kappa = kappa_increment
             f = float(solution.reactions_n["head"] @ d)
             if increment == 1 and not f > 0.0:

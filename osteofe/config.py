@@ -228,6 +228,9 @@ class NonlinearConfig:
             failure load.
         tolerance: Secant moduli tolerance per increment (relative).
         max_iterations: Secant iterations per increment.
+        krylov_rtol: CG relative tolerance of the solves inside the secant iterations (the
+            secant tolerance, not this one, limits their accuracy; the linear analysis keeps
+            solver.rtol).
         stop_fraction: Stop once the force has fallen below this fraction of its peak.
     """
 
@@ -237,6 +240,7 @@ class NonlinearConfig:
     step_fraction: float = 0.12
     tolerance: float = 1e-3
     max_iterations: int = 25
+    krylov_rtol: float = 1e-6
     stop_fraction: float = 0.9
 
     def __post_init__(self) -> None:
@@ -250,6 +254,8 @@ class NonlinearConfig:
         _check(0.0 < self.tolerance < 0.5, "nonlinear.tolerance", self.tolerance, "(0, 0.5)")
         _check(1 <= self.max_iterations <= 200, "nonlinear.max_iterations",
                self.max_iterations, "1-200")
+        _check(1e-14 <= self.krylov_rtol <= 1e-3, "nonlinear.krylov_rtol", self.krylov_rtol,
+               "1e-14 - 1e-3")
 
 
 @dataclass(frozen=True)

@@ -925,8 +925,8 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
                                    config.material.modulus_floor_mpa)
     return displacement_controlled_failure(
         prepared.mesh, material, prepared.fixed_nodes, load.patch.nodes, direction,
-        step_mm=step_mm, options=options, comm=comm,
-        max_increments=config.nonlinear.max_increments,
+        step_mm=step_mm, options=replace(options, rtol=config.nonlinear.krylov_rtol),
+        comm=comm, max_increments=config.nonlinear.max_increments,
         tolerance=config.nonlinear.tolerance, max_iterations=config.nonlinear.max_iterations,
         stop_fraction=config.nonlinear.stop_fraction, extra_supports=extra)
 
