@@ -396,8 +396,9 @@ def test_serial_reruns_with_a_direct_solver_are_bitwise_identical(coarse_phantom
 
 @pytest.mark.skip_in_parallel
 def test_serial_reruns_with_gamg_agree_to_solver_round_off(coarse_phantom, tmp_path):
-    # PETSc's GAMG draws random vectors for its eigenvalue estimates, so its iterates differ
-    # in the last bits from process to process; meshes and materials are bitwise identical.
+    # PETSc's GAMG builds its tentative prolongators with different values (same aggregates)
+    # from process to process, so its iterates differ in the last bits; meshes and materials
+    # are bitwise identical.
     _, (first, second) = _rerun_twice(coarse_phantom, tmp_path, [])
     assert second["failure_load_N"] == pytest.approx(first["failure_load_N"], rel=1e-10)
     assert first["mesh"] == second["mesh"] and first["material"] == second["material"]
