@@ -162,6 +162,21 @@ def test_config_default_round_trips(tmp_path, capsys):
     assert "mesh.size_mm" in capsys.readouterr().err
 
 
+def test_every_config_option_type_has_a_toml_check():
+    # load_config looks each option's annotation up in _TYPE_CHECKS: an option of a new type
+    # without an entry would crash (KeyError) instead of reading or refusing its value.
+    from dataclasses import fields
+
+    from osteofe import config as config_module
+
+    missing = {f"{section}.{option.name}: {option.type}"
+               for section, entry in config_module._SECTIONS.items()
+               for option in fields(entry.type if isinstance(entry.type, type)
+                                    else getattr(config_module, str(entry.type)))
+               if str(option.type) not in config_module._TYPE_CHECKS}
+    assert not missing
+
+
 @pytest.mark.skip_in_parallel
 def test_mpi_run_gives_the_serial_failure_load(coarse_phantom, coarse_result, tmp_path):
     """`mpiexec -n 2 osteofe strength` reproduces the serial failure load within 1e-5."""
