@@ -13,17 +13,23 @@ the next line; element data may run over several lines):
   VTK order of :class:`~meshing.types.TetMesh` (see :data:`C3D10_TO_VTK`);
 - ``*NSET``/``*ELSET`` with ids, references to earlier sets and ``GENERATE``; repeating a set
   name adds to it;
-- ``*MATERIAL`` with ``*ELASTIC`` (isotropic E, nu), ``*SOLID SECTION, ELSET=, MATERIAL=``;
+- ``*MATERIAL`` with ``*ELASTIC`` (isotropic E > 0, -1 < nu < 0.5), ``*SOLID SECTION,
+  ELSET=, MATERIAL=`` (no data line, an empty one or a thickness; anything else under it is
+  refused as data that lost its keyword);
 - one ``*STEP`` with ``*STATIC``; ``*BOUNDARY`` in the model data or the step (node or node
   set, first and last dof, value; zero when absent; ``ENCASTRE``, ``PINNED``, ``XSYMM``... on
   the translational dofs; ``OP=NEW`` drops the earlier conditions), ``*CLOAD`` (node or set,
   dof, magnitude) and ``*DLOAD`` with uniform face pressure ``P1``-``P4`` on elements or element
   sets. As in Abaqus, a later value for the same node and dof (or element face) replaces the
   earlier one;
-- ``*INCLUDE, INPUT=file`` (literal inclusion, relative to the including file).
+- ``*INCLUDE, INPUT=file`` (literal inclusion, relative to the including file). The file
+  must lie in the deck's folder or a subfolder (symbolic links followed) unless
+  ``allow_include_outside`` is set; an error in an included file names the file and line but
+  never quotes its text (an include may be a file the reader of the message must not see).
 
 Keywords that cannot change a linear static solution (output requests, ``*DENSITY``...) are
-listed in :attr:`AbaqusModel.notes`. Every other keyword, and every parameter that would change
+listed in :attr:`AbaqusModel.notes` (a negative or non-finite ``*DENSITY`` is still refused:
+it says the material data are wrong). Every other keyword, and every parameter that would change
 the meaning of a supported one, is collected in :attr:`AbaqusModel.unsupported` with its line;
 :meth:`AbaqusModel.check_supported` turns them into an error (callers may downgrade them to
 warnings). Nothing is ignored silently. Malformed decks raise :class:`AbaqusError` naming the
@@ -35,6 +41,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +116,7 @@ _PARAMETERS: dict[str, set[str]] = {
     "HEADING": set(), "INCLUDE": {"INPUT"}, "NODE": {"NSET"}, "ELEMENT": {"TYPE", "ELSET"},
     "NSET": {"NSET", "GENERATE", "INTERNAL", "UNSORTED"},
     "ELSET": {"ELSET", "GENERATE", "INTERNAL", "UNSORTED"},
-    "MATERIAL": {"NAME"}, "ELASTIC": {"TYPE"},
+    "MATERIAL": {"NAME"}, "ELASTIC": {"TYPE"}, "DENSITY": {"DEPENDENCIES", "PORE FLUID"},
     "SOLID SECTION": {"ELSET", "MATERIAL", "ORIENTATION", "CONTROLS", "NAME"},
     "STEP": {"NAME", "INC", "NLGEOM", "PERTURBATION", "DESCRIPTION", "EXTRAPOLATION",
              "AMPLITUDE", "UNSYMM", "CONVERT SDI"},
@@ -121,6 +128,24 @@ _PROCEDURES = {"FREQUENCY", "BUCKLE", "DYNAMIC", "VISCO", "HEAT TRANSFER",
                "COUPLED TEMPERATURE-DISPLACEMENT", "MODAL DYNAMIC", "STEADY STATE DYNAMICS",
                "COMPLEX FREQUENCY", "GREEN", "SENSITIVITY", "ELECTROMAGNETICS",
                "UNCOUPLED TEMPERATURE-DISPLACEMENT"}
+#: Keywords and parameters of other Abaqus/CalculiX features, named in messages even when
+#: they come from an included file (see :data:`_KNOWN_NAMES`).
+_OTHER_NAMES = {
+    "PART", "END PART", "ASSEMBLY", "END ASSEMBLY", "INSTANCE", "END INSTANCE", "SURFACE",
+    "EQUATION", "MPC", "TIE", "COUPLING", "KINEMATIC", "DISTRIBUTING", "RIGID BODY",
+    "CONTACT PAIR", "SURFACE INTERACTION", "FRICTION", "GAP", "SPRING", "DASHPOT", "MASS",
+    "SHELL SECTION", "BEAM SECTION", "MEMBRANE SECTION", "COHESIVE SECTION",
+    "INITIAL CONDITIONS", "TEMPERATURE", "DSLOAD", "DFLUX", "CFLUX", "TRANSFORM",
+    "NODAL THICKNESS", "USER ELEMENT", "PHYSICAL CONSTANTS", "PARAMETER", "SYSTEM",
+    "DEPENDENCIES", "PORE FLUID", "TOTALS", "GLOBAL", "FREQUENCY", "TIME POINTS",
+}
+#: Upper-cased keyword and parameter names that error messages and warnings may name when
+#: they come from an included file (any other text of an included file is never shown).
+_KNOWN_NAMES = frozenset(
+    set(_PARAMETERS) | {name for names in _PARAMETERS.values() for name in names}
+    | set(_NO_EFFECT) | _MATERIAL_OPTIONS | _PROCEDURES | set(_BC_SHORTCUTS) | _OTHER_NAMES
+    | {"DENSITY", "ISO", "ISOTROPIC", "ENGINEERING CONSTANTS", "ORTHOTROPIC", "ANISOTROPIC",
+       "DISPLACEMENT", "VELOCITY", "ACCELERATION", "NEW", "MOD", "C3D4", "C3D10"})
 #: Label under which loads and conditions given on node ids (not sets) are reported.
 NODES_BY_ID = "(nodes by id)"
 #: Label under which pressures given on element ids (not sets) are reported.
@@ -372,13 +397,20 @@ def _label(text: str) -> str:
 
 
 class _Source:
-    """The deck with its includes expanded: lines and where each comes from."""
+    """The deck with its includes expanded: lines and where each comes from.
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        path: The deck (resolved).
+        allow_include_outside: Read ``*INCLUDE`` files outside the deck's folder too.
+    """
+
+    def __init__(self, path: Path, allow_include_outside: bool = False) -> None:
         self.files: list[Path] = []
         self.lines: list[str] = []
         self.file_of: list[int] = []
         self.number_of: list[int] = []
+        #: Folder that ``*INCLUDE`` files must lie in (with its subfolders), or None.
+        self.root: Path | None = None if allow_include_outside else path.parent
         self._expand(path, None, 0)
         #: More ids than the deck can define (each needs a digit and a separator).
         self.max_ids = sum(len(line) + 1 for line in self.lines)
@@ -386,6 +418,29 @@ class _Source:
     def where(self, index: int) -> str:
         """'name.inp, line N' of an expanded line."""
         return f"{self.files[self.file_of[index]].name}, line {self.number_of[index]}"
+
+    def shown(self, index: int, text: str) -> str:
+        """``text`` taken from expanded line ``index``, as an error message may quote it.
+
+        Text of the deck itself is quoted; text of an included file never is (an include may
+        be a file the person reading the message must not see), only its name and line.
+        """
+        if not self.file_of or self.file_of[index] == 0:
+            return text
+        return f"[text of {self.files[self.file_of[index]].name} not shown]"
+
+    def quoted(self, index: int, text: str) -> str:
+        """``'text'`` of expanded line ``index``, or the placeholder of :meth:`shown`."""
+        shown = self.shown(index, text)
+        return f"'{text}'" if shown == text else shown
+
+    def keyword_shown(self, index: int, keyword: str) -> str:
+        """An upper-cased keyword or parameter name of line ``index`` for a message.
+
+        Any name of the deck's own lines; for an included file only names of the Abaqus
+        vocabulary osteofe knows (:data:`_KNOWN_NAMES`), the placeholder otherwise.
+        """
+        return keyword if keyword in _KNOWN_NAMES else self.shown(index, keyword)
 
     def _expand(self, path: Path, parent: int | None, depth: int) -> None:
         if depth > _MAX_INCLUDE_DEPTH:
@@ -416,15 +471,48 @@ class _Source:
             self.number_of.append(i + 1)
             _, _, raw = _split_params(lines[i].strip())
             target = raw.get("INPUT", "").strip().strip('"')
+            here = len(self.lines) - 1
             if not target:
-                raise AbaqusError(f"*INCLUDE without INPUT= ({self.where(len(self.lines) - 1)})",
+                raise AbaqusError(f"*INCLUDE without INPUT= ({self.where(here)})",
                                   hint="write *INCLUDE, INPUT=other.inp")
             if "\x00" in target:
                 raise AbaqusError(f"*INCLUDE, INPUT= holds a NUL character "
-                                  f"({self.where(len(self.lines) - 1)})",
+                                  f"({self.where(here)})",
                                   hint="write *INCLUDE, INPUT=other.inp")
-            self._expand((path.parent / target).resolve(), len(self.lines) - 1, depth + 1)
+            self._expand(self._include_path(path, target, here), here, depth + 1)
             start = i + 1
+
+    def _include_path(self, including: Path, target: str, line: int) -> Path:
+        """The file an ``*INCLUDE, INPUT=target`` of ``including`` reads, once allowed.
+
+        Raises:
+            AbaqusError: The file lies outside the deck's folder (symbolic links followed)
+                and includes outside it are not allowed, or it exists but is not a regular
+                file (a device or a pipe would block or never end).
+        """
+        try:
+            resolved = (including.parent / target).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop
+            raise AbaqusError(f"*INCLUDE, INPUT={target}: the path cannot be resolved "
+                              f"({self.where(line)})",
+                              hint="check the path of *INCLUDE, INPUT=") from exc
+        if self.root is not None and not resolved.is_relative_to(self.root):
+            # Refused before the file is looked at: the message tells nothing about it.
+            raise AbaqusError(
+                f"*INCLUDE, INPUT={target} points outside the deck's folder {self.root} "
+                f"({self.where(line)})",
+                hint="copy the included file into the deck's folder (or a subfolder of it), "
+                "or allow includes from anywhere: osteofe solve --allow-include-outside "
+                "(read_inp(..., allow_include_outside=True))")
+        try:
+            mode: int | None = resolved.stat().st_mode
+        except (OSError, ValueError):  # missing or unreadable: reading it says why
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise AbaqusError(f"*INCLUDE, INPUT={target} is not a regular file "
+                              f"({self.where(line)})",
+                              hint="include a deck file, not a folder or a device")
+        return resolved
 
     def blocks(self) -> list[_Block]:
         """Group lines into keyword cards and their data lines."""
@@ -516,6 +604,18 @@ class _Parser:
     def error(self, line: int, message: str, hint: str) -> AbaqusError:
         return AbaqusError(f"{message} ({self.where(line)})", hint=hint)
 
+    def shown(self, line: int, text: str) -> str:
+        """Text of a line for a message (never text of an included file)."""
+        return self.src.shown(line, text)
+
+    def quoted(self, line: int, text: str) -> str:
+        """``'text'`` of a line for a message (never text of an included file)."""
+        return self.src.quoted(line, text)
+
+    def term(self, line: int, name: str) -> str:
+        """A keyword, parameter or value name of a line for a message."""
+        return self.src.keyword_shown(line, name)
+
     def unsupported_here(self, keyword: str, line: int, detail: str) -> None:
         self.unsupported.append(Unsupported(keyword, self.where(line), detail))
 
@@ -534,8 +634,9 @@ class _Parser:
                     values[k] = float(text) if text else 0.0
                 except ValueError:
                     row = int(np.searchsorted(np.cumsum(counts), k, side="right"))
-                    raise self.error(block.data_lines[row],
-                                     f"*{block.keyword}: '{token.strip()}' is not a number "
+                    line = block.data_lines[row]
+                    raise self.error(line, f"*{block.keyword}: "
+                                     f"{self.quoted(line, token.strip())} is not a number "
                                      f"({what})", hint=f"each data line lists {what}") from None
         return values, counts, np.asarray(block.data_lines, dtype=np.int64)
 
@@ -562,8 +663,9 @@ class _Parser:
         allowed = _PARAMETERS.get(block.keyword, set())
         for name in block.params:
             if name not in allowed:
-                self.unsupported_here(f"*{block.keyword}, {name}", block.line,
-                                      f"parameter {name} is not supported (ignored)")
+                shown = self.term(block.line, name)
+                self.unsupported_here(f"*{block.keyword}, {shown}", block.line,
+                                      f"parameter {shown} is not supported (ignored)")
 
     # -- dispatch
     def run(self) -> None:
@@ -572,7 +674,7 @@ class _Parser:
             "NSET": self.set_card, "ELSET": self.set_card, "MATERIAL": self.material_card,
             "ELASTIC": self.elastic, "SOLID SECTION": self.section, "STEP": self.step,
             "STATIC": self.static, "BOUNDARY": self.boundary, "CLOAD": self.cload,
-            "DLOAD": self.dload, "END STEP": self.end_step,
+            "DLOAD": self.dload, "END STEP": self.end_step, "DENSITY": self.density,
         }
         for block in self.src.blocks():
             keyword = block.keyword
@@ -594,7 +696,7 @@ class _Parser:
                 self.unsupported_here(f"*{keyword}", block.line,
                                       "only *STATIC steps are solved")
             else:
-                self.unsupported_here(f"*{keyword}", block.line,
+                self.unsupported_here(f"*{self.term(block.line, keyword)}", block.line,
                                       "keyword not supported (ignored with its data)")
         if self.in_step:
             self.notes.append(f"*STEP ({self.where(self.step_line)}) has no *END STEP")
@@ -643,7 +745,8 @@ class _Parser:
             raise self.error(block.line, "*ELEMENT without TYPE=",
                              hint="write *ELEMENT, TYPE=C3D10 (or C3D4)")
         if etype not in ELEMENT_NODES:
-            raise self.error(block.line, f"element type {etype} is not supported",
+            raise self.error(block.line, f"element type {self.term(block.line, etype)} is "
+                             "not supported",
                              hint="osteofe solves 4- and 10-node tetrahedra: C3D4, C3D10")
         if self.elem_type is not None and etype != self.elem_type:
             raise self.error(block.line, f"element type {etype} mixed with "
@@ -731,10 +834,11 @@ class _Parser:
                     continue
                 ref = _label(token)
                 if ref not in sets:
-                    raise self.error(line, f"*{block.keyword} {name} refers to {kind} "
-                                     f"'{ref}', which is not defined before it",
-                                     hint=f"define *{block.keyword}, {block.keyword}={ref} "
-                                     "first, or fix the name")
+                    raise self.error(line, f"*{block.keyword} {self.shown(block.line, name)} "
+                                     f"refers to {kind} {self.quoted(line, ref)}, which is not "
+                                     "defined before it",
+                                     hint=f"define *{block.keyword}, {block.keyword}="
+                                     f"{self.shown(line, ref)} first, or fix the name")
                 ids.extend(part.ids for part in sets[ref])
         self.add_to_set(sets, kind, name,
                         np.concatenate(ids) if ids else np.zeros(0, np.int64), block.line)
@@ -745,7 +849,8 @@ class _Parser:
             raise self.error(block.line, "*MATERIAL without NAME=",
                              hint="write *MATERIAL, NAME=BONE")
         if name in self.materials:
-            raise self.error(block.line, f"material {name} is defined twice (first at "
+            raise self.error(block.line, f"material {self.shown(block.line, name)} is "
+                             "defined twice (first at "
                              f"{self.where(self.materials[name]['line'])})",
                              hint="give every material its own name")
         self.materials[name] = {"line": block.line, "elastic": None}
@@ -755,7 +860,7 @@ class _Parser:
         assert self.material is not None
         kind = block.params.get("TYPE", "ISOTROPIC")
         if kind not in ("ISO", "ISOTROPIC"):
-            self.unsupported_here(f"*ELASTIC, TYPE={kind}", block.line,
+            self.unsupported_here(f"*ELASTIC, TYPE={self.term(block.line, kind)}", block.line,
                                   "only isotropic elasticity is solved")
             return
         if not block.data:
@@ -770,12 +875,35 @@ class _Parser:
                                   "temperature-dependent elasticity; the first line is used")
         modulus, nu = float(values[0]), float(values[1])
         if not (np.isfinite(modulus) and modulus > 0.0):
-            raise self.error(int(lines[0]), f"Young's modulus {modulus:g} is not positive",
+            what = "is not positive" if np.isfinite(modulus) else "is not a finite number"
+            raise self.error(int(lines[0]), f"*ELASTIC: Young's modulus {modulus:g} {what}",
                              hint="E is in MPa and must be > 0")
         if not -1.0 < nu < 0.5:
-            raise self.error(int(lines[0]), f"Poisson's ratio {nu:g} is outside (-1, 0.5)",
-                             hint="check the order: E first, then nu")
+            raise self.error(int(lines[0]), f"*ELASTIC: Poisson's ratio {nu:g} is outside "
+                             "(-1, 0.5)", hint="check the order: E first, then nu")
         self.materials[self.material]["elastic"] = (modulus, nu)
+
+    def density(self, block: _Block) -> None:
+        """*DENSITY: checked, then noted as without effect on a static step.
+
+        A negative or non-finite mass density says the material data are wrong (a shifted
+        column, a unit slip), so it is refused although the solve does not use it.
+        """
+        if not block.data:
+            raise self.error(block.line, "*DENSITY without a data line",
+                             hint="write the mass density (t/mm^3, e.g. 1.9e-9) on the line "
+                             "after *DENSITY, or remove the card")
+        values, counts, lines = self.numbers(block, "density[, temperature]")
+        firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for row, start in enumerate(firsts):
+            value = float(values[start])
+            if not (np.isfinite(value) and value >= 0.0):
+                what = "is negative" if np.isfinite(value) else "is not a finite number"
+                raise self.error(int(lines[row]), f"*DENSITY: mass density {value:g} {what}",
+                                 hint="a mass density is >= 0 (t/mm^3 in mm-N-s units, e.g. "
+                                 "1.9e-9 for bone); check the material data")
+        self.notes.append(f"*DENSITY ({self.where(block.line)}) ignored: {_NO_EFFECT['DENSITY']}"
+                          ", no effect on a linear static solution")
 
     def section(self, block: _Block) -> None:
         elset, material = block.params.get("ELSET", ""), block.params.get("MATERIAL", "")
@@ -785,7 +913,43 @@ class _Parser:
         if "ORIENTATION" in block.params:
             self.notes.append(f"*SOLID SECTION, ORIENTATION ({self.where(block.line)}) "
                               "ignored: no effect on isotropic materials")
+        self.section_data(block)
         self.sections.append((elset, material, block.line))
+
+    def section_data(self, block: _Block) -> None:
+        """The data of a *SOLID SECTION of tetrahedra: none, an empty line or a thickness.
+
+        Abaqus and CalculiX read one optional data line (the thickness of plane elements,
+        without effect on solids). Anything else - a second line, text, several numbers -
+        is data that lost its keyword (a deleted or misspelt card above it), and is refused
+        rather than dropped.
+        """
+        hint = ("a *SOLID SECTION of tetrahedra takes no data line (or one empty line or a "
+                "thickness); did the keyword line of this data go missing?")
+        if len(block.data) > 1:
+            line = block.data_lines[1]
+            raise self.error(line, f"*SOLID SECTION ({self.where(block.line)}) has "
+                             f"{len(block.data)} data lines; line 2 is "
+                             f"{self.quoted(line, block.data[1])}, not section data",
+                             hint=hint)
+        if not block.data:
+            return
+        text, line = block.data[0], block.data_lines[0]
+        tokens = [t.strip() for t in text.rstrip(", \t").split(",")]
+        if tokens == [""]:
+            return
+        try:
+            thickness = float(tokens[0].upper().replace("D", "E")) if len(tokens) == 1 else None
+        except ValueError:
+            thickness = None
+        if thickness is None:
+            raise self.error(line, f"*SOLID SECTION data line {self.quoted(line, text)} is "
+                             "not section data", hint=hint)
+        if not (math.isfinite(thickness) and thickness > 0.0):
+            raise self.error(line, f"*SOLID SECTION thickness {thickness:g} is not a positive "
+                             "number", hint=hint)
+        self.notes.append(f"*SOLID SECTION ({self.where(line)}): thickness {thickness:g} "
+                          "ignored (no effect on solid elements)")
 
     # -- history data
     def step(self, block: _Block) -> None:
@@ -838,13 +1002,13 @@ class _Parser:
         if op == "NEW":
             records.clear()
         elif op != "MOD":
-            raise self.error(block.line, f"*{block.keyword}, OP={op}",
+            raise self.error(block.line, f"*{block.keyword}, OP={self.term(block.line, op)}",
                              hint="OP is NEW or MOD")
 
     def boundary(self, block: _Block) -> None:
         kind = block.params.get("TYPE", "DISPLACEMENT")
         if kind != "DISPLACEMENT":
-            self.unsupported_here(f"*BOUNDARY, TYPE={kind}", block.line,
+            self.unsupported_here(f"*BOUNDARY, TYPE={self.term(block.line, kind)}", block.line,
                                   "only displacement conditions are solved (ignored)")
             return
         if self.in_step:
@@ -860,12 +1024,14 @@ class _Parser:
             try:
                 numbers = [float(t) if t else 0.0 for t in rest[:3]]
             except ValueError:
-                raise self.error(line, f"*BOUNDARY: cannot read '{', '.join(rest)}'",
+                raise self.error(line, f"*BOUNDARY: cannot read "
+                                 f"{self.quoted(line, ', '.join(rest))}",
                                  hint="write: node or set, first dof[, last dof[, value]] "
                                  "or a shortcut such as ENCASTRE") from None
             dofs = numbers[:2] if len(numbers) > 1 and rest[1] else numbers[:1]
             if not all(1 <= d < 2**31 and d == math.floor(d) for d in dofs):  # NaN/inf fail too
-                raise self.error(line, f"*BOUNDARY dofs {', '.join(rest[:len(dofs)])} are not "
+                raise self.error(line, f"*BOUNDARY dofs "
+                                 f"{self.shown(line, ', '.join(rest[:len(dofs)]))} are not "
                                  "valid", hint="dofs are 1 (x), 2 (y), 3 (z), first <= last")
             first, last = int(dofs[0]), int(dofs[-1])
             value = numbers[2] if len(numbers) > 2 else 0.0
@@ -895,7 +1061,8 @@ class _Parser:
             try:
                 dof, magnitude = int(rest[0]), float(rest[1]) if len(rest) > 1 else 0.0
             except (ValueError, IndexError):
-                raise self.error(line, f"*CLOAD: cannot read '{', '.join(rest)}'",
+                raise self.error(line, f"*CLOAD: cannot read "
+                                 f"{self.quoted(line, ', '.join(rest))}",
                                  hint="write: node or set, dof, magnitude") from None
             if dof < 1 or dof > 6:
                 raise self.error(line, f"*CLOAD dof {dof} is not valid",
@@ -917,13 +1084,15 @@ class _Parser:
         for label, elem, rest, line in self.targets(block, block.data, block.data_lines):
             kind = rest[0].upper() if rest else ""
             if kind not in ("P1", "P2", "P3", "P4"):
-                self.unsupported_here(f"*DLOAD {kind or '(no type)'}", line,
+                self.unsupported_here(f"*DLOAD {self.term(line, kind) if kind else '(no type)'}",
+                                      line,
                                       "only uniform face pressure P1-P4 is solved (ignored)")
                 continue
             try:
                 magnitude = float(rest[1])
             except (ValueError, IndexError):
-                raise self.error(line, f"*DLOAD: cannot read '{', '.join(rest)}'",
+                raise self.error(line, f"*DLOAD: cannot read "
+                                 f"{self.quoted(line, ', '.join(rest))}",
                                  hint="write: element or set, P1..P4, pressure") from None
             if not np.isfinite(magnitude):
                 raise self.error(line, f"*DLOAD pressure {magnitude} is not finite",
@@ -1041,8 +1210,8 @@ class _Parser:
             if np.any(pos < 0):
                 missing = int(part.ids[np.flatnonzero(pos < 0)[0]])
                 what = "node" if kind == "nset" else "element"
-                raise self.error(part.line, f"{kind.upper()} {name} lists {what} {missing}, "
-                                 "which is not defined",
+                raise self.error(part.line, f"{kind.upper()} {self.shown(part.line, name)} "
+                                 f"lists {what} {missing}, which is not defined",
                                  hint=f"define the {what} or remove it from the set")
             members.append(to_index[pos])
         out = np.unique(np.concatenate(members)) if members else np.zeros(0, np.int64)
@@ -1052,18 +1221,21 @@ class _Parser:
                          elines: IntArray) -> tuple[IntArray, tuple[Material, ...]]:
         for name, info in self.materials.items():
             if info["elastic"] is None:
-                raise self.error(info["line"], f"material {name} has no *ELASTIC",
+                raise self.error(info["line"], f"material {self.shown(info['line'], name)} "
+                                 "has no *ELASTIC",
                                  hint="add *ELASTIC with E, nu under the *MATERIAL card")
         material_index = np.full(eids.size, -1, dtype=np.int64)
         section_line = np.full(eids.size, -1, dtype=np.int64)
         used: dict[str, int] = {}
         for elset, material, line in self.sections:
             if elset not in element_sets:
-                raise self.error(line, f"*SOLID SECTION uses element set {elset}, which is "
-                                 "never defined", hint="define the *ELSET or fix the name")
+                raise self.error(line, "*SOLID SECTION uses element set "
+                                 f"{self.shown(line, elset)}, which is never defined",
+                                 hint="define the *ELSET or fix the name")
             if material not in self.materials:
-                raise self.error(line, f"*SOLID SECTION uses material {material}, which is "
-                                 "never defined", hint="define the *MATERIAL or fix the name")
+                raise self.error(line, "*SOLID SECTION uses material "
+                                 f"{self.shown(line, material)}, which is never defined",
+                                 hint="define the *MATERIAL or fix the name")
             cells = element_sets[elset]
             twice = cells[material_index[cells] >= 0]
             if twice.size:
@@ -1084,7 +1256,8 @@ class _Parser:
                      float(self.materials[name]["elastic"][1]),
                      self.where(self.materials[name]["line"]))
             for name in used)
-        unused = [name for name in self.materials if name not in used]
+        unused = [self.shown(info["line"], name) for name, info in self.materials.items()
+                  if name not in used]
         if unused:
             self.notes.append(f"material(s) not used by any section: {', '.join(unused)}")
         return material_index, materials
@@ -1099,8 +1272,9 @@ class _Parser:
                                  "not defined", hint="define the node or fix the id")
             return np.asarray(to_mesh[pos], dtype=np.int64)
         if record.label not in self.nsets:
-            raise self.error(record.line, f"*{keyword} on node set {record.label}, which is "
-                             "never defined", hint="define the *NSET or fix the name")
+            raise self.error(record.line, f"*{keyword} on node set "
+                             f"{self.shown(record.line, record.label)}, which is never "
+                             "defined", hint="define the *NSET or fix the name")
         raw = np.unique(np.concatenate([_lookup(ids, p.ids) for p in self.nsets[record.label]]))
         return np.asarray(to_mesh[raw], dtype=np.int64)
 
@@ -1186,8 +1360,9 @@ class _Parser:
             elif record.label in element_sets:
                 cells = element_sets[record.label]
             else:
-                raise self.error(record.line, f"*DLOAD on element set {record.label}, which "
-                                 "is never defined", hint="define the *ELSET or fix the name")
+                raise self.error(record.line, "*DLOAD on element set "
+                                 f"{self.shown(record.line, record.label)}, which is never "
+                                 "defined", hint="define the *ELSET or fix the name")
             face_entries.append((cells, record.face, record.value, labels.index(record.label)))
         if face_entries:
             cells = np.concatenate([e[0] for e in face_entries])
@@ -1232,11 +1407,16 @@ def _lookup(sorted_ids: IntArray, query: npt.ArrayLike) -> IntArray:
     return np.where(sorted_ids[pos] == q, pos, -1).astype(np.int64)
 
 
-def read_inp(path: str | os.PathLike[str]) -> AbaqusModel:
+def read_inp(path: str | os.PathLike[str], *,
+             allow_include_outside: bool = False) -> AbaqusModel:
     """Read a linear-elastic static Abaqus/CalculiX deck.
 
     Args:
         path: The ``.inp`` file (``*INCLUDE`` paths are relative to the including file).
+        allow_include_outside: Also read ``*INCLUDE`` files outside the deck's folder and
+            its subfolders (refused by default: a deck from elsewhere must not make osteofe
+            read, say, ``../../etc/passwd``). Error messages never quote an included file's
+            text, whatever this says.
 
     Returns:
         The model. Unsupported keywords do not raise here: they are listed in
@@ -1245,11 +1425,13 @@ def read_inp(path: str | os.PathLike[str]) -> AbaqusModel:
     Raises:
         AbaqusError: a malformed or inconsistent deck, naming the file and line (unknown
             element type, undefined set or node, duplicate ids, a material without
-            ``*ELASTIC``, an inverted element, no step...).
+            ``*ELASTIC``, E <= 0 or nu outside (-1, 0.5), a negative ``*DENSITY``, data under
+            ``*SOLID SECTION`` that is not section data, an inverted element, no step, an
+            ``*INCLUDE`` outside the deck's folder...).
     """
     deck = Path(path)
     if not deck.is_file():
         raise AbaqusError(f"Abaqus deck not found: {deck}", hint="check the path")
-    parser = _Parser(_Source(deck.resolve()))
+    parser = _Parser(_Source(deck.resolve(), allow_include_outside))
     parser.run()
     return parser.model(deck)

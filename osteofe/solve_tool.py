@@ -134,6 +134,7 @@ def run_solve(
     options: SolverOptions | None = None,
     loaded_set: str | None = None,
     ignore_unsupported: bool = False,
+    allow_include_outside: bool = False,
     comm: MPI.Comm = MPI.COMM_WORLD,
     limits: StrainLimits = SCHILEO_2008,
     exclude_margin_mm: float = 3.0,
@@ -152,6 +153,8 @@ def run_solve(
             displacement) times the load factor.
         ignore_unsupported: Solve without unsupported keywords (listed as warnings in
             ``result.json``) instead of refusing the deck.
+        allow_include_outside: Read ``*INCLUDE`` files outside the deck's folder too
+            (refused by default; see :func:`fea.abaqus.read_inp`).
         comm: MPI communicator.
         limits: Strain limits of the failure criterion.
         exclude_margin_mm: Surface within this distance of a node that carries a load or a
@@ -162,7 +165,8 @@ def run_solve(
         The result dictionary (also written as ``result.json``), on every rank.
 
     Raises:
-        OsteofeError: a malformed or unsupported deck, an unknown ``loaded_set``, a deck
+        OsteofeError: a malformed or unsupported deck (or one that includes a file outside
+            its folder without ``allow_include_outside``), an unknown ``loaded_set``, a deck
             whose estimated memory exceeds what is available (:func:`osteofe.guards.
             check_resources`), a support or load that cannot be applied, or a solver that
             does not converge (nothing is written).
@@ -177,7 +181,7 @@ def run_solve(
     def prepare() -> tuple[AbaqusModel, str | None, str | None]:
         step("reading model")
         t0 = time.perf_counter()
-        model = read_inp(deck)
+        model = read_inp(deck, allow_include_outside=allow_include_outside)
         if not ignore_unsupported:
             model.check_supported()
         # Refuse a deck too large for this machine before DOLFINx allocates for it.

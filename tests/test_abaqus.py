@@ -25,6 +25,7 @@ from fea.solver import ElasticModel, NodalForces, SolverOptions, Support
 from fea.topology import boundary_faces, face_normals_and_areas
 from meshing.structured import box_mesh
 from meshing.types import TetMesh
+from osteofe.cli import main
 from osteofe.solve_tool import run_solve
 
 needs_ccx = pytest.mark.skipif(shutil.which("ccx") is None,
@@ -274,8 +275,14 @@ def test_errors_in_an_included_file_name_that_file(tmp_path: Path) -> None:
     text = _small_deck().replace("*NODE, NSET=NALL\n", "*NODE, NSET=NALL\n*INCLUDE, INPUT=n.inc\n")
     (tmp_path / "n.inc").write_text("** nodes\n9, 0, 0, abc\n")
     deck = _write(tmp_path / "main.inp", text)
-    with pytest.raises(AbaqusError, match=r"'abc' is not a number .*n\.inc, line 2\)"):
+    # The file and line are named; the included file's text is not quoted.
+    with pytest.raises(AbaqusError, match=r"\[text of n\.inc not shown\] is not a number "
+                       r".*\(n\.inc, line 2\)") as info:
         read_inp(deck)
+    assert "abc" not in str(info.value)
+    own = _write(tmp_path / "own.inp", text.replace("*INCLUDE, INPUT=n.inc\n", "9, 0, 0, abc\n"))
+    with pytest.raises(AbaqusError, match=r"'abc' is not a number"):  # the deck's own text
+        read_inp(own)
     missing = _write(tmp_path / "m.inp", "*INCLUDE, INPUT=absent.inp\n")
     with pytest.raises(AbaqusError, match=r"cannot read .*absent\.inp \(m\.inp, line 1\)"):
         read_inp(missing)
@@ -318,6 +325,206 @@ def test_unsupported_features_are_listed_refused_or_downgraded(tmp_path: Path) -
     assert any(w.startswith("*PLASTIC (deck.inp, line") for w in saved["warnings"])
     # The first step is still solved: the base carries the 4 x 1 N on the top.
     assert saved["reactions_n"]["BASE"] == pytest.approx([0.0, 0.0, 4.0], abs=1e-8)
+
+
+# -- hostile decks (issue 15): refused at the CLI with exit 3, a message, nothing written ----
+
+#: Text of a file outside the deck's folder that a deck tries to make osteofe read and echo.
+SECRET = "hunter2-TOPSECRET"
+
+
+def _solve_cli(deck: Path, out: Path, capsys: pytest.CaptureFixture[str], *extra: str
+               ) -> tuple[int, str]:
+    """``osteofe solve DECK --out OUT``: exit code and stderr."""
+    capsys.readouterr()
+    code = main(["-q", "solve", str(deck), "--out", str(out), *extra])
+    return code, capsys.readouterr().err
+
+
+def _line_of(text: str, marker: str, nth: int = 0) -> int:
+    return [i + 1 for i, t in enumerate(text.splitlines()) if t.startswith(marker)][nth]
+
+
+_M0 = "*MATERIAL, NAME=M0\n*ELASTIC\n100, 0.3\n"
+_SECTION = "*SOLID SECTION, ELSET=M0, MATERIAL=M0\n"
+
+#: case -> (replaced text, replacement, marker of the line named, message).
+HOSTILE_DECKS: dict[str, tuple[str, str, str, str]] = {
+    "negative density": (_M0, _M0 + "*DENSITY\n-1.9e-9\n", "-1.9e-9",
+                         "*DENSITY: mass density -1.9e-09 is negative"),
+    "NaN density": (_M0, _M0 + "*DENSITY\nnan\n", "nan",
+                    "*DENSITY: mass density nan is not a finite number"),
+    "infinite density, second table line": (
+        _M0, _M0 + "*DENSITY\n1.9e-9, 20\n-inf, 40\n", "-inf",
+        "*DENSITY: mass density -inf is not a finite number"),
+    "density without data": (_M0, _M0 + "*DENSITY\n", "*DENSITY",
+                             "*DENSITY without a data line"),
+    "zero Young's modulus": (_M0, _M0.replace("100, 0.3", "0, 0.3"), "0, 0.3",
+                             "*ELASTIC: Young's modulus 0 is not positive"),
+    "negative Young's modulus": (_M0, _M0.replace("100, 0.3", "-100, 0.3"), "-100, 0.3",
+                                 "*ELASTIC: Young's modulus -100 is not positive"),
+    "NaN Young's modulus": (_M0, _M0.replace("100, 0.3", "nan, 0.3"), "nan, 0.3",
+                            "*ELASTIC: Young's modulus nan is not a finite number"),
+    "Poisson's ratio 0.5": (_M0, _M0.replace("100, 0.3", "100, 0.5"), "100, 0.5",
+                            "*ELASTIC: Poisson's ratio 0.5 is outside (-1, 0.5)"),
+    "Poisson's ratio -1": (_M0, _M0.replace("100, 0.3", "100, -1"), "100, -1",
+                           "*ELASTIC: Poisson's ratio -1 is outside (-1, 0.5)"),
+    "NaN Poisson's ratio": (_M0, _M0.replace("100, 0.3", "100, nan"), "100, nan",
+                            "*ELASTIC: Poisson's ratio nan is outside (-1, 0.5)"),
+    "element data under *SOLID SECTION": (
+        _SECTION, _SECTION + "1, 2, 3, 4, 5\n", "1, 2, 3, 4, 5",
+        "*SOLID SECTION data line '1, 2, 3, 4, 5' is not section data"),
+    "a word under *SOLID SECTION": (
+        _SECTION, _SECTION + "BONE\n", "BONE",
+        "*SOLID SECTION data line 'BONE' is not section data"),
+    "two lines under *SOLID SECTION": (
+        _SECTION, _SECTION + ",\n7.5\n", "7.5",
+        "has 2 data lines; line 2 is '7.5', not section data"),
+    "negative section thickness": (
+        _SECTION, _SECTION + "-1.0\n", "-1.0",
+        "*SOLID SECTION thickness -1 is not a positive number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_DECKS))
+def test_implausible_material_and_section_data_are_refused_at_the_cli(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new, marker, message = HOSTILE_DECKS[case]
+    text = _small_deck()
+    assert text.count(old) == 1
+    text = text.replace(old, new)
+    deck = _write(tmp_path / "deck.inp", text)
+    out = tmp_path / "out"
+    code, err = _solve_cli(deck, out, capsys, "--ignore-unsupported")
+    assert code == 3, err
+    assert message in err and f"(deck.inp, line {_line_of(text, marker)})" in err, err
+    assert "hint:" in err
+    assert _nothing_written(out)
+
+
+@pytest.mark.parametrize("data", ["", ",\n", "1.\n", "2.5D0,\n"])
+def test_section_data_abaqus_writes_is_read(data: str, tmp_path: Path) -> None:
+    """No data line, Abaqus/CAE's empty line, or a thickness (noted as without effect)."""
+    deck = _write(tmp_path / "deck.inp", _small_deck().replace(_SECTION, _SECTION + data))
+    model = read_inp(deck)
+    assert [m.name for m in model.materials] == ["M0", "M1"] and model.unsupported == ()
+    assert any("thickness" in note for note in model.notes) == any(c.isdigit() for c in data)
+
+
+def test_zero_density_is_read_and_noted(tmp_path: Path) -> None:
+    deck = _write(tmp_path / "deck.inp", _small_deck().replace(_M0, _M0 + "*DENSITY\n0.\n"))
+    assert any(n.startswith("*DENSITY (deck.inp, line") for n in read_inp(deck).notes)
+
+
+def _include_deck(folder: Path, target: str, before: str = "*STEP\n",
+                  after: str | None = None) -> tuple[Path, str]:
+    """The small deck with ``*INCLUDE, INPUT=target`` inserted before ``before`` (or after
+    ``after``: the included lines are then that card's data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    include = f"*INCLUDE, INPUT={target}\n"
+    text = _small_deck()
+    assert text.count(after or before) == 1
+    text = (text.replace(after, after + include) if after is not None
+            else text.replace(before, include + before))
+    return _write(folder / "deck.inp", text), text
+
+
+@pytest.mark.parametrize("kind", ["parent", "absolute", "symlink", "etc-passwd"])
+def test_include_outside_the_deck_folder_is_refused(
+        kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = _write(tmp_path / "secret.inc", f"{SECRET}, 1, 3\n")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    target = {"parent": "../secret.inc", "absolute": str(secret), "symlink": "link.inc",
+              "etc-passwd": "../../../../../../../../etc/passwd"}[kind]
+    if kind == "symlink":  # a link in the deck's folder to a file outside it
+        (folder / "link.inc").symlink_to(secret)
+    deck, text = _include_deck(folder, target)
+    out = folder / "out"
+    code, err = _solve_cli(deck, out, capsys)
+    assert code == 3, err
+    line = _line_of(text, "*INCLUDE")
+    assert (f"*INCLUDE, INPUT={target} points outside the deck's folder {folder.resolve()} "
+            f"(deck.inp, line {line})") in err, err
+    assert "--allow-include-outside" in err
+    assert SECRET.upper() not in err.upper() and "root:" not in err
+    assert _nothing_written(out)
+    with pytest.raises(AbaqusError, match="points outside the deck's folder"):
+        read_inp(deck)
+
+
+def test_allowed_include_outside_is_read_but_never_quoted(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--allow-include-outside reads the file; its text still never reaches a message."""
+    bc = _write(tmp_path / "bc.inc", "*BOUNDARY\nBASE, 1, 3\n")
+    folder = tmp_path / "case"
+    deck, _ = _include_deck(folder, f"../{bc.name}", "*CLOAD\n")
+    model = read_inp(deck, allow_include_outside=True)
+    assert model.files[1] == bc.resolve() and "BASE" in model.bc_sets
+    # A secret of any shape where a label, a number, a keyword or a parameter is expected:
+    # the included lines are data of the card named first, or cards of their own.
+    attacks = {
+        "label": ("*BOUNDARY\n", f"{SECRET}, 1, 3\n", "*BOUNDARY on node set [text of"),
+        "number": ("*NODE, NSET=NALL\n", f"1, 2, {SECRET}\n", "[text of secret.inc not shown] "
+                   "is not a number"),
+        "keyword": ("*END STEP\n", f"*{SECRET}\n", "*[text of secret.inc not shown] "
+                    "(secret.inc, line 1): keyword not supported"),
+        "parameter": ("*END STEP\n", f"*BOUNDARY, {SECRET}=1\nBASE, 1, 3\n",
+                      "*BOUNDARY, [text of secret.inc not shown] (secret.inc, line 1)"),
+        "set reference": ("*END STEP\n", f"*NSET, NSET=X\n{SECRET}\n",
+                          "refers to nset [text of"),
+        "unreadable dofs": ("*BOUNDARY\n", f"BASE, {SECRET}\n", "*BOUNDARY: cannot read [text"),
+        "text under a section": (_SECTION, f"{SECRET}\n", "*SOLID SECTION data line [text of"),
+    }
+    for name, (after, secret_text, message) in attacks.items():
+        _write(tmp_path / "secret.inc", secret_text)
+        deck, _ = _include_deck(tmp_path / name, "../secret.inc", after=after)
+        out = tmp_path / name / "out"
+        code, err = _solve_cli(deck, out, capsys, "--allow-include-outside")
+        assert code == 3, (name, err)
+        assert message in err and "(secret.inc, line" in err, (name, err)
+        assert SECRET.upper() not in err.upper(), (name, err)
+        assert _nothing_written(out)
+
+
+def test_include_in_a_subfolder_or_by_absolute_path_inside_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    (folder / "parts").mkdir(parents=True)
+    _write(folder / "parts" / "bc.inc", "*BOUNDARY\nBASE, 1, 3\n")
+    for target in ("parts/bc.inc", str(folder / "parts" / "bc.inc"), "parts/../parts/bc.inc"):
+        deck, _ = _include_deck(folder, target, "*CLOAD\n")
+        model = read_inp(deck)
+        assert model.files[1] == (folder / "parts" / "bc.inc").resolve()
+
+
+def test_include_of_a_folder_or_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    (tmp_path / "parts").mkdir()
+    os.mkfifo(tmp_path / "pipe.inc")
+    def read(path: Path, outcome: list[BaseException | None]) -> None:
+        try:
+            read_inp(path)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the main thread
+            outcome.append(exc)
+
+    for target in ("parts", "pipe.inc"):
+        deck, text = _include_deck(tmp_path, target)
+        outcome: list[BaseException | None] = []
+        thread = threading.Thread(target=read, args=(deck, outcome), daemon=True)
+        thread.start()
+        thread.join(20.0)
+        if thread.is_alive():  # release the reader blocked on the pipe, then fail
+            with open(tmp_path / "pipe.inc", "w") as pipe:
+                pipe.write("")
+            thread.join(5.0)
+            pytest.fail(f"read_inp blocked on *INCLUDE, INPUT={target}")
+        (error,) = outcome
+        assert isinstance(error, AbaqusError), error
+        assert (f"*INCLUDE, INPUT={target} is not a regular file "
+                f"(deck.inp, line {_line_of(text, '*INCLUDE')})") in str(error)
 
 
 # -- the solver extensions the decks need --------------------------------------------------

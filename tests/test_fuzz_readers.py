@@ -153,6 +153,20 @@ REGRESSIONS: dict[str, tuple[str, str | None]] = {
         "OverflowError: a 20-digit id in an *ELSET", "is outside 1.."),
     "deck--cload-node-id-overflows.inp": (
         "OverflowError: a 20-digit node id in a *CLOAD", "is outside 1.."),
+    "deck--density-negative.inp": (
+        "a negative *DENSITY accepted (noted as without effect)",
+        "*DENSITY: mass density -1.9e-09 is negative"),
+    "deck--section-element-data.inp": (
+        "an element line under *SOLID SECTION dropped silently",
+        "*SOLID SECTION data line '17, 1, 5, 7, 8' is not section data"),
+    "deck--section-extra-lines.inp": (
+        "extra data lines under *SOLID SECTION dropped silently", "has 2 data lines"),
+    "deck--include-parent-path.inp": (
+        "*INCLUDE, INPUT=../../etc/passwd read, its lines quoted in the error",
+        "points outside the deck's folder"),
+    "deck--include-absolute-path.inp": (
+        "*INCLUDE, INPUT=/etc/passwd read, its lines quoted in the error",
+        "INPUT=/etc/passwd points outside the deck's folder"),
     # meshing/meshio_io.py, meshing/msh.py
     "mesh--inp-element-card-repeated.inp": (
         "ValueError: an empty (0,) cell block of an *ELEMENT card without data", None),
