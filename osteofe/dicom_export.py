@@ -7,20 +7,44 @@
 - a PNG picture (e.g. a report page, ``report_page_01.png``) as a **Secondary Capture** image
   (1.2.840.10008.5.1.4.1.1.7, RGB, modality ``OT``),
 
-in a new series of the source CT's study: the StudyInstanceUID is copied from the source DICOM
-and the CT slices are referenced (Source Instance Sequence for the PDF, Source Image Sequence
-for the picture). Neither IOD has a Frame of Reference module (a document and a picture have
-no patient coordinates), so the CT's FrameOfReferenceUID is deliberately not copied; the
-references to the CT instances carry the link.
+Three modes, from the most private (the default) to filing in the hospital's own PACS:
 
-Privacy: by default no patient identifier leaves the source: PatientName and PatientID are
-set to the case identifier, birth date and sex are left empty, study date/time, accession
-number, study ID, study description and referring physician are not copied, and
-PatientIdentityRemoved is ``YES``. Only ``include_patient_identifiers=True`` copies them (for
-filing in the hospital's own PACS).
+================================  ==========================================================
+mode                              what the object holds
+================================  ==========================================================
+de-identified (default)           PatientName and PatientID = the case identifier; no date,
+                                  accession number, study ID or description, referring
+                                  physician, sex or birth date of the source. **New** Study,
+                                  Series and SOP Instance UIDs, and no reference to the CT's
+                                  instances: nothing in the file names the source study (a
+                                  UID is a pseudonym a PACS or a log can resolve). Coded as
+                                  DICOM PS3.15 Basic Application Confidentiality Profile
+                                  (CID 7050 ``113100``).
+``retain_uids=True``              The same, but in the source CT's study: its
+                                  StudyInstanceUID is kept and the CT slices are referenced
+                                  (Source Instance Sequence for the PDF, Source Image
+                                  Sequence for the picture), so that a research PACS that
+                                  holds the de-identified CT under its original UIDs files the
+                                  report beside it. Coded ``113100`` + ``113110`` Retain UIDs
+                                  Option.
+``include_patient_identifiers``   The source's patient name, ID, birth date, sex and age and
+                                  its identifying study attributes are copied, in the source
+                                  study with references (the hospital's own PACS); no
+                                  de-identification attributes.
+================================  ==========================================================
 
-UIDs of the new series and instance are derived from the document's SHA-256, the study UID and
-the case identifier, so exporting the same report twice gives the same object.
+De-identified objects carry PatientIdentityRemoved ``YES``, DeidentificationMethod (text) and
+the DeidentificationMethodCodeSequence. Patient characteristics and the CT's device identity
+are never copied into them (no ``113108``/``113109``); the creation, content and series
+dates and times are those of the export itself, not of the scan. Neither IOD has a Frame of
+Reference module (a document and a picture have no patient coordinates), so the CT's
+FrameOfReferenceUID is never copied.
+
+UIDs of the new objects are derived (:func:`pydicom.uid.generate_uid` with entropy sources)
+from the document's SHA-256, the case identifier and the mode - plus the source study UID
+where the object joins that study -, so exporting the same report twice in one mode gives the
+same object, the three modes give different objects, and a de-identified object's UIDs are
+not computable from the source's UIDs.
 """
 
 from __future__ import annotations
@@ -38,9 +62,11 @@ from typing import Any
 from meshing.errors import InputError, OsteofeError
 
 __all__ = [
+    "BASIC_PROFILE_CODE",
     "ENCAPSULATED_PDF_STORAGE",
     "IDENTIFYING_STUDY_ATTRIBUTES",
     "PATIENT_ATTRIBUTES",
+    "RETAIN_UIDS_CODE",
     "SECONDARY_CAPTURE_STORAGE",
     "DicomExportError",
     "SourceStudy",
@@ -58,6 +84,10 @@ PATIENT_ATTRIBUTES = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientB
 #: Study attributes that can identify a patient or visit, copied only on request.
 IDENTIFYING_STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID",
                                 "StudyDescription", "ReferringPhysicianName")
+
+#: De-identification methods (DICOM PS3.16 CID 7050, coding scheme DCM): code, meaning.
+BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+RETAIN_UIDS_CODE = ("113110", "Retain UIDs Option")
 
 #: Series number of the exported report series (high, to sort after the acquired series).
 REPORT_SERIES_NUMBER = 9701
@@ -182,6 +212,18 @@ def _rgb_pixels(path: Path) -> Any:
                                 .astype(np.uint8))
 
 
+def _method_code_sequence(pydicom: Any, codes: Sequence[tuple[str, str]]) -> Any:
+    """DeidentificationMethodCodeSequence items of (code value, meaning), scheme DCM."""
+    items = []
+    for value, meaning in codes:
+        item = pydicom.Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    return pydicom.Sequence(items)
+
+
 def _reference_sequence(pydicom: Any, instances: Sequence[tuple[str, str]]) -> Any:
     items = []
     for sop_class, sop_uid in instances:
@@ -199,6 +241,7 @@ def export_dicom(
     *,
     case_id: str,
     include_patient_identifiers: bool = False,
+    retain_uids: bool = False,
     laterality: str | None = None,
     now: datetime | None = None,
 ) -> Path:
@@ -207,14 +250,20 @@ def export_dicom(
     Args:
         report_pdf_or_png: ``report.pdf`` (Encapsulated PDF) or a PNG page (Secondary
             Capture).
-        source_ct_dicom_folder: The CT's DICOM folder (or one of its files) whose study the
-            report joins; None starts a new study (the report then links to nothing).
+        source_ct_dicom_folder: The CT's DICOM folder (or one of its files) the report is
+            computed from: the study it joins with ``retain_uids`` or
+            ``include_patient_identifiers``; None starts a new study (the report then links
+            to nothing).
         out_path: DICOM file to write (atomically).
         case_id: The case identifier: the PatientName and PatientID of the object unless
             ``include_patient_identifiers`` is set.
         include_patient_identifiers: Copy the patient's name, ID, birth date, sex and age and
             the identifying study attributes (date, time, accession number, study ID and
-            description, referring physician) from the source. Off by default.
+            description, referring physician) from the source, in the source study with
+            references to the CT instances. Off by default.
+        retain_uids: With the identity removed, keep the source's StudyInstanceUID and
+            reference the CT instances (DICOM PS3.15 Retain UIDs Option, coded ``113110``)
+            instead of new UIDs and no references. Implied by ``include_patient_identifiers``.
         laterality: ``"R"`` or ``"L"``: the femur's side, written as the Laterality of a
             Secondary Capture (the femur is a paired structure); None leaves it empty.
         now: Creation time (default now, UTC).
@@ -267,10 +316,19 @@ def export_dicom(
     when = now or datetime.now(UTC)
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
     digest = hashlib.sha256(payload).hexdigest()
-    study_uid = source.study_uid if source else str(
-        generate_uid(entropy_srcs=[digest, case_id, "study"]))
-    series_uid = generate_uid(entropy_srcs=[digest, study_uid, case_id, "series"])
-    instance_uid = generate_uid(entropy_srcs=[digest, study_uid, case_id, "instance"])
+    identified = source is not None and include_patient_identifiers
+    # Only these two modes let anything of the source's identity (its UIDs) into the object.
+    joins_source = source is not None and (include_patient_identifiers or retain_uids)
+    mode = "identified" if identified else "retain-uids" if joins_source else "deidentified"
+    if joins_source:
+        assert source is not None
+        study_uid = source.study_uid
+        entropy = [digest, study_uid, case_id, mode]
+    else:  # nothing derived from the source: its UIDs cannot be matched to this object
+        study_uid = str(generate_uid(entropy_srcs=[digest, case_id, mode, "study"]))
+        entropy = [digest, study_uid, case_id, mode]
+    series_uid = generate_uid(entropy_srcs=[*entropy, "series"])
+    instance_uid = generate_uid(entropy_srcs=[*entropy, "instance"])
     sop_class = ENCAPSULATED_PDF_STORAGE if kind == "pdf" else SECONDARY_CAPTURE_STORAGE
 
     ds = Dataset()
@@ -290,13 +348,22 @@ def export_dicom(
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
     ds.AccessionNumber = ""
-    if source is not None and include_patient_identifiers:
+    if identified:
+        assert source is not None
         for keyword in (*PATIENT_ATTRIBUTES, *IDENTIFYING_STUDY_ATTRIBUTES):
             if keyword in source.header:
                 setattr(ds, keyword, source.header[keyword].value)
     else:
         ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "osteofe: no identifier copied; name/ID = case id"
+        methods = [f"osteofe {_version()}"[:64], "no identifier copied; name/ID = case id"]
+        codes = [BASIC_PROFILE_CODE]
+        if joins_source:
+            methods.append("UIDs retained: source study, CT instances referenced")
+            codes.append(RETAIN_UIDS_CODE)
+        else:
+            methods.append("new UIDs; source instances not referenced")
+        ds.DeidentificationMethod = methods
+        ds.DeidentificationMethodCodeSequence = _method_code_sequence(pydicom, codes)
     # Series and equipment.
     ds.Modality = "DOC" if kind == "pdf" else "OT"
     ds.SeriesInstanceUID = series_uid
@@ -309,7 +376,8 @@ def export_dicom(
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = date, time
     ds.BurnedInAnnotation = "YES"  # the case identifier is printed on the report
-    references = _reference_sequence(pydicom, source.instances) if source else None
+    references = (_reference_sequence(pydicom, source.instances)
+                  if source is not None and joins_source else None)
     if kind == "pdf":
         ds.AcquisitionDateTime = ""
         ds.RecognizableVisualFeatures = "NO"

@@ -19,7 +19,9 @@ from meshing.errors import InputError
 from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
 from osteofe.cli import main
 from osteofe.dicom_export import (
+    BASIC_PROFILE_CODE,
     ENCAPSULATED_PDF_STORAGE,
+    RETAIN_UIDS_CODE,
     SECONDARY_CAPTURE_STORAGE,
     DicomExportError,
     export_dicom,
@@ -329,32 +331,69 @@ def dicom_source(shared_data) -> Path:
     return folder
 
 
-def test_encapsulated_pdf_joins_the_study_without_patient_identifiers(report, dicom_source,
-                                                                      tmp_path):
+def _source_uids(folder: Path) -> list[str]:
+    """Study, series, frame of reference and SOP instance UIDs of a DICOM folder."""
+    import pydicom
+
+    uids: set[str] = set()
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        uids |= {str(ds.get(k)) for k in ("StudyInstanceUID", "SeriesInstanceUID",
+                                          "FrameOfReferenceUID", "SOPInstanceUID") if k in ds}
+    return sorted(uids)
+
+
+def _codes(ds) -> list[tuple[str, str, str]]:
+    return [(c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning)
+            for c in ds.DeidentificationMethodCodeSequence]
+
+
+def test_encapsulated_pdf_without_patient_identifiers_has_new_uids(report, dicom_source,
+                                                                   tmp_path):
     import pydicom
 
     source = pydicom.dcmread(sorted(dicom_source.iterdir())[0], stop_before_pixels=True)
     out = export_dicom(report["pdf"], dicom_source, tmp_path / "report.dcm", case_id="rep01")
     ds = pydicom.dcmread(out)
     assert ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE and ds.Modality == "DOC"
-    assert ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.StudyInstanceUID != source.StudyInstanceUID
     assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+    assert "SourceInstanceSequence" not in ds
     assert str(ds.PatientName) == "rep01" and ds.PatientID == "rep01"
     assert str(ds.PatientName) != str(source.PatientName)
     assert ds.PatientIdentityRemoved == "YES"
+    assert _codes(ds) == [(BASIC_PROFILE_CODE[0], "DCM", BASIC_PROFILE_CODE[1])]
     raw = out.read_bytes()
-    for value in (str(source.PatientName), source.PatientID, source.PatientBirthDate):
+    for value in (str(source.PatientName), source.PatientID, source.PatientBirthDate,
+                  *_source_uids(dicom_source)):
         assert value.encode() not in raw
     pdf = report["pdf"].read_bytes()
     assert ds.EncapsulatedDocumentLength == len(pdf)
     assert bytes(ds.EncapsulatedDocument)[:len(pdf)] == pdf
-    references = {item.ReferencedSOPInstanceUID for item in ds.SourceInstanceSequence}
-    assert source.SOPInstanceUID in references and len(references) == len(
-        list(dicom_source.glob("*.dcm")))
     # Exporting the same report again gives the same object (UIDs from its content).
     again = pydicom.dcmread(export_dicom(report["pdf"], dicom_source, tmp_path / "again.dcm",
                                          case_id="rep01"))
     assert again.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_encapsulated_pdf_retaining_uids_joins_the_study(report, dicom_source, tmp_path):
+    import pydicom
+
+    source = pydicom.dcmread(sorted(dicom_source.iterdir())[0], stop_before_pixels=True)
+    out = export_dicom(report["pdf"], dicom_source, tmp_path / "report.dcm", case_id="rep01",
+                       retain_uids=True)
+    ds = pydicom.dcmread(out)
+    assert ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+    assert ds.PatientIdentityRemoved == "YES" and str(ds.PatientName) == "rep01"
+    assert _codes(ds) == [(BASIC_PROFILE_CODE[0], "DCM", BASIC_PROFILE_CODE[1]),
+                          (RETAIN_UIDS_CODE[0], "DCM", RETAIN_UIDS_CODE[1])]
+    references = {item.ReferencedSOPInstanceUID for item in ds.SourceInstanceSequence}
+    assert source.SOPInstanceUID in references and len(references) == len(
+        list(dicom_source.glob("*.dcm")))
+    raw = out.read_bytes()
+    for value in (str(source.PatientName), source.PatientID, source.PatientBirthDate):
+        assert value.encode() not in raw
 
 
 def test_patient_identifiers_only_on_request(report, dicom_source, tmp_path):
@@ -376,7 +415,7 @@ def test_secondary_capture_reads_in_simpleitk(report, dicom_source, tmp_path):
 
     page = report["page_01"]
     out = export_dicom(page, dicom_source, tmp_path / "page.dcm", case_id="rep01",
-                       laterality="R")
+                       laterality="R", retain_uids=True)
     ds = pydicom.dcmread(out)
     assert ds.SOPClassUID == SECONDARY_CAPTURE_STORAGE
     with Image.open(page) as image:
@@ -403,6 +442,56 @@ def test_make_report_writes_the_dicom_beside_the_report(run_dir, dicom_source, t
     ds = pydicom.dcmread(paths["dicom"])
     assert str(ds.PatientName) == "rep01"
     assert bytes(ds.EncapsulatedDocument).startswith(paths["pdf"].read_bytes()[:64])
+
+
+def _report_cli(run_dir: Path, out: Path, capsys, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["-q", "report", str(run_dir), "--out", str(out), *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["default", "retain-uids", "include-patient-identifiers"])
+def test_report_cli_dicom_privacy_modes(mode, run_dir, tmp_path, capsys):
+    """`osteofe report --dicom-study`: new UIDs unless --retain-uids / identifiers are asked."""
+    import pydicom
+    from test_dicom_privacy import PATIENT, write_ct_series
+
+    uids = write_ct_series(tmp_path / "ct")
+    out = tmp_path / "out"
+    extra = [] if mode == "default" else [f"--{mode}"]
+    code, err = _report_cli(run_dir, out, capsys, "--dicom-study", str(tmp_path / "ct"),
+                            *extra)
+    assert code == 0, err
+    ds = pydicom.dcmread(out / "report.dcm")
+    raw = (out / "report.dcm").read_bytes()
+    assert uids.frame.encode() not in raw
+    if mode == "default":
+        assert not {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID} & set(
+            uids.all())
+        assert "SourceInstanceSequence" not in ds
+        for uid in uids.all():
+            assert uid.encode() not in raw, uid
+        assert _codes(ds) == [(BASIC_PROFILE_CODE[0], "DCM", BASIC_PROFILE_CODE[1])]
+    else:
+        assert ds.StudyInstanceUID == uids.study
+        assert sorted(i.ReferencedSOPInstanceUID for i in ds.SourceInstanceSequence) == sorted(
+            uids.instances)
+    if mode == "retain-uids":
+        assert ds.PatientIdentityRemoved == "YES" and str(ds.PatientName) == "rep01"
+        assert [c[0] for c in _codes(ds)] == [BASIC_PROFILE_CODE[0], RETAIN_UIDS_CODE[0]]
+    if mode == "include-patient-identifiers":
+        assert str(ds.PatientName) == PATIENT["PatientName"]
+        assert "PatientIdentityRemoved" not in ds
+    else:
+        assert PATIENT["PatientID"].encode() not in raw
+
+
+def test_report_cli_retain_uids_needs_a_dicom_study(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _report_cli(run_dir, out, capsys, "--retain-uids")
+    assert code == 3
+    assert "--retain-uids needs --dicom-study" in err and "hint:" in err
+    assert not out.exists()
 
 
 def test_export_without_source_and_bad_inputs(report, tmp_path):
