@@ -1,9 +1,17 @@
 """Linear, strain-based failure criterion (Schileo et al. 2008) and the load to failure.
 
-Principal strains are taken at surface nodes (volume-weighted average of the adjacent cells'
-strain tensors), averaged over a small surface patch, and compared with the yield strains of
-bone in tension and compression. In a linear model the failure load is the applied load times
-``1 / max(risk factor)``, the risk factor being the peak strain divided by its limit.
+Strains are taken *on the bone surface*: at three quadrature points of every surface
+triangle, from the tetrahedron of bone it bounds (the cell's constant strain for P1; the
+linear P2 strain evaluated at the point). The strain tensor at each surface node is the
+area-weighted mean of those samples over the bone surface within a sphere of fixed radius
+(:attr:`StrainLimits.averaging_radius_mm`) around the node: a fixed physical region, so that
+the average, and with it the failure load, does not depend on the element size once the
+elements are smaller than the region (the point of Schileo's averaging; a fixed number of
+neighbouring nodes would shrink with the mesh). The principal strains of the mean tensor are
+compared with the yield strains of bone in tension and compression. The surface includes the
+walls of lytic defects (faces between bone and lesion cells), where a metastatic femur often
+fails. In a linear model the failure load is the applied load times ``1 / max(risk factor)``,
+the risk factor being the peak strain divided by its limit.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from fea.errors import BoundaryConditionError
-from fea.topology import cell_to_node_average, node_areas
+from fea.topology import TET_FACES, SurfaceFacets, bone_surface_facets, face_normals_and_areas
 from meshing.types import TetMesh
 
 __all__ = ["SCHILEO_2008", "FailureAnalysis", "StrainCriterion", "StrainLimits",
@@ -25,42 +33,46 @@ __all__ = ["SCHILEO_2008", "FailureAnalysis", "StrainCriterion", "StrainLimits",
 
 FloatArray = npt.NDArray[np.float64]
 
+#: Barycentric coordinates (on a triangle's three vertices) of the 3-point rule exact to
+#: degree 2 (Strang & Fix), each with weight 1/3 of the area.
+_FACE_RULE = np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
+
 
 @dataclass(frozen=True)
 class StrainLimits:
-    """Limit principal strains of bone and the patch they are averaged over.
+    """Limit principal strains of bone and the region they are averaged over.
 
     Attributes:
         tension: Maximum principal strain at failure (> 0).
         compression: Magnitude of the minimum principal strain at failure (> 0).
-        patch_area_mm2: Surface area over which principal strains are averaged.
+        averaging_radius_mm: Radius of the sphere around a surface node whose bone surface
+            the strain tensor is averaged over.
         source: Citation.
     """
 
     tension: float
     compression: float
-    patch_area_mm2: float
+    averaging_radius_mm: float
     source: str
 
     def __post_init__(self) -> None:
-        if self.tension <= 0 or self.compression <= 0 or self.patch_area_mm2 <= 0:
-            raise ValueError("strain limits and patch area must be positive")
-
-    @property
-    def patch_radius_mm(self) -> float:
-        """Radius of a disc of the patch area."""
-        return float(np.sqrt(self.patch_area_mm2 / np.pi))
+        if self.tension <= 0 or self.compression <= 0 or self.averaging_radius_mm <= 0:
+            raise ValueError("strain limits and the averaging radius must be positive")
 
 
 #: Schileo E, Taddei F, Cristofolini L, Viceconti M (2008) Subject-specific finite element
 #: models implementing a maximum principal strain criterion are able to estimate failure risk
 #: and fracture location on human femurs tested in vitro. J Biomech 41:356-367,
 #: doi:10.1016/j.jbiomech.2007.09.009. Limits 0.73 % tension, 1.04 % compression (from the
-#: yield strains of Bayraktar et al. 2004, J Biomech 37:27-35); strains averaged over ~3 mm^2.
+#: yield strains of Bayraktar et al. 2004, J Biomech 37:27-35). Averaging: Schileo's models
+#: averaged surface strains over a few mm^2 of their ~1 mm meshes; osteofe averages over the
+#: bone surface within a fixed 3 mm sphere, which spans several elements at the clinical
+#: sizes (1.5-3 mm) and so does not change with the mesh (deviation, recorded in
+#: result.json; benchmarks/bench_convergence.py shows the convergence).
 SCHILEO_2008 = StrainLimits(
     tension=0.0073,
     compression=0.0104,
-    patch_area_mm2=3.0,
+    averaging_radius_mm=3.0,
     source="Schileo et al. 2008, J Biomech 41:356, doi:10.1016/j.jbiomech.2007.09.009; "
     "limits from Bayraktar et al. 2004, J Biomech 37:27",
 )
@@ -93,6 +105,8 @@ class FailureAnalysis:
         node_risk_factor: (n,) risk factor per node at the applied load (0 where not
             evaluated: interior nodes and excluded zones).
         evaluated: (n,) bool mask of the nodes where the criterion was evaluated.
+        critical_on_defect_wall: True when failure starts on the wall of a lytic defect
+            (a face between bone and lesion) rather than on the outer surface.
     """
 
     load_factor: float
@@ -103,6 +117,7 @@ class FailureAnalysis:
     peak_compression_strain: float
     node_risk_factor: FloatArray
     evaluated: npt.NDArray[np.bool_]
+    critical_on_defect_wall: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -115,18 +130,34 @@ class FailureAnalysis:
             "peak_compression_strain": self.peak_compression_strain,
             "max_risk_factor": 1.0 / self.load_factor,
             "evaluated_surface_nodes": int(self.evaluated.sum()),
+            "critical_on_defect_wall": self.critical_on_defect_wall,
         }
 
 
-def _patch_average_matrix(points: FloatArray, weights: FloatArray,
-                          radius: float) -> sparse.csr_matrix:
-    """Row-normalised matrix of area-weighted averages over points within ``radius``."""
-    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
-    n = points.shape[0]
-    diagonal = np.arange(n)
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1], diagonal])
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0], diagonal])
-    w = sparse.csr_matrix((weights[cols], (rows, cols)), shape=(n, n))
+def _averaging_matrix(node_points: FloatArray, node_normals: FloatArray,
+                      sample_points: FloatArray, sample_normals: FloatArray,
+                      sample_weights: FloatArray, radius: float) -> sparse.csr_matrix:
+    """Row-normalised (k, s) matrix: weighted mean of the samples within ``radius``.
+
+    Only samples on the same side of the bone as the node count (normals less than 90 deg
+    apart), so that a thin cortex's far side or a defect wall behind it is not mixed in. A
+    node with no sample within the radius (a radius below the element size) takes its
+    nearest sample.
+    """
+    near = cKDTree(node_points).sparse_distance_matrix(
+        cKDTree(sample_points), radius, output_type="coo_matrix")
+    rows, cols = near.row, near.col
+    same_side = np.einsum("ij,ij->i", node_normals[rows], sample_normals[cols]) > 0.0
+    rows, cols = rows[same_side], cols[same_side]
+    k = node_points.shape[0]
+    lonely = np.setdiff1d(np.arange(k), rows)
+    if lonely.size:
+        _, nearest = cKDTree(sample_points).query(node_points[lonely])
+        rows = np.concatenate([rows, lonely])
+        cols = np.concatenate([cols, np.asarray(nearest, dtype=np.int64)])
+    w = sparse.csr_matrix((sample_weights[cols], (rows, cols)),
+                          shape=(k, sample_points.shape[0]))
+    w.sum_duplicates()
     total = np.asarray(w.sum(axis=1)).ravel()
     return sparse.csr_matrix(sparse.diags(1.0 / total) @ w)
 
@@ -134,14 +165,17 @@ def _patch_average_matrix(points: FloatArray, weights: FloatArray,
 class StrainCriterion:
     """The principal-strain criterion set up once for a mesh and its evaluated surface.
 
-    Building the nodal averaging and the surface-patch averaging is the costly part; it is
-    done here once, so that many load cases or load directions are cheap to evaluate.
+    Building the surface samples and the averaging is the costly part; it is done here
+    once, so that many load cases or load directions are cheap to evaluate.
 
     Args:
         mesh: The mesh.
-        boundary: (f, 3) boundary triangles (node indices).
+        boundary: Optional (f, 3) outer boundary triangles to evaluate (default: the whole
+            outer surface); each must be a boundary face of the mesh.
         excluded_nodes: (n,) bool, nodes not evaluated (load patch, supports, distal stump).
-        limits: Limit strains and averaging patch.
+        limits: Limit strains and averaging radius.
+        soft_tags: Cell tags of non-bone tissue (lesion): their faces with bone are defect
+            walls (evaluated), their own outer faces are not bone surface.
 
     Raises:
         BoundaryConditionError: when no surface node is left to evaluate.
@@ -150,15 +184,19 @@ class StrainCriterion:
     def __init__(
         self,
         mesh: TetMesh,
-        boundary: npt.NDArray[np.int64],
+        boundary: npt.NDArray[np.int64] | None = None,
         *,
         excluded_nodes: npt.NDArray[np.bool_] | None = None,
         limits: StrainLimits = SCHILEO_2008,
+        soft_tags: tuple[int, ...] = (),
     ) -> None:
+        facets = bone_surface_facets(mesh, soft_tags)
+        if boundary is not None:
+            facets = _restrict(facets, boundary)
         n = mesh.num_nodes
-        surface = np.zeros(n, dtype=bool)
-        surface[np.unique(boundary)] = True
-        self.evaluated = surface if excluded_nodes is None else surface & ~excluded_nodes
+        on_surface = np.zeros(n, dtype=bool)
+        on_surface[np.unique(facets.faces)] = True
+        self.evaluated = on_surface if excluded_nodes is None else on_surface & ~excluded_nodes
         self.nodes = np.flatnonzero(self.evaluated)
         if self.nodes.size == 0:
             raise BoundaryConditionError(
@@ -166,19 +204,49 @@ class StrainCriterion:
                 hint="reduce the excluded zones around loads/supports")
         self.mesh = mesh
         self.limits = limits
-        weights = node_areas(n, mesh.points, boundary)[self.nodes]
-        self._patch = _patch_average_matrix(mesh.points[self.nodes], weights,
-                                            limits.patch_radius_mm)
+        self.facets = facets
+        wall_node = np.zeros(n, dtype=bool)
+        wall_node[facets.faces[facets.interior].ravel()] = True
+        outer_node = np.zeros(n, dtype=bool)
+        outer_node[facets.faces[~facets.interior].ravel()] = True
+        self._on_wall_only = wall_node & ~outer_node
+        normals, areas = face_normals_and_areas(mesh.points, facets.faces)
+        # Samples: 3 per face; their cell, the cell-local corners of the face and weights.
+        self._sample_cells = np.repeat(facets.cells, 3)
+        self._face_corners = TET_FACES[facets.opposite]  # (f, 3) local corner indices
+        points = np.einsum("qj,fjd->fqd", _FACE_RULE, mesh.points[facets.faces]).reshape(-1, 3)
+        weights = np.repeat(areas / 3.0, 3)
+        sample_normals = np.repeat(normals, 3, axis=0)
+        node_normals = np.zeros((n, 3))
+        np.add.at(node_normals, facets.faces.ravel(), np.repeat(normals * areas[:, None], 3,
+                                                                axis=0))
+        self._average = _averaging_matrix(mesh.points[self.nodes], node_normals[self.nodes],
+                                          points, sample_normals, weights,
+                                          limits.averaging_radius_mm)
 
-    def surface_strain(self, cell_strain: FloatArray) -> FloatArray:
-        """(k, 3, 3) strain tensors at the evaluated surface nodes (linear in the input)."""
-        return np.asarray(cell_to_node_average(self.mesh, cell_strain)[self.nodes])
+    def _samples(self, strain: FloatArray) -> FloatArray:
+        """(s, 9) strain at the surface samples from per-cell or per-corner strains."""
+        if strain.ndim == 3:  # (m, 3, 3): constant per cell
+            return np.asarray(strain.reshape(-1, 9)[self._sample_cells])
+        if strain.shape[1:] != (4, 3, 3):
+            raise ValueError(f"strain must be (m, 3, 3) or (m, 4, 3, 3), got {strain.shape}")
+        corners = strain.reshape(strain.shape[0], 4, 9)[self.facets.cells[:, None],
+                                                        self._face_corners]  # (f, 3, 9)
+        return np.asarray(np.einsum("qj,fjc->fqc", _FACE_RULE, corners).reshape(-1, 9))
+
+    def surface_strain(self, strain: FloatArray) -> FloatArray:
+        """(k, 3, 3) averaged strain tensors at the evaluated nodes (linear in the input).
+
+        Args:
+            strain: (m, 3, 3) per cell (P1), or (m, 4, 3, 3) at each cell's corners (P2,
+                :attr:`fea.solver.CaseSolution.vertex_strain`).
+        """
+        return np.asarray((self._average @ self._samples(strain)).reshape(-1, 3, 3))
 
     def evaluate_surface(self, node_strain: FloatArray) -> FailureAnalysis:
-        """Criterion from strain tensors at the evaluated surface nodes (k, 3, 3)."""
+        """Criterion from averaged strain tensors at the evaluated surface nodes (k, 3, 3)."""
         eig = principal_strains(node_strain)
-        averaged = self._patch @ eig[:, [0, 2]]
-        eps_min, eps_max = averaged[:, 0], averaged[:, 1]
+        eps_min, eps_max = eig[:, 0], eig[:, 2]
         tension_rf = np.maximum(eps_max, 0.0) / self.limits.tension
         compression_rf = np.maximum(-eps_min, 0.0) / self.limits.compression
         risk = np.maximum(tension_rf, compression_rf)
@@ -201,29 +269,43 @@ class StrainCriterion:
             peak_compression_strain=float(eps_min.min()),
             node_risk_factor=node_rf,
             evaluated=self.evaluated,
+            critical_on_defect_wall=bool(self._on_wall_only[critical]),
         )
 
-    def evaluate(self, cell_strain: FloatArray) -> FailureAnalysis:
-        """Criterion for a strain field given per cell (m, 3, 3) at the applied load."""
-        return self.evaluate_surface(self.surface_strain(cell_strain))
+    def evaluate(self, strain: FloatArray) -> FailureAnalysis:
+        """Criterion for a strain field ((m, 3, 3) per cell or (m, 4, 3, 3) per corner)."""
+        return self.evaluate_surface(self.surface_strain(strain))
+
+
+def _restrict(facets: SurfaceFacets, boundary: npt.NDArray[np.int64]) -> SurfaceFacets:
+    """Keep the defect walls and those outer faces that are in ``boundary``."""
+    given = {tuple(f) for f in np.sort(np.asarray(boundary, dtype=np.int64), axis=1).tolist()}
+    keys = np.sort(facets.faces, axis=1).tolist()
+    keep = np.array([facets.interior[i] or tuple(k) in given for i, k in enumerate(keys)],
+                    dtype=bool)
+    return SurfaceFacets(facets.faces[keep], facets.cells[keep], facets.opposite[keep],
+                         facets.interior[keep])
 
 
 def strain_failure(
     mesh: TetMesh,
-    cell_strain: FloatArray,
-    boundary: npt.NDArray[np.int64],
+    strain: FloatArray,
+    boundary: npt.NDArray[np.int64] | None = None,
     *,
     excluded_nodes: npt.NDArray[np.bool_] | None = None,
     limits: StrainLimits = SCHILEO_2008,
+    soft_tags: tuple[int, ...] = (),
 ) -> FailureAnalysis:
     """Apply the principal-strain criterion on the bone surface (one load case).
 
     Args:
         mesh: The mesh.
-        cell_strain: (m, 3, 3) strain per cell at the applied load.
-        boundary: (f, 3) boundary triangles (node indices).
+        strain: (m, 3, 3) strain per cell, or (m, 4, 3, 3) per cell corner (P2), at the
+            applied load.
+        boundary: Optional (f, 3) outer boundary triangles to evaluate (default: all).
         excluded_nodes: (n,) bool, nodes not evaluated (load patch, supports, distal stump).
-        limits: Limit strains and averaging patch.
+        limits: Limit strains and averaging radius.
+        soft_tags: Cell tags of lesion tissue (their walls with bone are evaluated).
 
     Returns:
         The load factor to failure, mode, location and the nodal risk-factor field.
@@ -231,5 +313,6 @@ def strain_failure(
     Raises:
         BoundaryConditionError: when no surface node is left to evaluate.
     """
-    criterion = StrainCriterion(mesh, boundary, excluded_nodes=excluded_nodes, limits=limits)
-    return criterion.evaluate(cell_strain)
+    criterion = StrainCriterion(mesh, boundary, excluded_nodes=excluded_nodes, limits=limits,
+                                soft_tags=soft_tags)
+    return criterion.evaluate(strain)

@@ -43,6 +43,13 @@ How each landmark is found (all from surface points only):
 - **Lesser trochanter**: the surface point 0.4-3 head radii below the neck-shaft point that
   reaches furthest posteromedially from the shaft axis, kept when it stands out from the
   shaft.
+- **Anatomical frame** (the frame loads are defined in): z the shaft axis; the frontal plane
+  from the femur, not from the scanner, so that a leg lying rotated on the CT table gets the
+  same loads relative to its bone. With the knee in the scan, x is parallel to the posterior
+  condylar line (the reference of Bergmann et al. 2001's femur frame and of clinical
+  anteversion); without it, the neck plane (shaft axis and neck axis) turned back about the
+  shaft by :data:`ASSUMED_ANTEVERSION_DEG`; with neither, the image's anterior axis (flagged).
+  The anterior hint only tells which sense is anterior (and so the side).
 """
 
 from __future__ import annotations
@@ -115,6 +122,20 @@ LESSER_TROCHANTER_WINDOW = (0.4, 3.0)
 
 #: The lesser trochanter must reach this much (mm) further posteromedially than the shaft.
 MIN_TROCHANTER_PROMINENCE_MM = 2.0
+
+#: Femoral anteversion assumed when the scan holds no knee (so no posterior condylar line):
+#: the frontal plane is then the neck plane turned back by this angle about the shaft.
+#: Mean anteversion against the posterior condylar line on CT of 50 adult cadaver femurs:
+#: 11.7 deg (SD 8.2; van der Linden-van der Zwaag et al. 2015, Advances in Computed
+#: Tomography 4:9-17, doi:10.4236/act.2015.41002).
+ASSUMED_ANTEVERSION_DEG = 11.7
+
+#: A frame turned further than this from the image axes is flagged (a leg lies rotated by
+#: up to ~20-30 deg on a CT table; more suggests a wrong landmark or world convention).
+MAX_PLAUSIBLE_LEG_ROTATION_DEG = 45.0
+
+#: How the anatomical frame's frontal plane was found.
+FrameReference = Literal["posterior_condylar_line", "neck_axis", "image_axes"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +261,16 @@ class FemurLandmarks:
             (the lesser trochanter points posteriorly; right-handed world assumed); None when
             the lesser trochanter was not found. A disagreement with ``frame.side`` means a
             mirrored or mislabelled world convention.
+        frame_reference: What set the frame's frontal plane (the anterior axis y):
+            ``"posterior_condylar_line"`` (the knee is in the scan: x parallel to the line,
+            the reference of Bergmann's femur frame and of clinical anteversion),
+            ``"neck_axis"`` (no knee: the neck plane turned back by the assumed
+            anteversion) or ``"image_axes"`` (no neck either: the anterior hint).
+        frame_anteversion_deg: Anteversion of the neck in the frame: measured against the
+            condylar line, or the assumed value with ``"neck_axis"``; None otherwise.
+        leg_rotation_deg: Angle (about the shaft) from the image's frontal plane to the
+            anatomical one, positive when the femur's own frontal plane is turned towards
+            anterior of the image's on the medial side: how the leg lay in the scanner.
     """
 
     head_centre_mm: FloatArray
@@ -264,6 +295,9 @@ class FemurLandmarks:
     proximal_from_geometry: bool = False
     convention: str = "LPS"
     anatomical_side: Side | None = None
+    frame_reference: FrameReference = "image_axes"
+    frame_anteversion_deg: float | None = None
+    leg_rotation_deg: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -307,6 +341,9 @@ class FemurLandmarks:
             "greater_trochanter_lateral_mm": vec(self.greater_trochanter_lateral_mm),
             "lesser_trochanter_mm": vec(self.lesser_trochanter_mm),
             "frame_axes_world": vec(self.frame.axes, 5),
+            "frame_reference": self.frame_reference,
+            "frame_anteversion_deg": num(self.frame_anteversion_deg),
+            "leg_rotation_deg": num(self.leg_rotation_deg),
             "warnings": list(self.warnings),
         }
 
@@ -872,18 +909,17 @@ def _greater_trochanter(loc: _Local, radius: float, ns_level: float
     return tip, lateral
 
 
-def _condylar_anteversion(loc: _Local, neck: FloatArray, distal_level: float,
-                          shaft_radius: float) -> float | None:
-    """Neck anteversion against the posterior condylar line (deg), for a whole femur.
+def _posterior_condylar_line(loc: _Local, distal_level: float,
+                             shaft_radius: float) -> FloatArray | None:
+    """Direction of the posterior condylar line (lateral, anterior), pointing medially.
 
     The posterior condylar line is the longest edge of the convex hull of the distal
     40 mm (projected on the plane normal to the shaft) whose outward normal points
     posteriorly: the bitangent of the two posterior condyles. None when the distal end is
-    no knee (narrower than twice the shaft diameter) or no edge spans the condyles.
+    no knee (narrower than four shaft radii) or no edge spans the condyles.
 
     Args:
         loc: Surface points in the mirrored frame.
-        neck: (lateral, anterior, proximal) components of the neck axis (towards the head).
         distal_level: Level of the most distal point (mm from the head centre).
         shaft_radius: Equivalent radius of the narrowest shaft section (mm).
     """
@@ -909,8 +945,29 @@ def _condylar_anteversion(loc: _Local, neck: FloatArray, distal_level: float,
     if lengths[k] < 0.3 * width:
         return None
     line = edges[k] if edges[k, 0] < 0 else -edges[k]  # pointing medially
-    angle = math.atan2(neck[1], -neck[0]) - math.atan2(line[1], -line[0])
-    return float(np.degrees((angle + math.pi) % (2.0 * math.pi) - math.pi))
+    return np.asarray(line / lengths[k])
+
+
+def _angle_from_medial(direction: FloatArray) -> float:
+    """Angle (rad) of a (lateral, anterior[, ...]) direction from medial towards anterior."""
+    return math.atan2(float(direction[1]), -float(direction[0]))
+
+
+def _wrap_deg(angle_rad: float) -> float:
+    """Angle in degrees wrapped to (-180, 180]."""
+    return float(np.degrees((angle_rad + math.pi) % (2.0 * math.pi) - math.pi))
+
+
+def _turned_frame(frame: AnatomicalFrame, angle_rad: float) -> AnatomicalFrame:
+    """The frame turned about its z axis so that its medial axis moves ``angle_rad`` anteriorly.
+
+    Works on either side: angles are measured in the mirrored (lateral, anterior) plane, so
+    the same angle turns a right and a left femur's frame the same anatomical way.
+    """
+    lateral, anterior = frame.lateral, frame.axes[1]
+    new_anterior = math.cos(angle_rad) * anterior + math.sin(angle_rad) * lateral
+    new_medial = -math.cos(angle_rad) * lateral + math.sin(angle_rad) * anterior
+    return _frame(frame.origin, frame.axes[2], new_anterior, new_medial)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -925,6 +982,7 @@ def find_landmarks(
     proximal_hint: npt.ArrayLike | None = None,
     anterior_hint: npt.ArrayLike | None = None,
     seed: int = 0,
+    assumed_anteversion_deg: float = ASSUMED_ANTEVERSION_DEG,
 ) -> FemurLandmarks:
     """Find head, neck, shaft axis, trochanters, angles, side and frame of a femur.
 
@@ -942,6 +1000,8 @@ def find_landmarks(
         anterior_hint: World direction that points roughly anteriorly; overrides the
             convention's anterior axis.
         seed: Seed of the robust sphere fits (results are deterministic for a seed).
+        assumed_anteversion_deg: Anteversion that places the frontal plane when the surface
+            does not reach the knee (:data:`ASSUMED_ANTEVERSION_DEG`).
 
     Returns:
         The landmarks and frame. Landmarks that the piece of bone does not contain are None
@@ -1042,17 +1102,46 @@ def find_landmarks(
     if lesser is None:
         note("lesser trochanter not found (the piece may end above it)")
 
-    # 6. Angles.
+    # 6. Angles (against the image's frontal plane, given by the anterior hint).
     nsa = offset_mm = anteversion = condylar = None
+    condylar_line = neck_local = None
     if shaft is not None:
         offset_mm = float(np.linalg.norm(offset))
+        condylar_line = _posterior_condylar_line(loc, distal_level, shaft.radius)
         if neck_axis is not None:
             nsa = _angle_deg(neck_axis, -axis)
             neck_local = loc.direction(frame, neck_axis)
-            anteversion = float(np.degrees(np.arctan2(neck_local[1], -neck_local[0])))
-            condylar = _condylar_anteversion(loc, neck_local, distal_level, shaft.radius)
+            anteversion = _wrap_deg(_angle_from_medial(neck_local))
+            if condylar_line is not None:
+                condylar = _wrap_deg(_angle_from_medial(neck_local)
+                                     - _angle_from_medial(condylar_line))
 
-    # 7. Greater trochanter.
+    # 7. The anatomical frame: the frontal plane from the femur itself, so that a leg
+    # rotated on the CT table gives the same frame relative to the bone (DESIGN.md 3).
+    reference: FrameReference = "image_axes"
+    turn = 0.0
+    frame_anteversion: float | None = None
+    if condylar_line is not None:
+        reference, turn, frame_anteversion = ("posterior_condylar_line",
+                                              _angle_from_medial(condylar_line), condylar)
+    elif neck_local is not None:
+        reference = "neck_axis"
+        turn = _angle_from_medial(neck_local) - math.radians(assumed_anteversion_deg)
+        frame_anteversion = float(assumed_anteversion_deg)
+    else:
+        note("neither the knee nor the femoral neck is in the surface: the frontal plane "
+             "of the load frame comes from the image axes, so the result depends on how the "
+             "leg lay in the scanner")
+    leg_rotation = _wrap_deg(turn)
+    if abs(leg_rotation) > MAX_PLAUSIBLE_LEG_ROTATION_DEG:
+        note(f"the femur's frontal plane ({reference}) is turned {leg_rotation:.0f} deg from "
+             "the image's: check the world convention and the landmarks")
+    if turn != 0.0:
+        frame = _turned_frame(frame, turn)
+        loc = _Local.of(frame, pts, shaft_point)
+        lesser, _ = _lesser_trochanter(loc, radius, ns_level, distal_level, shaft_radius)
+
+    # 8. Greater trochanter.
     gt_tip, gt_lateral = _greater_trochanter(loc, radius, ns_level)
 
     def point(index: int | None) -> FloatArray | None:
@@ -1081,5 +1170,8 @@ def find_landmarks(
         proximal_from_geometry=end.from_geometry,
         convention=conv_name,
         anatomical_side=anatomical_side,
+        frame_reference=reference,
+        frame_anteversion_deg=frame_anteversion,
+        leg_rotation_deg=leg_rotation,
         warnings=tuple(notes),
     )

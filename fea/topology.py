@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
@@ -9,15 +11,18 @@ from scipy import sparse
 from meshing.types import TetMesh
 
 __all__ = [
+    "TET_FACES",
+    "SurfaceFacets",
+    "bone_surface_facets",
     "boundary_faces",
     "cell_to_node_average",
     "face_normals_and_areas",
     "node_areas",
 ]
 
-# Faces of a tetrahedron (vertex indices), each ordered so that its normal points outwards
-# for a positively oriented tet (v0, v1, v2, v3).
-_TET_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
+#: Faces of a tetrahedron (local vertex indices): face k is opposite vertex k, ordered so that
+#: its normal points outwards for a positively oriented tet (v0, v1, v2, v3).
+TET_FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]], dtype=np.int64)
 
 
 def boundary_faces(mesh: TetMesh) -> npt.NDArray[np.int64]:
@@ -30,10 +35,65 @@ def boundary_faces(mesh: TetMesh) -> npt.NDArray[np.int64]:
         (f, 3) int64 node indices of the faces that belong to exactly one cell.
     """
     tets = mesh.vertex_cells()
-    faces = tets[:, _TET_FACES].reshape(-1, 3)
+    faces = tets[:, TET_FACES].reshape(-1, 3)
     keys = np.sort(faces, axis=1)
     _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     return np.ascontiguousarray(faces[counts[inverse.ravel()] == 1])
+
+
+@dataclass(frozen=True)
+class SurfaceFacets:
+    """Triangles of a bone surface, each with the tetrahedron of bone it bounds.
+
+    Attributes:
+        faces: (f, 3) int64 node indices, oriented outwards of ``cells``.
+        cells: (f,) int64 cell owning each face.
+        opposite: (f,) int64 local index (0-3) of the cell vertex opposite the face.
+        interior: (f,) bool, True for a face between bone and a lesion (inner wall of a
+            defect), False for the outer surface.
+    """
+
+    faces: npt.NDArray[np.int64]
+    cells: npt.NDArray[np.int64]
+    opposite: npt.NDArray[np.int64]
+    interior: npt.NDArray[np.bool_]
+
+
+def bone_surface_facets(mesh: TetMesh, soft_tags: tuple[int, ...] = ()) -> SurfaceFacets:
+    """The outer surface of the bone and the walls between bone and soft (lesion) cells.
+
+    Args:
+        mesh: Tetrahedral mesh with positively oriented cells.
+        soft_tags: Cell tags that are not bone (e.g. lytic lesion tissue): a face between a
+            bone cell and a cell with one of these tags is a bone surface too (the wall of a
+            cortical defect), owned by the bone cell. Faces of soft cells on the outer
+            boundary are left out.
+
+    Returns:
+        The facets; outer faces first.
+    """
+    tets = mesh.vertex_cells()
+    m = tets.shape[0]
+    faces = tets[:, TET_FACES].reshape(-1, 3)
+    owner = np.repeat(np.arange(m, dtype=np.int64), 4)
+    local = np.tile(np.arange(4, dtype=np.int64), m)
+    keys = np.sort(faces, axis=1)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    soft = np.isin(mesh.cell_tags, np.asarray(soft_tags, dtype=mesh.cell_tags.dtype))
+    soft_face = soft[owner]
+    outer = (counts[inverse] == 1) & ~soft_face
+    # A shared face is a wall when its two cells differ in softness: count soft owners.
+    soft_count = np.bincount(inverse, weights=soft_face.astype(float), minlength=counts.size)
+    wall = (counts[inverse] == 2) & ~soft_face & (soft_count[inverse] == 1)
+    pick = np.concatenate([np.flatnonzero(outer), np.flatnonzero(wall)])
+    return SurfaceFacets(
+        faces=np.ascontiguousarray(faces[pick]),
+        cells=owner[pick],
+        opposite=local[pick],
+        interior=np.concatenate([np.zeros(int(outer.sum()), dtype=bool),
+                                 np.ones(int(wall.sum()), dtype=bool)]),
+    )
 
 
 def face_normals_and_areas(

@@ -910,6 +910,10 @@ class MaterialModel:
         law: Density -> Young's modulus law (default :data:`DEFAULT_LAW`).
         poisson_ratio: Isotropic Poisson ratio, in [0, 0.5).
         E_floor_MPa: Lower bound applied to E (MPa, >= 0): marrow, fat, lytic lesions.
+        bone_threshold_rho_qct: Samples whose rho_QCT (g/cm^3) is below this are no bone
+            and get ``E_floor_MPa`` whatever the law gives (None: the law alone decides).
+            With the Mayo chain's intercept, water (0 HU) would otherwise map to
+            rho_ash 0.054 g/cm^3 and ~190 MPa, muscle (40 HU) to ~360 MPa.
 
     Raises:
         MaterialLawError: If the law does not give Young's modulus, or the Poisson ratio or
@@ -921,6 +925,7 @@ class MaterialModel:
     law: Law = field(default_factory=lambda: LAWS[DEFAULT_LAW])
     poisson_ratio: float = DEFAULT_POISSON_RATIO
     E_floor_MPa: float = DEFAULT_E_FLOOR_MPA
+    bone_threshold_rho_qct: float | None = None
 
     def __post_init__(self) -> None:
         if self.law.quantity != "E":
@@ -958,13 +963,14 @@ class MaterialModel:
         law: str | Mapping[str, Any] | Law = DEFAULT_LAW,
         poisson_ratio: float = DEFAULT_POISSON_RATIO,
         E_floor_MPa: float = DEFAULT_E_FLOOR_MPA,
+        bone_threshold_rho_qct: float | None = None,
     ) -> MaterialModel:
         """Build a model from registry names (as read from a config file).
 
         ``law`` may also be a user law table (:func:`law_from_config`) or a law object.
         """
         return cls(calibration, get_density_chain(chain), get_law(law), poisson_ratio,
-                   E_floor_MPa)
+                   E_floor_MPa, bone_threshold_rho_qct)
 
     def densities(self, hu: npt.ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]:
         """HU -> densities.
@@ -984,9 +990,16 @@ class MaterialModel:
     def modulus_from_densities(
         self, rho_qct: FloatArray, rho_ash: FloatArray, rho_app: FloatArray
     ) -> FloatArray:
-        """Apply the law to the density of its kind, then the floor: E in MPa, same shape."""
+        """Apply the law to the density of its kind, then the floor: E in MPa, same shape.
+
+        Samples below :attr:`bone_threshold_rho_qct` get the floor.
+        """
         rho = {"qct": rho_qct, "ash": rho_ash, "app": rho_app}[self.law.density_kind]
-        return np.asarray(np.maximum(self.law(rho), self.E_floor_MPa))
+        modulus = np.maximum(self.law(rho), self.E_floor_MPa)
+        if self.bone_threshold_rho_qct is not None:
+            modulus = np.where(np.asarray(rho_qct) < self.bone_threshold_rho_qct,
+                               self.E_floor_MPa, modulus)
+        return np.asarray(modulus)
 
     def modulus(self, hu: npt.ArrayLike) -> FloatArray:
         """HU -> Young's modulus in MPa (float64, same shape as ``hu``, >= the floor)."""
@@ -1005,4 +1018,5 @@ class MaterialModel:
             "law": self.law.to_dict(),
             "poisson_ratio": self.poisson_ratio,
             "E_floor_MPa": self.E_floor_MPa,
+            "bone_threshold_rho_qct_g_cm3": self.bone_threshold_rho_qct,
         }

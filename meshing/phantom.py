@@ -112,6 +112,10 @@ class PhantomParams:
             anterior to the frontal plane; -30..60 deg.
         shaft_tilt_deg: Tilt of the shaft axis in the frontal plane away from world +z, the
             proximal end lateral (the femoral shaft runs distally and medially); 0-15 deg.
+        table_rotation_deg: Rotation of the whole leg about the scanner's z axis through the
+            head centre (a leg lying turned on the CT table; positive turns the front of the
+            leg towards the patient's right, world -x); -45..45 deg. The bone, its cut and
+            its density are the same, only the pose in the image changes.
         neck_length_mm: Distance from the head centre to the neck-shaft axes intersection
             along the neck axis (femoral offset = this times sin(180 - neck-shaft angle)).
         neck_radius_mm: Neck radius at its head end (the narrowest part of the neck).
@@ -163,6 +167,7 @@ class PhantomParams:
     neck_shaft_angle_deg: float = 127.0
     anteversion_deg: float = 12.0
     shaft_tilt_deg: float = 5.0
+    table_rotation_deg: float = 0.0
     neck_length_mm: float = 52.0
     neck_radius_mm: float = 15.0
     neck_base_radius_mm: float = 19.0
@@ -261,6 +266,8 @@ def _validate_params(p: PhantomParams) -> None:
             raise _bad(name, getattr(p, name), ">= 0")
     if not 90.0 <= p.neck_shaft_angle_deg <= 170.0:
         raise _bad("neck_shaft_angle_deg", p.neck_shaft_angle_deg, "between 90 and 170 deg")
+    if not -45.0 <= p.table_rotation_deg <= 45.0:
+        raise _bad("table_rotation_deg", p.table_rotation_deg, "between -45 and 45 deg")
     if not -30.0 <= p.anteversion_deg <= 60.0:
         raise _bad("anteversion_deg", p.anteversion_deg, "between -30 and 60 deg")
     if not 0.0 <= p.shaft_tilt_deg <= 15.0:
@@ -486,9 +493,14 @@ class _Geometry:
     def from_params(cls, p: PhantomParams) -> _Geometry:
         """Place the axes, the neck-shaft intersection and the trochanters from ``p``."""
         tilt = math.radians(p.shaft_tilt_deg)
-        medial = np.array([math.cos(tilt), 0.0, math.sin(tilt)])
-        anterior = np.array([0.0, -1.0, 0.0])
-        proximal = np.array([-math.sin(tilt), 0.0, math.cos(tilt)])
+        turn = math.radians(p.table_rotation_deg)
+        # Rotation about world z (LPS: +x patient's left): +turn takes the anterior
+        # direction (-y) towards -x, the patient's right.
+        table = np.array([[math.cos(turn), math.sin(turn), 0.0],
+                          [-math.sin(turn), math.cos(turn), 0.0], [0.0, 0.0, 1.0]])
+        medial = table @ np.array([math.cos(tilt), 0.0, math.sin(tilt)])
+        anterior = table @ np.array([0.0, -1.0, 0.0])
+        proximal = table @ np.array([-math.sin(tilt), 0.0, math.cos(tilt)])
         alpha = math.radians(180.0 - p.neck_shaft_angle_deg)
         ante = math.radians(p.anteversion_deg)
         neck = np.array([math.sin(alpha) * math.cos(ante), math.sin(alpha) * math.sin(ante),

@@ -44,12 +44,17 @@ class MeshConfig:
         crop_below_lesser_trochanter_mm: If set, keep only the femur down to this distance
             below the lesser trochanter (a whole-femur scan becomes a proximal-femur model
             with a flat distal cut).
+        allow_partial: Compute a femur too short for its load cases (less than 40 mm of
+            shaft below the lesser trochanter, no greater trochanter for a sideways fall)
+            instead of refusing it; result.json's ``validity`` then flags the result as not
+            valid (:func:`osteofe.guards.check_model_extent`).
     """
 
     size_mm: float = 3.0
     order: int = 1
     min_dihedral_deg: float = 1.0
     crop_below_lesser_trochanter_mm: float | None = None
+    allow_partial: bool = False
 
     def __post_init__(self) -> None:
         _check(0.3 <= self.size_mm <= 20.0, "mesh.size_mm", self.size_mm, "0.3-20 mm")
@@ -70,8 +75,14 @@ class MaterialConfig:
         calibration_intercept: rho_QCT at 0 HU, g/cm^3 (None = the built-in default line).
         law: Name of the density-modulus law (material.laws.LAWS).
         chain: rho_QCT -> rho_ash -> rho_app chain (material.laws.DENSITY_CHAINS).
-        mode: Mapping mode: hu_average, modulus_average or centroid (Bonemat's three).
-        lesion_at_floor: Give lesion cells the floor modulus instead of their CT value.
+        mode: Mapping mode (Bonemat's three): modulus_average (E integrated over the
+            element, Taddei et al. 2007, Bonemat V3), hu_average (HU integrated, then
+            converted: Bonemat V2-style) or centroid.
+        lesion_at_floor: Give lesion cells the floor modulus instead of their CT value (a
+            lytic lesion carries no load; its CT density is tumour, not bone).
+        bone_threshold_rho_qct: CT samples below this equivalent mineral density (g/cm^3)
+            are no bone (marrow, fat, soft tissue, lytic tissue: about -100..+60 HU) and get
+            the floor modulus (0 = only negative densities).
         modulus_at_quadrature_points: Give the solver E at its quadrature points (sampled
             from the CT at each point) instead of one value per element.
         poisson_ratio: Poisson's ratio of bone.
@@ -83,8 +94,9 @@ class MaterialConfig:
     calibration_intercept: float | None = None
     law: str = "morgan2003_neck"
     chain: str = "mayo_schileo"
-    mode: str = "hu_average"
-    lesion_at_floor: bool = False
+    mode: str = "modulus_average"
+    lesion_at_floor: bool = True
+    bone_threshold_rho_qct: float = 0.05
     modulus_at_quadrature_points: bool = False
     poisson_ratio: float = 0.3
     modulus_floor_mpa: float = 5.0
@@ -102,6 +114,78 @@ class MaterialConfig:
                self.modulus_floor_mpa, "0-1000 MPa")
         _check(1 <= self.quadrature_degree <= 5, "material.quadrature_degree",
                self.quadrature_degree, "1-5")
+        _check(0.0 <= self.bone_threshold_rho_qct <= 0.3, "material.bone_threshold_rho_qct",
+               self.bone_threshold_rho_qct, "0-0.3 g/cm^3")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Refuse an unknown law or chain, or a scanner line the chain cannot use, now.
+
+        Otherwise they surface only when the material is mapped, after the meshing.
+        """
+        from material.laws import get_density_chain, get_law
+        from meshing.errors import OsteofeError
+
+        def look_up(key: str, value: str, finder: Any) -> Any:
+            try:
+                return finder(value)
+            except OsteofeError as exc:
+                raise InputError(f"config value material.{key} = {value!r} is invalid: "
+                                 f"{exc.message}", hint=exc.hint) from None
+
+        look_up("chain", self.chain, get_density_chain)
+        law = look_up("law", self.law, get_law)
+        if law.quantity != "E":
+            raise InputError(f"config value material.law = {self.law!r} is invalid: it gives "
+                             f"{law.quantity}, not Young's modulus",
+                             hint="pick a modulus law, e.g. morgan2003_neck or "
+                             "keyak2005_modulus")
+        if self.calibration_slope is not None:
+            self.material_model(None)
+
+    def material_model(self, calibration: Any | None) -> Any:
+        """The HU -> modulus model of these options (:class:`material.laws.MaterialModel`).
+
+        Args:
+            calibration: The HU -> density line (:class:`material.calibration.
+                LinearCalibration`); None: the options' scanner line
+                (``calibration_slope``/``calibration_intercept``).
+
+        Returns:
+            The model.
+
+        Raises:
+            InputError: The options' scanner line is implausible, or the law, the chain and
+                the line do not fit together (e.g. a hydroxyapatite chain with a K2HPO4
+                line); the message names the option.
+        """
+        from material.calibration import LinearCalibration
+        from material.laws import MaterialModel
+        from meshing.errors import OsteofeError
+
+        if (calibration is None and self.calibration_slope is not None
+                and self.calibration_intercept is not None):
+            try:
+                calibration = LinearCalibration(self.calibration_slope,
+                                                self.calibration_intercept, name="config",
+                                                source="scanner line from config")
+            except OsteofeError as exc:
+                raise InputError("config value material.calibration_slope/intercept = "
+                                 f"{self.calibration_slope!r}, {self.calibration_intercept!r} "
+                                 f"is invalid: {exc.message}", hint=exc.hint) from None
+        if calibration is None:
+            raise InputError("no HU -> density calibration to build the material model with",
+                             hint="give material.calibration_slope and "
+                             "material.calibration_intercept")
+        try:
+            return MaterialModel.from_names(calibration, chain=self.chain, law=self.law,
+                                            poisson_ratio=self.poisson_ratio,
+                                            E_floor_MPa=self.modulus_floor_mpa,
+                                            bone_threshold_rho_qct=self.bone_threshold_rho_qct)
+        except OsteofeError as exc:
+            raise InputError(f"config values material.law = {self.law!r} / material.chain = "
+                             f"{self.chain!r} do not fit the calibration "
+                             f"'{calibration.name}': {exc.message}", hint=exc.hint) from None
 
 
 @dataclass(frozen=True)
@@ -117,6 +201,13 @@ class LoadConfig:
         sweep_directions: 0, or the number of load directions swept around each case's
             direction (on the same patch, by superposition of three unit loads).
         sweep_half_angle_deg: Half opening angle of the cone of swept directions.
+        fall_adduction_deg: Sideways fall: angle of the shaft to the ground (Courtney 1994:
+            10 deg), knee higher than the trochanter.
+        fall_internal_rotation_deg: Sideways fall: internal rotation of the femur about its
+            shaft (Courtney 1994: 15 deg; 10-15 deg in the literature).
+        assumed_anteversion_deg: Anteversion that places the frontal plane of the load frame
+            when the scan does not reach the knee (mean adult value, see
+            :data:`fea.landmarks.ASSUMED_ANTEVERSION_DEG`).
     """
 
     cases: tuple[str, ...] = ("stance",)
@@ -125,6 +216,9 @@ class LoadConfig:
     distal_fixed_depth_mm: float = 2.0
     sweep_directions: int = 0
     sweep_half_angle_deg: float = 15.0
+    fall_adduction_deg: float = 10.0
+    fall_internal_rotation_deg: float = 15.0
+    assumed_anteversion_deg: float = 11.7
 
     def __post_init__(self) -> None:
         from fea.loads import LOAD_CASES
@@ -147,12 +241,20 @@ class LoadConfig:
                "load.sweep_directions", self.sweep_directions, "0 or 2-1000")
         _check(0.0 < self.sweep_half_angle_deg <= 90.0, "load.sweep_half_angle_deg",
                self.sweep_half_angle_deg, "0-90 deg")
+        _check(0.0 <= self.fall_adduction_deg <= 45.0, "load.fall_adduction_deg",
+               self.fall_adduction_deg, "0-45 deg")
+        _check(-45.0 <= self.fall_internal_rotation_deg <= 45.0,
+               "load.fall_internal_rotation_deg", self.fall_internal_rotation_deg,
+               "-45-45 deg")
+        _check(-30.0 <= self.assumed_anteversion_deg <= 60.0, "load.assumed_anteversion_deg",
+               self.assumed_anteversion_deg, "-30-60 deg")
 
     def load_cases(self) -> list[Any]:
         """The configured :class:`fea.loads.LoadCase` objects, named cases then custom ones."""
-        from fea.loads import LOAD_CASES, custom_load_case
+        from fea.loads import LOAD_CASES, custom_load_case, fall_case
 
-        return [LOAD_CASES[name] for name in self.cases] + [
+        fall = fall_case(self.fall_adduction_deg, self.fall_internal_rotation_deg)
+        return [fall if name == "fall" else LOAD_CASES[name] for name in self.cases] + [
             custom_load_case(f"custom_{i + 1}", force)
             for i, force in enumerate(self.custom_forces_n)
         ]
@@ -165,7 +267,9 @@ class FailureConfig:
     Attributes:
         tension_limit: Max principal strain at failure.
         compression_limit: Magnitude of min principal strain at failure.
-        patch_area_mm2: Surface patch over which principal strains are averaged.
+        averaging_radius_mm: Strains are averaged over the bone surface within a sphere of
+            this radius around each surface node (a fixed region, so the average does not
+            change with the mesh; fea.failure.SCHILEO_2008).
         exclude_distal_mm: Surface within this distance of the distal cut is not evaluated
             (artificial strains at the fixation).
         exclude_load_margin_mm: Surface within this distance of a load patch is not evaluated.
@@ -173,7 +277,7 @@ class FailureConfig:
 
     tension_limit: float = 0.0073
     compression_limit: float = 0.0104
-    patch_area_mm2: float = 3.0
+    averaging_radius_mm: float = 3.0
     exclude_distal_mm: float = 40.0
     exclude_load_margin_mm: float = 3.0
 
@@ -182,8 +286,8 @@ class FailureConfig:
                "a strain in (0, 0.1)")
         _check(0.0 < self.compression_limit < 0.1, "failure.compression_limit",
                self.compression_limit, "a strain in (0, 0.1)")
-        _check(0.0 < self.patch_area_mm2 <= 100.0, "failure.patch_area_mm2",
-               self.patch_area_mm2, "0-100 mm^2")
+        _check(0.5 <= self.averaging_radius_mm <= 10.0, "failure.averaging_radius_mm",
+               self.averaging_radius_mm, "0.5-10 mm")
         _check(self.exclude_distal_mm >= 0.0, "failure.exclude_distal_mm",
                self.exclude_distal_mm, "a length >= 0 mm")
         _check(self.exclude_load_margin_mm >= 0.0, "failure.exclude_load_margin_mm",
@@ -268,6 +372,13 @@ class Config:
     failure: FailureConfig = field(default_factory=FailureConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     nonlinear: NonlinearConfig = field(default_factory=NonlinearConfig)
+
+    def __post_init__(self) -> None:
+        names = {*self.load.cases,
+                 *(f"custom_{i + 1}" for i in range(len(self.load.custom_forces_n)))}
+        for name in self.nonlinear.cases:
+            _check(name in names, "nonlinear.cases", name,
+                   f"a load case the run computes: one of {sorted(names)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary of every option (for provenance)."""

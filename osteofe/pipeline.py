@@ -25,10 +25,13 @@ from mpi4py import MPI
 from fea.failure import FailureAnalysis, StrainCriterion, StrainLimits
 from fea.landmarks import FemurLandmarks, find_landmarks
 from fea.loads import (
+    DistalCut,
+    FallSupport,
     LoadCase,
     LoadPatch,
     body_weight_newton,
-    distal_fixed_nodes,
+    distal_cut,
+    fall_support,
     ground_contact_nodes,
     head_load_patch,
 )
@@ -38,18 +41,33 @@ from material.laws import MaterialModel
 from material.mapping import map_material, map_material_qp
 from material.rigidity import ctra
 from material.types import MaterialField
-from meshing.errors import InputError, OsteofeError
+from meshing.errors import InputError
 from meshing.imaging import align_labels, read_ct, read_labels
 from meshing.lesion import measure_lesion
-from meshing.meshio_io import read_mesh
+from meshing.meshio_io import read_mesh, require_one_piece
 from meshing.phantom import PhantomParams
 from meshing.quality import MeshQuality, check_quality, mesh_quality
-from meshing.segmentation import detect_metal, mask_touches_border, select_femur
+from meshing.segmentation import (
+    detect_metal,
+    femur_side_from_labels,
+    mask_touches_border,
+    select_femur,
+)
 from meshing.types import CTVolume, LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
-from osteofe.guards import ResourceEstimate, check_image_sanity, check_resources
-from osteofe.outputs import sha256_file, staged_output, write_json
+from osteofe.guards import (
+    ResourceEstimate,
+    check_femur_on_bone,
+    check_image_sanity,
+    check_mesh_on_bone,
+    check_model_extent,
+    check_resources,
+    check_risk_model,
+    check_side,
+)
+from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output, write_json
+from osteofe.parallel import on_root
 from risk.mirels import aci_positive, score_mirels
 
 if TYPE_CHECKING:
@@ -105,6 +123,10 @@ class StrengthRequest:
         mesh_path: A tetrahedral mesh made elsewhere (any format meshio reads) to use instead
             of meshing the labels; in the CT's world coordinates (LPS mm). Cells tagged 2 are
             lesion; labels, when also given, tag lesion cells too.
+        side: ``"left"`` or ``"right"`` when the user (or a cohort manifest) states the side:
+            the run is refused when the femur's landmarks (or its label name) say otherwise.
+        risk_model: A fitted fracture-risk model (JSON), loaded and checked by
+            :meth:`validate` before any work (:func:`osteofe.guards.check_risk_model`).
     """
 
     ct_path: Path
@@ -117,12 +139,16 @@ class StrengthRequest:
     pain: str | None = None
     mesh_path: Path | None = None
     mirels_given: tuple[tuple[str, str], ...] = ()
+    side: str | None = None
+    risk_model: Path | None = None
 
     def validate(self) -> None:
         """Check the request before any work is done.
 
         Raises:
-            InputError: on a missing file or an implausible body mass.
+            OsteofeError: on a missing file, an implausible body mass, a side that is not
+                left or right, or a risk model that is invalid or needs features the
+                analysis cannot provide.
         """
         if self.labels_path is None and self.mesh_path is None:
             raise InputError("neither a label map nor a mesh was given",
@@ -139,6 +165,10 @@ class StrengthRequest:
         if not low <= mass <= high:
             raise InputError(f"body weight {mass} kg is outside the plausible {low}-{high} kg",
                              hint="--body-weight takes kilograms, not N or lb")
+        if self.side is not None and self.side not in ("left", "right"):
+            raise InputError(f"side {self.side!r} is not left or right",
+                             hint="pass --side left or --side right, or leave it out")
+        check_risk_model(self.risk_model, pain=self.pain)
 
 
 @dataclass(frozen=True)
@@ -149,11 +179,13 @@ class PlacedLoad:
         case: The load case definition.
         patch: Head patch with the total force (N, world).
         ground_nodes: Nodes resting on the ground (sideways fall), else None.
+        fall: The sideways-fall supports (pinned distal end, trochanter pad), else None.
     """
 
     case: LoadCase
     patch: LoadPatch
     ground_nodes: npt.NDArray[np.int64] | None = None
+    fall: FallSupport | None = None
 
     @property
     def support_key(self) -> str:
@@ -170,7 +202,7 @@ class PreparedModel:
         material: Per-cell material.
         landmarks: Head centre, shaft axis, frame.
         boundary: (f, 3) boundary triangles.
-        fixed_nodes: Nodes fixed at the distal cut.
+        fixed_nodes: Nodes fixed at the distal cut (the whole cut face).
         loads: Load case name -> the case placed on this femur.
         quality: Mesh quality summary.
         calibration: The HU -> density calibration used.
@@ -182,6 +214,9 @@ class PreparedModel:
         resources: The peak memory estimate the run was checked against
             (:meth:`osteofe.guards.ResourceEstimate.to_dict` without the memory available,
             which varies from run to run).
+        cut: The distal cut face (plane, centre, nodes).
+        validity: Whether the model suits its load cases
+            (:func:`osteofe.guards.check_model_extent`): ``valid``, ``banner``, ``reasons``.
     """
 
     mesh: TetMesh
@@ -197,6 +232,8 @@ class PreparedModel:
     lesion_risk: dict[str, Any] | None = None
     modulus_points: npt.NDArray[np.float64] | None = None
     resources: dict[str, Any] | None = None
+    cut: DistalCut | None = None
+    validity: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -250,6 +287,9 @@ def prepare_model(
     request.validate()
     step("reading images")
     with _timed(timings, "read"):
+        # The material stage's law, chain and calibration, refused now rather than after
+        # the meshing.
+        config.material.material_model(_resolve_calibration(calibration, config.material)[0])
         ct = read_ct(request.ct_path)
         check_image_sanity(ct)
         check_ct_is_rescaled(ct.hu)
@@ -274,14 +314,26 @@ def prepare_model(
                     "strength cannot be computed from CT density",
                     hint="select the intact femur (e.g. --bone-label femur_right)",
                 )
+            check_femur_on_bone(ct, bone | lesion)
+            named_side = femur_side_from_labels(
+                [labels.names.get(int(v), "") for v in np.unique(labels.labels[bone])])
+            if request.side is not None and named_side not in (None, request.side):
+                raise InputError(f"the side given is {request.side}, but the selected label is "
+                                 f"a {named_side} femur ({request.bone_label!r})",
+                                 hint="check --side (or the manifest's side column) and "
+                                 "--bone-label")
             if request.mesh_path is None and mask_touches_border(bone | lesion):
                 warnings.append("the femur touches the image border: the cut there is taken "
                                 "as the distal end and fixed")
+        check_risk_model(request.risk_model, pain=request.pain,
+                         lesion=lesion is not None and bool(lesion.any()))
 
     step("meshing")
     with _timed(timings, "mesh"):
         if request.mesh_path is not None:
             mesh, _ = read_mesh(request.mesh_path)
+            mesh, merged = require_one_piece(mesh, Path(request.mesh_path).name)
+            warnings.extend(merged)
             mesh = TetMesh(mesh.points, mesh.cells,
                            np.where(mesh.cell_tags == LESION_TAG, LESION_TAG, 1))
             warnings.append(f"mesh read from {Path(request.mesh_path).name}: it must be in the "
@@ -289,6 +341,7 @@ def prepare_model(
             resources = check_resources(image_voxels=ct.hu.size, num_tets=mesh.num_cells,
                                         order=mesh.order, degree=config.solver.degree,
                                         ranks=ranks)
+            check_mesh_on_bone(ct, mesh, name=Path(request.mesh_path).name)
         else:
             assert bone is not None and lesion is not None
             if config.mesh.crop_below_lesser_trochanter_mm is not None:
@@ -312,17 +365,15 @@ def prepare_model(
     step("mapping material")
     with _timed(timings, "material"):
         cfg = config.material
-        if cfg.calibration_slope is not None and cfg.calibration_intercept is not None:
-            calibration = LinearCalibration(cfg.calibration_slope, cfg.calibration_intercept,
-                                            name="config", source="scanner line from config")
-        elif calibration is None:
-            calibration = default_calibration()
+        calibration, calibration_origin = _resolve_calibration(calibration, cfg)
+        if calibration_origin == "built-in default":
             warnings.append("no calibration given: used the built-in generic scanner line "
                             "(not patient-specific); give material.calibration_slope/"
                             "intercept for real scans")
         model = MaterialModel.from_names(calibration, chain=cfg.chain, law=cfg.law,
                                          poisson_ratio=cfg.poisson_ratio,
-                                         E_floor_MPa=cfg.modulus_floor_mpa)
+                                         E_floor_MPa=cfg.modulus_floor_mpa,
+                                         bone_threshold_rho_qct=cfg.bone_threshold_rho_qct)
         floor_tags = (LESION_TAG,) if cfg.lesion_at_floor else ()
         material = map_material(mesh, ct, model, mode=cfg.mode,  # type: ignore[arg-type]
                                 quadrature_degree=cfg.quadrature_degree, check_rescaled=False,
@@ -340,13 +391,23 @@ def prepare_model(
     with _timed(timings, "landmarks_loads"):
         boundary = boundary_faces(mesh)
         surface_nodes = np.unique(boundary)
-        landmarks = find_landmarks(mesh.points[surface_nodes])
+        landmarks = find_landmarks(
+            mesh.points[surface_nodes],
+            assumed_anteversion_deg=config.load.assumed_anteversion_deg)
+        check_side(request.side, landmarks)
+        validity = check_model_extent(landmarks, config.load.load_cases(),
+                                      allow_partial=config.mesh.allow_partial)
         if not landmarks.shaft_axis_from_geometry:
             warnings.append("the femur in the image is too short to fit a shaft axis: the "
                             "image superior axis was used")
         warnings.extend(landmarks.warnings)
-        fixed = distal_fixed_nodes(mesh.points, boundary, landmarks,
-                                   depth_mm=config.load.distal_fixed_depth_mm)
+        cut = distal_cut(mesh.points, boundary, landmarks,
+                         depth_mm=config.load.distal_fixed_depth_mm)
+        if not cut.planar:
+            warnings.append("the distal end is no flat cut: the surface within "
+                            f"{config.load.distal_fixed_depth_mm:g} mm of its lowest point "
+                            "is fixed")
+        fixed = cut.nodes
         loads: dict[str, PlacedLoad] = {}
         for case in config.load.load_cases():
             direction = landmarks.frame.to_world_direction(case.direction)
@@ -355,9 +416,11 @@ def prepare_model(
                 case.force_newton(request.body_mass_kg),
                 half_angle_deg=config.load.patch_half_angle_deg,
             )
-            ground = (ground_contact_nodes(mesh.points, boundary, landmarks, direction)
-                      if case.support == "fall" else None)
-            loads[case.name] = PlacedLoad(case, patch, ground)
+            ground = fall = None
+            if case.support == "fall":
+                ground = ground_contact_nodes(mesh.points, boundary, landmarks, direction)
+                fall = fall_support(mesh.points, cut, ground, landmarks, direction)
+            loads[case.name] = PlacedLoad(case, patch, ground, fall)
     lesion_risk = None
     if bone is not None and lesion is not None and lesion.any():
         step("lesion measures")
@@ -365,8 +428,84 @@ def prepare_model(
             lesion_risk = lesion_measures(ct, bone, lesion, landmarks, model, request.pain,
                                           dict(request.mirels_given))
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
-                         model.to_dict(), timings, warnings, lesion_risk, modulus_points,
-                         _estimate_record(resources))
+                         model.to_dict() | {"calibration_origin": calibration_origin},
+                         timings, warnings, lesion_risk, modulus_points,
+                         _estimate_record(resources), cut, validity=validity)
+
+
+def _load_frame_record(landmarks: FemurLandmarks) -> dict[str, Any]:
+    """How the anatomical frame the loads are defined in was built (result.json)."""
+    how = {
+        "posterior_condylar_line": "x parallel to the posterior condylar line (the knee is "
+                                   "in the scan), z the shaft axis",
+        "neck_axis": "no knee in the scan: the plane of the shaft and neck axes turned back "
+                     f"about the shaft by an assumed anteversion of "
+                     f"{landmarks.frame_anteversion_deg} deg (mean adult value, "
+                     "van der Linden-van der Zwaag et al. 2015)",
+        "image_axes": "neither knee nor neck found: the image's anterior axis (the result "
+                      "depends on how the leg lay in the scanner)",
+    }[landmarks.frame_reference]
+    return {"reference": landmarks.frame_reference, "description": how,
+            "anteversion_in_frame_deg": landmarks.frame_anteversion_deg,
+            "leg_rotation_in_scanner_deg": round(landmarks.leg_rotation_deg, 2),
+            "axes_world": landmarks.frame.axes.round(5).tolist()}
+
+
+def _boundary_record(prepared: PreparedModel, config: Config) -> dict[str, Any]:
+    """The supports and loads as applied (result.json)."""
+    cut = prepared.cut
+    record: dict[str, Any] = {
+        "distal": "all displacement components of every node of the distal cut face "
+                  + ("(the boundary faces near the distal end within 35 deg of the distal "
+                     "shaft direction lying on one plane, whatever its tilt)"
+                     if cut is None or cut.planar else
+                     f"(no flat cut: the surface within {config.load.distal_fixed_depth_mm} "
+                     "mm of the lowest point)"),
+        "num_fixed_nodes": int(prepared.fixed_nodes.size),
+        "load": "uniform traction over a spherical cap of the head, half angle "
+                f"{config.load.patch_half_angle_deg} deg, centred where the force line "
+                "through the head centre enters the head",
+    }
+    if cut is not None:
+        record["distal_cut"] = {"planar": cut.planar, "area_mm2": round(cut.area_mm2, 2),
+                                "normal_world": cut.normal.round(5).tolist(),
+                                "tilt_to_shaft_deg": round(float(np.degrees(np.arccos(
+                                    np.clip(-cut.normal @ prepared.landmarks.shaft_axis,
+                                            -1.0, 1.0)))), 2)}
+    falls = [load for load in prepared.loads.values() if load.fall is not None]
+    if falls:
+        fall = falls[0].fall
+        assert fall is not None
+        record["fall"] = {
+            "protocol": "Courtney et al. 1994; Dragomir-Daescu et al. 2011: distal end "
+                        "pinned (free to turn in the loading plane), greater trochanter on "
+                        "a frictionless pad (supported along the load only)",
+            "adduction_deg": config.load.fall_adduction_deg,
+            "internal_rotation_deg": config.load.fall_internal_rotation_deg,
+            "pin_axis_world": fall.rotation[2].round(5).tolist(),
+            "num_pin_nodes": int(fall.pin_nodes.size),
+            "num_pad_nodes": int(fall.ground_nodes.size),
+            "pad": "greater-trochanter surface within 4 mm of the ground (reaching furthest "
+                   "along the load direction)",
+        }
+    return record
+
+
+def _resolve_calibration(per_case: LinearCalibration | None, cfg: Any
+                         ) -> tuple[LinearCalibration, str]:
+    """The HU -> rho_QCT line of this case and where it came from.
+
+    Precedence (most specific first): the line given for this case (a cohort manifest row,
+    or the ``calibration`` argument of the API), then the configuration's line (TOML or
+    ``--calibration``, which overrides the TOML), then the built-in generic line.
+    """
+    if per_case is not None:
+        return per_case, "per-case line (cohort manifest row or calibration argument)"
+    if cfg.calibration_slope is not None and cfg.calibration_intercept is not None:
+        return (LinearCalibration(cfg.calibration_slope, cfg.calibration_intercept,
+                                  name="config", source="scanner line from config"),
+                "configuration (material.calibration_slope/intercept or --calibration)")
+    return default_calibration(), "built-in default"
 
 
 def _estimate_record(estimate: ResourceEstimate) -> dict[str, Any]:
@@ -459,19 +598,8 @@ def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArr
     }
 
 
-def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0 and broadcast its result, or its OsteofeError, to all ranks."""
-    payload: tuple[T | None, OsteofeError | None] = (None, None)
-    if comm.rank == 0:
-        try:
-            payload = (fn(), None)
-        except OsteofeError as exc:
-            payload = (None, exc)
-    payload = comm.bcast(payload, root=0)
-    result, error = payload
-    if error is not None:
-        raise error
-    return result  # type: ignore[return-value]
+#: Run on rank 0, broadcast the result or any exception (osteofe.parallel.on_root).
+_on_root = on_root
 
 
 def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
@@ -573,6 +701,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@guarded_output("out_dir", "comm")
 def run_strength(
     request: StrengthRequest,
     config: Config,
@@ -584,20 +713,27 @@ def run_strength(
     picture: bool = True,
     export_inp: bool = False,
     risk_model: Path | None = None,
+    report: bool = False,
 ) -> dict[str, Any]:
     """Compute the femoral strength for every configured load case and write the outputs.
 
     ``export_inp`` also writes ``model.inp``: the solved model (mesh, per-element material,
     distal fixation, the head loads of every distal-support case as steps) for CalculiX or
     Abaqus. ``risk_model`` is a fitted fracture-risk model (JSON, risk.calibration) that turns
-    the strength into a fracture probability.
+    the strength into a fracture probability. ``report`` also writes ``report.html`` and
+    ``report.pdf`` (:func:`osteofe.report.write_report`) with the other outputs.
+
+    ``out_dir`` is checked and locked before any analysis (:func:`osteofe.outputs.
+    reserve_output`); a rerun into it replaces the earlier run's files (``RESULT_FILES``).
+    An exception on any rank is raised on every rank (:mod:`osteofe.parallel`).
 
     Collective: call on all ranks. Returns the result dictionary (also on all ranks).
 
     Raises:
-        OsteofeError: on invalid input (nothing is written).
+        OsteofeError: on invalid input (nothing is written); OutputError (a subclass) when
+            ``out_dir`` is unusable or the write fails (``out_dir`` is left as it was).
     """
-    from fea.solver import ElasticModel, SolverOptions, Support
+    from fea.solver import CaseSolution, SolverOptions
 
     step = progress or (lambda _name: None)
     total_start = time.perf_counter()
@@ -619,28 +755,26 @@ def run_strength(
         groups: dict[str, list[PlacedLoad]] = {}
         for load in prepared.loads.values():
             groups.setdefault(load.support_key, []).append(load)
+        moduli = (prepared.material.E_MPa if prepared.modulus_points is None
+                  else prepared.modulus_points)
         for key, members in groups.items():
-            supports = [Support("distal_cut", prepared.fixed_nodes)]
-            if members[0].ground_nodes is not None:
-                supports.append(Support("ground_contact", members[0].ground_nodes))
             # One operator and one preconditioner set-up per support configuration.
-            moduli = (prepared.material.E_MPa if prepared.modulus_points is None
-                      else prepared.modulus_points)
-            model = ElasticModel(prepared.mesh, moduli, prepared.material.poisson_ratio,
-                                 supports, options, comm)
+            model, rotation = _elastic_model(prepared, members[0], moduli, options, comm)
             for load in members:
                 name = load.case.name
+                magnitude = float(np.linalg.norm(load.patch.force_n))
+                # Linearity: with a sweep, three solves along the world axes give every
+                # direction (each turned into the solver's axes for a rotated model).
+                forces = ([magnitude * axis for axis in np.eye(3)] if sweep_count
+                          else [load.patch.force_n])
+                to_solver = np.eye(3) if rotation is None else rotation
+                units = [_in_world(model.solve([replace(load.patch, force_n=to_solver @ f)]),
+                                   rotation) for f in forces]
                 if sweep_count:
-                    # Linearity: three unit-direction solves give every direction.
-                    magnitude = float(np.linalg.norm(load.patch.force_n))
-                    unit_solutions[name] = [
-                        model.solve([replace(load.patch, force_n=magnitude * axis)])
-                        for axis in np.eye(3)
-                    ]
-                    solutions[name] = _combine(unit_solutions[name],
-                                               load.patch.force_n / magnitude)
+                    unit_solutions[name] = units
+                    solutions[name] = CaseSolution.combine(units, load.patch.force_n / magnitude)
                 else:
-                    solutions[name] = model.solve([load.patch])
+                    solutions[name] = units[0]
             num_dofs = model.num_dofs
             solver_timings.update({f"{key}_{k}": v for k, v in model.timings_s.items()})
             model.destroy()
@@ -648,7 +782,7 @@ def run_strength(
 
     step("failure criterion")
     limits = StrainLimits(config.failure.tension_limit, config.failure.compression_limit,
-                          config.failure.patch_area_mm2,
+                          config.failure.averaging_radius_mm,
                           source="Schileo et al. 2008, J Biomech 41:356 (limits from config)")
     body_weight_n = body_weight_newton(request.body_mass_kg)
     cases: list[dict[str, Any]] = []
@@ -657,9 +791,9 @@ def run_strength(
         for name, load in prepared.loads.items():
             sol = solutions[name]
             criterion = StrainCriterion(
-                prepared.mesh, prepared.boundary,
-                excluded_nodes=_excluded_nodes(prepared, load, config.failure), limits=limits)
-            analysis = criterion.evaluate(sol.strain)
+                prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config.failure),
+                limits=limits, soft_tags=(LESION_TAG,))
+            analysis = criterion.evaluate(_surface_input(sol))
             analyses[name] = analysis
             entry = _case_entry(prepared, load, sol, analysis, body_weight_n)
             if sweep_count:
@@ -705,34 +839,36 @@ def run_strength(
         "material": {"model": prepared.material_model,
                      "summary": prepared.material.to_dict()},
         "landmarks": prepared.landmarks.to_dict(),
-        "boundary_conditions": {
-            "fixed": "all displacement components of the boundary nodes within "
-                     f"{config.load.distal_fixed_depth_mm} mm of the distal cut; in a "
-                     "sideways fall also the greater-trochanter surface within 4 mm of the "
-                     "ground (the surface reaching furthest along the load direction)",
-            "num_fixed_nodes": int(prepared.fixed_nodes.size),
-            "load": "uniform traction over a spherical cap of the head, half angle "
-                    f"{config.load.patch_half_angle_deg} deg, centred where the force line "
-                    "through the head centre enters the head",
-        },
-        "failure_criterion": {"tension_limit": limits.tension,
-                              "compression_limit": limits.compression,
-                              "patch_area_mm2": limits.patch_area_mm2, "source": limits.source,
-                              "excluded": f"surface within {distal_excluded:.1f} "
-                                          "mm of the distal cut and within "
-                                          f"{config.failure.exclude_load_margin_mm} mm of "
-                                          "the load patch"},
+        "load_frame": _load_frame_record(prepared.landmarks),
+        "boundary_conditions": _boundary_record(prepared, config),
+        "failure_criterion": {
+            "tension_limit": limits.tension, "compression_limit": limits.compression,
+            "averaging_radius_mm": limits.averaging_radius_mm, "source": limits.source,
+            "strain_evaluation": "on the bone surface: 3 quadrature points per surface "
+                                 "triangle, strain of its bone cell (P1 constant, P2 linear "
+                                 "from the cell's corner values); tensor averaged over the "
+                                 "bone surface within the averaging sphere around each "
+                                 "surface node, then principal strains",
+            "surfaces": "outer surface and the walls of lesions (faces between bone and "
+                        "lesion cells)",
+            "deviation": "Schileo et al. 2008 averaged over ~3 mm^2 of their ~1 mm meshes; "
+                         "osteofe averages over a fixed sphere so that the average does not "
+                         "change with the element size",
+            "excluded": f"surface within {distal_excluded:.1f} mm of the distal cut and "
+                        f"within {config.failure.exclude_load_margin_mm} mm of the load "
+                        "patch and the trochanter pad"},
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
                    "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
         "lesion_risk": prepared.lesion_risk,
         "resources": prepared.resources,
         "fracture_probability": None,
         "warnings": prepared.warnings,
+        "validity": prepared.validity,
         "config": config.to_dict(),
     }
     if risk_model is not None:
         result["fracture_probability"] = _fracture_probability(risk_model, result)
-    if comm.rank == 0:
+    def write() -> dict[str, Any]:
         with _timed(timings, "inputs_hash"):
             result["inputs"] = {
                 name: {"path": str(path), "sha256": sha256_file(path)}
@@ -743,7 +879,7 @@ def run_strength(
         result["versions"] = _versions()
         result["machine"] = {"platform": platform.platform(), "processor": platform.machine()}
         step("writing outputs")
-        with staged_output(out_dir) as stage, _timed(timings, "write"):
+        with staged_output(out_dir, owned=RESULT_FILES) as stage, _timed(timings, "write"):
             _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
             if export_inp:
                 _export_inp(stage / "model.inp", prepared)
@@ -755,29 +891,59 @@ def run_strength(
                 _write_picture(stage / "femur_risk.png", prepared, analyses, governing)
             timings["total"] = round(time.perf_counter() - total_start, 4)
             result["timings_s"] = timings
-            result["outputs"] = [*sorted(p.name for p in stage.iterdir()), "result.json"]
+            reports = ["report.html", "report.pdf"] if report else []
+            result["outputs"] = [*sorted([*(p.name for p in stage.iterdir()), *reports]),
+                                 "result.json"]
             write_json(stage / "result.json", result)
-    result = comm.bcast(result if comm.rank == 0 else None, root=0)
-    return result
+            if report:
+                from osteofe.report import write_report
+
+                write_report(stage)  # reads stage/result.json: the report of this result
+        return result
+
+    # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
+    return _on_root(comm, write)
 
 
-def _combine(units: list[CaseSolution], weights: npt.NDArray[np.float64]) -> CaseSolution:
-    """Linear combination of unit-load solutions (superposition)."""
-    from fea.solver import CaseSolution, SolveStats
+def _surface_input(solution: CaseSolution) -> npt.NDArray[np.float64]:
+    """The strain the criterion samples: per corner for P2 (linear in cells), else per cell."""
+    return solution.strain if solution.vertex_strain is None else solution.vertex_strain
 
-    displacement = sum(w * u.displacement_mm for w, u in zip(weights, units, strict=True))
-    strain = sum(w * u.strain for w, u in zip(weights, units, strict=True))
-    reactions = {key: sum(w * u.reactions_n[key] for w, u in zip(weights, units, strict=True))
-                 for key in units[0].reactions_n}
-    stats = SolveStats(
-        iterations=max(u.stats.iterations for u in units),
-        residual_norm=max(u.stats.residual_norm for u in units),
-        converged_reason=min(u.stats.converged_reason for u in units),
-        solve_s=sum(u.stats.solve_s for u in units),
-        rhs_s=sum(u.stats.rhs_s for u in units),
-    )
-    return CaseSolution(np.asarray(displacement), np.asarray(strain),
-                        {k: np.asarray(v) for k, v in reactions.items()}, stats)
+
+def _elastic_model(prepared: PreparedModel, load: PlacedLoad, moduli: npt.NDArray[np.float64],
+                   options: Any, comm: MPI.Comm) -> tuple[Any, npt.NDArray[np.float64] | None]:
+    """The elastic model of one support configuration, and its rotation (fall) or None.
+
+    A sideways fall's supports act along the load and normal to the loading plane, not
+    along the world axes: its model is solved on a copy of the mesh rotated into those axes
+    (:class:`fea.loads.FallSupport`), so that each constraint is an exact Dirichlet condition
+    on one displacement component.
+    """
+    from fea.solver import ElasticModel, Support
+
+    mesh = prepared.mesh
+    if load.fall is None:
+        supports = [Support("distal_cut", prepared.fixed_nodes)]
+        return ElasticModel(mesh, moduli, prepared.material.poisson_ratio, supports, options,
+                            comm), None
+    fall = load.fall
+    rotated = TetMesh(mesh.points @ fall.rotation.T, mesh.cells, mesh.cell_tags)
+    supports = [Support("distal_cut", fall.cut_nodes, components=(2,)),
+                Support("distal_pin", fall.pin_nodes, components=(0, 1)),
+                Support("ground_contact", fall.ground_nodes, components=(1,))]
+    return ElasticModel(rotated, moduli, prepared.material.poisson_ratio, supports, options,
+                        comm), fall.rotation
+
+
+def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
+              ) -> CaseSolution:
+    """A solution of a rotated model in world axes; the pin's reaction counts at the cut."""
+    if rotation is None:
+        return solution
+    world = solution.rotated_back(rotation)
+    reactions = dict(world.reactions_n)
+    reactions["distal_cut"] = reactions["distal_cut"] + reactions.pop("distal_pin")
+    return replace(world, reactions_n=reactions)
 
 
 def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
@@ -817,7 +983,7 @@ def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: Strai
                      body_weight_n: float) -> dict[str, Any]:
     """Failure load over a cone of load directions on the same patch (superposition)."""
     magnitude = float(np.linalg.norm(load.patch.force_n))
-    surface = [criterion.surface_strain(u.strain) for u in units]
+    surface = [criterion.surface_strain(_surface_input(u)) for u in units]
     directions = sweep_directions(load.patch.force_n / magnitude, count, half_angle_deg)
     loads_n = np.empty(count)
     for i, direction in enumerate(directions):
@@ -855,7 +1021,9 @@ def _fracture_probability(model_path: Path, result: dict[str, Any]) -> dict[str,
 
     Features offered to the model (it uses those it was trained on, and refuses a model
     needing one that is missing): failure_load_BW, failure_load_N, body_mass_kg, aci_mm,
-    ctra_reduction, mirels_total.
+    ctra_reduction, mirels_total, and per load case ``<case>_load_to_strength`` and
+    ``<case>_failure_load_BW`` (a stance and a fall strength are different quantities: the
+    governing case's newtons alone mix them).
     """
     from risk.calibration import load_model
 
@@ -865,6 +1033,9 @@ def _fracture_probability(model_path: Path, result: dict[str, Any]) -> dict[str,
         "failure_load_N": result["failure_load_N"],
         "body_mass_kg": result["body_mass_kg"],
     }
+    for case in result["cases"]:
+        features[f"{case['load_case']}_load_to_strength"] = case["load_to_strength_ratio"]
+        features[f"{case['load_case']}_failure_load_BW"] = case["failure_load_BW"]
     lesion = result.get("lesion_risk") or {}
     if lesion:
         features["aci_mm"] = float(lesion["aci_mm"])

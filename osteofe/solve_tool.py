@@ -40,6 +40,7 @@ from fea.failure import SCHILEO_2008, StrainLimits, principal_strains, strain_fa
 from fea.topology import boundary_faces
 from osteofe.guards import check_resources
 from osteofe.outputs import sha256_file, staged_output, write_json
+from osteofe.parallel import on_root
 
 if TYPE_CHECKING:  # fea.solver imports DOLFINx; imported where it is needed
     from fea.solver import CaseSolution, SolverOptions, Support
@@ -52,18 +53,8 @@ SOLVE_STAGES = ["reading model", "solving", "failure criterion", "writing output
 _ALL_CONSTRAINED = "(all constrained nodes)"
 
 
-def _on_root[T](comm: MPI.Comm, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on rank 0; broadcast its result, or the exception it raised, to all ranks."""
-    payload: tuple[T | None, BaseException | None] = (None, None)
-    if comm.rank == 0:
-        try:
-            payload = (fn(), None)
-        except Exception as exc:  # re-raised on every rank below
-            payload = (None, exc)
-    result, error = comm.bcast(payload, root=0)
-    if error is not None:
-        raise error
-    return result
+#: Run on rank 0, broadcast the result or any exception (osteofe.parallel.on_root).
+_on_root = on_root
 
 
 def _versions() -> dict[str, str]:
@@ -302,7 +293,7 @@ def _report_and_write(model: AbaqusModel, solution: CaseSolution, options: Solve
             "critical_node_id": int(model.node_ids[analysis.critical_node]),
             "criterion": {"tension_limit": limits.tension,
                           "compression_limit": limits.compression,
-                          "patch_area_mm2": limits.patch_area_mm2, "source": limits.source,
+                          "averaging_radius_mm": limits.averaging_radius_mm, "source": limits.source,
                           "excluded": f"surface within {exclude_margin_mm} mm of nodes "
                                       "carrying loads or boundary conditions"},
             "linearity": "every load and prescribed displacement of the deck is scaled "

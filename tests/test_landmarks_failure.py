@@ -122,6 +122,11 @@ def test_load_directions_follow_their_angles():
     assert np.linalg.norm(d) == pytest.approx(1.0)
     assert np.degrees(np.arctan2(d[0], -d[2])) == pytest.approx(13.0)
     assert np.degrees(np.arctan2(-d[1], -d[2])) == pytest.approx(8.0)
+    # Bergmann 2001 peaks with Heller 2005's components (lateral, posterior, distal %BW).
+    assert np.asarray(LOAD_CASES["stance"].direction) == pytest.approx(
+        np.array([54.0, -32.8, -229.2]) / 237.75, abs=2e-4)
+    assert np.asarray(LOAD_CASES["stairs_up"].direction) == pytest.approx(
+        np.array([59.3, -60.6, -236.3]) / 251.05, abs=2e-4)
     assert LOAD_CASES["stance"].magnitude_bw == 2.38
     assert LOAD_CASES["stairs_up"].magnitude_bw == 2.51
     assert LOAD_CASES["stairs_down"].magnitude_bw == 2.60
