@@ -47,13 +47,26 @@ recomputes exactly the cases it affects; failed cases are retried.
 **Failures.** A case whose inputs are invalid or whose analysis fails is recorded (its error
 line in ``failures.csv``, ``results.csv``, its ``status.json`` and the summary) and the
 other cases go on. A worker process that dies (crash, out of memory) is replaced; a case
-in flight during two such deaths is recorded as failed.
+in flight during two such deaths is recorded as failed. ``osteofe cohort run`` exits with
+code 3 when any case failed and prints how many (``error: 2 of 10 cases failed``); the
+finished cases' results are kept either way.
+
+**Identifiers.** ``case_id`` names the case's output folder, so two ids that differ only in
+letter case (``P01``, ``p01``) are refused before any work: on a case-insensitive file
+system (macOS, Windows) they would share one folder.
+
+**Stopping.** The workers never outlive the run: on Linux each asks the kernel to kill it
+when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), and on every system a watchdog
+thread ends it once its parent process is gone, so a parent killed by SIGKILL leaves no
+orphaned workers. SIGTERM (and Ctrl-C) stop the run at once: the workers are terminated,
+the finished cases are kept, and the run can be resumed (exit code 143, resp. 130).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
+import ctypes
 import hashlib
 import io
 import json
@@ -61,11 +74,14 @@ import math
 import multiprocessing
 import os
 import re
+import signal
+import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -78,6 +94,7 @@ from osteofe.outputs import atomic_write_text, sha256_file, write_json
 __all__ = [
     "MANIFEST_COLUMNS",
     "CaseFailure",
+    "CohortInterrupted",
     "CohortRunSummary",
     "Manifest",
     "ManifestCase",
@@ -219,7 +236,7 @@ def read_manifest(path: str | Path) -> Manifest:
     columns = _manifest_header(p, header)
     base = p.resolve().parent
     cases: list[ManifestCase] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}  # case_id.casefold() -> (case_id, line)
     for cells in reader:
         line = reader.line_num
         if not any(c.strip() for c in cells):
@@ -229,10 +246,19 @@ def read_manifest(path: str | Path) -> Manifest:
                                 "columns", "check for unquoted commas or missing cells")
         row = {c: v.strip() for c, v in zip(columns, cells, strict=True)}
         case = _manifest_case(p, line, row, base)
-        if case.case_id in seen:
-            raise ManifestError(f"{p}: line {line}: case_id {case.case_id!r} already on line "
-                                f"{seen[case.case_id]}", "give every femur its own case_id")
-        seen[case.case_id] = line
+        key = case.case_id.casefold()
+        if key in seen:
+            other, other_line = seen[key]
+            if other == case.case_id:
+                raise ManifestError(f"{p}: line {line}: case_id {case.case_id!r} already on "
+                                    f"line {other_line}", "give every femur its own case_id")
+            raise ManifestError(
+                f"{p}: line {line}: case_id {case.case_id!r} differs from {other!r} on line "
+                f"{other_line} only in letter case; both would write one output folder on a "
+                "case-insensitive file system",
+                "give every femur a case_id that differs from the others in more than "
+                "letter case")
+        seen[key] = (case.case_id, line)
         cases.append(case)
     if not cases:
         raise ManifestError(f"{p}: the manifest has a header but no rows", "add one row per femur")
@@ -590,6 +616,84 @@ def _progress_bar(total: int, enabled: bool) -> Any:
                 dynamic_ncols=True)
 
 
+_PR_SET_PDEATHSIG = 1
+#: Seconds between the worker watchdog's checks that its parent process still exists.
+_PARENT_POLL_S = 1.0
+
+
+class CohortInterrupted(KeyboardInterrupt):
+    """The cohort run was stopped by a signal; finished cases are kept (rerun to resume).
+
+    Attributes:
+        exit_code: The command line's exit code (128 + the signal number).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(_PARENT_POLL_S)
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the run is gone: nobody will read this worker's result
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Worker start-up: make sure the worker ends when the cohort process ends.
+
+    Linux: the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``). Everywhere:
+    a daemon thread exits the worker once it has been re-parented. A parent that died
+    before this ran is noticed at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog still works
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="osteofe-parent-watch",
+                     daemon=True).start()
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, grace_s: float = 3.0) -> None:
+    """Terminate the pool's workers now (SIGTERM, then SIGKILL after ``grace_s``)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        with suppress(OSError, ValueError):  # already gone
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            with suppress(OSError, ValueError):  # already gone
+                process.kill()
+            process.join(1.0)
+
+
+@contextmanager
+def _stop_on_sigterm(out: Path) -> Iterator[None]:
+    """Turn SIGTERM into :class:`CohortInterrupted` while the run lasts (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise CohortInterrupted(f"cohort run stopped by {signal.Signals(signum).name}; the "
+                                f"finished cases are kept in {out} (rerun to resume)",
+                                128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _execute(tasks: list[_Task], workers: int, bar: Any,
              statuses: dict[str, dict[str, Any]]) -> None:
     """Run ``tasks`` in a spawn pool, at most ``workers`` in flight; fill ``statuses``."""
@@ -606,7 +710,8 @@ def _execute(tasks: list[_Task], workers: int, bar: Any,
         return not in_flight if crashes.get(task.case.case_id) else True
 
     while pending:
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                      initializer=_worker_init, initargs=(os.getpid(),))
         in_flight: dict[cf.Future[dict[str, Any]], _Task] = {}
         broken = False
         try:
@@ -645,8 +750,8 @@ def _execute(tasks: list[_Task], workers: int, bar: Any,
                     bar.update(1)
                 if broken and not in_flight:
                     break
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # SIGTERM, Ctrl-C, a bug: no worker may outlive the run
+            _stop_pool(pool)
             raise
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -691,6 +796,7 @@ def run_cohort(
         ManifestError: If the manifest is malformed (nothing is run).
         InputError: If ``workers`` is not a positive integer or the run is started under
             MPI with more than one rank.
+        CohortInterrupted: On SIGTERM (the workers are terminated; finished cases kept).
     """
     from mpi4py import MPI
 
@@ -743,7 +849,7 @@ def run_cohort(
         n_workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
         if tasks:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
-            with _thread_limits(threads):
+            with _thread_limits(threads), _stop_on_sigterm(out):
                 _execute(tasks, n_workers, bar, statuses)
             computed = {t.case.case_id for t in tasks}
     finally:

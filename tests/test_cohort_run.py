@@ -5,12 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
+from osteofe.cli import EXIT_INPUT, main
 from osteofe.cohort import (
     CohortRunSummary,
     ManifestCase,
@@ -147,6 +152,8 @@ def test_manifest_paths_are_relative_to_its_folder(tmp_path: Path) -> None:
         ("case_id,ct,labels,side\nx,a,b,left\n", r"missing column\(s\) \['body_mass_kg'\]"),
         ("case_id,ct,labels,body_mass_kg,side\nx,a,b,70,left\nx,a,b,70,right\n",
          "line 3: case_id 'x' already on line 2"),
+        ("case_id,ct,labels,body_mass_kg,side\nP01,a,b,70,left\np01,a,b,70,right\n",
+         "line 3: case_id 'p01' differs from 'P01' on line 2 only in letter case"),
         ("case_id,ct,labels,body_mass_kg,side\nx/y,a,b,70,left\n", "not a usable identifier"),
         ("case_id,ct,labels,body_mass_kg,side\nx,a,b,70 kg,left\n", "'70 kg' is not a number"),
         ("case_id,ct,labels,body_mass_kg,side,fractured\nx,a,b,70,left,1\n",
@@ -199,3 +206,111 @@ def test_a_case_that_kills_its_worker_twice_is_reported_not_retried_forever(
     assert statuses["X"]["error_type"] == "WorkerDied"
     saved = json.loads((tmp_path / "X" / "status.json").read_text())
     assert saved["state"] == "failed" and "died" in saved["error"]
+
+
+# -- the command line: refused ids, failed cases, no orphaned workers --------------------------
+
+
+def test_case_ids_equal_but_for_letter_case_are_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("case_id,ct,labels,body_mass_kg,side\nP01,a,b,70,left\n"
+                    "p01,a,b,70,right\n")
+    code = main(["-q", "cohort", "run", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "'p01' differs from 'P01' on line 2 only in letter case" in line
+    assert "(hint: " in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cohort_with_a_failed_case_exits_3_and_says_how_many(
+        cohort_run: CohortRun, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, out, _ = cohort_run
+    code = main(["-q", "cohort", "run", str(manifest), "--out", str(out), "--mesh-size", "6",
+                 "--no-picture"])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: 1 of 3 cases failed (hint: see ")
+    assert "failures.csv" in line
+    saved = json.loads((out / "run_summary.json").read_text())
+    assert (saved["n_done"], saved["n_failed"]) == (2, 1)
+
+
+def _proc_children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of ``pid``, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_the_cohort_process_leaves_no_worker_behind(
+        cohort_run: CohortRun, tmp_path: Path, sig: signal.Signals) -> None:
+    manifest, _, _ = cohort_run
+    root = manifest.parent
+    rows = "".join(f"K{i},{side},{root}/{kind}/ct.nii.gz,{root}/{kind}/labels.nii.gz,70\n"
+                   for i, (side, kind) in enumerate([("left", "intact"), ("right", "lesion")]
+                                                    * 4))
+    big = tmp_path / "m.csv"
+    big.write_text("case_id,side,ct,labels,body_mass_kg\n" + rows)
+    proc = subprocess.Popen([sys.executable, "-m", "osteofe", "-q", "cohort", "run", str(big),
+                             "--out", str(tmp_path / "out"), "--workers", "2",
+                             "--mesh-size", "6", "--no-picture"],
+                            stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = [p for p in _proc_children(proc.pid) if _is_worker(p)]
+            time.sleep(0.1)
+        assert len(workers) == 2, "the cohort run did not start its two workers"
+        time.sleep(1.0)  # the workers are initialised and busy
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)], "orphaned worker processes"
+        assert proc.stderr is not None
+        err = proc.stderr.read()  # EOF only once no worker holds the pipe
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, err
+            assert "interrupted: cohort run stopped by SIGTERM" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in workers:  # a failed run of this test must not leave them either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.stderr is not None:
+            proc.stderr.close()
