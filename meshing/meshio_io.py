@@ -37,6 +37,12 @@ not folded. Cells that are degenerate (zero volume), 10-node cells still inverte
 (a curved element whose Jacobian changes sign), and meshes whose cells overlap across a face
 (:func:`meshing.quality.topology_check`) are REFUSED with :class:`InputError`:
 renumbering cannot repair them. ``reorient=False`` refuses every inverted cell instead.
+
+One solid piece. :func:`require_one_piece` (used on the strength pipeline's ``--mesh``)
+merges coincident duplicate nodes - multi-region exports write an interface's nodes once per
+region, so the regions touch without sharing nodes and the solver sees separate bodies - when
+that makes the mesh one connected piece of valid cells, and says so; a mesh that stays in
+several pieces, or whose merge makes cells invalid, is REFUSED.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ from meshing.quality import jacobian_determinants, topology_check
 from meshing.types import TetMesh
 from meshing.volume import BONE_TAG, TAG_NAMES, write_msh
 
-__all__ = ["READ_SUFFIXES", "TAG_ARRAY_NAMES", "WRITE_SUFFIXES", "read_mesh", "write_mesh"]
+__all__ = ["READ_SUFFIXES", "TAG_ARRAY_NAMES", "WRITE_SUFFIXES", "coincident_nodes", "mesh_pieces",
+           "read_mesh", "require_one_piece", "write_mesh"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -416,6 +423,143 @@ def _check_curved(mesh: TetMesh, file: Path) -> None:
 def _where(x: np.ndarray) -> str:
     """'(x, y, z) mm' with one decimal."""
     return f"({x[0]:.1f}, {x[1]:.1f}, {x[2]:.1f}) mm"
+
+
+# ---------------------------------------------------------------------------------------------
+# one solid piece: coincident nodes, disconnected pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def coincident_nodes(points: npt.ArrayLike, tolerance_mm: float) -> npt.NDArray[np.int64]:
+    """The node each node merges into: itself, or the lowest node within the tolerance.
+
+    Nodes closer than ``tolerance_mm`` are grouped transitively (chains of near nodes form one
+    group).
+
+    Args:
+        points: (n, 3) node coordinates, mm.
+        tolerance_mm: Distance below which two nodes are the same point.
+
+    Returns:
+        (n,) int64: the lowest node index of each node's group (``out[i] == i`` for nodes
+        that merge into nobody).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    xyz = np.asarray(points, dtype=np.float64)
+    n = xyz.shape[0]
+    pairs = cKDTree(xyz).query_pairs(r=tolerance_mm, output_type="ndarray")
+    if pairs.shape[0] == 0:
+        return np.arange(n, dtype=np.int64)
+    graph = coo_matrix((np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    lowest = np.full(group.max() + 1, n, dtype=np.int64)
+    np.minimum.at(lowest, group, np.arange(n, dtype=np.int64))
+    return lowest[group]
+
+
+def mesh_pieces(mesh: TetMesh) -> npt.NDArray[np.int64]:
+    """Connected piece of every cell (cells sharing a node belong to one piece).
+
+    Args:
+        mesh: The mesh.
+
+    Returns:
+        (m,) int64 piece number per cell, 0 for the largest piece (most cells), then by size.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    cells = mesh.cells
+    width = cells.shape[1]
+    first = np.repeat(cells[:, 0], width - 1)
+    rest = cells[:, 1:].ravel()
+    graph = coo_matrix((np.ones(first.size), (first, rest)),
+                       shape=(mesh.num_nodes, mesh.num_nodes))
+    _, node_piece = connected_components(graph, directed=False)
+    piece = node_piece[cells[:, 0]]
+    _, relabel, sizes = np.unique(piece, return_inverse=True, return_counts=True)
+    rank = np.empty(sizes.size, dtype=np.int64)
+    rank[np.argsort(-sizes, kind="stable")] = np.arange(sizes.size)
+    return rank[relabel.ravel()]
+
+
+def _piece_summary(pieces: npt.NDArray[np.int64]) -> str:
+    """'3 pieces (12000, 11980 and 4 cells)'."""
+    sizes = np.bincount(pieces)
+    shown = [f"{int(v):,}" for v in sizes[:5]]
+    more = f" and {sizes.size - 5} more" if sizes.size > 5 else ""
+    listing = (", ".join(shown[:-1]) + " and " + shown[-1]) if len(shown) > 1 else shown[0]
+    return f"{sizes.size} pieces ({listing}{more} cells)"
+
+
+def _weld_tolerance(mesh: TetMesh) -> float:
+    """1e-6 of the mesh's size, but at most 1% of its shortest corner edge, mm."""
+    corners = mesh.points[mesh.vertex_cells()]
+    edges = np.linalg.norm(corners[:, _EDGES[:, 1]] - corners[:, _EDGES[:, 0]], axis=2)
+    diagonal = float(np.linalg.norm(np.ptp(mesh.points, axis=0)))
+    return min(1e-6 * diagonal, 0.01 * float(edges.min()))
+
+
+def require_one_piece(mesh: TetMesh, name: str = "mesh") -> tuple[TetMesh, list[str]]:
+    """Make a user's mesh one solid piece, merging coincident nodes, or refuse it.
+
+    Multi-region exports often write the nodes of a shared interface once per region: the
+    regions then touch without sharing nodes, and the solver sees separate bodies (or a
+    slit), which gives a plausible but wrong failure load. Nodes closer than 1e-6 of the
+    mesh's size (at most 1% of its shortest edge) are merged when that makes the mesh one
+    connected piece of valid cells (no cell with a repeated node, no face shared by three
+    cells, no overlap: :func:`meshing.quality.topology_check`); the merge is reported in the
+    returned messages (and logged). A mesh of several pieces with no coincident nodes to
+    merge, or still several after merging, is refused: a piece that is not connected to the
+    fixed end is a free body.
+
+    Args:
+        mesh: The mesh as read (:func:`read_mesh`).
+        name: Name of the mesh in messages (its file name).
+
+    Returns:
+        ``(mesh, messages)``: the mesh (renumbered without the merged duplicates, cells in
+        the same order, so per-cell arrays still match) and what was done, for the run
+        record's warnings (empty when nothing was merged).
+
+    Raises:
+        InputError: The mesh is several disconnected pieces, or merging its coincident nodes
+            would make cells invalid or leave several pieces.
+    """
+    target = coincident_nodes(mesh.points, _weld_tolerance(mesh))
+    duplicates = int(np.count_nonzero(target != np.arange(mesh.num_nodes)))
+    pieces = mesh_pieces(mesh)
+    count = int(pieces.max()) + 1
+    if duplicates == 0:
+        if count > 1:
+            raise InputError(
+                f"{name}: the mesh is {_piece_summary(pieces)} that share no node: the "
+                "pieces not joined to the fixed end are free bodies",
+                hint="export the femur as one connected volume (shared nodes at region "
+                "interfaces), or remove the stray pieces")
+        return mesh, []
+    used, inverse = np.unique(target[mesh.cells], return_inverse=True)
+    welded = TetMesh(mesh.points[used], inverse.reshape(mesh.cells.shape), mesh.cell_tags)
+    problem = topology_check(welded)
+    after = mesh_pieces(welded)
+    if problem is not None or after.max() > 0:
+        why = (f"the merged mesh is not valid: {problem}" if problem is not None
+               else f"the mesh is still {_piece_summary(after)}")
+        raise InputError(
+            f"{name}: the mesh has {duplicates:,} coincident duplicate node(s) "
+            f"(within {_weld_tolerance(mesh):.2g} mm); merging them does not make one valid "
+            f"solid: {why}",
+            hint="export the femur as one connected, conforming volume mesh (shared nodes at "
+            "region interfaces)")
+    before = f"{_piece_summary(pieces)}" if count > 1 else "one piece with a slit"
+    message = (f"mesh {name}: merged {duplicates:,} coincident duplicate node(s) (within "
+               f"{_weld_tolerance(mesh):.2g} mm): the mesh was {before}, now one connected "
+               "piece")
+    _LOG.warning("read_mesh: %s", message)
+    return welded, [message]
 
 
 # ---------------------------------------------------------------------------------------------

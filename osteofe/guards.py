@@ -1,6 +1,6 @@
 """Pre-flight guards: refuse, before the expensive stages, a run that cannot succeed.
 
-Two checks, both raising :class:`~meshing.errors.InputError` with a message a clinician or a
+Checks that raise :class:`~meshing.errors.InputError` with a message a clinician or a
 hospital IT department can act on:
 
 * :func:`check_image_sanity` - the CT's header describes a plausible CT: voxels between
@@ -12,8 +12,20 @@ hospital IT department can act on:
   femur mask, the element size and order, the displacement degree and the MPI ranks, fits
   in :data:`MEMORY_BUDGET_FRACTION` of the memory available. Running out of memory otherwise
   ends in the kernel's OOM killer after minutes of work, with no message at all.
+* :func:`check_femur_on_bone` / :func:`check_mesh_on_bone` - the femur mask (or a user's
+  mesh) sits on bone: the CT values inside it show dense bone, bone-and-marrow median, no
+  air, and the mask's outline follows the bone's edge (:data:`FEMUR_HU_BOUNDS`). The
+  segmentation passed as the CT, labels shifted off the bone, an empty or clipped 8-bit CT
+  otherwise give a believable failure load from nonsense moduli.
+* :func:`check_side` - a side given by the user agrees with the femur's anatomy.
+* :func:`check_risk_model` - a fracture-risk model file is valid and needs only features
+  the analysis provides (read before any meshing, not after the solve).
+* :func:`check_model_extent` - the model reaches far enough below the lesser trochanter
+  (:data:`MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM`) and holds the greater trochanter a
+  sideways fall rests on; with ``allow_partial`` it returns the ``validity`` record of
+  result.json (not valid, with a banner and the reasons) instead of refusing.
 
-The estimate is a sum of measured per-stage models (:data:`RUN_MEMORY_MODEL`, sources in its
+The memory estimate is a sum of measured per-stage models (:data:`RUN_MEMORY_MODEL`, sources in its
 docstring): reading (per image voxel), meshing (:func:`meshing.segmentation.
 estimate_mesh_memory`), and solving (a line in the number of degrees of freedom fitted to the
 solver benchmark, times the ranks). The peak of the run is the largest stage. It is meant to
@@ -26,6 +38,7 @@ it, e.g. on a shared machine where other jobs will claim memory the run sees fre
 Typical use, in the pipeline after reading the images and before meshing::
 
     check_image_sanity(ct)
+    check_femur_on_bone(ct, bone | lesion)
     check_resources(image_voxels=ct.hu.size, mask=bone | lesion, grid=ct.grid,
                     size_mm=config.mesh.size_mm, order=config.mesh.order,
                     degree=config.solver.degree, ranks=MPI.COMM_WORLD.size)
@@ -35,32 +48,50 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from meshing.errors import InputError
 from meshing.segmentation import MESH_MEMORY_MODEL, MeshMemoryModel, estimate_mesh_memory
-from meshing.types import CTVolume, ImageGrid
+from meshing.types import CTVolume, ImageGrid, TetMesh
+
+if TYPE_CHECKING:
+    from fea.landmarks import FemurLandmarks
 
 __all__ = [
+    "FEMUR_HU_BOUNDS",
     "HU_PLAUSIBLE_RANGE",
     "MAX_IMAGE_VOXELS",
     "MAX_SPACING_MM",
     "MEMORY_BUDGET_FRACTION",
     "MEMORY_LIMIT_ENV",
+    "MIN_BELOW_HEAD_CENTRE_MM",
+    "MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM",
     "MIN_SPACING_MM",
+    "PARTIAL_BANNER",
+    "RISK_MODEL_FEATURES",
     "RUN_MEMORY_MODEL",
+    "BoneHUBounds",
+    "MaskHUProfile",
     "ResourceEstimate",
     "RunMemoryModel",
     "available_memory_bytes",
+    "check_femur_on_bone",
     "check_image_sanity",
+    "check_mesh_on_bone",
+    "check_model_extent",
     "check_resources",
+    "check_risk_model",
+    "check_side",
     "estimate_resources",
+    "femur_hu_profile",
     "memory_limit_bytes",
+    "model_extent_problems",
 ]
 
 #: Smallest accepted voxel edge, mm. Clinical CT reaches ~0.25 mm, micro-CT of a whole
@@ -581,3 +612,510 @@ def check_image_sanity(ct: CTVolume | ImageGrid) -> None:
             hint="the rescale slope/intercept of the file is probably wrong; re-export the CT "
             "in Hounsfield units",
         )
+
+
+# --------------------------------------------------------------------------------------------
+# the femur sits on bone
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoneHUBounds:
+    """Physiological bounds of the CT values inside a femur (:func:`check_femur_on_bone`).
+
+    Sources. Clinical CT of the femur: cortical bone ~1000-2000 HU, trabecular bone
+    ~100-400 HU, fatty marrow ~-100 HU, muscle ~40 HU, air -1000 HU (the Hounsfield scale).
+    Measured with :func:`femur_hu_profile`: the TotalSegmentator example's right femur
+    (``../shared/data/ct``, 3 mm voxels, heavy partial volume) has median 168 HU, 99th
+    percentile 629 HU, 0.6% of its voxels above 700 HU, none below -400 HU and a boundary
+    step of 127 HU; the built-in phantom (0.8-1.5 mm voxels, with and without lesion and
+    40 HU noise) median 209-273 HU, 99th percentile 1575-1636 HU, 30-35% above 700 HU, no
+    air, boundary step 750-850 HU. The same masks moved by 9-50 mm along any image axis
+    keep a boundary step of -11..23 HU (phantom and real CT), and 50 mm moves of the phantom
+    mask put 11-86% of it on air; a segmentation read as the CT (values = label numbers),
+    an all-air image and an int8 export clipped to -128..127 HU never reach 300 HU.
+
+    Attributes:
+        min_p99_hu: The 99th percentile of the HU inside the mask must reach this (dense,
+            cortical bone is present); 629 HU on the 3 mm example, so 300 leaves room for
+            coarser, noisier scans and osteoporotic bone.
+        median_range_hu: The median HU must lie in this range (a femur is mostly bone and
+            marrow: neither air nor metal).
+        air_hu: Voxels below this count as air or gas (fat, the lowest tissue in a femur,
+            sits near -100 HU).
+        max_air_fraction: Share of the mask that may be air (partial volume at the skin of
+            a thin patient, gas artefacts); a femur holds none.
+        cortical_hu: Voxels above this count as cortical bone (reported, not required: at
+            3 mm voxels partial volume leaves almost none).
+        min_boundary_step_hu: Median HU step from inside to outside across the mask's
+            boundary faces, at the best offset within ``boundary_tolerance_mm``, that a mask
+            lying on the bone shows (the cortex is the bright rim of the femur).
+        boundary_tolerance_mm: How far the mask's boundary may sit from the bone's edge
+            (over- or under-segmentation by a voxel or two) and still count as lying on it.
+        min_boundary_faces: Fewer boundary faces than this: the step is not judged.
+    """
+
+    min_p99_hu: float = 300.0
+    median_range_hu: tuple[float, float] = (-100.0, 1000.0)
+    air_hu: float = -400.0
+    max_air_fraction: float = 0.05
+    cortical_hu: float = 700.0
+    min_boundary_step_hu: float = 50.0
+    boundary_tolerance_mm: float = 3.0
+    min_boundary_faces: int = 50
+
+
+#: The bounds in use; see :class:`BoneHUBounds` for the measurements behind them.
+FEMUR_HU_BOUNDS = BoneHUBounds()
+#: Largest boundary offset tried, in voxels (cost: two morphological steps per voxel).
+_MAX_BOUNDARY_OFFSET_VOXELS = 4
+
+
+@dataclass(frozen=True)
+class MaskHUProfile:
+    """CT values inside a mask (or at a mesh's cells), as :func:`check_femur_on_bone` judges.
+
+    Attributes:
+        voxels: Voxels (or cells) sampled.
+        median_hu: Median HU.
+        p1_hu: 1st percentile, HU.
+        p99_hu: 99th percentile, HU.
+        min_hu: Smallest value, HU.
+        max_hu: Largest value, HU.
+        cortical_fraction: Share above :attr:`BoneHUBounds.cortical_hu`.
+        air_fraction: Share below :attr:`BoneHUBounds.air_hu`.
+        boundary_step_hu: Median HU step (inside minus outside) across the mask's boundary
+            faces at the best offset; None when not measured (a mesh, or too few faces).
+        boundary_offset_mm: The offset of that best step (negative: the mask shrunk,
+            positive: grown); None with ``boundary_step_hu``.
+    """
+
+    voxels: int
+    median_hu: float
+    p1_hu: float
+    p99_hu: float
+    min_hu: float
+    max_hu: float
+    cortical_fraction: float
+    air_fraction: float
+    boundary_step_hu: float | None = None
+    boundary_offset_mm: float | None = None
+
+    def describe(self, bounds: BoneHUBounds = FEMUR_HU_BOUNDS) -> str:
+        """What was found, e.g. ``'median 76 HU, 99th percentile 76 HU, ...'``."""
+        text = (f"median {self.median_hu:.0f} HU, 99th percentile {self.p99_hu:.0f} HU, "
+                f"range {self.min_hu:.0f}..{self.max_hu:.0f} HU, "
+                f"{100.0 * self.cortical_fraction:.1f}% above {bounds.cortical_hu:.0f} HU, "
+                f"{100.0 * self.air_fraction:.1f}% below {bounds.air_hu:.0f} HU")
+        if self.boundary_step_hu is not None:
+            text += f", boundary step {self.boundary_step_hu:.0f} HU"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (HU rounded to 0.1, fractions to 1e-4)."""
+        step = self.boundary_step_hu
+        return {"voxels": self.voxels, "median_hu": round(self.median_hu, 1),
+                "p1_hu": round(self.p1_hu, 1), "p99_hu": round(self.p99_hu, 1),
+                "min_hu": round(self.min_hu, 1), "max_hu": round(self.max_hu, 1),
+                "cortical_fraction": round(self.cortical_fraction, 4),
+                "air_fraction": round(self.air_fraction, 4),
+                "boundary_step_hu": None if step is None else round(step, 1),
+                "boundary_offset_mm": self.boundary_offset_mm}
+
+
+def _value_profile(values: npt.NDArray[np.float32], bounds: BoneHUBounds) -> MaskHUProfile:
+    """Distribution of sampled HU (no boundary step)."""
+    p1, median, p99 = (float(v) for v in np.percentile(values, [1.0, 50.0, 99.0]))
+    return MaskHUProfile(
+        voxels=int(values.size), median_hu=median, p1_hu=p1, p99_hu=p99,
+        min_hu=float(values.min()), max_hu=float(values.max()),
+        cortical_fraction=float(np.count_nonzero(values > bounds.cortical_hu)) / values.size,
+        air_fraction=float(np.count_nonzero(values < bounds.air_hu)) / values.size)
+
+
+def _face_steps(hu: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]
+                ) -> npt.NDArray[np.float32]:
+    """HU inside minus HU outside across every face between a mask voxel and a non-mask one.
+
+    Faces on the image border have no outside voxel and are not counted.
+    """
+    steps = []
+    for axis in range(3):
+        low = [slice(None)] * 3
+        high = [slice(None)] * 3
+        low[axis], high[axis] = slice(0, -1), slice(1, None)
+        m_low, m_high = mask[tuple(low)], mask[tuple(high)]
+        h_low, h_high = hu[tuple(low)], hu[tuple(high)]
+        leaving = m_low & ~m_high
+        entering = m_high & ~m_low
+        steps.append(h_low[leaving] - h_high[leaving])
+        steps.append(h_high[entering] - h_low[entering])
+    return np.concatenate(steps)
+
+
+def _boundary_step(hu: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_],
+                   spacing: npt.NDArray[np.float64], bounds: BoneHUBounds
+                   ) -> tuple[float | None, float | None]:
+    """Best median boundary step over the mask grown/shrunk by up to the tolerance.
+
+    Returns:
+        ``(step HU, offset mm)``, or ``(None, None)`` when too few faces were found.
+    """
+    from scipy import ndimage
+
+    finest = float(np.min(spacing))
+    reach = max(1, min(_MAX_BOUNDARY_OFFSET_VOXELS,
+                       round(bounds.boundary_tolerance_mm / finest)))
+    # Work on the bounding box plus a margin: the rest of the image holds no boundary.
+    lower = []
+    upper = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(np.any(mask, axis=other))
+        lower.append(max(int(hits[0]) - reach - 1, 0))
+        upper.append(min(int(hits[-1]) + reach + 2, mask.shape[axis]))
+    box = tuple(slice(lo, hi) for lo, hi in zip(lower, upper, strict=True))
+    region, values = mask[box], hu[box]
+    structure = ndimage.generate_binary_structure(3, 1)
+    best: tuple[float | None, float | None] = (None, None)
+    grown = shrunk = region
+    for offset in range(0, reach + 1):
+        if offset:
+            grown = ndimage.binary_dilation(grown, structure)
+            shrunk = ndimage.binary_erosion(shrunk, structure, border_value=1)
+        for sign, candidate in ((1, grown), (-1, shrunk)) if offset else ((1, region),):
+            steps = _face_steps(values, candidate)
+            if steps.size < bounds.min_boundary_faces:
+                continue
+            step = float(np.median(steps))
+            if best[0] is None or step > best[0]:
+                best = (step, round(sign * offset * finest, 3))
+    return best
+
+
+def femur_hu_profile(ct: CTVolume, mask: npt.ArrayLike,
+                     bounds: BoneHUBounds = FEMUR_HU_BOUNDS) -> MaskHUProfile:
+    """The CT values inside a femur mask and the HU step across its boundary.
+
+    Args:
+        ct: The CT (HU).
+        mask: The femur (bone and lesion), bool or 0/1 array on ``ct.grid``.
+        bounds: The cortical and air thresholds and the boundary tolerance.
+
+    Returns:
+        The profile (:class:`MaskHUProfile`).
+
+    Raises:
+        InputError: The mask is empty or not on the CT's grid.
+    """
+    region = np.asarray(mask)
+    if region.shape != ct.grid.shape:
+        raise InputError(f"mask shape {region.shape} differs from the CT grid {ct.grid.shape}",
+                         hint="resample the labels onto the CT grid")
+    region = region if region.dtype == np.bool_ else region != 0
+    if not region.any():
+        raise InputError("the femur mask is empty", hint="check the bone label")
+    profile = _value_profile(ct.hu[region], bounds)
+    step, offset = _boundary_step(ct.hu, region, ct.grid.spacing, bounds)
+    return replace(profile, boundary_step_hu=step, boundary_offset_mm=offset)
+
+
+def _bone_problems(profile: MaskHUProfile, bounds: BoneHUBounds) -> list[str]:
+    """The bounds a profile breaks, in words (empty: it looks like bone)."""
+    problems = []
+    if profile.p99_hu < bounds.min_p99_hu:
+        problems.append(f"no dense bone: 99th percentile {profile.p99_hu:.0f} HU, a femur "
+                        f"reaches at least {bounds.min_p99_hu:.0f} HU (its cortex ~1000-2000 "
+                        "HU)")
+    low, high = bounds.median_range_hu
+    if not low <= profile.median_hu <= high:
+        problems.append(f"median {profile.median_hu:.0f} HU, a femur's lies within "
+                        f"{low:.0f}..{high:.0f} HU")
+    if profile.air_fraction > bounds.max_air_fraction:
+        problems.append(f"{100.0 * profile.air_fraction:.0f}% of it is air (below "
+                        f"{bounds.air_hu:.0f} HU), a femur holds none (at most "
+                        f"{100.0 * bounds.max_air_fraction:.0f}% accepted)")
+    step = profile.boundary_step_hu
+    if step is not None and step < bounds.min_boundary_step_hu:
+        problems.append(f"its boundary does not follow the bone's edge: the median HU step "
+                        f"across it is {step:.0f} HU (best within "
+                        f"{bounds.boundary_tolerance_mm:g} mm), a femur's outline shows at "
+                        f"least {bounds.min_boundary_step_hu:.0f} HU (its bright cortex "
+                        "against soft tissue)")
+    return problems
+
+
+def _bone_hint(profile: MaskHUProfile) -> str:
+    """The likely cause of a refused profile, in words."""
+    guesses = []
+    if profile.max_hu - profile.min_hu < 1.0:
+        guesses.append("the CT is constant inside the femur: is --ct the segmentation?")
+    elif -129.0 <= profile.min_hu and profile.max_hu <= 128.0:
+        guesses.append("the values fit in -128..127: was the CT exported as 8-bit (int8) "
+                       "and clipped?")
+    if profile.median_hu <= -900.0:
+        guesses.append("the image is air inside the femur: is it empty or the wrong series?")
+    guess = " ".join(guesses) + " " if guesses else ""
+    return (f"{guess}pass the CT in Hounsfield units (not the label map, not clipped or "
+            "rescaled), and labels made on this very scan (same patient position and origin)")
+
+
+def check_femur_on_bone(ct: CTVolume, mask: npt.ArrayLike,
+                        bounds: BoneHUBounds = FEMUR_HU_BOUNDS,
+                        what: str = "femur mask") -> MaskHUProfile:
+    """Refuse a femur mask that does not sit on bone in the CT.
+
+    A mask on the wrong scan, shifted off the bone, or a CT that is not in Hounsfield units
+    (the segmentation given as the CT, an all-air or clipped 8-bit export) all give a
+    plausible-looking failure load from nonsense moduli. The CT values inside the mask must
+    show dense bone, a median of bone and marrow, no air, and the mask's boundary must sit
+    on the bone's edge (see :class:`BoneHUBounds` for the bounds and their measurements).
+
+    Args:
+        ct: The CT (HU).
+        mask: The femur (bone and lesion) on ``ct.grid``.
+        bounds: The bounds.
+        what: Name of the mask in the message.
+
+    Returns:
+        The profile, for the run record.
+
+    Raises:
+        InputError: A bound is broken; the message gives what was found and what a femur
+            shows, the hint the likely cause.
+    """
+    profile = femur_hu_profile(ct, mask, bounds)
+    problems = _bone_problems(profile, bounds)
+    if problems:
+        raise InputError(
+            f"the {what} does not sit on bone in the CT: {'; '.join(problems)} (found: "
+            f"{profile.describe(bounds)})",
+            hint=_bone_hint(profile))
+    return profile
+
+
+def check_mesh_on_bone(ct: CTVolume, mesh: TetMesh, bounds: BoneHUBounds = FEMUR_HU_BOUNDS,
+                       name: str = "mesh") -> MaskHUProfile:
+    """Refuse a user's mesh whose cells do not lie on bone in the CT.
+
+    The CT value at each cell centroid (nearest voxel) is sampled; a mesh in other world
+    coordinates than the CT (RAS instead of LPS, metres, another scan) lands on air, soft
+    tissue or outside the image. The distribution bounds of :func:`check_femur_on_bone`
+    apply (the boundary step needs a voxel mask and is not judged).
+
+    Args:
+        ct: The CT (HU).
+        mesh: The mesh, in the CT's world coordinates (mm).
+        bounds: The bounds.
+        name: Name of the mesh in the message (its file name).
+
+    Returns:
+        The profile of the sampled values.
+
+    Raises:
+        InputError: More than :attr:`BoneHUBounds.max_air_fraction` of the cells lie outside
+            the image, or a distribution bound is broken.
+    """
+    index = np.rint(ct.grid.world_to_index(mesh.centroids())).astype(np.int64)
+    inside = np.all((index >= 0) & (index < np.asarray(ct.grid.shape)), axis=1)
+    outside = 1.0 - float(np.count_nonzero(inside)) / max(mesh.num_cells, 1)
+    low, high = ct.grid.world_bounds()
+    if outside > bounds.max_air_fraction:
+        raise InputError(
+            f"{name}: {100.0 * outside:.0f}% of its cells lie outside the CT (image spans "
+            f"{np.round(low, 1).tolist()}..{np.round(high, 1).tolist()} mm, the mesh "
+            f"{np.round(mesh.points.min(axis=0), 1).tolist()}.."
+            f"{np.round(mesh.points.max(axis=0), 1).tolist()} mm)",
+            hint="the mesh must be in the CT's world coordinates (LPS, mm): check its units "
+            "and axes (RAS meshes have x and y negated) and that it was made on this scan")
+    values = ct.hu[tuple(index[inside].T)]
+    profile = _value_profile(values, bounds)
+    problems = _bone_problems(profile, bounds)
+    if problems:
+        raise InputError(
+            f"{name}: its cells do not lie on bone in the CT: {'; '.join(problems)} (found "
+            f"at the cell centres: {profile.describe(bounds)})",
+            hint="the mesh must be in the CT's world coordinates (LPS, mm) and made on this "
+            "scan; " + _bone_hint(profile))
+    return profile
+
+
+# --------------------------------------------------------------------------------------------
+# the side and the extent of the model
+# --------------------------------------------------------------------------------------------
+
+
+def check_side(expected: str | None, landmarks: FemurLandmarks) -> None:
+    """Refuse a run whose given side contradicts the side found from the anatomy.
+
+    Args:
+        expected: ``"left"``, ``"right"`` or None (not given: nothing to check).
+        landmarks: The femur's landmarks (``landmarks.side``: the frame's side).
+
+    Raises:
+        InputError: ``expected`` is another side than ``landmarks.side``, or not a side.
+    """
+    if expected is None:
+        return
+    side = {"l": "left", "r": "right"}.get(expected.strip().lower(), expected.strip().lower())
+    if side not in ("left", "right"):
+        raise InputError(f"side {expected!r} is not left or right",
+                         hint="pass --side left or --side right (or leave it out)")
+    if side != landmarks.side:
+        anatomy = ("" if landmarks.anatomical_side is None else
+                   f"; the lesser trochanter alone says {landmarks.anatomical_side}")
+        raise InputError(
+            f"the side given is {side}, but the femur in the image is a {landmarks.side} femur "
+            f"(from its landmarks in the {landmarks.convention} world axes{anatomy})",
+            hint="check --side (or the manifest's side column) and the --bone-label: the "
+            "wrong femur, a mislabelled case or a mirrored image would otherwise be analysed")
+
+
+#: Shortest shaft below the apex of the lesser trochanter, down to the fixed distal cut, mm.
+#: By Saint-Venant's principle the disturbance of a clamped end decays over one to two
+#: section diameters; the femoral shaft is 25-30 mm across (the phantom's 28 mm), so a cut
+#: nearer than ~40 mm stiffens the trochanteric region and raises the failure load. The
+#: failure criterion also leaves out the surface within ``failure.exclude_distal_mm``
+#: (default 40 mm) of the cut.
+MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM = 40.0
+#: Without a lesser trochanter found: shortest model below the head centre, mm (the apex
+#: lies ~60 mm below the head centre: 61 mm in the phantom), plus the shaft above.
+MIN_BELOW_HEAD_CENTRE_MM = 100.0
+#: The banner of a model too short for its load cases, run with ``--allow-partial``.
+PARTIAL_BANNER = ("PARTIAL MODEL - the femur is too short for this load case: the failure "
+                  "load is not valid for clinical use")
+
+
+def model_extent_problems(landmarks: FemurLandmarks, load_cases: Sequence[Any]) -> list[str]:
+    """Why a femur model is too short for its load cases (empty: long enough).
+
+    Args:
+        landmarks: The femur's landmarks.
+        load_cases: The :class:`fea.loads.LoadCase` objects to be applied (their
+            ``support``: ``"distal"`` or ``"fall"``).
+
+    Returns:
+        One sentence per problem.
+    """
+    problems = []
+    axis = np.asarray(landmarks.shaft_axis, dtype=np.float64)
+    distal = float(landmarks.distal_level_mm)
+    if not landmarks.shaft_axis_from_geometry:
+        problems.append(f"the femur is {landmarks.length_mm:.0f} mm long along the shaft, too "
+                        "short to fit a shaft axis (the image's superior axis was used, so "
+                        "the load direction depends on how the leg lay in the scanner)")
+    if landmarks.lesser_trochanter_mm is not None:
+        below = float(np.asarray(landmarks.lesser_trochanter_mm) @ axis) - distal
+        if below < MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM:
+            problems.append(f"the fixed distal cut is {below:.0f} mm below the lesser "
+                            f"trochanter, less than the "
+                            f"{MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM:.0f} mm that keep the "
+                            "fixation from stiffening the trochanteric region")
+    else:
+        below = float(np.asarray(landmarks.head_centre_mm) @ axis) - distal
+        if below < MIN_BELOW_HEAD_CENTRE_MM:
+            problems.append(f"the lesser trochanter was not found and the model ends "
+                            f"{below:.0f} mm below the head centre (at least "
+                            f"{MIN_BELOW_HEAD_CENTRE_MM:.0f} mm, i.e. "
+                            f"{MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM:.0f} mm of shaft below the "
+                            "lesser trochanter, are needed): the fixation sits in the "
+                            "trochanteric region")
+    falls = sorted({c.name for c in load_cases if getattr(c, "support", "distal") == "fall"})
+    if falls and landmarks.greater_trochanter_lateral_mm is None:
+        problems.append(f"load case(s) {', '.join(falls)} rest the greater trochanter on the "
+                        "ground, but no greater trochanter was found")
+    return problems
+
+
+def check_model_extent(landmarks: FemurLandmarks, load_cases: Sequence[Any], *,
+                       allow_partial: bool = False) -> dict[str, Any]:
+    """Refuse a femur too short for its load cases, or (allowed) flag the result invalid.
+
+    Args:
+        landmarks: The femur's landmarks.
+        load_cases: The load cases to be applied (:func:`model_extent_problems`).
+        allow_partial: Run a model that is too short anyway (``--allow-partial``,
+            ``mesh.allow_partial``); the record says it is not valid.
+
+    Returns:
+        The ``validity`` record of result.json: ``{"valid": bool, "banner": str | None,
+        "reasons": [str, ...]}`` (valid with no reasons when the model is long enough).
+
+    Raises:
+        InputError: The model is too short and ``allow_partial`` is False.
+    """
+    problems = model_extent_problems(landmarks, load_cases)
+    if not problems:
+        return {"valid": True, "banner": None, "reasons": []}
+    if not allow_partial:
+        raise InputError(
+            "the femur model is too short for the load case: " + "; ".join(problems),
+            hint="use a CT that holds the proximal femur down to at least "
+            f"{MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM:.0f} mm below the lesser trochanter (and "
+            f"a --crop-below-lt of at least {MIN_SHAFT_BELOW_LESSER_TROCHANTER_MM:.0f}), or "
+            "pass --allow-partial to compute it anyway, flagged as not valid")
+    return {"valid": False, "banner": PARTIAL_BANNER, "reasons": problems}
+
+
+# --------------------------------------------------------------------------------------------
+# the risk model
+# --------------------------------------------------------------------------------------------
+
+#: Features the strength pipeline offers a fracture-risk model, and what each needs:
+#: ``None`` nothing, ``"lesion"`` a labelled lesion, ``"lesion+pain"`` also the Mirels pain
+#: item (--pain) for the Mirels total.
+RISK_MODEL_FEATURES: dict[str, str | None] = {
+    "failure_load_BW": None,
+    "failure_load_N": None,
+    "body_mass_kg": None,
+    "aci_mm": "lesion",
+    "ctra_reduction": "lesion",
+    "mirels_total": "lesion+pain",
+}
+
+
+def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = None,
+                     lesion: bool | None = None) -> tuple[str, ...]:
+    """Load and validate a fracture-risk model before any work, and check its features.
+
+    The model file is read and checked (:func:`risk.calibration.load_model`: format,
+    finite coefficients, log-odds that do not overflow where it applies), and each feature
+    it needs must be one the analysis will provide (:data:`RISK_MODEL_FEATURES`).
+
+    Args:
+        path: The model (JSON); None: nothing to check.
+        pain: The Mirels pain item, if given (the Mirels total needs it).
+        lesion: Whether a lesion is labelled; None when not known yet (before reading the
+            labels): the lesion features are then not judged.
+
+    Returns:
+        The model's feature names (empty without a model).
+
+    Raises:
+        OsteofeError: The file is not a valid model (:class:`risk.errors.ModelError`), or
+            needs a feature this analysis cannot provide (InputError).
+    """
+    if path is None:
+        return ()
+    from risk.calibration import load_model
+
+    model = load_model(Path(path))
+    names = tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
+    unknown = [n for n in names if n not in RISK_MODEL_FEATURES]
+    if unknown:
+        raise InputError(f"the risk model {Path(path).name} needs feature(s) {unknown} that "
+                         "osteofe strength does not compute",
+                         hint=f"fit it on the features osteofe provides: "
+                         f"{', '.join(RISK_MODEL_FEATURES)}")
+    if pain is None and any(RISK_MODEL_FEATURES[n] == "lesion+pain" for n in names):
+        raise InputError(f"the risk model {Path(path).name} needs the Mirels total, which "
+                         "needs the pain item",
+                         hint="pass --pain mild|moderate|functional")
+    if lesion is False:
+        needs = [n for n in names if RISK_MODEL_FEATURES[n] is not None]
+        if needs:
+            raise InputError(f"the risk model {Path(path).name} needs lesion feature(s) "
+                             f"{needs}, but no lesion is labelled",
+                             hint="pass --lesion-label with the lesion's label, or use a "
+                             "model fitted on the failure load only")
+    return names

@@ -50,9 +50,12 @@ from risk.metrics import _as_binary, fit_logistic, roc_auc
 from risk.mirels import MIRELS_FIX_MIN, MirelsScore
 
 __all__ = [
+    "FEATURE_RANGES",
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_ABS_LOG_ODDS",
     "MIRELS_FEATURE",
+    "TRAINING_RANGE_SD",
     "MirelsBaseline",
     "PredictionInterval",
     "StrengthRiskModel",
@@ -75,6 +78,28 @@ FORMAT = "osteofe-risk-model"
 FORMAT_VERSION = 1
 #: Feature name of :class:`MirelsBaseline`.
 MIRELS_FEATURE = "mirels_total"
+#: Range of each feature the strength pipeline offers a risk model
+#: (:func:`osteofe.pipeline._fracture_probability`), in its units: failure load 0-50 body
+#: weights / 0-50 kN (published femoral strengths 1-20 kN), body mass 20-300 kg (the
+#: pipeline's accepted range), axial cortical involvement 0-500 mm (a whole femur),
+#: CT-rigidity reduction a fraction 0-1, Mirels total 4-12. A loaded model must give finite,
+#: meaningful log-odds over these ranges (:data:`MAX_ABS_LOG_ODDS`).
+FEATURE_RANGES: dict[str, tuple[float, float]] = {
+    "failure_load_BW": (0.0, 50.0),
+    "failure_load_N": (0.0, 50_000.0),
+    "body_mass_kg": (20.0, 300.0),
+    "aci_mm": (0.0, 500.0),
+    "ctra_reduction": (0.0, 1.0),
+    MIRELS_FEATURE: (4.0, 12.0),
+}
+#: Largest |log-odds| a loaded model may reach over :data:`FEATURE_RANGES`: exp() of more
+#: than ~709 overflows float64, and a probability of 1 - 1e-300 is no calibrated estimate.
+#: Unpenalised fits on nearly separated cohorts reach ~90 per training SD (measured on 300
+#: simulated cohorts): 4 SD either side stays well inside.
+MAX_ABS_LOG_ODDS = 700.0
+#: Half width, in training standard deviations, of the range a feature outside
+#: :data:`FEATURE_RANGES` is checked over.
+TRAINING_RANGE_SD = 4.0
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -456,6 +481,7 @@ class _RiskEstimator:
                               _json_count(doc["n_iter"], "n_iter"))
             model.osteofe_version_ = str(doc.get("osteofe_version", "unknown"))
             model._extra_from_json(doc)
+            model._check_log_odds()
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             if isinstance(exc, ModelError):
                 raise
@@ -467,6 +493,53 @@ class _RiskEstimator:
     def _check_params(self) -> None:
         """Refuse constructor parameters that :meth:`fit` would refuse (loaded models)."""
         return None
+
+    def _feature_ranges(self) -> dict[str, tuple[float, float, str]]:
+        """Where the model is meant to be applied: feature -> (low, high, where from).
+
+        :data:`FEATURE_RANGES` for the features the strength pipeline offers; other
+        features are left out (the pipeline cannot feed them).
+        """
+        return {name: (*FEATURE_RANGES[name], "its plausible range")
+                for name in self.feature_names_in_ if name in FEATURE_RANGES}
+
+    def _check_log_odds(self) -> None:
+        """Refuse a loaded model whose log-odds overflow where it is meant to be applied.
+
+        Over the box of :meth:`_feature_ranges`, ``|intercept + x @ coef|`` must stay within
+        :data:`MAX_ABS_LOG_ODDS`: beyond it ``exp`` overflows float64 and the probability is
+        exactly 0 or 1 (a hand-edited coefficient of 1e308 gave p = 1.0 with a numpy
+        overflow warning).
+
+        Raises:
+            ModelError: The log-odds leave that range (or are not finite).
+        """
+        ranges = self._feature_ranges()
+        if self._table_only():
+            return
+        index = {name: i for i, name in enumerate(self.feature_names_in_)}
+        low = high = float(self.intercept_)
+        worst: tuple[float, str] = (0.0, "")
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, (lo, hi, source) in ranges.items():
+                c = float(self.coef_[index[name]])
+                ends = (c * lo, c * hi)
+                low += min(ends)
+                high += max(ends)
+                spread = abs(ends[1] - ends[0])
+                if not math.isfinite(spread) or spread > worst[0]:
+                    worst = (spread, f"{name} (coefficient {c:.6g}) over {source} "
+                             f"{lo:.4g}..{hi:.4g}")
+        reach = max(abs(low), abs(high))
+        if not math.isfinite(reach) or reach > MAX_ABS_LOG_ODDS:
+            raise ModelError(
+                f"the model's log-odds reach {reach:.3g} for {worst[1]}, beyond the "
+                f"+-{MAX_ABS_LOG_ODDS:g} a probability model can mean (exp overflows and "
+                "every probability comes out as exactly 0 or 1)", _CORRUPT)
+
+    def _table_only(self) -> bool:
+        """True for a model that predicts from a fixed table, not from log-odds."""
+        return getattr(self, "probabilities_", None) is not None
 
 
 #: Hint of the errors about a model file's content.
@@ -698,6 +771,28 @@ class StrengthRiskModel(_RiskEstimator):
         self.mean_ = (_json_vector(doc["mean"], "mean", k) if "mean" in doc else np.zeros(k))
         self.scale_ = (_json_vector(doc["scale"], "scale", k, positive=True) if "scale" in doc
                        else np.ones(k))
+
+    def _feature_ranges(self) -> dict[str, tuple[float, float, str]]:
+        """Where the model applies: its training mean +- 4 SD, within :data:`FEATURE_RANGES`.
+
+        The training mean and SD are known when the model was standardised
+        (``standardize``; the JSON's ``mean`` and ``scale``); otherwise the plausible ranges
+        of the pipeline's features are used and other features are left out.
+        """
+        ranges = super()._feature_ranges()
+        if not self.standardize:
+            return ranges
+        for i, name in enumerate(self.feature_names_in_):
+            mean, sd = float(self.mean_[i]), float(self.scale_[i])
+            lo, hi = mean - TRAINING_RANGE_SD * sd, mean + TRAINING_RANGE_SD * sd
+            source = f"its training mean +-{TRAINING_RANGE_SD:g} SD"
+            if name in FEATURE_RANGES:
+                plo, phi = FEATURE_RANGES[name]
+                if max(lo, plo) <= min(hi, phi):
+                    lo, hi = max(lo, plo), min(hi, phi)
+                    source += " within the plausible range"
+            ranges[name] = (lo, hi, source)
+        return ranges
 
     def _check_params(self) -> None:
         if self.method != "sigmoid":
@@ -988,7 +1083,8 @@ def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
         The fitted model.
 
     Raises:
-        ModelError: If the file is missing or not a risk model.
+        ModelError: If the file is missing or not a risk model, or its log-odds overflow
+            where it applies (the message names the file).
     """
     p = Path(path)
     try:
@@ -1003,7 +1099,10 @@ def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
             "pass the JSON file written by risk.calibration.save_model; a file damaged in "
             "transfer must be copied again",
         ) from exc
-    return model_from_json(text)
+    try:
+        return model_from_json(text)
+    except ModelError as exc:
+        raise type(exc)(f"risk model {p.name}: {exc.message}", exc.hint) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -354,3 +354,114 @@ def test_a_run_records_its_memory_estimate(
     assert resources["peak_stage"] in ("meshing", "solving") and resources["ranks"] == 1
     # what the machine had free varies from run to run: kept out of result.json
     assert "available_bytes" not in resources and "budget_bytes" not in resources
+
+
+# -- the femur sits on bone ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("voxel", "noise", "kind"), [
+    (1.5, 0.0, None), (1.5, 40.0, "lytic"), (1.0, 20.0, "mixed"), (0.8, 40.0, "blastic")])
+def test_phantoms_sit_on_bone(voxel: float, noise: float, kind: str | None) -> None:
+    from meshing.phantom import LesionParams
+
+    lesion = None if kind is None else LesionParams(site="calcar", kind=kind, radius_mm=15.0)
+    ph = make_phantom(PhantomParams(voxel_size_mm=voxel, noise_sd_hu=noise), lesion)
+    profile = guards.check_femur_on_bone(ph.ct, ph.labels.labels > 0)
+    assert profile.p99_hu > 1500.0 and 150.0 < profile.median_hu < 300.0
+    assert profile.air_fraction == 0.0 and profile.cortical_fraction > 0.25
+    assert profile.boundary_step_hu is not None and profile.boundary_step_hu > 700.0
+    assert profile.boundary_offset_mm == 0.0
+
+
+def test_one_voxel_segmentation_errors_still_sit_on_bone(phantom: Phantom) -> None:
+    from scipy import ndimage
+
+    mask = phantom.labels.labels > 0
+    for changed, offset in ((ndimage.binary_dilation(mask, iterations=2), -3.0),
+                            (ndimage.binary_erosion(mask), 1.5)):
+        profile = guards.check_femur_on_bone(phantom.ct, changed)
+        # the best outline is the one the mask was grown or shrunk from
+        assert profile.boundary_offset_mm == offset and profile.boundary_step_hu > 700.0
+
+
+@pytest.mark.parametrize("mm", [-50.0, -25.0, -10.0, 10.0, 25.0, 50.0])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_masks_moved_off_the_bone_are_refused(phantom: Phantom, axis: int, mm: float) -> None:
+    steps = round(mm / 1.5)
+    moved = np.roll(phantom.labels.labels > 0, steps, axis=axis)
+    edge = [slice(None)] * 3
+    edge[axis] = slice(0, steps) if steps > 0 else slice(steps, None)
+    moved[tuple(edge)] = False
+    profile = guards.femur_hu_profile(phantom.ct, moved)
+    assert profile.boundary_step_hu is not None and profile.boundary_step_hu < 30.0
+    with pytest.raises(InputError, match="does not sit on bone in the CT"):
+        guards.check_femur_on_bone(phantom.ct, moved)
+
+
+def test_bone_profile_of_the_real_right_femur(shared_data: Path) -> None:
+    from meshing.imaging import align_labels, read_ct, read_labels
+    from meshing.segmentation import select_femur
+
+    ct = read_ct(shared_data / "ct" / "totalseg_example_ct.nii.gz")
+    labels = align_labels(read_labels(shared_data / "ct" / "totalseg_example_seg.nii.gz"),
+                          ct.grid)
+    bone, _ = select_femur(labels, "femur_right")
+    profile = guards.check_femur_on_bone(ct, bone)
+    # 3 mm voxels: almost no voxel above 700 HU, yet dense bone and a clear outline
+    assert profile.median_hu == pytest.approx(168.0, abs=1.0)
+    assert profile.p99_hu == pytest.approx(629.0, abs=1.0)
+    assert profile.cortical_fraction < 0.01 and profile.air_fraction == 0.0
+    assert profile.boundary_step_hu == pytest.approx(127.0, abs=1.0)
+    # the same mask 9 mm off (three voxels) along each axis is refused
+    for axis in range(3):
+        with pytest.raises(InputError, match="boundary does not follow the bone's edge"):
+            guards.check_femur_on_bone(ct, np.roll(bone, 3, axis=axis))
+
+
+def test_mesh_cells_on_bone(phantom: Phantom) -> None:
+    from meshing.structured import box_mesh
+    from meshing.types import TetMesh
+
+    lower, upper = phantom.ct.grid.world_bounds()
+    # a block in the soft tissue and air beside the femur: no dense bone
+    box = box_mesh(lower + 2.0, lower + 12.0, (2, 2, 2))
+    with pytest.raises(InputError, match="its cells do not lie on bone in the CT"):
+        guards.check_mesh_on_bone(phantom.ct, TetMesh(box.points, box.cells,
+                                                      np.ones(box.num_cells, np.int32)))
+    far = box_mesh(upper + 100.0, upper + 110.0, (1, 1, 1))
+    with pytest.raises(InputError, match="100% of its cells lie outside the CT"):
+        guards.check_mesh_on_bone(phantom.ct, TetMesh(far.points, far.cells,
+                                                      np.ones(far.num_cells, np.int32)))
+
+
+def test_check_side(phantom: Phantom) -> None:
+    from fea.landmarks import find_landmarks
+    from meshing.surface import clean_mask, extract_surface
+
+    lm = find_landmarks(extract_surface(clean_mask(phantom.labels.labels > 0),
+                                        phantom.ct.grid).points)
+    assert lm.side == "right"
+    guards.check_side(None, lm)
+    guards.check_side("right", lm)
+    guards.check_side("R", lm)
+    with pytest.raises(InputError, match="the side given is left, but the femur in the image"):
+        guards.check_side("left", lm)
+    with pytest.raises(InputError, match="'middle' is not left or right"):
+        guards.check_side("middle", lm)
+
+
+def test_check_risk_model_features(tmp_path: Path) -> None:
+    from risk.calibration import StrengthRiskModel, save_model
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(1.0, 12.0, 80)
+    y = (rng.uniform(size=80) < 1.0 / (1.0 + np.exp(x - 5.0))).astype(int)
+    aci = rng.uniform(0.0, 60.0, 80)
+    lesion_model = save_model(StrengthRiskModel().fit({"failure_load_BW": x, "aci_mm": aci},
+                                                      y), tmp_path / "m.json")
+    assert guards.check_risk_model(None) == ()
+    names = ("failure_load_BW", "aci_mm")
+    assert guards.check_risk_model(lesion_model) == names  # lesion not known yet
+    assert guards.check_risk_model(lesion_model, lesion=True) == names
+    with pytest.raises(InputError, match=r"needs lesion feature\(s\) \['aci_mm'\]"):
+        guards.check_risk_model(lesion_model, lesion=False)
