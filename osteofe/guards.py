@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from fea.landmarks import FemurLandmarks
 
 __all__ = [
+    "CASE_RISK_FEATURES",
     "FEMUR_HU_BOUNDS",
     "HU_PLAUSIBLE_RANGE",
     "MAX_IMAGE_VOXELS",
@@ -1074,19 +1076,43 @@ RISK_MODEL_FEATURES: dict[str, str | None] = {
 }
 
 
+#: Per-load-case features offered besides :data:`RISK_MODEL_FEATURES`:
+#: ``<case>_load_to_strength`` and ``<case>_failure_load_BW`` for every computed case.
+CASE_RISK_FEATURES = ("_load_to_strength", "_failure_load_BW")
+
+
+def _known_cases() -> set[str]:
+    from fea.loads import LOAD_CASES
+
+    return set(LOAD_CASES)
+
+
+def _case_of(feature: str) -> str | None:
+    """The load case a per-case feature belongs to (None for other names)."""
+    for ending in CASE_RISK_FEATURES:
+        if feature.endswith(ending) and len(feature) > len(ending):
+            return feature[:-len(ending)]
+    return None
+
+
 def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = None,
-                     lesion: bool | None = None) -> tuple[str, ...]:
+                     lesion: bool | None = None,
+                     cases: Sequence[str] | None = None) -> tuple[str, ...]:
     """Load and validate a fracture-risk model before any work, and check its features.
 
     The model file is read and checked (:func:`risk.calibration.load_model`: format,
     finite coefficients, log-odds that do not overflow where it applies), and each feature
-    it needs must be one the analysis will provide (:data:`RISK_MODEL_FEATURES`).
+    it needs must be one the analysis will provide (:data:`RISK_MODEL_FEATURES`, and the
+    per-case features :data:`CASE_RISK_FEATURES` of the computed load cases).
 
     Args:
         path: The model (JSON); None: nothing to check.
         pain: The Mirels pain item, if given (the Mirels total needs it).
         lesion: Whether a lesion is labelled; None when not known yet (before reading the
             labels): the lesion features are then not judged.
+        cases: Names of the load cases the run computes; None when not known: a per-case
+            feature then only needs a known case name (``fea.loads.LOAD_CASES`` or
+            ``custom_<n>``).
 
     Returns:
         The model's feature names (empty without a model).
@@ -1101,18 +1127,30 @@ def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = 
 
     model = load_model(Path(path))
     names = tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
-    unknown = [n for n in names if n not in RISK_MODEL_FEATURES]
+    per_case = {n: _case_of(n) for n in names if n not in RISK_MODEL_FEATURES}
+    computed = set(cases) if cases is not None else None
+    unknown = [n for n, case in per_case.items()
+               if case is None or (computed is None and case not in _known_cases()
+                                   and not re.fullmatch(r"custom_[0-9]+", case))]
     if unknown:
         raise InputError(f"the risk model {Path(path).name} needs feature(s) {unknown} that "
                          "osteofe strength does not compute",
                          hint=f"fit it on the features osteofe provides: "
-                         f"{', '.join(RISK_MODEL_FEATURES)}")
-    if pain is None and any(RISK_MODEL_FEATURES[n] == "lesion+pain" for n in names):
+                         f"{', '.join(RISK_MODEL_FEATURES)}, or <case>"
+                         f"{' / <case>'.join(CASE_RISK_FEATURES)} of a computed load case")
+    if computed is not None:
+        absent = sorted({case for case in per_case.values()
+                         if case is not None and case not in computed})
+        if absent:
+            raise InputError(f"the risk model {Path(path).name} needs load case(s) {absent}, "
+                             f"which this run does not compute ({', '.join(sorted(computed))})",
+                             hint=f"add them with --load {' '.join(absent)}")
+    if pain is None and any(RISK_MODEL_FEATURES.get(n) == "lesion+pain" for n in names):
         raise InputError(f"the risk model {Path(path).name} needs the Mirels total, which "
                          "needs the pain item",
                          hint="pass --pain mild|moderate|functional")
     if lesion is False:
-        needs = [n for n in names if RISK_MODEL_FEATURES[n] is not None]
+        needs = [n for n in names if RISK_MODEL_FEATURES.get(n) is not None]
         if needs:
             raise InputError(f"the risk model {Path(path).name} needs lesion feature(s) "
                              f"{needs}, but no lesion is labelled",

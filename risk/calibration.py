@@ -50,6 +50,7 @@ from risk.metrics import _as_binary, fit_logistic, roc_auc
 from risk.mirels import MIRELS_FIX_MIN, MirelsScore
 
 __all__ = [
+    "CASE_FEATURE_RANGES",
     "FEATURE_RANGES",
     "FORMAT",
     "FORMAT_VERSION",
@@ -66,6 +67,7 @@ __all__ = [
     "grouped_cross_val_predict",
     "load_model",
     "model_from_json",
+    "plausible_range",
     "save_model",
 ]
 
@@ -92,6 +94,30 @@ FEATURE_RANGES: dict[str, tuple[float, float]] = {
     "ctra_reduction": (0.0, 1.0),
     MIRELS_FEATURE: (4.0, 12.0),
 }
+#: Ranges of the per-load-case features (``<case>_failure_load_BW``,
+#: ``<case>_load_to_strength``: applied load / failure load, 0-20), by name ending.
+CASE_FEATURE_RANGES: dict[str, tuple[float, float]] = {
+    "_failure_load_BW": (0.0, 50.0),
+    "_load_to_strength": (0.0, 20.0),
+}
+
+
+def plausible_range(name: str) -> tuple[float, float] | None:
+    """The plausible range of a feature the strength pipeline offers.
+
+    Args:
+        name: Feature name.
+
+    Returns:
+        ``(low, high)`` from :data:`FEATURE_RANGES` or, by name ending,
+        :data:`CASE_FEATURE_RANGES`; None for a feature the pipeline does not offer.
+    """
+    if name in FEATURE_RANGES:
+        return FEATURE_RANGES[name]
+    for ending, limits in CASE_FEATURE_RANGES.items():
+        if name.endswith(ending) and len(name) > len(ending):
+            return limits
+    return None
 #: Largest |log-odds| a loaded model may reach over :data:`FEATURE_RANGES`: exp() of more
 #: than ~709 overflows float64, and a probability of 1 - 1e-300 is no calibrated estimate.
 #: Unpenalised fits on nearly separated cohorts reach ~90 per training SD (measured on 300
@@ -500,8 +526,12 @@ class _RiskEstimator:
         :data:`FEATURE_RANGES` for the features the strength pipeline offers; other
         features are left out (the pipeline cannot feed them).
         """
-        return {name: (*FEATURE_RANGES[name], "its plausible range")
-                for name in self.feature_names_in_ if name in FEATURE_RANGES}
+        ranges = {}
+        for name in self.feature_names_in_:
+            limits = plausible_range(name)
+            if limits is not None:
+                ranges[name] = (*limits, "its plausible range")
+        return ranges
 
     def _check_log_odds(self) -> None:
         """Refuse a loaded model whose log-odds overflow where it is meant to be applied.
@@ -786,8 +816,9 @@ class StrengthRiskModel(_RiskEstimator):
             mean, sd = float(self.mean_[i]), float(self.scale_[i])
             lo, hi = mean - TRAINING_RANGE_SD * sd, mean + TRAINING_RANGE_SD * sd
             source = f"its training mean +-{TRAINING_RANGE_SD:g} SD"
-            if name in FEATURE_RANGES:
-                plo, phi = FEATURE_RANGES[name]
+            limits = plausible_range(name)
+            if limits is not None:
+                plo, phi = limits
                 if max(lo, plo) <= min(hi, phi):
                     lo, hi = max(lo, plo), min(hi, phi)
                     source += " within the plausible range"

@@ -465,3 +465,21 @@ def test_check_risk_model_features(tmp_path: Path) -> None:
     assert guards.check_risk_model(lesion_model, lesion=True) == names
     with pytest.raises(InputError, match=r"needs lesion feature\(s\) \['aci_mm'\]"):
         guards.check_risk_model(lesion_model, lesion=False)
+
+
+def test_check_risk_model_per_case_features(tmp_path: Path) -> None:
+    from risk.calibration import StrengthRiskModel, save_model
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.1, 1.5, 80)
+    y = (rng.uniform(size=80) < x / 1.6).astype(int)
+    fall = save_model(StrengthRiskModel().fit({"fall_load_to_strength": x}, y),
+                      tmp_path / "fall.json")
+    assert guards.check_risk_model(fall) == ("fall_load_to_strength",)
+    assert guards.check_risk_model(fall, cases=["stance", "fall"]) == ("fall_load_to_strength",)
+    with pytest.raises(InputError, match=r"needs load case\(s\) \['fall'\].*--load fall"):
+        guards.check_risk_model(fall, cases=["stance"])
+    odd = save_model(StrengthRiskModel().fit({"jump_load_to_strength": x}, y),
+                     tmp_path / "odd.json")
+    with pytest.raises(InputError, match="osteofe strength does not compute"):
+        guards.check_risk_model(odd)
