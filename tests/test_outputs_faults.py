@@ -376,9 +376,9 @@ def test_mpi_unexpected_exception_on_rank_0_ends_both_ranks(phantom, tmp_path) -
 @serial
 @needs_mpiexec
 def test_mpi_error_on_rank_1_alone_is_raised_on_both_ranks(phantom, tmp_path) -> None:
-    """Rank 1 fails in the failure criterion; rank 0 goes on, but may not write a result."""
+    """Rank 1 fails after the last collective step; rank 0 goes on but may not write."""
     out = tmp_path / "out"
-    code, err, _ = _mpi("osteofe.pipeline:_case_entry:1:input", _args(phantom, out))
+    code, err, _ = _mpi("osteofe.pipeline:_boundary_record:1:input", _args(phantom, out))
     assert code == EXIT_INPUT, err
     assert "rank 0 exits 3" in err and "rank 1 exits 3" in err, err
     assert "injected fault on rank 1" in _one_line(err, "error:")
