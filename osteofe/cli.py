@@ -7,7 +7,13 @@ Exit codes:
     3: invalid input, configuration or model (the message names the problem and the fix),
        including a CT with an implausible voxel size or values and a run whose estimated
        peak memory exceeds 80% of the memory available (:mod:`osteofe.guards`; the
-       environment variable ``OSTEOFE_MEMORY_LIMIT_GB`` caps the memory counted as available).
+       environment variable ``OSTEOFE_MEMORY_LIMIT_GB`` caps the memory counted as available),
+       an unusable ``--out`` (an existing file, not writable, less than 200 MB free -
+       ``OSTEOFE_MIN_FREE_MB`` - or in use by another run; checked before any analysis) or a
+       failed final write, and an ``osteofe cohort run`` in which any case failed.
+    130: interrupted (143: a cohort run ended by SIGTERM).
+
+Under ``mpiexec`` every rank returns the same code and the error line is printed once.
 """
 
 from __future__ import annotations
@@ -97,6 +103,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--order", type=int, choices=(1, 2), help="mesh node order")
     group.add_argument("--crop-below-lt", type=float, metavar="MM",
                        help="model only the femur down to MM below the lesser trochanter")
+    group.add_argument("--allow-partial", action="store_true",
+                       help="compute a femur too short for the load case (less than 40 mm "
+                       "of shaft below the lesser trochanter) instead of refusing it; the "
+                       "result is flagged not valid")
     group.add_argument("--degree", type=int, choices=(1, 2),
                        help="displacement polynomial degree (P1/P2)")
     group.add_argument("--pc", choices=("gamg", "jacobi", "lu"), help="PETSc preconditioner")
@@ -117,7 +127,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
     config = load_config(args.config)
     config = config.override("mesh", size_mm=args.mesh_size, order=args.order,
-                             crop_below_lesser_trochanter_mm=args.crop_below_lt)
+                             crop_below_lesser_trochanter_mm=args.crop_below_lt,
+                             allow_partial=True if args.allow_partial else None)
     config = config.override(
         "load", cases=tuple(args.load) if args.load else None,
         custom_forces_n=tuple(tuple(f) for f in args.custom_load) if args.custom_load else None,
@@ -142,26 +153,36 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         body_mass_kg=args.body_weight,
         bone_label=args.bone_label, lesion_labels=lesion,
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
-        pain=args.pain, mirels_given=_mirels_items(args.mirels),
+        pain=args.pain, mirels_given=_mirels_items(args.mirels), side=args.side,
+        risk_model=args.risk_model,
     )
     progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
     try:
         result = run_strength(request, config, args.out, progress=progress,
                               picture=not args.no_picture, export_inp=args.export_inp,
-                              risk_model=args.risk_model)
+                              risk_model=args.risk_model, report=args.report)
     finally:
         progress.close()
-    if args.report and _rank() == 0:
-        from osteofe.report import write_report
-
-        write_report(args.out)
     for warning in result["warnings"]:
         logging.getLogger("osteofe").warning(warning)
+    _validity_banner(result)
     if not args.quiet:
         _echo(_summary_table([result]))
-        _echo(f"results written to {args.out}/ (result.json, fields.vtu"
-              + ("" if args.no_picture else ", femur_risk.png") + ")")
+        _echo(f"results written to {args.out}/ ({', '.join(result['outputs'])})")
     return EXIT_OK
+
+
+def _validity_banner(result: dict[str, Any]) -> None:
+    """Print the result's validity banner on stderr (rank 0), even with --quiet."""
+    validity = result.get("validity") or {}
+    if validity.get("valid", True) or _rank() != 0:
+        return
+    banner = str(validity.get("banner") or "RESULT NOT VALID")
+    lines = [banner, *(f"- {reason}" for reason in validity.get("reasons", []))]
+    width = min(max(len(line) for line in lines), 100)
+    rule = "!" * (width + 4)
+    print("\n".join([rule, *(f"! {line}" for line in lines), rule]), file=sys.stderr,
+          flush=True)
 
 
 def _mirels_items(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -244,7 +265,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     progress = _Progress(SOLVE_STAGES, not args.quiet, label=f"{args.model.name} ")
     try:
         result = run_solve(args.model, args.out, options=options, loaded_set=args.loaded_set,
-                           ignore_unsupported=args.ignore_unsupported, progress=progress)
+                           ignore_unsupported=args.ignore_unsupported,
+                           allow_include_outside=args.allow_include_outside, progress=progress)
     finally:
         progress.close()
     for warning in result["warnings"]:
@@ -301,10 +323,15 @@ def _cmd_map(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from meshing.errors import InputError
     from osteofe.report import make_report
 
+    if args.retain_uids and args.dicom_study is None:
+        raise InputError("--retain-uids needs --dicom-study", hint="name the CT's DICOM folder "
+                         "whose study UIDs report.dcm keeps, or leave out --retain-uids")
     paths = make_report(args.result_dir, args.out, dicom_study=args.dicom_study,
-                        include_patient_identifiers=args.include_patient_identifiers)
+                        include_patient_identifiers=args.include_patient_identifiers,
+                        retain_uids=args.retain_uids)
     if not args.quiet:
         _echo("report written: " + ", ".join(str(p) for p in paths.values()))
     return EXIT_OK
@@ -318,7 +345,10 @@ def _cmd_cohort_run(args: argparse.Namespace) -> int:
                          picture=not args.no_picture)
     if not args.quiet:
         _echo(format_run_summary(summary))
-    if summary.n_cases and summary.n_failed == summary.n_cases:
+    if summary.n_failed:
+        print(f"error: {summary.n_failed} of {summary.n_cases} cases failed (hint: see "
+              f"{summary.failures_csv}; the other cases' results are kept, and a rerun "
+              "retries only the failed ones)", file=sys.stderr, flush=True)
         return EXIT_INPUT
     return EXIT_OK
 
@@ -410,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "size=3, lesion=mixed, site=peritrochanteric (repeatable)")
     strength.add_argument("--export-inp", action="store_true",
                           help="also write model.inp: the solved model for CalculiX/Abaqus")
+    strength.add_argument("--side", choices=("left", "right"),
+                          help="the femur's side, when known: the run is refused if the "
+                          "femur's anatomy (or its label name) says otherwise")
     strength.add_argument("--risk-model", type=Path, metavar="JSON",
                           help="fitted fracture-risk model (osteofe benchmark's fe_model.json) "
                           "-> fracture probability")
@@ -499,10 +532,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None,
                         help="output folder (default: RESULT_DIR)")
     report.add_argument("--dicom-study", type=Path, metavar="CT_DICOM_FOLDER",
-                        help="also write report.dcm (Encapsulated PDF) in this CT's study")
+                        help="also write report.dcm (Encapsulated PDF) of this CT: "
+                        "de-identified with new UIDs unless --retain-uids or "
+                        "--include-patient-identifiers")
     report.add_argument("--include-patient-identifiers", action="store_true",
                         help="copy patient name/ID from the DICOM study (default: case id "
                         "only)")
+    report.add_argument("--retain-uids", action="store_true",
+                        help="de-identified report.dcm in the CT's study: keep its study UID "
+                        "and reference the CT slices (default: new UIDs, no references)")
     report.set_defaults(func=_cmd_report)
 
     mapper = sub.add_parser(
@@ -550,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="node set carrying the load: apply the Schileo criterion")
     solve.add_argument("--ignore-unsupported", action="store_true",
                        help="warn about unsupported keywords instead of refusing the deck")
+    solve.add_argument("--allow-include-outside", action="store_true",
+                       help="read *INCLUDE files outside the deck's folder too (refused by "
+                       "default)")
     solve.add_argument("--pc", choices=("gamg", "jacobi", "lu"), help="PETSc preconditioner")
     solve.add_argument("--ksp-rtol", type=float, help="relative residual tolerance")
     solve.add_argument("--petsc-option", action="append", default=[], metavar="KEY=VALUE",
@@ -578,10 +619,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _rank() == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if _rank() == 0:
-            print("interrupted: no results were written", file=sys.stderr)
-        return 130
+            print(f"interrupted: {str(exc) or 'no results were written'}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 130))
+    except Exception:
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.size == 1:
+            raise
+        # Under MPI every rank raises the same error (osteofe.parallel): one traceback.
+        if _rank() == 0:
+            import traceback
+
+            traceback.print_exc()
+            print("internal error: a bug, please report it with the traceback above",
+                  file=sys.stderr, flush=True)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -326,7 +326,8 @@ def prepare_model(
                 warnings.append("the femur touches the image border: the cut there is taken "
                                 "as the distal end and fixed")
         check_risk_model(request.risk_model, pain=request.pain,
-                         lesion=lesion is not None and bool(lesion.any()))
+                         lesion=lesion is not None and bool(lesion.any()),
+                         cases=[case.name for case in config.load.load_cases()])
 
     step("meshing")
     with _timed(timings, "mesh"):

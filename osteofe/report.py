@@ -2031,6 +2031,7 @@ def make_report(
     *,
     dicom_study: str | Path | None = None,
     include_patient_identifiers: bool = False,
+    retain_uids: bool = False,
     risk: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """``osteofe report``: the HTML and PDF report, and optionally the PDF as DICOM.
@@ -2039,9 +2040,12 @@ def make_report(
         result_dir: Folder written by ``osteofe strength``.
         out_dir: Where to write (default: ``result_dir``).
         dicom_study: The CT's DICOM folder: also write ``report.dcm``, an Encapsulated PDF
-            in that study (see :func:`osteofe.dicom_export.export_dicom`).
+            (de-identified with new UIDs by default; in that study with ``retain_uids`` or
+            ``include_patient_identifiers``; see :func:`osteofe.dicom_export.export_dicom`).
         include_patient_identifiers: Copy the patient's name and ID from ``dicom_study`` into
             ``report.dcm`` (off by default: the case identifier is used instead).
+        retain_uids: Keep the study's UIDs (and references to the CT) in a de-identified
+            ``report.dcm`` instead of new ones (see :func:`osteofe.dicom_export.export_dicom`).
         risk: Optional clinical scores (see :func:`collect_report_data`).
 
     Returns:
@@ -2059,5 +2063,5 @@ def make_report(
         paths["dicom"] = export_dicom(
             paths["pdf"], dicom_study, paths["pdf"].with_name("report.dcm"),
             case_id=_text(result.get("case_id"), "case"),
-            include_patient_identifiers=include_patient_identifiers)
+            include_patient_identifiers=include_patient_identifiers, retain_uids=retain_uids)
     return paths

@@ -293,7 +293,8 @@ def _report_and_write(model: AbaqusModel, solution: CaseSolution, options: Solve
             "critical_node_id": int(model.node_ids[analysis.critical_node]),
             "criterion": {"tension_limit": limits.tension,
                           "compression_limit": limits.compression,
-                          "averaging_radius_mm": limits.averaging_radius_mm, "source": limits.source,
+                          "averaging_radius_mm": limits.averaging_radius_mm,
+                          "source": limits.source,
                           "excluded": f"surface within {exclude_margin_mm} mm of nodes "
                                       "carrying loads or boundary conditions"},
             "linearity": "every load and prescribed displacement of the deck is scaled "

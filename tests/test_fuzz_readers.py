@@ -116,6 +116,17 @@ REGRESSIONS: dict[str, tuple[str, str | None]] = {
         "accepted; the solver fails much later on dict(3)", "solver.petsc_options = 3"),
     "config--size-is-a-boolean.toml": (
         "mesh.size_mm = true accepted as a 1 mm element size", "mesh.size_mm = True"),
+    "config--law-unknown.toml": (
+        "config --check passed; the run failed after meshing", "material.law = 'nosuchlaw'"),
+    "config--chain-unknown.toml": (
+        "config --check passed; the run failed after meshing",
+        "material.chain = 'nosuchchain'"),
+    "config--law-not-a-modulus.toml": (
+        "a yield-stress law accepted as the modulus law until the material stage",
+        "not Young's modulus"),
+    "config--nonlinear-case-not-computed.toml": (
+        "accepted; the run failed after the FE solve ('not a computed case')",
+        "nonlinear.cases = 'fall'"),
     # meshing/imaging.py, meshing/types.py
     "ct--nifti-vox-offset-inf.nii": (
         "OverflowError: int(inf) of vox_offset in _nifti_layout", "vox_offset"),
@@ -201,6 +212,9 @@ REGRESSIONS: dict[str, tuple[str, str | None]] = {
         "lacks the total(s) [4]"),
     "model--mirels-probability-above-one.json": (
         "a Mirels probability of 1e308 loaded", "bad entry '10'"),
+    "model--coefficient-overflows.json": (
+        "a coefficient of 1e308 loaded: p = 1.0 with a numpy overflow warning, after the solve",
+        "log-odds reach inf"),
 }
 
 # ---------------------------------------------------------------------------------------------

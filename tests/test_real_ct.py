@@ -24,9 +24,11 @@ def test_right_femur_runs_end_to_end_fixed_at_the_lowest_slice(real_ct, tmp_path
     out = tmp_path / "right"
     code = main(["-q", "strength", "--ct", str(ct_path), "--labels", str(seg_path),
                  "--bone-label", "femur_right", "--body-weight", "75", "--out", str(out),
-                 "--no-picture"])
+                 "--no-picture", "--allow-partial"])
     assert code == 0
     result = json.loads((out / "result.json").read_text())
+    # A 54 mm stub fixed at the image border: computed only on request, and flagged.
+    assert result["validity"]["valid"] is False and result["validity"]["banner"]
     assert result["landmarks"]["side"] == "right"
     assert 20.0 < result["landmarks"]["head_radius_mm"] < 28.0
     assert np.isfinite(result["failure_load_N"]) and result["failure_load_N"] > 0.0
