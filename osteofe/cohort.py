@@ -89,7 +89,13 @@ from typing import Any
 
 from meshing.errors import InputError, OsteofeError
 from osteofe.config import Config
-from osteofe.outputs import atomic_write_text, sha256_file, write_json
+from osteofe.outputs import (
+    OutputError,
+    atomic_write_text,
+    check_output_dir,
+    sha256_file,
+    write_json,
+)
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -794,6 +800,8 @@ def run_cohort(
 
     Raises:
         ManifestError: If the manifest is malformed (nothing is run).
+        OutputError: If ``out_dir`` is a file, not writable or on a nearly full disk
+            (:func:`osteofe.outputs.check_output_dir`; nothing is run).
         InputError: If ``workers`` is not a positive integer or the run is started under
             MPI with more than one rank.
         CohortInterrupted: On SIGTERM (the workers are terminated; finished cases kept).
@@ -813,8 +821,13 @@ def run_cohort(
         raise InputError(f"workers must be a positive integer, got {workers!r}",
                          "use e.g. workers=2")
     out = Path(out_dir)
+    check_output_dir(out)  # a file, not writable, a full disk: refused before any work
     cases_dir = out / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cases_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the cohort's output folder {cases_dir}: "
+                          f"{exc.strerror or exc}", hint="choose a writable --out") from exc
 
     statuses: dict[str, dict[str, Any]] = {}
     computed: set[str] = set()

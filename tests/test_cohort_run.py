@@ -314,3 +314,16 @@ def test_killing_the_cohort_process_leaves_no_worker_behind(
                 os.kill(pid, signal.SIGKILL)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_a_cohort_out_that_is_a_file_is_refused_before_any_work(
+        cohort_run: CohortRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, _, _ = cohort_run
+    out = tmp_path / "out"
+    out.write_text("my notes")
+    code = main(["-q", "cohort", "run", str(manifest), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert f"output folder {out} is an existing file" in line and "(hint: " in line
+    assert out.read_text() == "my notes"

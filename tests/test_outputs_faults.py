@@ -479,3 +479,12 @@ def test_sigkill_of_a_staging_writer_leaves_a_folder_the_next_write_removes(tmp_
     with staged_output(out) as stage:
         (stage / "result.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@serial
+def test_any_other_file_system_error_is_a_message_not_a_traceback(tmp_path, capsys) -> None:
+    out = tmp_path / "phantom"
+    out.write_text("my notes")
+    _expect_error(["-q", "phantom", "--out", str(out)], capsys, "File exists", str(out),
+                  "check that the path exists and is writable")
+    assert out.read_text() == "my notes"
