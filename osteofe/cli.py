@@ -10,7 +10,8 @@ Exit codes:
        environment variable ``OSTEOFE_MEMORY_LIMIT_GB`` caps the memory counted as available),
        an unusable ``--out`` (an existing file, not writable, less than 200 MB free -
        ``OSTEOFE_MIN_FREE_MB`` - or in use by another run; checked before any analysis) or a
-       failed final write, and an ``osteofe cohort run`` in which any case failed.
+       failed final write, any other file-system error (the message names the file),
+       and an ``osteofe cohort run`` in which any case failed.
     130: interrupted (143: a cohort run ended by SIGTERM).
 
 Under ``mpiexec`` every rank returns the same code and the error line is printed once.
@@ -618,6 +619,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OsteofeError as exc:
         if _rank() == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_INPUT
+    except OSError as exc:  # a file-system fault outside the checked paths: no traceback
+        if _rank() == 0:
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where} (hint: check that the path exists "
+                  "and is writable and that the disk has free space)", file=sys.stderr,
+                  flush=True)
         return EXIT_INPUT
     except KeyboardInterrupt as exc:
         if _rank() == 0:

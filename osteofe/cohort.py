@@ -577,7 +577,8 @@ def _run_case(task: _Task) -> dict[str, Any]:
         request = StrengthRequest(
             ct_path=case.ct, labels_path=case.labels, body_mass_kg=case.body_mass_kg,
             bone_label=case.bone_label, lesion_labels=case.lesion_labels or (2,),
-            lesion_labels_required=case.lesion_labels_required, case_id=case.case_id)
+            lesion_labels_required=case.lesion_labels_required, case_id=case.case_id,
+            side=case.side)
         result = run_strength(request, task.config, task.case_dir, calibration=calibration,
                               comm=MPI.COMM_SELF, picture=task.picture)
     except Exception as exc:  # every failure is reported; none stops the run

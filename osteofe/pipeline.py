@@ -740,7 +740,6 @@ def run_strength(
     total_start = time.perf_counter()
     prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step,
                                                     ranks=comm.size))
-    prepared = comm.bcast(prepared if comm.rank == 0 else None, root=0)
     timings = dict(prepared.timings_s)
 
     step("solving")

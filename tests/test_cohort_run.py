@@ -44,7 +44,7 @@ HEADER = ("case_id,patient_id,side,ct,labels,body_mass_kg,mirels_site,mirels_pai
 
 def _rows(ct_missing: str) -> str:
     return (
-        "A,P1,left,intact/ct.nii.gz,intact/labels.nii.gz,70,peritrochanteric,mild,blastic,"
+        "A,P1,right,intact/ct.nii.gz,intact/labels.nii.gz,70,peritrochanteric,mild,blastic,"
         "0.1,0,12,first\n"
         "B,P2,right,lesion/ct.nii.gz,lesion/labels.nii.gz,80,peritrochanteric,functional,"
         "lytic,0.7,1,3,second\n"
@@ -92,7 +92,7 @@ def test_cohort_table_merges_fe_results_with_the_manifest(cohort_run: CohortRun)
     assert summary.cohort_csv is not None
     cohort = read_cohort(summary.cohort_csv)
     assert list(cohort.patient_id) == ["P1", "P2"]
-    assert list(cohort.side) == ["left", "right"]
+    assert list(cohort.side) == ["right", "right"]
     assert list(cohort.fractured) == [0, 1]
     assert cohort.mirels_total is not None
     assert list(cohort.mirels_total) == [3 + 1 + 1 + 1, 3 + 3 + 3 + 3]
@@ -327,3 +327,15 @@ def test_a_cohort_out_that_is_a_file_is_refused_before_any_work(
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert f"output folder {out} is an existing file" in line and "(hint: " in line
     assert out.read_text() == "my notes"
+
+
+def test_manifest_side_contradicting_the_femur_fails_that_case(tmp_path: Path) -> None:
+    """A manifest row calling the (right) phantom femur left is refused, not computed."""
+    write_phantom(make_phantom(PHANTOM), tmp_path / "intact")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case_id,ct,labels,body_mass_kg,side\n"
+                        "W,intact/ct.nii.gz,intact/labels.nii.gz,70,left\n")
+    summary = run_cohort(manifest, tmp_path / "out", COARSE, workers=1, progress=False)
+    assert summary.n_failed == 1 and summary.n_computed == 0
+    status = json.loads((tmp_path / "out" / "cases" / "W" / "status.json").read_text())
+    assert status["state"] == "failed" and "left" in status["error"]
