@@ -85,6 +85,20 @@ logger = logging.getLogger(__name__)
 
 #: Cell tag of lesion tissue in the mesh.
 LESION_TAG = 2
+#: Mesh convergence of the default discretisation measured on the built-in phantom
+#: (benchmarks/bench_convergence.py --degree 2, results/convergence_p2.json): a patient's
+#: own GCI needs three meshes of that patient, so result.json carries this reference.
+DISCRETISATION_REFERENCE: dict[str, Any] = {
+    "benchmark": "benchmarks/results/convergence_p2.json (phantom, P2, 4/3/2.5/2 mm)",
+    "stance": {"failure_load_N_by_size_mm": {"4": 5219, "3": 5196, "2.5": 5228, "2": 5334},
+               "gci_finest_three": 0.017, "site_moves_two_finest_mm": 2.6,
+               "same_region_two_finest": True},
+    "fall": {"failure_load_N_by_size_mm": {"4": 3746, "3": 3783, "2.5": 3763, "2": 3744},
+             "gci_finest_three": 0.017, "site_moves_two_finest_mm": 0.4,
+             "same_region_two_finest": True},
+    "method": "grid convergence index, Roache 1994 / Celik et al. 2008 (fea.convergence)",
+}
+
 #: Plausible adult body mass range, kg.
 BODY_MASS_RANGE_KG = (20.0, 300.0)
 
@@ -840,6 +854,10 @@ def run_strength(
                      "summary": prepared.material.to_dict()},
         "landmarks": prepared.landmarks.to_dict(),
         "load_frame": _load_frame_record(prepared.landmarks),
+        "discretisation": {"element_degree": options.degree,
+                           "mesh_size_mm": config.mesh.size_mm,
+                           "mesh_order": prepared.mesh.order,
+                           "convergence_reference": DISCRETISATION_REFERENCE},
         "boundary_conditions": _boundary_record(prepared, config),
         "failure_criterion": {
             "tension_limit": limits.tension, "compression_limit": limits.compression,

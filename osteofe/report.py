@@ -269,6 +269,8 @@ class ReportData:
         generated_utc: When the report was generated.
         report_version: osteofe version that wrote the report.
         default_calibration: True when the run used osteofe's generic scanner line.
+        validity_banner: The run's validity banner (``result.json`` ``validity``) when its
+            result is not valid for the load case (e.g. a partial model), shown first.
     """
 
     case_id: str
@@ -288,6 +290,7 @@ class ReportData:
     generated_utc: str
     report_version: str
     default_calibration: bool = False
+    validity_banner: str | None = None
 
     @property
     def worst_phi_case(self) -> CaseView | None:
@@ -847,7 +850,18 @@ def collect_report_data(
         generated_utc=when.strftime("%Y-%m-%d %H:%M UTC"),
         report_version=_version(),
         default_calibration=default_cal,
+        validity_banner=_validity_banner(result),
     )
+
+
+def _validity_banner(result: Mapping[str, Any]) -> str | None:
+    """The banner of a result that is not valid as computed (None when it is)."""
+    validity = _dict(result.get("validity"))
+    if validity.get("valid", True) is not False:
+        return None
+    reasons = [str(r) for r in validity.get("reasons", []) if isinstance(r, str)]
+    banner = _text(validity.get("banner"), "NOT VALID")
+    return banner + (": " + "; ".join(reasons) if reasons else "")
 
 
 def _version() -> str:
@@ -1062,6 +1076,7 @@ p { margin: 6px 0; }
   font-size: 13px; }
 .ident dt { color: var(--muted); text-align: right; }
 .ident dd { margin: 0; font-weight: 600; }
+.banner.validity { background: #fef3f2; border-color: #b42318; color: #b42318; }
 .banner { margin: 12px 0 0; padding: 8px 12px; background: #fffaeb; border: 1px solid #fec84b;
   border-left: 5px solid #dc6803; font-size: 13px; }
 .summary { margin-top: 16px; border: 1px solid var(--line); border-radius: 8px;
@@ -1306,6 +1321,9 @@ def render_html(data: ReportData) -> str:
         '<p class="banner"><strong>Research software - not validated for clinical '
         "decisions.</strong> The numbers below are model estimates; read them with the "
         "explanations and limitations in this report.</p>")
+    if data.validity_banner:
+        parts.append('<p class="banner validity"><strong>'
+                     f"{_e(data.validity_banner)}</strong></p>")
     # Summary box.
     phi_html = (f'<div class="phi-value">{g.phi:.2f}</div>'
                 f'<div class="phi-text">{_e(_BAND_TEXT[band])}</div>'
@@ -1791,6 +1809,9 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
                 parse_math=False)
 
     flow.box(34, banner)
+    if data.validity_banner:
+        flow.text(data.validity_banner, size=9, bold=True, colour="#b42318")
+        flow.space(4)
     _summary_box(flow, data)
     flow.heading("1. Femur, risk factor and critical region")
     if data.picture_png:

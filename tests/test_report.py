@@ -34,6 +34,8 @@ from osteofe.report import (
     make_report,
     phi_band,
     read_result,
+    render_html,
+    render_pdf,
     write_report,
 )
 from risk.mirels import MirelsScore
@@ -516,3 +518,24 @@ def test_report_data_holds_no_unknown_field(run_dir):
     data = collect_report_data(result, None, result_sha256=sha, generated=GENERATED)
     assert FAKE_NAME not in repr(data)
     assert data.governing.failure_N == min(c["failure_load_N"] for c in result["cases"])
+
+
+def test_a_result_that_is_not_valid_carries_its_banner_on_page_one(run_dir, tmp_path):
+    result = json.loads((run_dir / "result.json").read_text())
+    banner = "PARTIAL MODEL: not valid for the load case"
+    result["validity"] = {"valid": False, "banner": banner,
+                          "reasons": ["the model ends 32 mm below the head centre"]}
+    data = collect_report_data(result, None, generated=GENERATED)
+    assert data.validity_banner is not None and data.validity_banner.startswith(banner)
+    html = render_html(data)
+    # Right after the research-software notice, before the summary of the numbers.
+    assert html.index(html_escape(banner)) < html.index('class="phi-value"')
+    pdf = tmp_path / "report.pdf"
+    render_pdf(data, pdf)
+    text = pdf_text(pdf.read_bytes())
+    # Before the summary's first number on page 1.
+    assert "PARTIAL MODEL" in text and text.index("PARTIAL MODEL") < text.index("Femur, risk")
+    valid = collect_report_data(result | {"validity": {"valid": True, "banner": None,
+                                                       "reasons": []}}, None,
+                                generated=GENERATED)
+    assert valid.validity_banner is None and banner not in render_html(valid)
