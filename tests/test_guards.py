@@ -322,8 +322,9 @@ def test_cli_checks_a_user_mesh_before_solving_it(
     line = _cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--mesh",
                          str(mesh_file), "--body-weight", "75", "--out", str(out),
                          "--no-picture"], out, capsys)
-    # the estimate counts the user's tetrahedra (a mask-based one would not know them)
-    assert f"~{box.num_cells:,} tetrahedra, P1]" in line and "to solve ~" in line
+    # the estimate counts the user's tetrahedra (a mask-based one would not know them), at the
+    # default P2 discretisation
+    assert f"~{box.num_cells:,} tetrahedra, P2]" in line and "to solve ~" in line
 
 
 def test_cli_checks_a_deck_before_solving_it(
