@@ -279,10 +279,11 @@ class StrainCriterion:
 
 def _restrict(facets: SurfaceFacets, boundary: npt.NDArray[np.int64]) -> SurfaceFacets:
     """Keep the defect walls and those outer faces that are in ``boundary``."""
-    given = {tuple(f) for f in np.sort(np.asarray(boundary, dtype=np.int64), axis=1).tolist()}
-    keys = np.sort(facets.faces, axis=1).tolist()
-    keep = np.array([facets.interior[i] or tuple(k) in given for i, k in enumerate(keys)],
-                    dtype=bool)
+    def keys(faces: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
+        rows = np.ascontiguousarray(np.sort(np.asarray(faces, dtype=np.int64), axis=1))
+        return rows.view(np.dtype((np.void, 3 * rows.itemsize))).ravel()
+
+    keep = facets.interior | np.isin(keys(facets.faces), keys(boundary))
     return SurfaceFacets(facets.faces[keep], facets.cells[keep], facets.opposite[keep],
                          facets.interior[keep])
 

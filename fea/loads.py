@@ -408,26 +408,29 @@ def distal_cut(
     level = centroids @ axis - landmarks.distal_level_mm
     reach = 2.0 * landmarks.head_radius_mm * np.tan(np.radians(MAX_CUT_TILT_DEG)) + depth_mm
     facing = (normals @ -axis > np.cos(np.radians(MAX_CUT_TILT_DEG))) & (level < reach)
+
+    def plane(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.float64],
+                                                     npt.NDArray[np.float64]]:
+        """Area-weighted unit normal and centroid of the selected triangles."""
+        weight = areas[mask]
+        normal = (normals[mask] * weight[:, None]).sum(axis=0)
+        return (normal / np.linalg.norm(normal),
+                (centroids[mask] * weight[:, None]).sum(axis=0) / weight.sum())
+
     cut = facing
     for _ in range(2):
         if not cut.any():
             break
-        weight = areas[cut]
-        normal = (normals[cut] * weight[:, None]).sum(axis=0)
-        normal /= np.linalg.norm(normal)
-        centre = (centroids[cut] * weight[:, None]).sum(axis=0) / weight.sum()
+        normal, centre = plane(cut)
         off_plane = np.abs((points[boundary] - centre) @ normal).max(axis=1)
         cut = facing & (off_plane < CUT_PLANE_TOL_MM)
     # Half the shaft's section: a cut through the diaphysis is at least ~pi r^2 (r ~ half
     # the head radius); the condyles' distal faces are curved and fail the plane test.
     min_area = 0.5 * np.pi * (0.5 * landmarks.head_radius_mm) ** 2
     if cut.any() and float(areas[cut].sum()) >= min_area:
-        weight = areas[cut]
-        normal = (normals[cut] * weight[:, None]).sum(axis=0)
-        normal /= np.linalg.norm(normal)
-        centre = (centroids[cut] * weight[:, None]).sum(axis=0) / weight.sum()
-        nodes = np.unique(boundary[cut])
-        return DistalCut(nodes, centre, normal, float(weight.sum()), True)
+        normal, centre = plane(cut)
+        return DistalCut(np.unique(boundary[cut]), centre, normal, float(areas[cut].sum()),
+                         True)
     nodes = np.unique(boundary)
     fixed = nodes[points[nodes] @ axis < landmarks.distal_level_mm + depth_mm]
     if fixed.size < 3:

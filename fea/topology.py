@@ -34,11 +34,7 @@ def boundary_faces(mesh: TetMesh) -> npt.NDArray[np.int64]:
     Returns:
         (f, 3) int64 node indices of the faces that belong to exactly one cell.
     """
-    tets = mesh.vertex_cells()
-    faces = tets[:, TET_FACES].reshape(-1, 3)
-    keys = np.sort(faces, axis=1)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    return np.ascontiguousarray(faces[counts[inverse.ravel()] == 1])
+    return bone_surface_facets(mesh).faces
 
 
 @dataclass(frozen=True)
