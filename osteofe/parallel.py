@@ -62,6 +62,8 @@ EXIT_INTERNAL, EXIT_INPUT = 1, 3
 #: Seconds a failed rank waits for the others to reach the end of a guarded block.
 ERROR_WAIT_S = 10.0
 _POLL_S = 0.01
+#: Seconds a failing rank leaves the launcher to forward its message before MPI_Abort.
+_ABORT_DRAIN_S = 1.0
 
 
 class RankError(Exception):
@@ -166,6 +168,10 @@ def abort(comm: MPI.Comm, exc: BaseException) -> NoReturn:
         traceback.print_exception(exc, file=sys.stderr)
     print(f"{error_line(exc)} [rank {comm.rank} of {comm.size}; ending all ranks]",
           file=sys.stderr, flush=True)
+    # MPI_Abort kills the job at once; the launcher's proxy may not yet have forwarded
+    # what this rank wrote to its pipe, and the user would see a bare exit code (seen on
+    # a loaded 2-core CI machine). Give it time to drain.
+    time.sleep(_ABORT_DRAIN_S)
     comm.Abort(exit_code(exc))
     raise SystemExit(exit_code(exc))  # pragma: no cover - Abort does not return
 
