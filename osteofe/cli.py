@@ -339,11 +339,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_cohort_run(args: argparse.Namespace) -> int:
-    from osteofe.cohort import format_run_summary, run_cohort
+    from osteofe.cohort import format_run_summary, run_array_task, run_cohort
 
+    if args.array_task is not None:
+        task = run_array_task(args.manifest, args.out, _config_from_args(args),
+                              index=None if args.array_task == "env" else args.array_task,
+                              per_task=args.cases_per_task, picture=not args.no_picture)
+        if not args.quiet and _rank() == 0:
+            _echo(f"array task {task.index}: " + ", ".join(
+                f"{c} {s.get('state')}" for c, s in zip(task.case_ids, task.statuses,
+                                                        strict=True)))
+        if task.n_failed:
+            if _rank() == 0:
+                print(f"error: {task.n_failed} of {len(task.case_ids)} cases of array task "
+                      f"{task.index} failed (hint: see {task.summary_json})", file=sys.stderr,
+                      flush=True)
+            return EXIT_INPUT
+        return EXIT_OK
     summary = run_cohort(args.manifest, args.out, _config_from_args(args),
                          workers=args.workers, progress=not args.quiet,
-                         picture=not args.no_picture)
+                         picture=not args.no_picture, engine=args.engine,
+                         scheduler=args.scheduler, cluster=args.cluster,
+                         max_tries=args.max_tries)
     if not args.quiet:
         _echo(format_run_summary(summary))
     if summary.n_failed:
@@ -499,7 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
         "cases are skipped on a rerun; a failed case is reported without stopping the others.")
     cohort_run.add_argument("manifest", type=Path, help="cohort manifest (CSV)")
     cohort_run.add_argument("--out", type=Path, required=True, help="output folder")
-    cohort_run.add_argument("--workers", type=int, help="parallel processes (default: cores)")
+    cohort_run.add_argument("--workers", "--jobs", type=int, dest="workers",
+                            help="parallel worker processes (default: cores); SLURM jobs "
+                            "with --cluster slurm")
+    cohort_run.add_argument("--engine", choices=("dask", "pool"), default="dask",
+                            help="dask: a Dask cluster (default); pool: a local process pool")
+    cohort_run.add_argument("--scheduler", metavar="ADDRESS",
+                            help="join a running Dask scheduler (tcp://host:8786)")
+    cohort_run.add_argument("--cluster", choices=("local", "slurm"), default="local",
+                            help="without --scheduler: an embedded cluster (local) or a "
+                            "dask-jobqueue SLURMCluster (options from jobqueue.yaml)")
+    cohort_run.add_argument("--max-tries", type=int, default=2, metavar="N",
+                            help="tries of a case whose worker process dies (default 2)")
+    cohort_run.add_argument("--array-task", nargs="?", const="env", metavar="INDEX",
+                            help="run only the row(s) of this SLURM array index (default "
+                            "$SLURM_ARRAY_TASK_ID), in this process; tables: rerun without")
+    cohort_run.add_argument("--cases-per-task", type=int, default=1, metavar="K",
+                            help="manifest rows per array task (default 1)")
     _add_model_options(cohort_run)
     cohort_run.set_defaults(func=_cmd_cohort_run)
     synth = cohort_sub.add_parser(

@@ -88,6 +88,7 @@ from types import MappingProxyType
 from typing import Any
 
 from meshing.errors import InputError, OsteofeError
+from osteofe.cohort_engines import ArrayTaskSummary
 from osteofe.config import Config
 from osteofe.outputs import (
     OutputError,
@@ -107,6 +108,7 @@ __all__ = [
     "ManifestError",
     "format_run_summary",
     "read_manifest",
+    "run_array_task",
     "run_cohort",
 ]
 
@@ -557,8 +559,11 @@ def _error_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _run_case(task: _Task) -> dict[str, Any]:
-    """Worker: analyse one case on ``MPI.COMM_SELF`` and write its status file."""
+def _run_case(task: _Task, comm: Any = None) -> dict[str, Any]:
+    """Worker: analyse one case on ``comm`` (default ``MPI.COMM_SELF``); write its status.
+
+    Under a communicator of several ranks every rank calls this; rank 0 writes the file.
+    """
     from mpi4py import MPI
 
     from material.calibration import LinearCalibration
@@ -579,8 +584,10 @@ def _run_case(task: _Task) -> dict[str, Any]:
             bone_label=case.bone_label, lesion_labels=case.lesion_labels or (2,),
             lesion_labels_required=case.lesion_labels_required, case_id=case.case_id,
             side=case.side)
+        comm = MPI.COMM_SELF if comm is None else comm
+        status["mpi_ranks"] = comm.size
         result = run_strength(request, task.config, task.case_dir, calibration=calibration,
-                              comm=MPI.COMM_SELF, picture=task.picture)
+                              comm=comm, picture=task.picture)
     except Exception as exc:  # every failure is reported; none stops the run
         status.update(state="failed", error_type=type(exc).__name__, error=_error_line(exc))
         if not isinstance(exc, OsteofeError):
@@ -593,8 +600,9 @@ def _run_case(task: _Task) -> dict[str, Any]:
                       critical_region=result["critical_region"],
                       warnings=list(result.get("warnings", [])))
     status["wall_s"] = round(time.perf_counter() - start, 3)
-    task.case_dir.mkdir(parents=True, exist_ok=True)
-    write_json(task.case_dir / "status.json", status)
+    if comm is None or comm.rank == 0:
+        task.case_dir.mkdir(parents=True, exist_ok=True)
+        write_json(task.case_dir / "status.json", status)
     return status
 
 
@@ -770,6 +778,37 @@ def _validate_request(case: ManifestCase) -> None:
                     body_mass_kg=case.body_mass_kg, case_id=case.case_id).validate()
 
 
+def _plan(cases: Sequence[ManifestCase], config: Config, cases_dir: Path, picture: bool,
+          statuses: dict[str, dict[str, Any]], bar: Any) -> list[_Task]:
+    """The cases left to compute; invalid and already finished ones go to ``statuses``."""
+    tasks: list[_Task] = []
+    for case in cases:
+        case_dir = cases_dir / case.case_id
+        try:
+            _validate_request(case)
+        except OsteofeError as exc:
+            status = {"case_id": case.case_id, "state": "failed",
+                      "error_type": type(exc).__name__, "error": _error_line(exc)}
+            case_dir.mkdir(parents=True, exist_ok=True)
+            write_json(case_dir / "status.json", status)
+            statuses[case.case_id] = status
+            bar.update(1)
+            continue
+        ct_sha, labels_sha = sha256_file(case.ct), sha256_file(case.labels)
+        fingerprint = _fingerprint(case, config, ct_sha, labels_sha)
+        previous = _finished_result(case, case_dir, fingerprint, ct_sha, labels_sha)
+        if previous is not None:
+            statuses[case.case_id] = {
+                "case_id": case.case_id, "state": "done", "resumed": True,
+                **{k: previous.get(k) for k in ("failure_load_N", "failure_load_BW",
+                                                "load_case", "failure_mode",
+                                                "critical_region")}}
+            bar.update(1)
+            continue
+        tasks.append(_Task(case, config, case_dir, fingerprint, picture))
+    return tasks
+
+
 def run_cohort(
     manifest: str | Path | Manifest,
     out_dir: str | Path,
@@ -778,6 +817,10 @@ def run_cohort(
     workers: int | None = None,
     progress: bool = True,
     picture: bool = False,
+    engine: str = "dask",
+    scheduler: str | None = None,
+    cluster: str = "local",
+    max_tries: int = 2,
 ) -> CohortRunSummary:
     """Analyse every femur of a manifest in parallel; resumable; failures do not stop it.
 
@@ -792,9 +835,16 @@ def run_cohort(
         config: Model options of every case (default :class:`Config()`); a manifest's
             calibration columns override the configured line per case.
         workers: Worker processes (default: the CPU count, at most the number of cases to
-            run).
+            run); with ``cluster="slurm"`` the number of SLURM jobs.
         progress: Show a tqdm progress bar on stderr.
         picture: Also render each case's PNG picture (slower).
+        engine: ``"dask"`` (default; :mod:`osteofe.cohort_engines`) or ``"pool"`` (the
+            process pool of this module).
+        scheduler: With ``engine="dask"``: join the Dask scheduler at this address
+            (``tcp://host:8786``) instead of starting a cluster.
+        cluster: With ``engine="dask"`` and no ``scheduler``: ``"local"`` (an embedded
+            LocalCluster) or ``"slurm"`` (a dask-jobqueue SLURMCluster).
+        max_tries: Tries of a case whose worker process dies (Dask engine).
 
     Returns:
         The run summary; also written to ``out_dir/run_summary.json``.
@@ -821,6 +871,14 @@ def run_cohort(
                                 or workers < 1):
         raise InputError(f"workers must be a positive integer, got {workers!r}",
                          "use e.g. workers=2")
+    if engine not in ("dask", "pool"):
+        raise InputError(f"unknown cohort engine {engine!r}", "use 'dask' or 'pool'")
+    if engine == "pool" and (scheduler is not None or cluster != "local"):
+        raise InputError("the process pool runs on this machine only",
+                         "use engine 'dask' with a scheduler or a SLURM cluster")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+        raise InputError(f"max_tries must be a positive integer, got {max_tries!r}",
+                         "use e.g. max_tries=2")
     out = Path(out_dir)
     check_output_dir(out)  # a file, not writable, a full disk: refused before any work
     cases_dir = out / "cases"
@@ -832,44 +890,105 @@ def run_cohort(
 
     statuses: dict[str, dict[str, Any]] = {}
     computed: set[str] = set()
-    tasks: list[_Task] = []
     n_workers = 0
     bar = _progress_bar(len(parsed.cases), progress)
     try:
-        for case in parsed.cases:
-            case_dir = cases_dir / case.case_id
-            try:
-                _validate_request(case)
-            except OsteofeError as exc:
-                status = {"case_id": case.case_id, "state": "failed",
-                          "error_type": type(exc).__name__, "error": _error_line(exc)}
-                case_dir.mkdir(parents=True, exist_ok=True)
-                write_json(case_dir / "status.json", status)
-                statuses[case.case_id] = status
-                bar.update(1)
-                continue
-            ct_sha, labels_sha = sha256_file(case.ct), sha256_file(case.labels)
-            fingerprint = _fingerprint(case, config, ct_sha, labels_sha)
-            previous = _finished_result(case, case_dir, fingerprint, ct_sha, labels_sha)
-            if previous is not None:
-                statuses[case.case_id] = {
-                    "case_id": case.case_id, "state": "done", "resumed": True,
-                    **{k: previous.get(k) for k in ("failure_load_N", "failure_load_BW",
-                                                    "load_case", "failure_mode",
-                                                    "critical_region")}}
-                bar.update(1)
-                continue
-            tasks.append(_Task(case, config, case_dir, fingerprint, picture))
+        tasks = _plan(parsed.cases, config, cases_dir, picture, statuses, bar)
         n_workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
         if tasks:
             threads = max(1, (os.cpu_count() or 1) // n_workers)
             with _thread_limits(threads), _stop_on_sigterm(out):
-                _execute(tasks, n_workers, bar, statuses)
+                if engine == "pool":
+                    _execute(tasks, n_workers, bar, statuses)
+                else:
+                    from osteofe.cohort_engines import execute_dask
+
+                    n_workers = execute_dask(
+                        tasks, n_workers, bar, statuses, scheduler=scheduler,
+                        cluster=cluster, max_tries=max_tries,
+                        env={name: str(threads) for name in _THREAD_VARIABLES})
             computed = {t.case.case_id for t in tasks}
     finally:
         bar.close()
     return _write_outputs(parsed, out, statuses, computed, n_workers,
                           round(time.perf_counter() - start, 3))
+
+
+def run_array_task(
+    manifest: str | Path | Manifest,
+    out_dir: str | Path,
+    config: Config | None = None,
+    *,
+    index: int | None = None,
+    per_task: int = 1,
+    picture: bool = False,
+) -> ArrayTaskSummary:
+    """Run the manifest row(s) of one SLURM array task in this process (no Dask needed).
+
+    Task ``i`` (``index`` or ``$SLURM_ARRAY_TASK_ID``) runs rows ``i * per_task`` to
+    ``(i + 1) * per_task - 1`` (0-based, in file order), with the same status files and
+    fingerprints as :func:`run_cohort`: finished cases are skipped, and the cohort tables
+    (results.csv, cohort.csv, ...) are written by an ordinary :func:`run_cohort` on the
+    same folder after the array (it resumes every finished case). Started under
+    ``mpiexec``/``srun -n K`` the task solves its case(s) on all ``K`` ranks (rank 0
+    writes); otherwise on one process.
+
+    Args:
+        manifest: The manifest CSV or a parsed :class:`Manifest` (the whole manifest: the
+            rows are selected here, so every task reads the same file).
+        out_dir: The cohort's output folder (shared by all tasks).
+        config: Model options (default :class:`Config()`).
+        index: The array index (default: ``$SLURM_ARRAY_TASK_ID``).
+        per_task: Manifest rows per array task.
+        picture: Also render each case's PNG picture.
+
+    Returns:
+        The task's summary, also written to ``out_dir/array/task-<index>.json``.
+
+    Raises:
+        ManifestError: If the manifest is malformed.
+        InputError: If the index is missing, not an integer or past the manifest's end.
+        OutputError: If ``out_dir`` cannot be written.
+    """
+    from mpi4py import MPI
+
+    from osteofe.cohort_engines import array_task_cases, array_task_index
+
+    comm = MPI.COMM_WORLD
+    parsed = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    config = config or Config()
+    task_index = array_task_index(index)
+    rows = array_task_cases(len(parsed.cases), task_index, per_task)
+    out = Path(out_dir)
+    if comm.rank == 0:
+        check_output_dir(out)
+        (out / "cases").mkdir(parents=True, exist_ok=True)
+    comm.Barrier()
+    cases = [parsed.cases[i] for i in rows]
+    statuses: dict[str, dict[str, Any]] = {}
+    bar = _progress_bar(len(cases), False)
+    with _stop_on_sigterm(out):
+        if comm.rank == 0:
+            tasks = _plan(cases, config, out / "cases", picture, statuses, bar)
+        else:  # rank 0 alone writes the status files of invalid cases
+            tasks = []
+        tasks = comm.bcast(tasks, root=0)
+        statuses = comm.bcast(statuses, root=0)
+        for task in tasks:
+            statuses[task.case.case_id] = {**_run_case(task, comm), "engine": "array"}
+    ordered = tuple(statuses[c.case_id] for c in cases)
+    summary = ArrayTaskSummary(index=task_index, case_ids=tuple(c.case_id for c in cases),
+                               statuses=ordered,
+                               n_resumed=sum(1 for s in ordered if s.get("resumed")),
+                               summary_json=out / "array" / f"task-{task_index}.json")
+    if comm.rank == 0:
+        summary.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        write_json(summary.summary_json, {
+            "manifest": str(parsed.path), "index": task_index, "per_task": per_task,
+            "case_ids": list(summary.case_ids), "n_failed": summary.n_failed,
+            "n_resumed": summary.n_resumed, "mpi_ranks": comm.size,
+            "statuses": [dict(s) for s in ordered]})
+    return summary
 
 
 def _write_outputs(manifest: Manifest, out: Path, statuses: Mapping[str, Mapping[str, Any]],
