@@ -83,21 +83,6 @@ def _died_status(task: Any, tries: int, detail: str) -> dict[str, Any]:
             "tries": tries}
 
 
-class _DieWithClient:
-    """Worker plugin: an embedded cluster's workers end when the cohort process ends."""
-
-    name = "osteofe-die-with-client"
-
-    def __init__(self, client_pid: int) -> None:
-        self.client_pid = client_pid
-
-    def setup(self, worker: Any) -> None:
-        """Install PDEATHSIG and the parent watchdog in the worker process."""
-        from osteofe.cohort import _worker_init
-
-        _worker_init(self.client_pid)
-
-
 def _check_one_thread(client: Any, where: str) -> int:
     """The cluster's worker count; refuse workers with more than one thread."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -180,12 +165,16 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
     import dask
     from distributed import Client, KilledWorker, LocalCluster, as_completed
 
+    from osteofe._dask_worker import DieWithClient, run_case
     from osteofe.outputs import write_json
 
     if max_tries < 1:
         raise InputError(f"max_tries must be at least 1, got {max_tries}", "use e.g. 2")
     own: Any = None
+    # The thread limits must be set before the worker interpreter starts.
+    spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **(env or {})}
     settings = {"distributed.scheduler.allowed-failures": 0,
+                "distributed.nanny.pre-spawn-environ": spawn_env,
                 "distributed.worker.daemon": False}  # a case may start subprocesses
     with dask.config.set(settings):
         if scheduler is not None:
@@ -200,7 +189,7 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
                                dashboard_address=None, silence_logs=logging.ERROR,
                                env=dict(env or {}))
             client = Client(own)
-            client.register_plugin(_DieWithClient(os.getpid()))
+            client.register_plugin(DieWithClient(os.getpid()))
             where = "the embedded cluster"
         else:
             raise InputError(f"unknown cluster {cluster!r}", "use 'local' or 'slurm'")
@@ -219,7 +208,7 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
         def submit(task: Any) -> Any:
             case_id = task.case.case_id
             tries[case_id] = tries.get(case_id, 0) + 1
-            future = client.submit(_run_case_remote, task, pure=False,
+            future = client.submit(run_case, task, pure=False,
                                    key=f"osteofe-case-{case_id}-try{tries[case_id]}")
             owner[future.key] = task
             return future
@@ -255,15 +244,6 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
         client.close(timeout=10)
         if own is not None:
             own.close(timeout=10)
-
-
-def _run_case_remote(task: Any) -> dict[str, Any]:
-    """Dask task: :func:`osteofe.cohort._run_case` (imported in the worker)."""
-    from osteofe.cohort import _run_case
-
-    status = _run_case(task)
-    status["engine"] = "dask"
-    return status
 
 
 # --------------------------------------------------------------------------------------------
