@@ -30,9 +30,9 @@ class DieWithClient(WorkerPlugin):
 
 
 def run_case(task: Any) -> dict[str, Any]:
-    """Dask task: :func:`osteofe.cohort._run_case`, its status marked with the engine."""
+    """Dask task: :func:`osteofe.cohort._run_case` (imported in the worker)."""
+    from dataclasses import replace
+
     from osteofe.cohort import _run_case
 
-    status = _run_case(task)
-    status["engine"] = "dask"
-    return status
+    return _run_case(replace(task, engine="dask"))

@@ -82,7 +82,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -516,6 +516,7 @@ class _Task:
     case_dir: Path
     fingerprint: str
     picture: bool
+    engine: str = "pool"
 
 
 def _fingerprint(case: ManifestCase, config: Config, ct_sha: str, labels_sha: str) -> str:
@@ -572,7 +573,7 @@ def _run_case(task: _Task, comm: Any = None) -> dict[str, Any]:
     case = task.case
     start = time.perf_counter()
     status: dict[str, Any] = {"case_id": case.case_id, "fingerprint": task.fingerprint,
-                              "pid": os.getpid()}
+                              "engine": task.engine, "pid": os.getpid()}
     try:
         calibration = None
         if case.calibration is not None:
@@ -975,7 +976,7 @@ def run_array_task(
         tasks = comm.bcast(tasks, root=0)
         statuses = comm.bcast(statuses, root=0)
         for task in tasks:
-            statuses[task.case.case_id] = {**_run_case(task, comm), "engine": "array"}
+            statuses[task.case.case_id] = _run_case(replace(task, engine="array"), comm)
     ordered = tuple(statuses[c.case_id] for c in cases)
     summary = ArrayTaskSummary(index=task_index, case_ids=tuple(c.case_id for c in cases),
                                statuses=ordered,

@@ -32,8 +32,10 @@ dead process), at most ``max_tries`` times in all; then it is recorded as failed
 (``error_type`` ``WorkerDied``). Unlike the process pool, a death costs only the case on
 that worker: the other workers' cases go on. On the embedded cluster the scheduler's own
 retries are switched off (``distributed.scheduler.allowed-failures = 0``) so that the
-count is exactly ``max_tries``; a joined cluster keeps its own setting (each of our tries
-may then see up to ``allowed-failures + 1`` deaths).
+count is exactly ``max_tries``, and each worker holds one case at a time
+(``distributed.scheduler.worker-saturation = 1.0``; by default Dask sends a second task
+ahead, which a death would count against too). A joined cluster keeps its own settings:
+set both in its scheduler's configuration for the same behaviour.
 
 **No orphans.** The embedded cluster's worker processes are children of the cohort
 process; each asks the kernel to kill it when that process dies (``PR_SET_PDEATHSIG``) and
@@ -173,7 +175,11 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
     own: Any = None
     # The thread limits must be set before the worker interpreter starts.
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **(env or {})}
+    # One case per worker at a time (worker-saturation 1.0): the default 1.1 sends a second
+    # task ahead to each worker, and a worker's death would then count against the case
+    # waiting there too.
     settings = {"distributed.scheduler.allowed-failures": 0,
+                "distributed.scheduler.worker-saturation": 1.0,
                 "distributed.nanny.pre-spawn-environ": spawn_env,
                 "distributed.worker.daemon": False}  # a case may start subprocesses
     with dask.config.set(settings):
@@ -203,17 +209,29 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
                                  "queue") from None
         n_workers = _check_one_thread(client, where)
         tries: dict[str, int] = {}
-        owner: dict[str, Any] = {}
+        owner: dict[Any, Any] = {}
+        pending = list(reversed(tasks))
+        running = as_completed()
 
-        def submit(task: Any) -> Any:
-            case_id = task.case.case_id
-            tries[case_id] = tries.get(case_id, 0) + 1
-            future = client.submit(run_case, task, pure=False,
-                                   key=f"osteofe-case-{case_id}-try{tries[case_id]}")
-            owner[future.key] = task
-            return future
+        def slots() -> int:
+            # The cluster's threads now (a joined or SLURM cluster may grow or shrink).
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            return max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
 
-        running = as_completed([submit(t) for t in tasks])
+        def fill() -> None:
+            # At most one case per worker thread in flight: a case waiting on a worker
+            # that dies would be counted as involved in the death.
+            limit = slots() if pending else 0
+            while pending and len(owner) < limit:
+                task = pending.pop()
+                case_id = task.case.case_id
+                tries[case_id] = tries.get(case_id, 0) + 1
+                future = client.submit(run_case, task, pure=False,
+                                       key=("osteofe-case", case_id, tries[case_id]))
+                owner[future.key] = task
+                running.add(future)
+
+        fill()
         failed = sum(1 for s in statuses.values() if s.get("state") == "failed")
         for future in running:
             task = owner.pop(future.key)
@@ -222,7 +240,8 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
                 status = future.result()
             except KilledWorker as exc:
                 if tries[case_id] < max_tries:
-                    running.add(submit(task))
+                    pending.append(task)  # next, on whichever worker is free
+                    fill()
                     continue
                 status = _died_status(task, tries[case_id], type(exc).__name__)
                 task.case_dir.mkdir(parents=True, exist_ok=True)
@@ -233,12 +252,15 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
                           "error": f"internal error: {type(exc).__name__}: {exc}"}
                 task.case_dir.mkdir(parents=True, exist_ok=True)
                 write_json(task.case_dir / "status.json", status)
+            finally:
+                future.release()
             if tries[case_id] > 1:
                 status = {**status, "tries": tries[case_id]}
             statuses[case_id] = status
             failed += status.get("state") == "failed"
             bar.set_postfix(failed=failed, refresh=False)
             bar.update(1)
+            fill()
         return n_workers
     finally:
         client.close(timeout=10)

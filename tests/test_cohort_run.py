@@ -271,9 +271,10 @@ def _is_worker(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("engine", ["dask", "pool"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killing_the_cohort_process_leaves_no_worker_behind(
-        cohort_run: CohortRun, tmp_path: Path, sig: signal.Signals) -> None:
+        cohort_run: CohortRun, tmp_path: Path, sig: signal.Signals, engine: str) -> None:
     manifest, _, _ = cohort_run
     root = manifest.parent
     rows = "".join(f"K{i},{side},{root}/{kind}/ct.nii.gz,{root}/{kind}/labels.nii.gz,70\n"
@@ -283,7 +284,7 @@ def test_killing_the_cohort_process_leaves_no_worker_behind(
     big.write_text("case_id,side,ct,labels,body_mass_kg\n" + rows)
     proc = subprocess.Popen([sys.executable, "-m", "osteofe", "-q", "cohort", "run", str(big),
                              "--out", str(tmp_path / "out"), "--workers", "2",
-                             "--mesh-size", "6", "--no-picture"],
+                             "--mesh-size", "6", "--no-picture", "--engine", engine],
                             stderr=subprocess.PIPE, text=True)
     workers: list[int] = []
     try:
