@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages
 from _common import save
 
 from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
