@@ -360,7 +360,7 @@ def _cmd_cohort_run(args: argparse.Namespace) -> int:
                          workers=args.workers, progress=not args.quiet,
                          picture=not args.no_picture, engine=args.engine,
                          scheduler=args.scheduler, cluster=args.cluster,
-                         max_tries=args.max_tries)
+                         max_tries=args.max_tries, ranks_per_case=args.ranks_per_case)
     if not args.quiet:
         _echo(format_run_summary(summary))
     if summary.n_failed:
@@ -528,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "dask-jobqueue SLURMCluster (options from jobqueue.yaml)")
     cohort_run.add_argument("--max-tries", type=int, default=2, metavar="N",
                             help="tries of a case whose worker process dies (default 2)")
+    cohort_run.add_argument("--ranks-per-case", type=int, default=1, metavar="K",
+                            help="MPI ranks of each case (mpiexec -n K per case; default 1)")
     cohort_run.add_argument("--array-task", nargs="?", const="env", metavar="INDEX",
                             help="run only the row(s) of this SLURM array index (default "
                             "$SLURM_ARRAY_TASK_ID), in this process; tables: rerun without")

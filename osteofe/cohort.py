@@ -517,6 +517,7 @@ class _Task:
     fingerprint: str
     picture: bool
     engine: str = "pool"
+    ranks: int = 1
 
 
 def _fingerprint(case: ManifestCase, config: Config, ct_sha: str, labels_sha: str) -> str:
@@ -560,12 +561,98 @@ def _error_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+#: Environment variable naming the MPI launcher of ``ranks_per_case`` > 1 (default: the
+#: ``mpiexec`` beside the Python interpreter, else ``mpiexec`` on the PATH).
+MPIEXEC_VARIABLE = "OSTEOFE_MPIEXEC"
+
+
+def _mpiexec() -> list[str]:
+    import shlex
+    import shutil
+
+    if os.environ.get(MPIEXEC_VARIABLE):
+        return shlex.split(os.environ[MPIEXEC_VARIABLE])
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise InputError("ranks_per_case > 1 needs an MPI launcher and none was found",
+                         f"install MPI or set {MPIEXEC_VARIABLE} (e.g. 'srun --mpi=pmi2')")
+    return [found]
+
+
+def _pdeathsig_hook() -> Any:
+    """A ``preexec_fn`` that makes the child die with this thread's process (Linux), or None.
+
+    libc is looked up here, in the parent, so that the forked child only calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    kill = int(signal.SIGKILL)
+
+    def hook() -> None:  # pragma: no cover - runs in the forked child
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+
+    return hook
+
+
+def _run_case_mpi(task: _Task) -> dict[str, Any]:
+    """Worker: analyse one case on ``task.ranks`` MPI ranks (``mpiexec -n K`` subprocess).
+
+    The launcher dies with the worker (``PR_SET_PDEATHSIG``); rank 0 of the subprocess
+    writes the status file, which is returned. A launcher that ends without one (a rank
+    crashed, out of memory) gives a failed status with its last error line.
+    """
+    import pickle
+    import subprocess
+
+    start = time.perf_counter()
+    task.case_dir.parent.mkdir(parents=True, exist_ok=True)
+    status_file = task.case_dir / "status.json"
+    with suppress(FileNotFoundError):
+        status_file.unlink()  # an earlier run's status must not pass for this one's
+    fd, name = tempfile.mkstemp(prefix=f".{task.case.case_id}.", suffix=".task.pkl",
+                                dir=task.case_dir.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump(task, handle)
+        command = [*_mpiexec(), "-n", str(task.ranks), sys.executable, "-m",
+                   "osteofe._cohort_mpi_case", name]
+        proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                              preexec_fn=_pdeathsig_hook())
+    finally:
+        with suppress(OSError):
+            os.unlink(name)
+    status = _read_json(status_file)
+    if status is not None and status.get("fingerprint") == task.fingerprint:
+        return status
+    lines = [x for x in (proc.stderr or "").splitlines() if x.strip()]
+    status = {"case_id": task.case.case_id, "fingerprint": task.fingerprint,
+              "engine": task.engine, "mpi_ranks": task.ranks, "state": "failed",
+              "error_type": "MPIRunFailed",
+              "error": f"mpiexec -n {task.ranks} ended with code {proc.returncode} without "
+                       f"a result: {lines[-1] if lines else 'no output'}",
+              "wall_s": round(time.perf_counter() - start, 3)}
+    task.case_dir.mkdir(parents=True, exist_ok=True)
+    write_json(status_file, status)
+    return status
+
+
 def _run_case(task: _Task, comm: Any = None) -> dict[str, Any]:
     """Worker: analyse one case on ``comm`` (default ``MPI.COMM_SELF``); write its status.
 
     Under a communicator of several ranks every rank calls this; rank 0 writes the file.
+    A task of ``ranks`` > 1 without ``comm`` is run by :func:`_run_case_mpi`.
     """
     from mpi4py import MPI
+
+    if comm is None and task.ranks > 1:
+        return _run_case_mpi(task)
 
     from material.calibration import LinearCalibration
     from osteofe.pipeline import StrengthRequest, run_strength
@@ -780,7 +867,7 @@ def _validate_request(case: ManifestCase) -> None:
 
 
 def _plan(cases: Sequence[ManifestCase], config: Config, cases_dir: Path, picture: bool,
-          statuses: dict[str, dict[str, Any]], bar: Any) -> list[_Task]:
+          statuses: dict[str, dict[str, Any]], bar: Any, ranks: int = 1) -> list[_Task]:
     """The cases left to compute; invalid and already finished ones go to ``statuses``."""
     tasks: list[_Task] = []
     for case in cases:
@@ -806,7 +893,7 @@ def _plan(cases: Sequence[ManifestCase], config: Config, cases_dir: Path, pictur
                                                 "critical_region")}}
             bar.update(1)
             continue
-        tasks.append(_Task(case, config, case_dir, fingerprint, picture))
+        tasks.append(_Task(case, config, case_dir, fingerprint, picture, ranks=ranks))
     return tasks
 
 
@@ -822,6 +909,7 @@ def run_cohort(
     scheduler: str | None = None,
     cluster: str = "local",
     max_tries: int = 2,
+    ranks_per_case: int = 1,
 ) -> CohortRunSummary:
     """Analyse every femur of a manifest in parallel; resumable; failures do not stop it.
 
@@ -846,6 +934,10 @@ def run_cohort(
         cluster: With ``engine="dask"`` and no ``scheduler``: ``"local"`` (an embedded
             LocalCluster) or ``"slurm"`` (a dask-jobqueue SLURMCluster).
         max_tries: Tries of a case whose worker process dies (Dask engine).
+        ranks_per_case: MPI ranks of each case: a worker runs its case as an
+            ``mpiexec -n ranks_per_case`` subprocess (launcher: ``$OSTEOFE_MPIEXEC`` or
+            the ``mpiexec`` beside Python), so a run uses ``workers * ranks_per_case``
+            cores; 1 (default) solves each case in its worker on ``MPI.COMM_SELF``.
 
     Returns:
         The run summary; also written to ``out_dir/run_summary.json``.
@@ -880,6 +972,10 @@ def run_cohort(
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
         raise InputError(f"max_tries must be a positive integer, got {max_tries!r}",
                          "use e.g. max_tries=2")
+    if (isinstance(ranks_per_case, bool) or not isinstance(ranks_per_case, int)
+            or ranks_per_case < 1):
+        raise InputError(f"ranks_per_case must be a positive integer, got {ranks_per_case!r}",
+                         "use e.g. ranks_per_case=4")
     out = Path(out_dir)
     check_output_dir(out)  # a file, not writable, a full disk: refused before any work
     cases_dir = out / "cases"
@@ -894,10 +990,11 @@ def run_cohort(
     n_workers = 0
     bar = _progress_bar(len(parsed.cases), progress)
     try:
-        tasks = _plan(parsed.cases, config, cases_dir, picture, statuses, bar)
-        n_workers = min(workers or os.cpu_count() or 1, max(len(tasks), 1))
+        tasks = _plan(parsed.cases, config, cases_dir, picture, statuses, bar, ranks_per_case)
+        default_workers = max(1, (os.cpu_count() or 1) // ranks_per_case)
+        n_workers = min(workers or default_workers, max(len(tasks), 1))
         if tasks:
-            threads = max(1, (os.cpu_count() or 1) // n_workers)
+            threads = max(1, (os.cpu_count() or 1) // (n_workers * ranks_per_case))
             with _thread_limits(threads), _stop_on_sigterm(out):
                 if engine == "pool":
                     _execute(tasks, n_workers, bar, statuses)

@@ -229,3 +229,28 @@ def test_slurm_cluster_recipe_starts_one_thread_workers(monkeypatch: pytest.Monk
     assert "#SBATCH --cpus-per-task=4" in script
     assert "#SBATCH -t 02:00:00" in script
     assert "--nworkers 4" in script and "--nthreads 1" in script
+
+
+# -- MPI ranks inside a case ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "mpiexec").exists(),
+                    reason="needs the venv's mpiexec")
+def test_a_case_on_two_mpi_ranks_matches_the_serial_case(phantom_dir: Path,
+                                                         tmp_path: Path) -> None:
+    manifest = _manifest(phantom_dir, ["A"], "mpi.csv")
+    serial = run_array_task(manifest, tmp_path / "serial", COARSE, index=0)
+    assert serial.n_failed == 0 and serial.statuses[0]["mpi_ranks"] == 1
+    summary = run_cohort(manifest, tmp_path / "mpi", COARSE, workers=1, progress=False,
+                         ranks_per_case=2)
+    assert summary.n_computed == 1 and summary.n_failed == 0, summary.failures
+    status = json.loads((tmp_path / "mpi" / "cases" / "A" / "status.json").read_text())
+    result = json.loads((tmp_path / "mpi" / "cases" / "A" / "result.json").read_text())
+    assert status["mpi_ranks"] == 2 and result["solver"]["mpi_ranks"] == 2
+    assert status["engine"] == "dask"
+    reference = serial.statuses[0]
+    for key in ("load_case", "failure_mode", "critical_region"):
+        assert status[key] == reference[key]
+    # GAMG on 2 ranks is another preconditioner: equal to the solver tolerance (rtol 1e-8).
+    assert status["failure_load_N"] == pytest.approx(reference["failure_load_N"], rel=1e-5)
+    assert not list((tmp_path / "mpi" / "cases").glob("*.task.pkl"))
