@@ -25,13 +25,18 @@ follow_up_months                  run ends with a cohort table for ``osteofe ben
 anything else           no        carried to the cohort table as a covariate column
 ======================  ========  ========================================================
 
-:func:`run_cohort` runs :func:`osteofe.pipeline.run_strength` for every case in a pool of
-worker processes started with the ``spawn`` method (DOLFINx, PETSc and MPI are not safe in
-forked children); each worker solves its case alone on ``MPI.COMM_SELF``. Outputs under
-``out_dir``::
+:func:`run_cohort` runs :func:`osteofe.pipeline.run_strength` for every case in worker
+processes started with the ``spawn`` method (DOLFINx, PETSc and MPI are not safe in forked
+children): by default those of an embedded Dask cluster, or of a joined Dask/SLURM cluster,
+or of this module's process pool (``engine="pool"``); :func:`run_array_task` runs one SLURM
+array index's rows in the calling process (see :mod:`osteofe.cohort_engines`). Each worker
+solves its case alone on ``MPI.COMM_SELF``, or on ``ranks_per_case`` MPI ranks
+(``mpiexec -n K`` subprocess). Outputs under ``out_dir``::
 
     cases/<case_id>/result.json ...   run_strength's outputs (written atomically)
-    cases/<case_id>/status.json       state, fingerprint, timings or the error (atomic)
+    cases/<case_id>/status.json       state, fingerprint, engine, timings or the error
+    array/task-<i>.json               what SLURM array task i did (array mode only)
+
     results.csv                       one row per case: state, failure loads, error
     failures.csv                      the failed cases and their error lines
     cohort.csv                        FE results merged with the manifest (risk.cohort
@@ -47,9 +52,10 @@ recomputes exactly the cases it affects; failed cases are retried.
 **Failures.** A case whose inputs are invalid or whose analysis fails is recorded (its error
 line in ``failures.csv``, ``results.csv``, its ``status.json`` and the summary) and the
 other cases go on. A worker process that dies (crash, out of memory) is replaced; a case
-in flight during two such deaths is recorded as failed. ``osteofe cohort run`` exits with
-code 3 when any case failed and prints how many (``error: 2 of 10 cases failed``); the
-finished cases' results are kept either way.
+in flight during two such deaths (``max_tries``) is recorded as failed. ``osteofe cohort
+run`` exits with code 3 when any case failed and prints how many (``error: 2 of 10 cases
+failed``); the finished cases' results are kept either way. Resuming works across engines:
+every engine writes the same status files.
 
 **Identifiers.** ``case_id`` names the case's output folder, so two ids that differ only in
 letter case (``P01``, ``p01``) are refused before any work: on a case-insensitive file

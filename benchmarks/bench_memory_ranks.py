@@ -1,0 +1,210 @@
+"""Memory per MPI rank of one whole strength analysis: 2 ranks vs serial, and where it goes.
+
+Usage: .venv/bin/python benchmarks/bench_memory_ranks.py [--mesh-size 1.55] [--ranks 1 2]
+       [--voxel 0.8] [--name memory_ranks]
+
+The phantom femur (``--voxel`` mm voxels) is analysed by ``osteofe.pipeline.run_strength``
+(P2, stance, no picture) at ``--mesh-size`` mm elements (1.55 mm: about 1e6 DOFs), once per
+rank count, each in a fresh ``mpiexec -n R`` subprocess (``--single``), so that each peak
+belongs to that run alone. In each rank a thread samples the resident set size (psutil,
+every 20 ms); the peak RSS per rank is the larger of that and ``getrusage`` maxrss.
+To show where the memory goes, the RSS of every rank is also recorded at the end of each
+pipeline stage (``read``, ``mesh``, ``material``, ... timed by ``osteofe.pipeline``), after
+the prepared model reached the rank (``broadcast``), after the FE model was built
+(``fe_model``: DOLFINx mesh, spaces, matrix, GAMG) and after each solve (``solve``, with
+the bytes of the displacement/strain fields gathered on every rank), plus the bytes of
+the full TetMesh each rank holds.
+
+Target (issue "scale out"): peak RSS per rank on 2 ranks <= 0.6 x the serial peak.
+Writes benchmarks/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages
+from _common import provenance, save
+
+MB = 1024.0 * 1024.0
+
+
+class _Sampler:
+    """Peak RSS of this process, sampled from a daemon thread."""
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, period_s: float) -> None:
+        while not self._stop.wait(period_s):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def rss(self) -> int:
+        rss = self._proc.memory_info().rss
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return max(self.peak, maxrss)
+
+
+def _single(args: argparse.Namespace) -> int:
+    """One analysis on all ranks of this mpiexec; rank 0 writes the per-rank records."""
+    import dolfinx_solver  # noqa: F401  (before dolfinx/petsc4py)
+    from mpi4py import MPI
+
+    import fea.solver as solver
+    import osteofe.pipeline as pipeline
+    from meshing.phantom import PhantomParams, make_phantom, write_phantom
+    from osteofe.config import Config
+
+    comm = MPI.COMM_WORLD
+    sampler = _Sampler()
+    stages: list[dict[str, Any]] = []
+    fields: dict[str, int] = {}
+
+    def mark(stage: str, **extra: Any) -> None:
+        stages.append({"stage": stage, "rss_mb": round(sampler.rss() / MB, 1),
+                       "peak_so_far_mb": round(sampler.peak / MB, 1), **extra})
+
+    original_timed = pipeline._timed
+
+    @contextmanager
+    def timed(timings: dict[str, float], name: str) -> Any:
+        with original_timed(timings, name):
+            yield
+        mark(name)
+
+    original_on_root = pipeline._on_root
+    calls = {"n": 0}
+
+    def on_root(c: Any, fn: Any, **kwargs: Any) -> Any:
+        result = original_on_root(c, fn, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1 and hasattr(result, "mesh"):
+            mesh = result.mesh
+            fields["full_tetmesh_bytes"] = int(mesh.points.nbytes + mesh.cells.nbytes)
+            fields["num_nodes"] = int(mesh.points.shape[0])
+            fields["num_cells"] = int(mesh.cells.shape[0])
+            mark("broadcast")
+        return result
+
+    original_init = solver.ElasticModel.__init__
+    original_solve = solver.ElasticModel.solve
+
+    def init(self: Any, *a: Any, **k: Any) -> None:
+        original_init(self, *a, **k)
+        mark("fe_model", num_dofs=int(self.num_dofs))
+
+    def solve(self: Any, *a: Any, **k: Any) -> Any:
+        sol = original_solve(self, *a, **k)
+        gathered = sum(int(getattr(sol, n).nbytes) for n in
+                       ("displacement_mm", "strain", "vertex_strain")
+                       if getattr(sol, n, None) is not None)
+        fields["gathered_fields_bytes_per_solve"] = gathered
+        mark("solve", gathered_mb=round(gathered / MB, 1))
+        return sol
+
+    pipeline._timed = timed
+    pipeline._on_root = on_root
+    solver.ElasticModel.__init__ = init  # type: ignore[method-assign]
+    solver.ElasticModel.solve = solve  # type: ignore[method-assign]
+
+    work = Path(args.work)
+    if comm.rank == 0 and not (work / "phantom" / "ct.nii.gz").is_file():
+        write_phantom(make_phantom(replace(PhantomParams(), voxel_size_mm=args.voxel)),
+                      work / "phantom")
+    comm.Barrier()
+    mark("start")
+    config = (Config().override("mesh", size_mm=args.mesh_size)
+              .override("load", cases=("stance",)))
+    request = pipeline.StrengthRequest(work / "phantom" / "ct.nii.gz",
+                                       work / "phantom" / "labels.nii.gz", body_mass_kg=70.0)
+    t0 = time.perf_counter()
+    result = pipeline.run_strength(request, config, work / f"out_{comm.size}", comm=comm,
+                                   picture=False)
+    wall = time.perf_counter() - t0
+    peak = sampler.stop()
+    record = {"rank": comm.rank, "peak_rss_mb": round(peak / MB, 1), "stages": stages,
+              **fields}
+    records = comm.gather(record, root=0)
+    if comm.rank == 0:
+        Path(args.single).write_text(json.dumps({
+            "ranks": comm.size, "wall_s": round(wall, 1),
+            "num_dofs": result["solver"]["num_dofs"],
+            "failure_load_N": result["failure_load_N"], "per_rank": records}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every rank count in its own mpiexec; compare the peaks; write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh-size", type=float, default=1.55)
+    parser.add_argument("--voxel", type=float, default=0.8)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--name", default="memory_ranks")
+    parser.add_argument("--work", help="work folder (default: a temporary one)")
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.single:
+        return _single(args)
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="osteofe-bench-memory-"))
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    runs = []
+    for ranks in args.ranks:
+        out = work / f"run_{ranks}.json"
+        cmd = [str(mpiexec), "-n", str(ranks), sys.executable, __file__, "--single", str(out),
+               "--mesh-size", str(args.mesh_size), "--voxel", str(args.voxel),
+               "--work", str(work)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{ranks} ranks failed (exit {proc.returncode})")
+        run = json.loads(out.read_text())
+        peaks = [r["peak_rss_mb"] for r in run["per_rank"]]
+        print(f"{ranks} rank(s): {run['num_dofs']} DOFs, {run['wall_s']} s, peak RSS per rank "
+              f"{peaks} MB", flush=True)
+        runs.append(run)
+    serial = next((r for r in runs if r["ranks"] == 1), None)
+    ratios = {}
+    if serial is not None:
+        base = serial["per_rank"][0]["peak_rss_mb"]
+        for run in runs:
+            ratios[str(run["ranks"])] = round(max(r["peak_rss_mb"] for r in run["per_rank"])
+                                              / base, 3)
+    payload = {"mesh_size_mm": args.mesh_size, "voxel_mm": args.voxel,
+               "peak_ratio_max_rank_over_serial": ratios, "target_ratio_2_ranks": 0.6,
+               "runs": runs, "provenance": provenance(ranks=max(args.ranks)),
+               "note": "2-core machine shared with other jobs (RSS is not affected by their "
+                       "load; wall times are)"}
+    path = save(args.name, payload)
+    print(f"peak RSS of the largest rank / serial peak: {ratios} (target <= 0.6 at 2) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
