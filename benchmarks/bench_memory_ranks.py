@@ -172,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         return _single(args)
 
     work = Path(args.work or tempfile.mkdtemp(prefix="osteofe-bench-memory-"))
-    mpiexec = Path(sys.executable).parent / "mpiexec"
+    from bench_solver import mpiexec_path  # the venv's mpiexec, else the PATH's
+
+    mpiexec = mpiexec_path()
     runs = []
     for ranks in args.ranks:
         out = work / f"run_{ranks}.json"
-        cmd = [str(mpiexec), "-n", str(ranks), sys.executable, __file__, "--single", str(out),
+        cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--single", str(out),
                "--mesh-size", str(args.mesh_size), "--voxel", str(args.voxel),
                "--work", str(work)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
