@@ -44,10 +44,13 @@ plugin on every worker, restarted ones included). SIGTERM/Ctrl-C close the clust
 finished cases are kept. Workers of a joined cluster belong to that cluster and are left
 running.
 
-**MPI inside a case.** The cohort's workers each solve one case on ``MPI.COMM_SELF``. For
-a case too large for one core, run the cohort as a SLURM array with one MPI job per index
+**MPI inside a case.** By default each worker solves its case on ``MPI.COMM_SELF``. With
+``ranks_per_case=K`` (``--ranks-per-case K``) a worker runs its case as an ``mpiexec -n K``
+subprocess (:func:`osteofe.cohort._run_case_mpi`; launcher ``$OSTEOFE_MPIEXEC``, e.g.
+``srun --mpi=pmi2`` inside a SLURM allocation), so give the cluster ``cores / K`` workers.
+Without Dask, a SLURM array with one MPI job per index does the same
 (``srun -n K osteofe cohort run M --out D --array-task``): the array task then solves its
-case on all ``K`` ranks (see :func:`run_array_task`).
+case on all ``K`` ranks (see :func:`osteofe.cohort.run_array_task`).
 """
 
 from __future__ import annotations
@@ -181,7 +184,15 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
     settings = {"distributed.scheduler.allowed-failures": 0,
                 "distributed.scheduler.worker-saturation": 1.0,
                 "distributed.nanny.pre-spawn-environ": spawn_env,
-                "distributed.worker.daemon": False}  # a case may start subprocesses
+                "distributed.worker.daemon": False,  # a case may start subprocesses
+                # Each case is one long task: the per-process housekeeping of an embedded
+                # cluster (profiler sampling every 10 ms with the GIL, 20 ms ticks, work
+                # stealing, 0.1 s memory polls) only costs CPU that the cases need.
+                "distributed.worker.profile.enabled": False,
+                "distributed.admin.tick.interval": "1s",
+                "distributed.admin.system-monitor.interval": "5s",
+                "distributed.scheduler.work-stealing": False,
+                "distributed.worker.memory.monitor-interval": "1s"}
     with dask.config.set(settings):
         if scheduler is not None:
             client = Client(scheduler, timeout="30s")
