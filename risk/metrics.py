@@ -1,6 +1,6 @@
 """Performance metrics of fracture-risk scores: discrimination, calibration, clinical utility.
 
-Numbers only (numpy/scipy). Conventions: ``y_true`` holds 1 for a fractured femur and 0 for a
+Numbers only (numpy/scipy; AUC, ROC, Brier and logistic fits from scikit-learn). Conventions: ``y_true`` holds 1 for a fractured femur and 0 for a
 femur that did not fracture during follow-up; a *score* is larger for higher risk (pass
 ``-failure_load`` for a strength, whose low values mean high risk); a rule is positive where
 ``score >= threshold``. Methods and their sources (full references in
@@ -8,8 +8,8 @@ femur that did not fracture during follow-up; a *score* is larger for higher ris
 
 - AUC as the Mann-Whitney probability, ties counted 1/2 (Hanley & McNeil 1982);
 - AUC variance, confidence interval and the test of two correlated AUCs (DeLong, DeLong &
-  Clarke-Pearson 1988), computed with the midrank algorithm of Sun & Xu 2014; or a stratified
-  percentile bootstrap;
+  Clarke-Pearson 1988), computed with the midrank algorithm of Sun & Xu 2014; or a
+  patient-clustered percentile bootstrap (:mod:`risk.clustered`);
 - Wilson score intervals of sensitivity and specificity (Wilson 1927);
 - Brier score (Brier 1950);
 - calibration intercept and slope by logistic recalibration on logit(p) (Cox 1958);
@@ -21,22 +21,26 @@ Clinical cohorts have at most ~15 fractures: report the intervals, not the point
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import optimize, special, stats
+from sklearn import metrics as sk_metrics
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 
-from risk.errors import ConvergenceError, MetricsError, ModelError
+from risk.errors import ConvergenceError, MetricsError
 
 __all__ = [
     "AucEstimate",
     "CalibrationFit",
     "DecisionCurve",
     "DelongTest",
-    "LogisticFit",
     "Proportion",
     "RocCurve",
     "SensSpec",
@@ -45,7 +49,6 @@ __all__ = [
     "calibration_intercept_slope",
     "delong_test",
     "delong_variance",
-    "fit_logistic",
     "net_benefit",
     "roc_auc",
     "roc_curve",
@@ -175,16 +178,14 @@ class RocCurve:
 
 
 def _mann_whitney_auc(y: IntArray, s: FloatArray) -> float:
-    ranks = stats.rankdata(s)  # midranks: ties count 1/2
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+    return float(sk_metrics.roc_auc_score(y, s))
 
 
 def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Area under the ROC curve, P(score of a fracture > score of a non-fracture).
 
-    Computed from midranks (Mann-Whitney U / (n1 n0)); a tied pair counts 1/2.
+    :func:`sklearn.metrics.roc_auc_score` (trapezoidal area = Mann-Whitney U / (n1 n0), a tied
+    pair counts 1/2) after osteofe's input checks.
 
     Args:
         y_true: Outcomes, shape (n,), 0/1, both classes present.
@@ -202,7 +203,9 @@ def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
 
 
 def roc_curve(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> RocCurve:
-    """Empirical ROC curve: one point per distinct score, plus (0, 0).
+    """Empirical ROC curve, one point per distinct score plus (0, 0).
+
+    :func:`sklearn.metrics.roc_curve` with ``drop_intermediate=False``.
 
     Args:
         y_true: Outcomes, shape (n,), 0/1, both classes present.
@@ -216,18 +219,10 @@ def roc_curve(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> RocCurve:
     """
     y = _as_binary(y_true)
     s = _as_scores(scores, y.size)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    last_of_block = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
-    tps = np.cumsum(y_sorted)[last_of_block]
-    fps = (last_of_block + 1) - tps
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    tpr = np.r_[0.0, tps / n1]
-    fpr = np.r_[0.0, fps / n0]
-    thresholds = np.r_[np.inf, s_sorted[last_of_block]]
-    return RocCurve(fpr=fpr, tpr=tpr, thresholds=thresholds, auc=_mann_whitney_auc(y, s))
+    fpr, tpr, thresholds = sk_metrics.roc_curve(y, s, drop_intermediate=False)
+    return RocCurve(fpr=np.asarray(fpr, dtype=np.float64), tpr=np.asarray(tpr, dtype=np.float64),
+                    thresholds=np.asarray(thresholds, dtype=np.float64),
+                    auc=_mann_whitney_auc(y, s))
 
 
 def _delong_components(
@@ -305,7 +300,7 @@ class AucEstimate:
         upper: Upper confidence bound, clipped to [0, 1].
         level: Confidence level, e.g. 0.95.
         method: ``"delong"`` (Wald interval auc +- z se on the AUC scale) or ``"bootstrap"``
-            (stratified percentile bootstrap).
+            (patient-clustered or femur percentile bootstrap).
         se: Standard error: DeLong's, or the standard deviation of the bootstrap AUCs.
         n_positive: Fractured femurs.
         n_negative: Non-fractured femurs.
@@ -329,13 +324,16 @@ def auc_ci(
     method: Literal["delong", "bootstrap"] = "delong",
     n_bootstrap: int = 2000,
     seed: int | None = 0,
+    groups: Iterable[Hashable] | None = None,
 ) -> AucEstimate:
-    """AUC with a DeLong or stratified-bootstrap confidence interval.
+    """AUC with a DeLong or bootstrap confidence interval.
 
     DeLong: ``auc +- z_(1+level)/2 * sqrt(Var_DeLong)``, clipped to [0, 1] (for a perfectly
     separating score the variance is 0 and so is the width: use the bootstrap or report the
-    counts). Bootstrap: fractures and non-fractures are resampled separately (so every
-    replicate has both classes), ``n_bootstrap`` replicates, percentile interval.
+    counts). DeLong treats the femurs as independent: with bilateral cases use the
+    bootstrap with ``groups``. Bootstrap: percentile interval of ``n_bootstrap`` replicates
+    that resample whole patients (``groups``; :func:`risk.clustered.clustered_auc`) or, with
+    ``groups=None``, single femurs; replicates lacking a class are dropped.
 
     Args:
         y_true: Outcomes, shape (n,), 0/1.
@@ -344,6 +342,7 @@ def auc_ci(
         method: ``"delong"`` or ``"bootstrap"``.
         n_bootstrap: Bootstrap replicates (bootstrap only), >= 100.
         seed: Seed of the bootstrap's random generator (``None``: not reproducible).
+        groups: Patient id per femur (bootstrap only): the cluster bootstrap.
 
     Returns:
         The estimate.
@@ -377,24 +376,10 @@ def auc_ci(
             f"n_bootstrap must be an integer >= 100, got {n_bootstrap!r}",
             "use e.g. n_bootstrap=2000",
         )
-    rng = np.random.default_rng(seed)
-    pos = s[y == 1]
-    neg = s[y == 0]
-    n_bootstrap = int(n_bootstrap)
-    aucs = np.empty(n_bootstrap)
-    chunk = max(1, 2_000_000 // y.size)
-    for start in range(0, n_bootstrap, chunk):
-        b = min(chunk, n_bootstrap - start)
-        sample = np.concatenate(
-            [pos[rng.integers(0, n1, (b, n1))], neg[rng.integers(0, n0, (b, n0))]], axis=1
-        )
-        ranks = stats.rankdata(sample, axis=1)
-        aucs[start : start + b] = (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-    alpha = 1.0 - level
-    lower, upper = np.quantile(aucs, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return AucEstimate(
-        auc, float(lower), float(upper), level, "bootstrap", float(aucs.std(ddof=1)), n1, n0
-    )
+    from risk.clustered import clustered_auc
+
+    est = clustered_auc(y, s, groups, level=level, n_bootstrap=int(n_bootstrap), seed=seed)
+    return AucEstimate(auc, est.lower, est.upper, level, "bootstrap", est.se, n1, n0)
 
 
 @dataclass(frozen=True)
@@ -630,132 +615,7 @@ def brier_score(y_true: npt.ArrayLike, y_prob: npt.ArrayLike) -> float:
     """
     y = _as_binary(y_true, both_classes=False)
     p = _as_probabilities(y_prob, y.size)
-    return float(np.mean((p - y) ** 2))
-
-
-@dataclass(frozen=True)
-class LogisticFit:
-    """Result of :func:`fit_logistic`.
-
-    Attributes:
-        coef: Coefficients, shape (k,), float64 (per unit of each column of ``X``).
-        intercept: Intercept (0 when not fitted).
-        n_iter: Newton iterations used.
-        log_likelihood: Log-likelihood at the solution (without the penalty).
-    """
-
-    coef: FloatArray
-    intercept: float
-    n_iter: int
-    log_likelihood: float
-
-
-def _log_likelihood(y: FloatArray, eta: FloatArray) -> float:
-    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
-
-
-def fit_logistic(
-    X: npt.ArrayLike,
-    y: npt.ArrayLike,
-    *,
-    offset: npt.ArrayLike | None = None,
-    l2: float = 0.0,
-    fit_intercept: bool = True,
-    max_iter: int = 100,
-    tol: float = 1e-10,
-) -> LogisticFit:
-    """Maximum-likelihood logistic regression by Newton-Raphson (IRLS) with step halving.
-
-    Maximises ``sum(y eta - log(1 + exp(eta))) - l2/2 * |coef|^2`` with
-    ``eta = intercept + X coef + offset``; the intercept is never penalised. Converged when
-    every Newton step component is below ``tol * (1 + max |parameter|)``.
-
-    Args:
-        X: Features, shape (n, k), finite (k may be 0 with ``fit_intercept``).
-        y: Outcomes, shape (n,), 0/1.
-        offset: Fixed term added to the linear predictor, shape (n,) (e.g. ``logit(p)`` for
-            calibration-in-the-large).
-        l2: Ridge penalty ``>= 0`` (``1 / C`` in scikit-learn's convention).
-        fit_intercept: Whether to fit an intercept.
-        max_iter: Maximum Newton iterations.
-        tol: Relative step tolerance.
-
-    Returns:
-        The fit.
-
-    Raises:
-        ConvergenceError: If the fit does not converge (typically the outcome is perfectly
-            separated by the features and ``l2 == 0``).
-        ModelError: If the design matrix is rank deficient or inputs are inconsistent.
-    """
-    Xa = np.asarray(X, dtype=np.float64)
-    if Xa.ndim != 2:
-        raise ModelError(f"X must be 2-D (n, k), got shape {Xa.shape}", "reshape to (n, k)")
-    yv = _as_binary(y, both_classes=False).astype(np.float64)
-    n = Xa.shape[0]
-    if yv.size != n:
-        raise ModelError(f"X has {n} rows but y has {yv.size}", "pass one outcome per row")
-    if not np.all(np.isfinite(Xa)):
-        raise ModelError("X has NaN or infinite values", "drop or impute missing features")
-    off = np.zeros(n) if offset is None else np.asarray(offset, dtype=np.float64)
-    if off.shape != (n,) or not np.all(np.isfinite(off)):
-        raise ModelError(f"offset must be finite with shape ({n},)", "pass one value per row")
-    if not (math.isfinite(l2) and l2 >= 0.0):
-        raise ModelError(f"l2 penalty must be >= 0, got {l2!r}", "use l2=0 for no penalty")
-    A = np.hstack([np.ones((n, 1)), Xa]) if fit_intercept else Xa
-    p_dim = A.shape[1]
-    if p_dim == 0:
-        raise ModelError("nothing to fit: no features and no intercept", "add a feature")
-    penalty = np.full(p_dim, l2)
-    if fit_intercept:
-        penalty[0] = 0.0
-    theta = np.zeros(p_dim)
-
-    def objective(t: FloatArray) -> float:
-        return _log_likelihood(yv, A @ t + off) - 0.5 * float(np.sum(penalty * t * t))
-
-    current = objective(theta)
-    for iteration in range(1, max_iter + 1):
-        eta = A @ theta + off
-        prob = special.expit(eta)
-        grad = A.T @ (yv - prob) - penalty * theta
-        hess = (A * (prob * (1.0 - prob))[:, None]).T @ A + np.diag(penalty)
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = None
-        if step is None or not np.all(np.isfinite(step)):
-            if np.linalg.matrix_rank(A) < p_dim:
-                raise ModelError(
-                    "the feature matrix is rank deficient (a constant or duplicated feature)",
-                    "drop constant or collinear features",
-                )
-            raise ConvergenceError(
-                f"logistic fit failed at iteration {iteration}: the fitted probabilities "
-                "reached 0 or 1 (the outcome is perfectly separated by the features)",
-                "use an L2 penalty (penalty='l2') or more data",
-            )
-        # Step halving: never accept a step that lowers the penalised likelihood.
-        scale = 1.0
-        for _ in range(40):
-            candidate = theta + scale * step
-            value = objective(candidate)
-            if value >= current - 1e-12 * (1.0 + abs(current)):
-                break
-            scale *= 0.5
-        theta = candidate
-        current = value
-        if np.max(np.abs(scale * step)) <= tol * (1.0 + np.max(np.abs(theta))):
-            intercept = float(theta[0]) if fit_intercept else 0.0
-            coef = theta[1:] if fit_intercept else theta
-            return LogisticFit(
-                coef.copy(), intercept, iteration, _log_likelihood(yv, A @ theta + off)
-            )
-    raise ConvergenceError(
-        f"logistic fit did not converge in {max_iter} Newton iterations (the outcome is "
-        "probably perfectly or quasi-perfectly separated by the features)",
-        "use an L2 penalty (penalty='l2') or more data",
-    )
+    return float(sk_metrics.brier_score_loss(y, p, labels=[0, 1]))
 
 
 @dataclass(frozen=True)
@@ -802,9 +662,33 @@ def calibration_intercept_slope(y_true: npt.ArrayLike, y_prob: npt.ArrayLike) ->
             "all predicted probabilities are equal; the calibration slope is undefined",
             "calibration slope needs predictions that vary between femurs",
         )
-    in_the_large = fit_logistic(np.empty((y.size, 0)), y, offset=lp)
-    joint = fit_logistic(lp[:, None], y)
-    return CalibrationFit(in_the_large.intercept, float(joint.coef[0]), joint.intercept)
+    # Calibration-in-the-large: the intercept a with the slope fixed at 1 solves the score
+    # equation sum(y) = sum(expit(a + lp)) (monotone in a; one root).
+    events = float(y.sum())
+
+    def score(a: float) -> float:
+        return float(np.sum(special.expit(a + lp))) - events
+
+    lo, hi = -50.0, 50.0
+    if score(lo) > 0.0 or score(hi) < 0.0:
+        raise ConvergenceError("calibration-in-the-large has no finite solution",
+                               "the predictions are far off: check the model and the cohort")
+    a = float(optimize.brentq(score, lo, hi, xtol=1e-14))
+    joint = _unpenalised_logistic(lp[:, None], y)
+    return CalibrationFit(a, float(joint.coef_[0, 0]), float(joint.intercept_[0]))
+
+
+def _unpenalised_logistic(X: FloatArray, y: IntArray) -> LogisticRegression:
+    """Maximum-likelihood logistic fit (scikit-learn, Newton-Cholesky, no penalty)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            return LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12,
+                                      max_iter=200).fit(X, y)
+        except ConvergenceWarning as exc:
+            raise ConvergenceError(
+                "logistic recalibration did not converge (the outcome is perfectly "
+                "separated by the predictions)", "report the counts instead") from exc
 
 
 # --------------------------------------------------------------------------------------------
