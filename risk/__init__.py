@@ -5,12 +5,16 @@ material, fea or osteofe, and never dolfinx.
 
 - :mod:`risk.mirels`: the Mirels score with each item's derivation, published thresholds
   (ACI >= 30 mm, Mirels >= 9, phi >= 1) and clinical operating points, with sources.
-- :mod:`risk.metrics`: ROC/AUC with DeLong or bootstrap intervals, DeLong's test,
+- :mod:`risk.metrics`: ROC/AUC (scikit-learn) with DeLong or bootstrap intervals, DeLong's test,
   sensitivity/specificity with Wilson intervals, Brier score, calibration intercept/slope,
   decision-curve net benefit.
-- :mod:`risk.calibration`: scikit-learn-style logistic models (:class:`StrengthRiskModel`,
-  :class:`MirelsBaseline`), grouped cross-validation, bootstrap prediction intervals, JSON
-  model files.
+- :mod:`risk.calibration`: scikit-learn logistic pipelines (:class:`StrengthRiskModel`,
+  :class:`MirelsBaseline`) with bootstrap coefficient covariance, grouped cross-validation,
+  probability intervals, contributions, clinical refusal rules, JSON model files.
+- :mod:`risk.clustered`: patient-clustered bootstrap of AUCs and AUC differences.
+- :mod:`risk.federated`: exact federated Newton fit of a logistic model across centres.
+- :mod:`risk.competing`: fracture vs death (Aalen-Johansen, cause-specific Cox; lifelines).
+- :mod:`risk.economics`: expected cost and QALYs of fixation strategies.
 - :mod:`risk.cohort`: the cohort CSV table (read, validate, write).
 """
 
@@ -20,7 +24,8 @@ from risk.calibration import (
     StrengthRiskModel,
     TrainingSummary,
     assign_group_folds,
-    bootstrap_predict_interval,
+    clinical_check,
+    clinical_prediction,
     clone,
     grouped_cross_val_predict,
     load_model,
@@ -43,7 +48,6 @@ from risk.metrics import (
     CalibrationFit,
     DecisionCurve,
     DelongTest,
-    LogisticFit,
     Proportion,
     RocCurve,
     SensSpec,
@@ -52,7 +56,6 @@ from risk.metrics import (
     calibration_intercept_slope,
     delong_test,
     delong_variance,
-    fit_logistic,
     net_benefit,
     roc_auc,
     roc_curve,
@@ -107,7 +110,6 @@ __all__ = [
     "DecisionCurve",
     "DelongTest",
     "FeatureMismatchError",
-    "LogisticFit",
     "MetricsError",
     "MirelsBaseline",
     "MirelsError",
@@ -127,13 +129,13 @@ __all__ = [
     "aci_positive",
     "assign_group_folds",
     "auc_ci",
-    "bootstrap_predict_interval",
+    "clinical_check",
+    "clinical_prediction",
     "brier_score",
     "calibration_intercept_slope",
     "clone",
     "delong_test",
     "delong_variance",
-    "fit_logistic",
     "grouped_cross_val_predict",
     "lesion_item",
     "load_model",

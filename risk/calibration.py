@@ -1,32 +1,37 @@
-"""Calibrated fracture-probability models with the scikit-learn estimator API, saved as JSON.
+"""Calibrated fracture-probability models on scikit-learn, saved as JSON (never pickle).
 
-- :class:`StrengthRiskModel`: logistic (sigmoid, Platt 1999) model of fracture on features
-  such as the FE failure load in body weights, plus optional covariates; optional L2 penalty.
-- :class:`MirelsBaseline`: the Mirels total as an estimator with the same API (logistic on the
-  score, or a fixed score -> probability table).
-- :func:`grouped_cross_val_predict`: out-of-fold probabilities with folds that never split a
-  patient (both femurs of a patient stay together) and spread the fractures evenly.
-- :func:`bootstrap_predict_interval`: percentile interval of each predicted probability from
-  refits on bootstrap resamples.
+- :class:`StrengthRiskModel`: ``Pipeline(StandardScaler, LogisticRegression)`` (sigmoid /
+  Platt 1999) of fracture on features such as the FE failure load in body weights, with a
+  patient-clustered bootstrap covariance of its coefficients, so that every probability has
+  an interval (:meth:`~StrengthRiskModel.predict_interval`), and exact additive log-odds
+  contributions per feature (:meth:`~StrengthRiskModel.contributions`).
+- :class:`MirelsBaseline`: the Mirels total as an estimator with the same API (logistic on
+  the score, or a fixed score -> probability table).
+- :func:`grouped_cross_val_predict`: out-of-fold probabilities with
+  :class:`~sklearn.model_selection.StratifiedGroupKFold` (both femurs of a patient stay
+  together) and :func:`sklearn.base.clone`.
+- :func:`clinical_check` / :func:`clinical_prediction`: a model fitted on a synthetic cohort,
+  with fewer than 10 events per feature or without covariance is refused for a patient's
+  report unless forced, and then banner-marked.
 
-Estimator contract (as scikit-learn's): ``__init__`` only stores its parameters;
-:meth:`fit` validates them and the data and sets attributes ending in ``_``;
-:meth:`predict_proba` returns an (n, 2) array ``[P(no fracture), P(fracture)]``;
-``get_params``/``set_params`` make the estimators clonable. Isotonic calibration is not
-offered: it overfits cohorts of <= 15 fractures (sigmoid is the default and only method).
+The estimators are scikit-learn estimators (``BaseEstimator``/``ClassifierMixin``: clone,
+get/set_params). Isotonic calibration (and ``CalibratedClassifierCV(method="isotonic")``) is
+not offered: it overfits cohorts of <= 15 fractures; the logistic model is itself the
+sigmoid calibration of the FE strength.
 
-Models are stored as plain JSON (:meth:`to_json`, :func:`save_model`, :func:`load_model`) with
-coefficients, feature names, training summary, osteofe version and model kind - never pickle,
-so a model file can be read, diffed and audited. A model fitted on named features (a dict of
-columns or a DataFrame) refuses to predict on a different feature set.
+Model files are JSON (:meth:`to_json`, :func:`save_model`, :func:`load_model`): feature
+names, coefficients per original unit and standardised, the scaler, training n / events /
+patients / cohort origin, the bootstrap covariance, osteofe and scikit-learn versions; the
+pipeline is rebuilt from these arrays on loading. Old files (``format_version`` 1) are
+refused with a message saying how to refit.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,8 +41,18 @@ from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special
+import sklearn
+from scipy import special, stats
+from scipy.linalg import LinAlgWarning
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
+from risk.clustered import group_codes
 from risk.cohort import atomic_write_text
 from risk.errors import (
     ConvergenceError,
@@ -46,7 +61,7 @@ from risk.errors import (
     ModelError,
     NotFittedError,
 )
-from risk.metrics import _as_binary, fit_logistic, roc_auc
+from risk.metrics import _as_binary
 from risk.mirels import MIRELS_FIX_MIN, MirelsScore
 
 __all__ = [
@@ -55,14 +70,18 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MAX_ABS_LOG_ODDS",
+    "MIN_EVENTS_PER_FEATURE",
     "MIRELS_FEATURE",
+    "ORIGINS",
     "TRAINING_RANGE_SD",
+    "Contributions",
     "MirelsBaseline",
     "PredictionInterval",
     "StrengthRiskModel",
     "TrainingSummary",
     "assign_group_folds",
-    "bootstrap_predict_interval",
+    "clinical_check",
+    "clinical_prediction",
     "clone",
     "grouped_cross_val_predict",
     "load_model",
@@ -77,7 +96,11 @@ IntArray = npt.NDArray[np.int64]
 #: ``format`` field of every model file.
 FORMAT = "osteofe-risk-model"
 #: Version of the JSON layout written by :meth:`to_json`.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Cohort origins a model records (``training.origin``).
+ORIGINS = ("measured", "synthetic", "unspecified")
+#: Fewest events (fractures) per feature for clinical use (Peduzzi et al. 1996).
+MIN_EVENTS_PER_FEATURE = 10
 #: Feature name of :class:`MirelsBaseline`.
 MIRELS_FEATURE = "mirels_total"
 #: Range of each feature the strength pipeline offers a risk model
@@ -123,6 +146,10 @@ def plausible_range(name: str) -> tuple[float, float] | None:
 #: Unpenalised fits on nearly separated cohorts reach ~90 per training SD (measured on 300
 #: simulated cohorts): 4 SD either side stays well inside.
 MAX_ABS_LOG_ODDS = 700.0
+#: Largest |standardised coefficient| (log-odds per training SD) accepted from a fit:
+#: scikit-learn's Newton solver stops on separated data at ~20-50 per SD with a tiny gradient
+#: instead of diverging; an odds ratio of e^25 per SD is separation, not an estimate.
+MAX_STANDARDIZED_COEF = 25.0
 #: Half width, in training standard deviations, of the range a feature outside
 #: :data:`FEATURE_RANGES` is checked over.
 TRAINING_RANGE_SD = 4.0
@@ -143,17 +170,22 @@ class TrainingSummary:
     Attributes:
         n: Femurs (rows).
         events: Fractured femurs.
-        auc: Apparent (training-set) AUC of the fitted model; optimistic - use
+        auc: Apparent (training-set) AUC; optimistic - use
             :func:`grouped_cross_val_predict` for an honest one.
+        n_groups: Patients (bootstrap clusters).
+        origin: Cohort origin, one of :data:`ORIGINS`.
     """
 
     n: int
     events: int
     auc: float
+    n_groups: int
+    origin: str
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {"n": self.n, "events": self.events, "auc": self.auc}
+        return {"n": self.n, "events": self.events, "auc": self.auc,
+                "n_groups": self.n_groups, "origin": self.origin}
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,312 +298,6 @@ def _n_rows(X: object) -> int:
     return int(shape[0])
 
 
-# --------------------------------------------------------------------------------------------
-# Shared estimator machinery.
-# --------------------------------------------------------------------------------------------
-
-
-class _RiskEstimator:
-    """Parameters, fitted state, prediction and JSON of the risk estimators."""
-
-    _kind: ClassVar[str]
-    _estimator_type: ClassVar[str] = "classifier"
-
-    # --- scikit-learn parameter protocol ---------------------------------------------------
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor parameters (scikit-learn protocol).
-
-        Args:
-            deep: Ignored (no nested estimators).
-
-        Returns:
-            Parameter name -> value.
-        """
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor parameters (scikit-learn protocol).
-
-        Args:
-            **params: Parameter name -> new value.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            ModelError: If a name is not a parameter of this estimator.
-        """
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ModelError(
-                    f"{type(self).__name__} has no parameter {name!r}",
-                    f"valid parameters: {', '.join(valid)}",
-                )
-            setattr(self, name, value)
-        return self
-
-    def __sklearn_tags__(self) -> Any:
-        """Estimator tags for scikit-learn >= 1.6 (called only by scikit-learn itself).
-
-        Returns:
-            ``sklearn.utils.Tags`` of a binary classifier; scikit-learn is imported here
-            only, so osteofe does not depend on it.
-        """
-        from sklearn.utils import ClassifierTags, Tags, TargetTags
-
-        return Tags(
-            estimator_type="classifier",
-            target_tags=TargetTags(required=True),
-            classifier_tags=ClassifierTags(multi_class=False),
-        )
-
-    def __repr__(self) -> str:
-        sig = inspect.signature(type(self).__init__)
-        changed = [
-            f"{name}={getattr(self, name)!r}"
-            for name, p in sig.parameters.items()
-            if name != "self" and getattr(self, name) != p.default
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    # --- fitted state ----------------------------------------------------------------------
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet",
-                "call fit(X, y) or load a saved model first",
-            )
-
-    def _prepare(self, X: object) -> FloatArray:
-        """Validated (n, k) feature matrix in the fitted feature order."""
-        data, names = _read_features(X)
-        return _match_features(data, names, self.feature_names_in_)
-
-    def _linear(self, data: FloatArray) -> FloatArray:
-        return np.asarray(data @ self.coef_ + self.intercept_, dtype=np.float64)
-
-    def _proba1(self, data: FloatArray) -> FloatArray:
-        return np.asarray(special.expit(self._linear(data)), dtype=np.float64)
-
-    def predict_proba(self, X: object) -> FloatArray:
-        """Probabilities of no fracture and fracture.
-
-        Args:
-            X: Features: a dict of columns or DataFrame-like with exactly the fitted feature
-                names (any order), or an array of shape (n, k) / (n,) in the fitted order.
-
-        Returns:
-            Shape (n, 2), float64, rows summing to 1: ``[P(no fracture), P(fracture)]``.
-
-        Raises:
-            NotFittedError: Before :meth:`fit`.
-            FeatureMismatchError: If the feature names or count differ from the fitted ones.
-            ModelError: If a feature is missing (NaN) or non-numeric.
-        """
-        self._check_fitted()
-        p1 = self._proba1(self._prepare(X))
-        return np.column_stack([1.0 - p1, p1])
-
-    def predict(self, X: object) -> IntArray:
-        """Predicted class, 1 (fracture) where ``P(fracture) >= 0.5``.
-
-        Args:
-            X: Features, as for :meth:`predict_proba`.
-
-        Returns:
-            Shape (n,), int64, 0/1.
-        """
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
-
-    def _set_fitted(
-        self,
-        coef: FloatArray,
-        intercept: float,
-        names: tuple[str, ...],
-        summary: TrainingSummary,
-        n_iter: int,
-    ) -> None:
-        self.coef_ = np.asarray(coef, dtype=np.float64)
-        self.intercept_ = float(intercept)
-        self.feature_names_in_ = names
-        self.n_features_in_ = len(names)
-        self.classes_ = np.array([0, 1], dtype=np.int64)
-        self.training_summary_ = summary
-        self.n_iter_ = int(n_iter)
-        self.osteofe_version_ = _osteofe_version()
-
-    # --- JSON --------------------------------------------------------------------------------
-
-    def _params_to_json(self) -> dict[str, Any]:
-        params = self.get_params()
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
-
-    @classmethod
-    def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
-        return params
-
-    def _extra_to_json(self) -> dict[str, Any]:
-        return {}
-
-    def _extra_from_json(self, doc: dict[str, Any]) -> None:
-        return None
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """The fitted model as a JSON document (never pickle).
-
-        Fields: ``format``, ``format_version``, ``model_kind``, ``osteofe_version`` (that
-        fitted the model),
-        ``params``, ``feature_names``, ``coef``, ``intercept``, ``n_iter``, ``training``
-        (``n``, ``events``, ``auc``) and kind-specific entries.
-
-        Args:
-            indent: JSON indentation (``None``: one line).
-
-        Returns:
-            The JSON text.
-
-        Raises:
-            NotFittedError: Before :meth:`fit`.
-        """
-        self._check_fitted()
-        doc: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_kind": self._kind,
-            "osteofe_version": self.osteofe_version_,
-            "params": self._params_to_json(),
-            "feature_names": list(self.feature_names_in_),
-            "coef": [float(c) for c in self.coef_],
-            "intercept": self.intercept_,
-            "n_iter": self.n_iter_,
-            "training": self.training_summary_.to_dict(),
-        }
-        doc.update(self._extra_to_json())
-        return json.dumps(doc, indent=indent, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Self:
-        """Rebuild a fitted model from :meth:`to_json` output.
-
-        Args:
-            text: The JSON text.
-
-        Returns:
-            The fitted model; its predictions equal the saved model's exactly.
-
-        Raises:
-            ModelError: If the text is not a model of this kind or is malformed.
-        """
-        doc = _parse_model_json(text)
-        if doc["model_kind"] != cls._kind:
-            raise ModelError(
-                f"the JSON holds a {doc['model_kind']!r} model, not a {cls._kind!r}",
-                "load it with risk.calibration.model_from_json (or load_model)",
-            )
-        try:
-            params = doc["params"]
-            if not isinstance(params, dict):
-                raise ModelError(f"model JSON params is {params!r}, not an object", _CORRUPT)
-            model = cls(**cls._params_from_json(dict(params)))
-            model._check_params()
-            raw_names = doc["feature_names"]
-            if not (isinstance(raw_names, list) and raw_names
-                    and all(isinstance(n, str) for n in raw_names)
-                    and len(set(raw_names)) == len(raw_names)):
-                raise ModelError(
-                    f"model JSON feature_names is {raw_names!r}, not a list of distinct names",
-                    _CORRUPT,
-                )
-            names = tuple(raw_names)
-            coef = _json_vector(doc["coef"], "coef", len(names))
-            training = doc["training"]
-            if not isinstance(training, dict):
-                raise ModelError(f"model JSON training is {training!r}, not an object",
-                                 _CORRUPT)
-            n = _json_count(training["n"], "training.n")
-            events = _json_count(training["events"], "training.events")
-            auc = _json_number(training["auc"], "training.auc")
-            if events > n or not 0.0 <= auc <= 1.0:
-                raise ModelError(f"model JSON training record is inconsistent: {events} events "
-                                 f"in {n} femurs, AUC {auc:g}", _CORRUPT)
-            model._set_fitted(coef, _json_number(doc["intercept"], "intercept"), names,
-                              TrainingSummary(n, events, auc),
-                              _json_count(doc["n_iter"], "n_iter"))
-            model.osteofe_version_ = str(doc.get("osteofe_version", "unknown"))
-            model._extra_from_json(doc)
-            model._check_log_odds()
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            if isinstance(exc, ModelError):
-                raise
-            raise ModelError(
-                f"malformed {cls._kind} JSON: {type(exc).__name__}: {exc}", _CORRUPT
-            ) from exc
-        return model
-
-    def _check_params(self) -> None:
-        """Refuse constructor parameters that :meth:`fit` would refuse (loaded models)."""
-        return None
-
-    def _feature_ranges(self) -> dict[str, tuple[float, float, str]]:
-        """Where the model is meant to be applied: feature -> (low, high, where from).
-
-        :data:`FEATURE_RANGES` for the features the strength pipeline offers; other
-        features are left out (the pipeline cannot feed them).
-        """
-        ranges = {}
-        for name in self.feature_names_in_:
-            limits = plausible_range(name)
-            if limits is not None:
-                ranges[name] = (*limits, "its plausible range")
-        return ranges
-
-    def _check_log_odds(self) -> None:
-        """Refuse a loaded model whose log-odds overflow where it is meant to be applied.
-
-        Over the box of :meth:`_feature_ranges`, ``|intercept + x @ coef|`` must stay within
-        :data:`MAX_ABS_LOG_ODDS`: beyond it ``exp`` overflows float64 and the probability is
-        exactly 0 or 1 (a hand-edited coefficient of 1e308 gave p = 1.0 with a numpy
-        overflow warning).
-
-        Raises:
-            ModelError: The log-odds leave that range (or are not finite).
-        """
-        ranges = self._feature_ranges()
-        if self._table_only():
-            return
-        index = {name: i for i, name in enumerate(self.feature_names_in_)}
-        low = high = float(self.intercept_)
-        worst: tuple[float, str] = (0.0, "")
-        with np.errstate(over="ignore", invalid="ignore"):
-            for name, (lo, hi, source) in ranges.items():
-                c = float(self.coef_[index[name]])
-                ends = (c * lo, c * hi)
-                low += min(ends)
-                high += max(ends)
-                spread = abs(ends[1] - ends[0])
-                if not math.isfinite(spread) or spread > worst[0]:
-                    worst = (spread, f"{name} (coefficient {c:.6g}) over {source} "
-                             f"{lo:.4g}..{hi:.4g}")
-        reach = max(abs(low), abs(high))
-        if not math.isfinite(reach) or reach > MAX_ABS_LOG_ODDS:
-            raise ModelError(
-                f"the model's log-odds reach {reach:.3g} for {worst[1]}, beyond the "
-                f"+-{MAX_ABS_LOG_ODDS:g} a probability model can mean (exp overflows and "
-                "every probability comes out as exactly 0 or 1)", _CORRUPT)
-
-    def _table_only(self) -> bool:
-        """True for a model that predicts from a fixed table, not from log-odds."""
-        return getattr(self, "probabilities_", None) is not None
-
-
 #: Hint of the errors about a model file's content.
 _CORRUPT = "the file is corrupt or was edited by hand; refit and save the model again"
 
@@ -606,62 +332,26 @@ def _json_vector(value: object, name: str, length: int, *, positive: bool = Fals
     return out
 
 
-def _parse_model_json(text: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:  # ValueError: JSONDecodeError too
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise ModelError(
-            f"not a JSON document: {reason}", "pass the text written by to_json/save_model"
-        ) from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelError(
-            f"not an osteofe risk model (format field is not {FORMAT!r})",
-            "pass a file written by risk.calibration.save_model",
-        )
-    version = doc.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or not (
-            1 <= version <= FORMAT_VERSION):
-        raise ModelError(
-            f"unsupported model format_version {version!r} (this osteofe reads <= "
-            f"{FORMAT_VERSION})",
-            "upgrade osteofe to read this model",
-        )
-    missing = [
-        k
-        for k in ("model_kind", "params", "feature_names", "coef", "intercept", "n_iter",
-                  "training")
-        if k not in doc
-    ]
-    if missing:
-        raise ModelError(
-            f"model JSON lacks the field(s) {missing}",
-            "the file is corrupt; refit and save the model again",
-        )
-    return doc
+# --------------------------------------------------------------------------------------------
+# The scikit-learn estimators.
+# --------------------------------------------------------------------------------------------
 
 
 def _check_penalty(penalty: object, C: object) -> float:
-    """The L2 strength ``1 / C`` (0 without penalty)."""
+    """scikit-learn's ``C`` for ``penalty`` (``inf``: no penalty)."""
     if penalty not in ("none", "l2"):
         raise ModelError(f"unknown penalty {penalty!r}", "use penalty='none' or 'l2'")
-    if (
-        isinstance(C, bool)
-        or not isinstance(C, Real)
-        or not (math.isfinite(float(C)) and float(C) > 0)
-    ):
-        raise ModelError(
-            f"C must be a positive finite number, got {C!r}",
-            "C is the inverse L2 strength: smaller C = stronger shrinkage",
-        )
-    return 1.0 / float(C) if penalty == "l2" else 0.0
+    if (isinstance(C, bool) or not isinstance(C, Real)
+            or not (math.isfinite(float(C)) and float(C) > 0)):
+        raise ModelError(f"C must be a positive finite number, got {C!r}",
+                         "C is the inverse L2 strength: smaller C = stronger shrinkage")
+    return float(C) if penalty == "l2" else math.inf
 
 
-def _check_iterations(max_iter: object, tol: object) -> None:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, Integral) or max_iter < 1:
-        raise ModelError(f"max_iter must be an integer >= 1, got {max_iter!r}", "use 100")
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not float(tol) > 0:
-        raise ModelError(f"tol must be > 0, got {tol!r}", "use 1e-10")
+def _check_count(value: object, name: str, low: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise ModelError(f"{name} must be an integer >= {low}, got {value!r}", hint)
+    return int(value)
 
 
 def _fit_targets(y: npt.ArrayLike, n: int) -> IntArray:
@@ -674,112 +364,222 @@ def _fit_targets(y: npt.ArrayLike, n: int) -> IntArray:
     return yv
 
 
-# --------------------------------------------------------------------------------------------
-# The estimators.
-# --------------------------------------------------------------------------------------------
+def _sk_fit(pipeline: Pipeline, data: FloatArray, y: IntArray) -> Pipeline:
+    """Fit a scaler + logistic pipeline; non-convergence (separated data) is an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        warnings.simplefilter("error", LinAlgWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            pipeline.fit(data, y)
+        except (ConvergenceWarning, LinAlgWarning, RuntimeWarning, np.linalg.LinAlgError,
+                FloatingPointError) as exc:
+            raise ConvergenceError(
+                f"logistic fit did not converge ({type(exc).__name__}: the outcome is "
+                "probably perfectly or quasi-perfectly separated by the features)",
+                "use an L2 penalty (penalty='l2') or more data") from exc
+    coef = pipeline[-1].coef_
+    if not np.all(np.isfinite(coef)) or np.max(np.abs(coef)) > MAX_STANDARDIZED_COEF:
+        raise ConvergenceError(
+            f"logistic fit diverged: a standardised coefficient reached "
+            f"{float(np.max(np.abs(coef))):.3g} log-odds per SD (> {MAX_STANDARDIZED_COEF:g}: "
+            "the outcome is perfectly or quasi-perfectly separated by the features)",
+            "use an L2 penalty (penalty='l2') or more data")
+    return pipeline
 
 
-class StrengthRiskModel(_RiskEstimator):
-    """Logistic (sigmoid) model of fracture on FE strength and optional covariates.
+def _pipeline(C: float, max_iter: int, tol: float) -> Pipeline:
+    """StandardScaler + LogisticRegression (Newton-Cholesky: exact maximum likelihood)."""
+    return Pipeline([("scale", StandardScaler()),
+                     ("logit", LogisticRegression(C=C, solver="newton-cholesky", tol=tol,
+                                                  max_iter=max_iter))])
 
-    ``P(fracture) = 1 / (1 + exp(-(intercept_ + X @ coef_)))``. Typical feature: the failure
-    load in body weights (``failure_load_BW``), whose coefficient comes out negative (weaker
-    femur, higher risk); covariates (e.g. ACI in mm) are further columns.
 
-    Args:
-        method: Calibration map; only ``"sigmoid"`` (logistic/Platt): isotonic regression
-            overfits the small cohorts of this field.
-        penalty: ``"none"`` (maximum likelihood) or ``"l2"`` (ridge, strength ``1 / C``).
-        C: Inverse L2 strength (``penalty="l2"`` only); smaller is stronger shrinkage.
-        standardize: Fit on z-scored features (``(x - mean) / sd``) for conditioning; the
-            L2 penalty then acts on standardised coefficients. Reported ``coef_`` and
-            ``intercept_`` are always per original unit.
-        max_iter: Maximum Newton iterations.
-        tol: Relative Newton step tolerance.
+@dataclass(frozen=True)
+class Contributions:
+    """Exact additive decomposition of a linear model's log-odds.
+
+    ``log_odds = base_log_odds + contributions.sum(axis=1)``: ``base_log_odds`` is the
+    log-odds of a femur at the training mean of every feature (the standardised model's
+    intercept); feature j contributes ``coef_j * (x_j - mean_j)`` log-odds. For a linear
+    logistic model these are also its exact SHAP values on the log-odds scale (with the
+    training mean as background; Lundberg & Lee 2017, NeurIPS, "linear models").
 
     Attributes:
-        coef_: Coefficients per original feature unit, shape (k,), float64.
-        intercept_: Intercept (log-odds).
-        feature_names_in_: Feature names (``x0``, ``x1``, ... when fitted on a plain array).
-        n_features_in_: k.
-        classes_: ``array([0, 1])``.
-        training_summary_: n, events and apparent AUC of the training data.
-        n_iter_: Newton iterations used.
-        mean_: Feature means used for standardisation, shape (k,).
-        scale_: Feature standard deviations used for standardisation, shape (k,).
-        osteofe_version_: osteofe version that fitted the model (kept through JSON).
+        feature_names: Features, length k.
+        base_log_odds: Log-odds at the training mean.
+        contributions: Per femur and feature, shape (n, k), float64, log-odds.
+        log_odds: Per femur, shape (n,).
     """
 
-    _kind: ClassVar[str] = "StrengthRiskModel"
+    feature_names: tuple[str, ...]
+    base_log_odds: float
+    contributions: FloatArray
+    log_odds: FloatArray
 
-    def __init__(
-        self,
-        method: Literal["sigmoid"] = "sigmoid",
-        penalty: Literal["none", "l2"] = "none",
-        C: float = 1.0,
-        standardize: bool = True,
-        max_iter: int = 100,
-        tol: float = 1e-10,
-    ) -> None:
-        self.method = method
-        self.penalty = penalty
-        self.C = C
-        self.standardize = standardize
-        self.max_iter = max_iter
-        self.tol = tol
+    @property
+    def base_probability(self) -> float:
+        """Probability at the training mean."""
+        return float(special.expit(self.base_log_odds))
 
-    def fit(self, X: object, y: npt.ArrayLike) -> Self:
-        """Fit the logistic model.
 
-        Args:
-            X: Features, shape (n, k): a dict of columns / DataFrame-like (names kept) or an
-                array ((n,) for one feature). Finite numbers.
-            y: Outcomes, shape (n,), 0/1, both classes present.
+@dataclass(frozen=True)
+class PredictionInterval:
+    """Predicted probabilities with confidence intervals.
 
-        Returns:
-            ``self``, fitted.
+    The interval is ``expit(eta +- z se(eta))`` with ``se(eta)^2 = g Sigma g^T``,
+    ``g = [1, x]`` and ``Sigma`` the bootstrap covariance of ``(intercept, coef)`` stored
+    with the model (delta method on the log-odds scale).
 
-        Raises:
-            ModelError: On invalid parameters or data (constant feature, NaN, lengths).
-            ConvergenceError: If the unpenalised fit diverges (separated data): use
-                ``penalty="l2"``.
-        """
-        if self.method != "sigmoid":
-            raise ModelError(
-                f"unsupported calibration method {self.method!r}",
-                "use method='sigmoid': isotonic calibration overfits cohorts with few "
-                "fractures",
-            )
-        l2 = _check_penalty(self.penalty, self.C)
-        _check_iterations(self.max_iter, self.tol)
-        data, names = _read_features(X)
-        yv = _fit_targets(y, data.shape[0])
-        k = data.shape[1]
-        feature_names = names if names is not None else tuple(f"x{i}" for i in range(k))
-        if self.standardize:
-            mean = data.mean(axis=0)
-            scale = data.std(axis=0)
-        else:
-            mean = np.zeros(k)
-            scale = np.ones(k)
+    Attributes:
+        probability: P(fracture), shape (m,), float64.
+        lower: Lower bound, shape (m,).
+        upper: Upper bound, shape (m,).
+        level: Confidence level.
+        n_bootstrap: Bootstrap refits behind the covariance.
+        n_failed: Refits that failed (one class drawn, or separated) and were left out.
+    """
+
+    probability: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    level: float
+    n_bootstrap: int
+    n_failed: int
+
+
+class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
+    """Fitting, bootstrap covariance, prediction, intervals, contributions and JSON."""
+
+    _kind: ClassVar[str]
+
+    # parameters common to both models (set by the subclasses' __init__)
+    penalty: str
+    C: float
+    n_bootstrap: int
+    seed: int | None
+    max_iter: int
+    tol: float
+
+    # --- fitting ------------------------------------------------------------------------
+
+    def _fit_logistic(self, data: FloatArray, yv: IntArray, names: tuple[str, ...],
+                      groups: Iterable[Hashable] | None, origin: str) -> None:
+        C = _check_penalty(self.penalty, self.C)
+        max_iter = _check_count(self.max_iter, "max_iter", 1, "use 100")
+        n_boot = _check_count(self.n_bootstrap, "n_bootstrap", 0, "use 200 (0: no interval)")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not self.tol > 0:
+            raise ModelError(f"tol must be > 0, got {self.tol!r}", "use 1e-10")
+        if origin not in ORIGINS:
+            raise ModelError(f"unknown cohort origin {origin!r}",
+                             f"use one of {', '.join(ORIGINS)}")
         constant = np.flatnonzero(np.ptp(data, axis=0) == 0.0)
         if constant.size:
             raise ModelError(
-                f"feature {feature_names[int(constant[0])]!r} is constant in the training data",
-                "drop features that do not vary between femurs",
-            )
-        fit = fit_logistic(
-            (data - mean) / scale, yv, l2=l2, max_iter=self.max_iter, tol=self.tol
-        )
-        coef = fit.coef / scale
-        intercept = fit.intercept - float(np.sum(fit.coef * mean / scale))
-        self.mean_ = mean
-        self.scale_ = scale
-        summary = TrainingSummary(
-            int(yv.size), int(yv.sum()), roc_auc(yv, data @ coef + intercept)
-        )
-        self._set_fitted(coef, intercept, feature_names, summary, fit.n_iter)
-        return self
+                f"feature {names[int(constant[0])]!r} is constant in the training data",
+                "drop features that do not vary between femurs")
+        try:
+            codes = group_codes(groups, yv.size)
+        except MetricsError as exc:
+            raise ModelError(exc.message, exc.hint) from None
+        pipe = _sk_fit(_pipeline(C, max_iter, float(self.tol)), data, yv)
+        self._set_pipeline(pipe, names)
+        eta = self._linear(data)
+        self.training_summary_ = TrainingSummary(
+            int(yv.size), int(yv.sum()), float(roc_auc_score(yv, eta)),
+            int(codes.max()) + 1, origin)
+        self.coef_cov_: FloatArray | None = None
+        self.n_bootstrap_ = self.n_failed_ = 0
+        if n_boot:
+            self._bootstrap(data, yv, codes, C, max_iter, n_boot)
+
+    def _bootstrap(self, data: FloatArray, yv: IntArray, codes: IntArray, C: float,
+                   max_iter: int, n_boot: int) -> None:
+        """Covariance of (intercept, coef) from refits on patient-clustered resamples."""
+        members = [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1)]
+        rng = np.random.default_rng(self.seed)
+        draws, failed = [], 0
+        for _ in range(n_boot):
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members),
+                                                                   len(members))])
+            yb = yv[idx]
+            if yb.min() == yb.max() or np.any(np.ptp(data[idx], axis=0) == 0.0):
+                failed += 1
+                continue
+            try:
+                pipe = _sk_fit(_pipeline(C, max_iter, float(self.tol)), data[idx], yb)
+            except ConvergenceError:
+                failed += 1
+                continue
+            coef, intercept = _original_units(pipe)
+            draws.append(np.r_[intercept, coef])
+        self.n_bootstrap_, self.n_failed_ = n_boot, failed
+        if len(draws) < max(n_boot // 2, 2):
+            # More than half of the resamples had one class or separated data: the
+            # covariance would describe the survivors only. No interval, no clinical use.
+            self.coef_cov_ = None
+            return
+        self.coef_cov_ = np.atleast_2d(np.cov(np.vstack(draws), rowvar=False))
+
+    def _set_pipeline(self, pipe: Pipeline, names: tuple[str, ...]) -> None:
+        self.pipeline_ = pipe
+        coef, intercept = _original_units(pipe)
+        self.coef_ = coef
+        self.intercept_ = intercept
+        self.mean_ = np.asarray(pipe[0].mean_, dtype=np.float64)
+        self.scale_ = np.asarray(pipe[0].scale_, dtype=np.float64)
+        self.feature_names_in_ = names
+        self.n_features_in_ = len(names)
+        self.classes_ = np.array([0, 1], dtype=np.int64)
+        self.n_iter_ = int(np.max(pipe[-1].n_iter_))
+        self.osteofe_version_ = _osteofe_version()
+
+    # --- prediction -----------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet",
+                                 "call fit(X, y) or load a saved model first")
+
+    def _prepare(self, X: object) -> FloatArray:
+        data, names = _read_features(X)
+        return _match_features(data, names, self.feature_names_in_)
+
+    def _linear(self, data: FloatArray) -> FloatArray:
+        return np.asarray(self.pipeline_.decision_function(data), dtype=np.float64)
+
+    def _proba1(self, data: FloatArray) -> FloatArray:
+        return np.asarray(self.pipeline_.predict_proba(data)[:, 1], dtype=np.float64)
+
+    def predict_proba(self, X: object) -> FloatArray:
+        """Probabilities of no fracture and fracture.
+
+        Args:
+            X: Features: a dict of columns / DataFrame-like with exactly the fitted feature
+                names (any order), or an array of shape (n, k) / (n,) in the fitted order.
+
+        Returns:
+            Shape (n, 2), float64: ``[P(no fracture), P(fracture)]``.
+
+        Raises:
+            NotFittedError: Before :meth:`fit`.
+            FeatureMismatchError: If the feature names or count differ from the fitted ones.
+            ModelError: If a feature is missing (NaN) or non-numeric.
+        """
+        self._check_fitted()
+        p1 = self._proba1(self._prepare(X))
+        return np.column_stack([1.0 - p1, p1])
+
+    def predict(self, X: object) -> IntArray:
+        """Predicted class, 1 where ``P(fracture) >= 0.5``.
+
+        Args:
+            X: Features, as for :meth:`predict_proba`.
+
+        Returns:
+            Shape (n,), int64.
+        """
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
 
     def decision_function(self, X: object) -> FloatArray:
         """Linear predictor (log-odds of fracture).
@@ -793,181 +593,462 @@ class StrengthRiskModel(_RiskEstimator):
         self._check_fitted()
         return self._linear(self._prepare(X))
 
+    def predict_interval(self, X: object, level: float = 0.95) -> PredictionInterval:
+        """P(fracture) with its confidence interval (class docstring of the result).
+
+        Args:
+            X: Features, as for :meth:`predict_proba`.
+            level: Confidence level in (0, 1).
+
+        Returns:
+            Probabilities and bounds.
+
+        Raises:
+            ModelError: If the model carries no bootstrap covariance (``n_bootstrap=0``).
+        """
+        self._check_fitted()
+        if self.coef_cov_ is None:
+            why = (f"{self.n_failed_} of {self.n_bootstrap_} bootstrap refits failed"
+                   if self.n_bootstrap_ else "it was fitted with n_bootstrap=0")
+            raise ModelError(f"this {type(self).__name__} has no coefficient covariance ({why}), "
+                             "so no interval", "fit it with n_bootstrap > 0 (default 200) on a "
+                             "cohort with enough fractures, or penalty='l2'")
+        if not 0.0 < level < 1.0:
+            raise ModelError(f"level must be in (0, 1), got {level!r}", "use 0.95")
+        data = self._prepare(X)
+        eta = self._linear(data)
+        g = np.column_stack([np.ones(data.shape[0]), data])
+        se = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", g, self.coef_cov_, g), 0.0))
+        z = float(stats.norm.ppf(0.5 + level / 2.0))
+        return PredictionInterval(self._proba1(data), special.expit(eta - z * se),
+                                  special.expit(eta + z * se), float(level),
+                                  self.n_bootstrap_, self.n_failed_)
+
+    def contributions(self, X: object) -> Contributions:
+        """Exact additive log-odds contributions of each feature (:class:`Contributions`).
+
+        Args:
+            X: Features, as for :meth:`predict_proba`.
+
+        Returns:
+            The decomposition; its sum equals :meth:`decision_function`.
+        """
+        self._check_fitted()
+        data = self._prepare(X)
+        parts = (data - self.mean_) * self.coef_
+        return Contributions(self.feature_names_in_, float(self.pipeline_[-1].intercept_[0]),
+                             parts, self._linear(data))
+
+    # --- JSON -------------------------------------------------------------------------------
+
     def _extra_to_json(self) -> dict[str, Any]:
-        return {"mean": [float(v) for v in self.mean_], "scale": [float(v) for v in self.scale_]}
+        return {}
 
     def _extra_from_json(self, doc: dict[str, Any]) -> None:
-        k = self.n_features_in_
-        self.mean_ = (_json_vector(doc["mean"], "mean", k) if "mean" in doc else np.zeros(k))
-        self.scale_ = (_json_vector(doc["scale"], "scale", k, positive=True) if "scale" in doc
-                       else np.ones(k))
+        return None
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The fitted model as a JSON document (never pickle).
+
+        Fields: ``format``, ``format_version`` (2), ``model_kind``, ``osteofe_version``,
+        ``sklearn_version``, ``params``, ``feature_names``, ``coef`` and ``intercept`` (per
+        original unit), ``scaler`` (``mean``, ``scale``), ``standardized`` (the
+        LogisticRegression's ``coef`` and ``intercept``), ``n_iter``, ``training`` (``n``,
+        ``events``, ``auc``, ``n_groups``, ``origin``), ``bootstrap`` (``n``, ``n_failed``,
+        ``covariance`` of ``[intercept, coef...]``, or null) and kind-specific entries.
+
+        Args:
+            indent: JSON indentation (``None``: one line).
+
+        Returns:
+            The JSON text.
+
+        Raises:
+            NotFittedError: Before :meth:`fit`.
+        """
+        self._check_fitted()
+        params = {k: v.item() if isinstance(v, np.generic) else v
+                  for k, v in self.get_params().items()}
+        if isinstance(params.get("probabilities"), Mapping):
+            params["probabilities"] = {str(k): float(v)
+                                       for k, v in params["probabilities"].items()}
+        logit = self.pipeline_[-1]
+        doc: dict[str, Any] = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "model_kind": self._kind,
+            "osteofe_version": self.osteofe_version_, "sklearn_version": sklearn.__version__,
+            "params": params, "feature_names": list(self.feature_names_in_),
+            "coef": [float(c) for c in self.coef_], "intercept": float(self.intercept_),
+            "scaler": {"mean": [float(v) for v in self.mean_],
+                       "scale": [float(v) for v in self.scale_]},
+            "standardized": {"coef": [float(c) for c in logit.coef_[0]],
+                             "intercept": float(logit.intercept_[0])},
+            "n_iter": self.n_iter_,
+            "training": self.training_summary_.to_dict(),
+            "bootstrap": {
+                "n": self.n_bootstrap_, "n_failed": self.n_failed_,
+                "covariance": None if self.coef_cov_ is None
+                else [[float(v) for v in row] for row in self.coef_cov_]},
+        }
+        doc.update(self._extra_to_json())
+        return json.dumps(doc, indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """Rebuild a fitted model (its scikit-learn pipeline included) from :meth:`to_json`.
+
+        Args:
+            text: The JSON text.
+
+        Returns:
+            The fitted model; its predictions equal the saved model's.
+
+        Raises:
+            ModelError: If the text is not a model of this kind, is malformed, or is an
+                old (format_version 1) file, which lacks the coefficient covariance and the
+                cohort origin.
+        """
+        doc = _parse_model_json(text)
+        if doc["model_kind"] != cls._kind:
+            raise ModelError(f"the JSON holds a {doc['model_kind']!r} model, not a "
+                             f"{cls._kind!r}",
+                             "load it with risk.calibration.model_from_json (or load_model)")
+        try:
+            params = doc["params"]
+            if not isinstance(params, dict):
+                raise ModelError(f"model JSON params is {params!r}, not an object", _CORRUPT)
+            model = cls(**cls._params_from_json(dict(params)))
+            raw = doc["feature_names"]
+            if not (isinstance(raw, list) and raw and all(isinstance(n, str) for n in raw)
+                    and len(set(raw)) == len(raw)):
+                raise ModelError(f"model JSON feature_names is {raw!r}, not a list of "
+                                 "distinct names", _CORRUPT)
+            names = tuple(raw)
+            k = len(names)
+            _json_vector(doc["coef"], "coef", k)
+            _json_number(doc["intercept"], "intercept")
+            scaler = doc["scaler"]
+            std = doc["standardized"]
+            if not isinstance(scaler, dict) or not isinstance(std, dict):
+                raise ModelError("model JSON scaler/standardized are not objects", _CORRUPT)
+            mean = _json_vector(scaler["mean"], "scaler.mean", k)
+            scale = _json_vector(scaler["scale"], "scaler.scale", k, positive=True)
+            w = _json_vector(std["coef"], "standardized.coef", k)
+            b = _json_number(std["intercept"], "standardized.intercept")
+            training = doc["training"]
+            if not isinstance(training, dict):
+                raise ModelError(f"model JSON training is {training!r}, not an object",
+                                 _CORRUPT)
+            n = _json_count(training["n"], "training.n")
+            events = _json_count(training["events"], "training.events")
+            auc = _json_number(training["auc"], "training.auc")
+            n_groups = _json_count(training["n_groups"], "training.n_groups")
+            origin = training["origin"]
+            if events > n or not 0.0 <= auc <= 1.0 or not 0 < n_groups <= n \
+                    or origin not in ORIGINS:
+                raise ModelError(f"model JSON training record is inconsistent: {events} "
+                                 f"events in {n} femurs of {n_groups} patients, AUC {auc:g}, "
+                                 f"origin {origin!r}", _CORRUPT)
+            model._set_pipeline(_rebuild_pipeline(mean, scale, w, b, n,
+                                                  _json_count(doc["n_iter"], "n_iter")), names)
+            model.training_summary_ = TrainingSummary(n, events, auc, n_groups, str(origin))
+            model.osteofe_version_ = str(doc.get("osteofe_version", "unknown"))
+            boot = doc["bootstrap"]
+            model.coef_cov_ = None
+            model.n_bootstrap_ = model.n_failed_ = 0
+            if boot is not None and not isinstance(boot, dict):
+                raise ModelError("model JSON bootstrap is not an object", _CORRUPT)
+            if boot is not None and boot["covariance"] is not None:
+                if not isinstance(boot["covariance"], list) or len(boot["covariance"]) != k + 1:
+                    raise ModelError("model JSON bootstrap covariance is not a "
+                                     f"{k + 1}x{k + 1} matrix", _CORRUPT)
+                cov = np.vstack([_json_vector(r, "bootstrap.covariance", k + 1)
+                                 for r in boot["covariance"]])
+                if not np.allclose(cov, cov.T) or np.min(np.linalg.eigvalsh(cov)) < \
+                        -1e-9 * max(1.0, float(np.max(np.abs(cov)))):
+                    raise ModelError("model JSON bootstrap covariance is not symmetric "
+                                     "positive semi-definite", _CORRUPT)
+                model.coef_cov_ = cov
+            if boot is not None:
+                model.n_bootstrap_ = _json_count(boot["n"], "bootstrap.n")
+                model.n_failed_ = _json_count(boot["n_failed"], "bootstrap.n_failed")
+            model._extra_from_json(doc)
+            model._check_log_odds()
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"malformed {cls._kind} JSON: {type(exc).__name__}: {exc}",
+                             _CORRUPT) from exc
+        return model
+
+    @classmethod
+    def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return params
 
     def _feature_ranges(self) -> dict[str, tuple[float, float, str]]:
-        """Where the model applies: its training mean +- 4 SD, within :data:`FEATURE_RANGES`.
-
-        The training mean and SD are known when the model was standardised
-        (``standardize``; the JSON's ``mean`` and ``scale``); otherwise the plausible ranges
-        of the pipeline's features are used and other features are left out.
-        """
-        ranges = super()._feature_ranges()
-        if not self.standardize:
-            return ranges
+        """Where the model applies: training mean +- 4 SD, within :data:`FEATURE_RANGES`."""
+        ranges = {}
         for i, name in enumerate(self.feature_names_in_):
             mean, sd = float(self.mean_[i]), float(self.scale_[i])
             lo, hi = mean - TRAINING_RANGE_SD * sd, mean + TRAINING_RANGE_SD * sd
             source = f"its training mean +-{TRAINING_RANGE_SD:g} SD"
             limits = plausible_range(name)
-            if limits is not None:
-                plo, phi = limits
-                if max(lo, plo) <= min(hi, phi):
-                    lo, hi = max(lo, plo), min(hi, phi)
-                    source += " within the plausible range"
+            if limits is not None and max(lo, limits[0]) <= min(hi, limits[1]):
+                lo, hi = max(lo, limits[0]), min(hi, limits[1])
+                source += " within the plausible range"
             ranges[name] = (lo, hi, source)
         return ranges
 
-    def _check_params(self) -> None:
-        if self.method != "sigmoid":
-            raise ModelError(f"unsupported calibration method {self.method!r}",
-                             "use method='sigmoid'")
-        _check_penalty(self.penalty, self.C)
-        _check_iterations(self.max_iter, self.tol)
-        if not isinstance(self.standardize, bool):
-            raise ModelError(f"standardize must be true or false, got {self.standardize!r}",
-                             _CORRUPT)
+    def _check_log_odds(self) -> None:
+        """Refuse a loaded model whose log-odds overflow where it is meant to be applied.
+
+        Over the box of :meth:`_feature_ranges`, ``|intercept + x @ coef|`` must stay within
+        :data:`MAX_ABS_LOG_ODDS` (beyond it ``exp`` overflows float64 and every probability
+        is exactly 0 or 1).
+
+        Raises:
+            ModelError: The log-odds leave that range (or are not finite).
+        """
+        if getattr(self, "probabilities_", None) is not None:
+            return
+        index = {name: i for i, name in enumerate(self.feature_names_in_)}
+        low = high = float(self.intercept_)
+        worst: tuple[float, str] = (0.0, "")
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, (lo, hi, source) in self._feature_ranges().items():
+                c = float(self.coef_[index[name]])
+                ends = (c * lo, c * hi)
+                low += min(ends)
+                high += max(ends)
+                spread = abs(ends[1] - ends[0])
+                if not math.isfinite(spread) or spread > worst[0]:
+                    worst = (spread, f"{name} (coefficient {c:.6g}) over {source} "
+                             f"{lo:.4g}..{hi:.4g}")
+        reach = max(abs(low), abs(high))
+        if not math.isfinite(reach) or reach > MAX_ABS_LOG_ODDS:
+            raise ModelError(
+                f"the model's log-odds reach {reach:.3g} for {worst[1]}, beyond the "
+                f"+-{MAX_ABS_LOG_ODDS:g} a probability model can mean (exp overflows and "
+                "every probability comes out as exactly 0 or 1)", _CORRUPT)
 
 
-class MirelsBaseline(_RiskEstimator):
+def _original_units(pipe: Pipeline) -> tuple[FloatArray, float]:
+    """(coef, intercept) per original feature unit of a scaler + logistic pipeline."""
+    scaler, logit = pipe[0], pipe[-1]
+    w = np.asarray(logit.coef_[0], dtype=np.float64)
+    coef = w / scaler.scale_
+    return coef, float(logit.intercept_[0] - np.sum(coef * scaler.mean_))
+
+
+def _rebuild_pipeline(mean: FloatArray, scale: FloatArray, w: FloatArray, b: float, n: int,
+                      n_iter: int) -> Pipeline:
+    """The fitted scikit-learn pipeline from its stored arrays (no pickle)."""
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = mean.copy(), scale.copy(), scale**2
+    scaler.n_features_in_, scaler.n_samples_seen_ = mean.size, n
+    logit = LogisticRegression(solver="newton-cholesky")
+    logit.coef_, logit.intercept_ = w[None, :].copy(), np.array([b])
+    logit.classes_, logit.n_features_in_ = np.array([0, 1]), mean.size
+    logit.n_iter_ = np.array([n_iter], dtype=np.int32)
+    return Pipeline([("scale", scaler), ("logit", logit)])
+
+
+class StrengthRiskModel(_LogisticRiskModel):
+    """Logistic (sigmoid, Platt 1999) model of fracture on FE strength and covariates.
+
+    A scikit-learn ``Pipeline(StandardScaler, LogisticRegression)`` (``pipeline_``), with
+    ``P(fracture) = expit(intercept_ + X @ coef_)``. At fit time the coefficient covariance
+    is estimated by refitting on ``n_bootstrap`` resamples of whole patients (``groups``),
+    so that every prediction has an interval (:meth:`predict_interval`). Isotonic
+    calibration is not offered: it overfits cohorts of <= 15 fractures.
+
+    Args:
+        penalty: ``"none"`` (maximum likelihood, ``C=inf``) or ``"l2"`` (ridge on the
+            standardised coefficients, scikit-learn's ``C``).
+        C: Inverse L2 strength (``penalty="l2"`` only).
+        n_bootstrap: Cluster-bootstrap refits for the coefficient covariance (0: none, and
+            then no interval and no clinical use).
+        seed: Seed of the bootstrap.
+        max_iter: Maximum Newton iterations.
+        tol: Newton tolerance.
+
+    Attributes:
+        pipeline_: The fitted scikit-learn pipeline.
+        coef_: Coefficients per original feature unit, shape (k,), float64.
+        intercept_: Intercept per original units (log-odds).
+        mean_: Training means (the scaler's), shape (k,).
+        scale_: Training standard deviations (the scaler's), shape (k,).
+        coef_cov_: Bootstrap covariance of ``[intercept_, *coef_]``, shape (k+1, k+1), or
+            None.
+        feature_names_in_: Feature names (``x0``, ... for a plain array).
+        n_features_in_: k.
+        classes_: ``array([0, 1])``.
+        training_summary_: n, events, apparent AUC, patients and cohort origin.
+        n_iter_: Newton iterations used.
+        osteofe_version_: osteofe version that fitted the model.
+    """
+
+    _kind: ClassVar[str] = "StrengthRiskModel"
+
+    def __init__(self, penalty: Literal["none", "l2"] = "none", C: float = 1.0,
+                 n_bootstrap: int = 200, seed: int | None = 0, max_iter: int = 100,
+                 tol: float = 1e-10) -> None:
+        self.penalty = penalty
+        self.C = C
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X: object, y: npt.ArrayLike, groups: Iterable[Hashable] | None = None,
+            origin: str = "unspecified") -> Self:
+        """Fit the pipeline and the bootstrap coefficient covariance.
+
+        Args:
+            X: Features, shape (n, k): a dict of columns / DataFrame-like (names kept) or an
+                array ((n,) for one feature). Finite numbers.
+            y: Outcomes, shape (n,), 0/1, both classes present.
+            groups: Patient id per femur (the bootstrap resamples patients); None: every
+                femur its own patient.
+            origin: Cohort origin, one of :data:`ORIGINS` (``"synthetic"`` models are
+                refused for clinical reports unless forced).
+
+        Returns:
+            ``self``, fitted.
+
+        Raises:
+            ModelError: On invalid parameters or data (constant feature, NaN, lengths).
+                When more than half of the bootstrap refits fail, the model is fitted but
+                has no covariance (``coef_cov_`` None: no interval, refused clinically).
+            ConvergenceError: If the unpenalised fit diverges (separated data).
+        """
+        data, names = _read_features(X)
+        yv = _fit_targets(y, data.shape[0])
+        names = names if names is not None else tuple(f"x{i}" for i in range(data.shape[1]))
+        self._fit_logistic(data, yv, names, groups, origin)
+        return self
+
+
+class MirelsBaseline(_LogisticRiskModel):
     """The Mirels total score as a fracture-probability estimator.
 
     Input is the Mirels total (4-12): an array of shape (n,) or (n, 1), a dict/DataFrame with
     the single column ``"mirels_total"``, or a sequence of :class:`~risk.mirels.MirelsScore`.
 
     Args:
-        mapping: ``"logistic"``: ``P = expit(intercept_ + coef_ * total)`` fitted by maximum
-            likelihood (or L2); ``"fixed"``: a score -> probability table, not fitted.
+        mapping: ``"logistic"``: the scikit-learn pipeline on the total; ``"fixed"``: a score
+            -> probability table, not fitted.
         threshold: For ``mapping="fixed"`` without ``probabilities``: totals >= threshold map
             to 1, others to 0 (Mirels' "fix" rule at the default 9).
         probabilities: For ``mapping="fixed"``: a table total (4-12) -> probability covering
-            every total; ``None`` uses the step at ``threshold``.
+            every total.
         penalty: ``"none"`` or ``"l2"`` (logistic only).
-        C: Inverse L2 strength (logistic with ``penalty="l2"`` only).
+        C: Inverse L2 strength.
+        n_bootstrap: Cluster-bootstrap refits for the covariance (logistic only).
+        seed: Seed of the bootstrap.
+        max_iter: Maximum Newton iterations.
+        tol: Newton tolerance.
 
     Attributes:
-        coef_: Shape (1,): log-odds per Mirels point (0 for the fixed mapping).
-        intercept_: Intercept (0 for the fixed mapping).
-        probabilities_: The fixed table total -> probability (fixed mapping), else ``None``.
-        feature_names_in_: ``("mirels_total",)``.
-        n_features_in_: 1.
-        classes_: ``array([0, 1])``.
-        training_summary_: n, events and apparent AUC.
-        n_iter_: Newton iterations (0 for the fixed mapping).
-        osteofe_version_: osteofe version that fitted the model (kept through JSON).
+        probabilities_: The fixed table (fixed mapping), else None; other attributes as
+            :class:`StrengthRiskModel` (fixed mapping: coefficient 0, no covariance).
     """
 
     _kind: ClassVar[str] = "MirelsBaseline"
 
-    def __init__(
-        self,
-        mapping: Literal["logistic", "fixed"] = "logistic",
-        threshold: int = MIRELS_FIX_MIN,
-        probabilities: Mapping[int, float] | None = None,
-        penalty: Literal["none", "l2"] = "none",
-        C: float = 1.0,
-    ) -> None:
+    def __init__(self, mapping: Literal["logistic", "fixed"] = "logistic",
+                 threshold: int = MIRELS_FIX_MIN,
+                 probabilities: Mapping[int, float] | None = None,
+                 penalty: Literal["none", "l2"] = "none", C: float = 1.0,
+                 n_bootstrap: int = 200, seed: int | None = 0, max_iter: int = 100,
+                 tol: float = 1e-10) -> None:
         self.mapping = mapping
         self.threshold = threshold
         self.probabilities = probabilities
         self.penalty = penalty
         self.C = C
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.max_iter = max_iter
+        self.tol = tol
 
     def _prepare(self, X: object) -> FloatArray:
-        totals = _mirels_totals(X)
-        return totals[:, None]
+        return _mirels_totals(X)[:, None]
 
     def _fixed_table(self) -> dict[int, float]:
         if self.probabilities is None:
             t = self.threshold
             if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 4 <= t <= 12:
-                raise ModelError(
-                    f"Mirels threshold must be an integer 4-12, got {t!r}",
-                    "use threshold=9 (Mirels' fixation rule)",
-                )
+                raise ModelError(f"Mirels threshold must be an integer 4-12, got {t!r}",
+                                 "use threshold=9 (Mirels' fixation rule)")
             return {s: (1.0 if s >= t else 0.0) for s in range(4, 13)}
         if not isinstance(self.probabilities, Mapping):
-            raise ModelError(
-                f"probabilities must be a mapping total -> probability, got "
-                f"{type(self.probabilities).__name__}",
-                "pass e.g. {4: 0.0, 5: 0.0, ..., 12: 1.0}",
-            )
+            raise ModelError("probabilities must be a mapping total -> probability, got "
+                             f"{type(self.probabilities).__name__}",
+                             "pass e.g. {4: 0.0, 5: 0.0, ..., 12: 1.0}")
         table: dict[int, float] = {}
         for key, value in self.probabilities.items():
-            total = int(key)
-            p = float(value)
+            total, p = int(key), float(value)
             if not (4 <= total <= 12 and 0.0 <= p <= 1.0):
-                raise ModelError(
-                    f"bad entry {key!r}: {value!r} in the Mirels probability table",
-                    "keys are totals 4-12, values probabilities in [0, 1]",
-                )
+                raise ModelError(f"bad entry {key!r}: {value!r} in the Mirels probability "
+                                 "table", "keys are totals 4-12, values probabilities in [0, 1]")
             table[total] = p
         missing = [s for s in range(4, 13) if s not in table]
         if missing:
-            raise ModelError(
-                f"the Mirels probability table lacks the total(s) {missing}",
-                "give a probability for every total 4-12",
-            )
+            raise ModelError(f"the Mirels probability table lacks the total(s) {missing}",
+                             "give a probability for every total 4-12")
         return table
 
-    def fit(self, X: object, y: npt.ArrayLike) -> Self:
+    def fit(self, X: object, y: npt.ArrayLike, groups: Iterable[Hashable] | None = None,
+            origin: str = "unspecified") -> Self:
         """Fit the logistic mapping (or validate the fixed table) on Mirels totals.
 
         Args:
             X: Mirels totals (see class docstring), integers 4-12.
             y: Outcomes, shape (n,), 0/1, both classes present.
+            groups: Patient id per femur (bootstrap clusters).
+            origin: Cohort origin (:data:`ORIGINS`).
 
         Returns:
             ``self``, fitted.
 
         Raises:
             ModelError: On invalid parameters or totals.
-            ConvergenceError: If the unpenalised logistic fit diverges (the totals separate
-                the outcomes): use ``penalty="l2"``.
+            ConvergenceError: If the unpenalised logistic fit diverges.
         """
         if self.mapping not in ("logistic", "fixed"):
-            raise ModelError(
-                f"unknown Mirels mapping {self.mapping!r}", "use mapping='logistic' or 'fixed'"
-            )
+            raise ModelError(f"unknown Mirels mapping {self.mapping!r}",
+                             "use mapping='logistic' or 'fixed'")
         totals = self._prepare(X)
         yv = _fit_targets(y, totals.shape[0])
         if self.mapping == "fixed":
-            self.probabilities_: dict[int, float] | None = self._fixed_table()
-            coef, intercept, n_iter = np.zeros(1), 0.0, 0
-        else:
-            l2 = _check_penalty(self.penalty, self.C)
-            if np.ptp(totals) == 0.0:
-                raise ModelError(
-                    "all Mirels totals are equal; a logistic mapping cannot be fitted",
-                    "use mapping='fixed' or a cohort with varying scores",
-                )
-            fit = fit_logistic(totals, yv, l2=l2)
-            self.probabilities_ = None
-            coef, intercept, n_iter = fit.coef, fit.intercept, fit.n_iter
-        summary = TrainingSummary(int(yv.size), int(yv.sum()), roc_auc(yv, totals[:, 0]))
-        self._set_fitted(coef, intercept, (MIRELS_FEATURE,), summary, n_iter)
+            table = self._fixed_table()
+            self._set_pipeline(_rebuild_pipeline(np.zeros(1), np.ones(1), np.zeros(1), 0.0,
+                                                 yv.size, 0), (MIRELS_FEATURE,))
+            self.probabilities_: dict[int, float] | None = table
+            self.coef_cov_ = None
+            self.n_bootstrap_ = self.n_failed_ = 0
+            self.training_summary_ = TrainingSummary(
+                int(yv.size), int(yv.sum()), float(roc_auc_score(yv, totals[:, 0])),
+                int(group_codes(groups, yv.size).max()) + 1, origin)
+            return self
+        if np.ptp(totals) == 0.0:
+            raise ModelError("all Mirels totals are equal; a logistic mapping cannot be "
+                             "fitted", "use mapping='fixed' or a cohort with varying scores")
+        self.probabilities_ = None
+        self._fit_logistic(totals, yv, (MIRELS_FEATURE,), groups, origin)
         return self
 
     def _proba1(self, data: FloatArray) -> FloatArray:
-        if self.probabilities_ is not None:
+        if getattr(self, "probabilities_", None) is not None:
             table = self.probabilities_
+            assert table is not None
             return np.array([table[int(s)] for s in data[:, 0]], dtype=np.float64)
         return super()._proba1(data)
 
     def _extra_to_json(self) -> dict[str, Any]:
         table = self.probabilities_
-        return {
-            "probabilities_table": None
-            if table is None
-            else {str(k): v for k, v in sorted(table.items())}
-        }
+        return {"probabilities_table": None if table is None
+                else {str(k): v for k, v in sorted(table.items())}}
 
     def _extra_from_json(self, doc: dict[str, Any]) -> None:
         if self.feature_names_in_ != (MIRELS_FEATURE,):
@@ -995,32 +1076,17 @@ class MirelsBaseline(_RiskEstimator):
             parsed[total] = p
         missing = [t for t in range(4, 13) if t not in parsed]
         if missing:
-            raise ModelError(f"the Mirels probability table of the model JSON lacks the "
+            raise ModelError("the Mirels probability table of the model JSON lacks the "
                              f"total(s) {missing}", _CORRUPT)
         self.probabilities_ = parsed
-
-    def _check_params(self) -> None:
-        if self.mapping == "fixed":
-            self._fixed_table()
-        elif self.mapping == "logistic":
-            _check_penalty(self.penalty, self.C)
-        else:
-            raise ModelError(f"unknown Mirels mapping {self.mapping!r}",
-                             "use mapping='logistic' or 'fixed'")
-
-    def _params_to_json(self) -> dict[str, Any]:
-        params = super()._params_to_json()
-        if params["probabilities"] is not None:
-            params["probabilities"] = {str(k): float(v) for k, v in params["probabilities"].items()}
-        return params
 
     @classmethod
     def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
         table = params.get("probabilities")
         if table is not None:
             if not isinstance(table, dict):
-                raise ModelError(f"model JSON params.probabilities is {table!r}, not an object",
-                                 _CORRUPT)
+                raise ModelError(f"model JSON params.probabilities is {table!r}, not an "
+                                 "object", _CORRUPT)
             params["probabilities"] = {int(k): _json_number(v, "params.probabilities")
                                        for k, v in table.items()}
         return params
@@ -1048,11 +1114,41 @@ def _mirels_totals(X: object) -> FloatArray:
     return totals
 
 
+def _parse_model_json(text: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:  # ValueError: JSONDecodeError too
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelError(f"not a JSON document: {reason}",
+                         "pass the text written by to_json/save_model") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelError(f"not an osteofe risk model (format field is not {FORMAT!r})",
+                         "pass a file written by risk.calibration.save_model")
+    version = doc.get("format_version")
+    if version == 1:
+        raise ModelError(
+            "this risk model file is format_version 1 (osteofe before the scikit-learn risk "
+            "layer): it records neither the coefficient covariance (so no probability "
+            "interval) nor the cohort origin, and is no longer read",
+            "refit it on its cohort with `osteofe benchmark` (writes fe_model.json, "
+            "format_version 2)")
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        raise ModelError(f"unsupported model format_version {version!r} (this osteofe reads "
+                         f"{FORMAT_VERSION})", "upgrade osteofe to read this model")
+    missing = [k for k in ("model_kind", "params", "feature_names", "coef", "intercept",
+                           "scaler", "standardized", "n_iter", "training", "bootstrap")
+               if k not in doc]
+    if missing:
+        raise ModelError(f"model JSON lacks the field(s) {missing}",
+                         "the file is corrupt; refit and save the model again")
+    return doc
+
+
 # --------------------------------------------------------------------------------------------
 # Model files.
 # --------------------------------------------------------------------------------------------
 
-_KINDS: dict[str, type[_RiskEstimator]] = {
+_KINDS: dict[str, type[_LogisticRiskModel]] = {
     StrengthRiskModel._kind: StrengthRiskModel,
     MirelsBaseline._kind: MirelsBaseline,
 }
@@ -1076,9 +1172,7 @@ def model_from_json(text: str) -> StrengthRiskModel | MirelsBaseline:
         return StrengthRiskModel.from_json(text)
     if kind == MirelsBaseline._kind:
         return MirelsBaseline.from_json(text)
-    raise ModelError(
-        f"unknown model_kind {kind!r}", f"known kinds: {', '.join(sorted(_KINDS))}"
-    )
+    raise ModelError(f"unknown model_kind {kind!r}", f"known kinds: {', '.join(sorted(_KINDS))}")
 
 
 def save_model(model: StrengthRiskModel | MirelsBaseline, path: str | Path) -> Path:
@@ -1098,10 +1192,8 @@ def save_model(model: StrengthRiskModel | MirelsBaseline, path: str | Path) -> P
     try:
         return atomic_write_text(Path(path), text)
     except OSError as exc:
-        raise ModelError(
-            f"cannot write model file {path}: {exc.strerror}",
-            "check that the folder exists and is writable",
-        ) from exc
+        raise ModelError(f"cannot write model file {path}: {exc.strerror}",
+                         "check that the folder exists and is writable") from exc
 
 
 def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
@@ -1114,22 +1206,19 @@ def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
         The fitted model.
 
     Raises:
-        ModelError: If the file is missing or not a risk model, or its log-odds overflow
-            where it applies (the message names the file).
+        ModelError: If the file is missing, not a risk model, an old format, or its
+            log-odds overflow where it applies (the message names the file).
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ModelError(
-            f"cannot read model file {p}: {exc.strerror}", "check the path"
-        ) from exc
+        raise ModelError(f"cannot read model file {p}: {exc.strerror}", "check the path") from exc
     except UnicodeDecodeError as exc:
         raise ModelError(
             f"model file {p} is not UTF-8 text ({exc.reason} at byte {exc.start})",
             "pass the JSON file written by risk.calibration.save_model; a file damaged in "
-            "transfer must be copied again",
-        ) from exc
+            "transfer must be copied again") from exc
     try:
         return model_from_json(text)
     except ModelError as exc:
@@ -1137,253 +1226,183 @@ def load_model(path: str | Path) -> StrengthRiskModel | MirelsBaseline:
 
 
 # --------------------------------------------------------------------------------------------
-# Cross-validation and bootstrap.
+# Clinical use.
 # --------------------------------------------------------------------------------------------
 
 
-def clone(estimator: Any) -> Any:
-    """A new, unfitted estimator with the same parameters (``type(e)(**e.get_params())``).
+def clinical_check(model: StrengthRiskModel | MirelsBaseline, *, force: bool = False
+                   ) -> tuple[str, ...]:
+    """Refuse a model that is not fit to give a patient a probability, unless forced.
+
+    Refused: a model fitted on a synthetic cohort; fewer than :data:`MIN_EVENTS_PER_FEATURE`
+    events per feature (Peduzzi et al. 1996, J Clin Epidemiol 49:1373: below 10 the
+    coefficients are biased and their variance misestimated); no coefficient covariance
+    (no interval can be given).
 
     Args:
-        estimator: Any object with ``get_params`` (osteofe or scikit-learn estimators).
+        model: A fitted model.
+        force: Accept anyway; every problem is then returned as a banner warning.
 
     Returns:
-        The unfitted copy.
+        Warnings for the result (banner text): the forced problems, and a note when the
+        cohort origin was not recorded.
 
     Raises:
-        ModelError: If the object has no ``get_params``.
+        ModelError: On a problem without ``force`` (one message listing all of them).
     """
-    if not hasattr(estimator, "get_params"):
-        raise ModelError(
-            f"{type(estimator).__name__} is not an estimator (no get_params)",
-            "pass an estimator such as StrengthRiskModel()",
-        )
-    return type(estimator)(**estimator.get_params(deep=False))
+    summary = model.training_summary_
+    problems = []
+    if summary.origin == "synthetic":
+        problems.append(f"the model was fitted on a SYNTHETIC cohort ({summary.n} femurs): "
+                        "synthetic, not evidence")
+    epv = summary.events / model.n_features_in_
+    if epv < MIN_EVENTS_PER_FEATURE:
+        problems.append(f"the model was fitted on {summary.events} fractures for "
+                        f"{model.n_features_in_} feature(s) ({epv:.1f} events per feature, "
+                        f"fewer than {MIN_EVENTS_PER_FEATURE})")
+    if model.coef_cov_ is None and getattr(model, "probabilities_", None) is None:
+        problems.append("the model has no coefficient covariance, so its probability has "
+                        "no interval")
+    notes = [] if summary.origin != "unspecified" else [
+        "the risk model does not record whether its cohort was measured or synthetic"]
+    if problems and not force:
+        raise ModelError("risk model refused for a clinical report: " + "; ".join(problems),
+                         "refit on a measured cohort with >= 10 fractures per feature, or "
+                         "pass --force-risk-model to show it marked NOT VALIDATED")
+    return tuple(f"RISK MODEL NOT VALIDATED (forced): {p}" for p in problems) + tuple(notes)
 
 
-def _group_codes(groups: Iterable[Hashable], n: int) -> IntArray:
-    index: dict[Hashable, int] = {}
-    try:
-        codes = np.array([index.setdefault(g, len(index)) for g in groups], dtype=np.int64)
-    except TypeError as exc:
-        raise ModelError(f"groups must be hashable ids: {exc}", "pass patient ids") from exc
-    if codes.size != n:
-        raise ModelError(
-            f"groups has {codes.size} entries but y has {n}", "pass one group id per femur"
-        )
-    return codes
+def clinical_prediction(model: StrengthRiskModel | MirelsBaseline,
+                        features: Mapping[str, float], *, force: bool = False,
+                        level: float = 0.95) -> dict[str, Any]:
+    """The probability of one femur with its interval, contributions and warnings (JSON).
+
+    Args:
+        model: A fitted model (:func:`clinical_check` is applied).
+        features: Feature name -> value; must hold every feature of the model.
+        force: See :func:`clinical_check`.
+        level: Confidence level of the interval.
+
+    Returns:
+        ``probability``, ``lower``, ``upper``, ``level``, ``features``, ``contributions``
+        (``base_log_odds``, ``base_probability``, ``log_odds``, per-feature ``terms``:
+        value, training mean, log-odds contribution and the probability change when that
+        feature alone is moved from the training mean to its value), ``training`` and
+        ``warnings``.
+
+    Raises:
+        ModelError: The model is refused (:func:`clinical_check`).
+    """
+    warnings_ = clinical_check(model, force=force)
+    row = {name: [float(features[name])] for name in model.feature_names_in_}
+    out: dict[str, Any] = {"features": {k: v[0] for k, v in row.items()},
+                           "training": model.training_summary_.to_dict(),
+                           "warnings": list(warnings_)}
+    if model.coef_cov_ is not None:
+        interval = model.predict_interval(row, level)
+        out.update(probability=float(interval.probability[0]), lower=float(interval.lower[0]),
+                   upper=float(interval.upper[0]), level=level,
+                   interval_method="delta method on the log-odds, patient-clustered "
+                   f"bootstrap covariance ({interval.n_bootstrap} refits)")
+    else:
+        out.update(probability=float(model.predict_proba(row)[0, 1]), lower=None,
+                   upper=None, level=None)
+    if getattr(model, "probabilities_", None) is None:
+        parts = model.contributions(row)
+        base = parts.base_log_odds
+        out["contributions"] = {
+            "base_log_odds": base, "base_probability": parts.base_probability,
+            "log_odds": float(parts.log_odds[0]),
+            "terms": [{"feature": name, "value": row[name][0],
+                       "training_mean": float(model.mean_[j]),
+                       "log_odds": float(parts.contributions[0, j]),
+                       "probability_change": float(special.expit(base + parts.contributions[0, j])
+                                                   - special.expit(base))}
+                      for j, name in enumerate(parts.feature_names)]}
+    return out
 
 
-def assign_group_folds(
-    y: npt.ArrayLike, groups: Iterable[Hashable], n_splits: int = 5, seed: int | None = 0
-) -> IntArray:
-    """Assign whole groups (patients) to folds, spreading fractures and non-fractures evenly.
+# --------------------------------------------------------------------------------------------
+# Cross-validation.
+# --------------------------------------------------------------------------------------------
 
-    Groups are shuffled (``seed``), then those with fractures are placed, most fractures
-    first, into the fold with the fewest fractures (ties: fewest non-fractures, then lowest
-    index); the remaining groups, largest first, into the fold with the fewest non-fractures.
-    Every fold gets at least one group.
+
+def assign_group_folds(y: npt.ArrayLike, groups: Iterable[Hashable], n_splits: int = 5,
+                       seed: int | None = 0) -> IntArray:
+    """Fold index per femur from :class:`sklearn.model_selection.StratifiedGroupKFold`.
+
+    Whole patients go to one fold; fractures are spread over the folds as evenly as the
+    patients allow (shuffled with ``seed``).
 
     Args:
         y: Outcomes, shape (n,), 0/1.
-        groups: Group id per femur (e.g. patient id), shape (n,), hashable.
-        n_splits: Number of folds, 2 <= n_splits <= number of groups.
+        groups: Patient id per femur, shape (n,).
+        n_splits: Folds, 2 <= n_splits <= patients.
         seed: Seed of the shuffle.
 
     Returns:
-        Fold index per femur, shape (n,), int64 in ``[0, n_splits)``.
+        Shape (n,), int64 in ``[0, n_splits)``.
 
     Raises:
         ModelError: On invalid ``n_splits`` or lengths.
     """
     yv = _as_binary(y, both_classes=False)
-    codes = _group_codes(groups, yv.size)
-    n_groups = int(codes.max()) + 1
-    if isinstance(n_splits, bool) or not isinstance(n_splits, Integral) or n_splits < 2:
-        raise ModelError(f"n_splits must be an integer >= 2, got {n_splits!r}", "use 5")
-    if n_splits > n_groups:
-        raise ModelError(
-            f"n_splits={n_splits} is larger than the number of groups ({n_groups})",
-            "use fewer folds",
-        )
-    events = np.bincount(codes, weights=yv, minlength=n_groups).astype(np.int64)
-    sizes = np.bincount(codes, minlength=n_groups)
-    non_events = sizes - events
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(n_groups)
-    with_events = [int(g) for g in shuffled if events[g] > 0]
-    without = [int(g) for g in shuffled if events[g] == 0]
-    with_events.sort(key=lambda g: -events[g])  # stable: shuffled order breaks ties
-    without.sort(key=lambda g: -sizes[g])
-    fold_events = np.zeros(n_splits, dtype=np.int64)
-    fold_non = np.zeros(n_splits, dtype=np.int64)
-    group_fold = np.empty(n_groups, dtype=np.int64)
-    for g in with_events:
-        f = int(np.lexsort((fold_non, fold_events))[0])
-        group_fold[g] = f
-        fold_events[f] += events[g]
-        fold_non[f] += non_events[g]
-    for g in without:
-        f = int(np.lexsort((fold_events, fold_non))[0])
-        group_fold[g] = f
-        fold_non[f] += non_events[g]
-    return group_fold[codes]
+    try:
+        codes = group_codes(list(groups), yv.size)
+    except MetricsError as exc:
+        raise ModelError(exc.message, exc.hint) from None
+    n_splits = _check_count(n_splits, "n_splits", 2, "use 5")
+    if n_splits > int(codes.max()) + 1:
+        raise ModelError(f"n_splits={n_splits} is larger than the number of groups "
+                         f"({int(codes.max()) + 1})", "use fewer folds")
+    folds = np.empty(yv.size, dtype=np.int64)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" on tiny cohorts
+        for f, (_, test) in enumerate(cv.split(np.zeros(yv.size), yv, codes)):
+            folds[test] = f
+    return folds
 
 
-def grouped_cross_val_predict(
-    estimator: Any,
-    X: object,
-    y: npt.ArrayLike,
-    groups: Iterable[Hashable],
-    n_splits: int = 5,
-    seed: int | None = 0,
-) -> FloatArray:
-    """Out-of-fold probabilities of fracture with grouped, stratified folds.
+def grouped_cross_val_predict(estimator: Any, X: object, y: npt.ArrayLike,
+                              groups: Iterable[Hashable], n_splits: int = 5,
+                              seed: int | None = 0) -> FloatArray:
+    """Out-of-fold P(fracture) with patient-grouped, stratified folds.
 
-    Each fold is predicted by a clone of ``estimator`` fitted on the other folds; folds come
-    from :func:`assign_group_folds`, so no patient is ever in both the training and the test
-    part (GroupKFold) and the fractures are spread over the folds (stratified where possible).
+    Each fold is predicted by a :func:`sklearn.base.clone` of ``estimator`` (its bootstrap
+    switched off: only the point prediction is needed) fitted on the other folds
+    (:func:`assign_group_folds`): no patient is in both parts.
 
     Args:
-        estimator: An unfitted estimator with ``get_params``, ``fit`` and ``predict_proba``.
+        estimator: An unfitted estimator.
         X: Features (array, dict of columns or DataFrame-like), n rows.
         y: Outcomes, shape (n,), 0/1, both classes present.
-        groups: Group id per femur, shape (n,) (patient id).
-        n_splits: Number of folds.
+        groups: Patient id per femur, shape (n,).
+        n_splits: Folds.
         seed: Seed of the fold assignment.
 
     Returns:
-        P(fracture) per femur, shape (n,), float64, each predicted by a model that never saw
-        that femur's patient.
+        Shape (n,), float64.
 
     Raises:
-        ModelError: If a training part lacks fractures or non-fractures (use fewer folds), or
-            on invalid inputs.
+        ModelError: If a training part lacks a class (use fewer folds), or on bad inputs.
     """
     yv = _as_binary(y)
     if _n_rows(X) != yv.size:
-        raise ModelError(
-            f"X has {_n_rows(X)} rows but y has {yv.size}", "pass one outcome per femur"
-        )
-    folds = assign_group_folds(yv, groups, n_splits, seed)
+        raise ModelError(f"X has {_n_rows(X)} rows but y has {yv.size}",
+                         "pass one outcome per femur")
+    group_list = list(groups)
+    folds = assign_group_folds(yv, group_list, n_splits, seed)
     out = np.empty(yv.size, dtype=np.float64)
-    for f in range(n_splits):
-        test = np.flatnonzero(folds == f)
-        train = np.flatnonzero(folds != f)
+    for f in range(int(n_splits)):
+        test, train = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
         if np.unique(yv[train]).size < 2:
-            raise ModelError(
-                f"fold {f}: the training part has only one outcome class",
-                "use fewer folds (n_splits) so that every training part has fractures",
-            )
-        model = clone(estimator).fit(_take_rows(X, train), yv[train])
+            raise ModelError(f"fold {f}: the training part has only one outcome class",
+                             "use fewer folds (n_splits) so that every training part has "
+                             "fractures")
+        model = clone(estimator)
+        if "n_bootstrap" in model.get_params():
+            model.set_params(n_bootstrap=0)
+        model.fit(_take_rows(X, train), yv[train])
         out[test] = np.asarray(model.predict_proba(_take_rows(X, test)))[:, 1]
     return out
-
-
-@dataclass(frozen=True)
-class PredictionInterval:
-    """Bootstrap percentile interval of predicted probabilities.
-
-    Attributes:
-        probability: P(fracture) from the model fitted on all data, shape (m,), float64.
-        lower: Lower percentile bound, shape (m,).
-        upper: Upper percentile bound, shape (m,).
-        level: Confidence level.
-        n_bootstrap: Resamples drawn.
-        n_failed: Resamples whose refit failed (e.g. separated data) and were left out.
-    """
-
-    probability: FloatArray
-    lower: FloatArray
-    upper: FloatArray
-    level: float
-    n_bootstrap: int
-    n_failed: int
-
-
-def bootstrap_predict_interval(
-    estimator: Any,
-    X: object,
-    y: npt.ArrayLike,
-    X_new: object | None = None,
-    *,
-    groups: Iterable[Hashable] | None = None,
-    n_bootstrap: int = 500,
-    level: float = 0.95,
-    seed: int | None = 0,
-) -> PredictionInterval:
-    """Confidence interval of each predicted probability by refitting on bootstrap resamples.
-
-    Without ``groups``, fractures and non-fractures are resampled separately (every resample
-    keeps the cohort's number of each). With ``groups``, whole groups are resampled (cluster
-    bootstrap); a resample with one class only counts as failed. Refits that raise a
-    :class:`~risk.errors.ConvergenceError` (or another model error) are left out and counted
-    in ``n_failed``; more than half failing is an error.
-
-    Args:
-        estimator: Unfitted estimator (cloned for every refit).
-        X: Training features, n rows.
-        y: Training outcomes, shape (n,), 0/1.
-        X_new: Features to predict (default: ``X``).
-        groups: Optional group id per training femur (patient id).
-        n_bootstrap: Resamples, >= 50.
-        level: Confidence level in (0, 1).
-        seed: Seed of the resampling.
-
-    Returns:
-        Point predictions and percentile bounds.
-
-    Raises:
-        ModelError: On invalid inputs or if more than half of the refits fail.
-    """
-    yv = _as_binary(y)
-    n = yv.size
-    if _n_rows(X) != n:
-        raise ModelError(f"X has {_n_rows(X)} rows but y has {n}", "pass one outcome per femur")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, Integral) or n_bootstrap < 50:
-        raise ModelError(f"n_bootstrap must be an integer >= 50, got {n_bootstrap!r}", "use 500")
-    n_bootstrap = int(n_bootstrap)
-    if isinstance(level, bool) or not (isinstance(level, Real) and 0.0 < float(level) < 1.0):
-        raise ModelError(f"level must be in (0, 1), got {level!r}", "use level=0.95")
-    target = X if X_new is None else X_new
-    point = np.asarray(clone(estimator).fit(X, yv).predict_proba(target))[:, 1]
-    rng = np.random.default_rng(seed)
-    pos = np.flatnonzero(yv == 1)
-    neg = np.flatnonzero(yv == 0)
-    codes = None if groups is None else _group_codes(groups, n)
-    members = None
-    if codes is not None:
-        members = [np.flatnonzero(codes == g) for g in range(int(codes.max()) + 1)]
-    samples = []
-    failed = 0
-    last_error: Exception | None = None
-    for _ in range(n_bootstrap):
-        if members is None:
-            idx = np.concatenate(
-                [rng.choice(pos, pos.size, replace=True), rng.choice(neg, neg.size, replace=True)]
-            )
-        else:
-            picked = rng.integers(0, len(members), len(members))
-            idx = np.concatenate([members[g] for g in picked])
-            if np.unique(yv[idx]).size < 2:
-                failed += 1
-                continue
-        try:
-            model = clone(estimator).fit(_take_rows(X, idx), yv[idx])
-        except (ConvergenceError, ModelError) as exc:
-            if isinstance(exc, FeatureMismatchError):
-                raise
-            failed += 1
-            last_error = exc
-            continue
-        samples.append(np.asarray(model.predict_proba(target))[:, 1])
-    if failed > n_bootstrap // 2:
-        reason = f" (last error: {last_error})" if last_error is not None else ""
-        raise ModelError(
-            f"{failed} of {n_bootstrap} bootstrap refits failed{reason}",
-            "use penalty='l2' (separated resamples) or a larger cohort",
-        )
-    draws = np.vstack(samples)
-    alpha = 1.0 - level
-    lower, upper = np.quantile(draws, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
-    return PredictionInterval(point, lower, upper, float(level), n_bootstrap, failed)

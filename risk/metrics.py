@@ -1,10 +1,10 @@
 """Performance metrics of fracture-risk scores: discrimination, calibration, clinical utility.
 
-Numbers only (numpy/scipy; AUC, ROC, Brier and logistic fits from scikit-learn). Conventions: ``y_true`` holds 1 for a fractured femur and 0 for a
-femur that did not fracture during follow-up; a *score* is larger for higher risk (pass
-``-failure_load`` for a strength, whose low values mean high risk); a rule is positive where
-``score >= threshold``. Methods and their sources (full references in
-:data:`risk.mirels.CITATIONS`):
+Numbers only (AUC, ROC, Brier and logistic fits from scikit-learn). Conventions: ``y_true``
+holds 1 for a fractured femur and 0 for a femur that did not fracture during follow-up; a
+*score* is larger for higher risk (pass ``-failure_load`` for a strength, whose low values
+mean high risk); a rule is positive where ``score >= threshold``. Methods and their sources
+(full references in :data:`risk.mirels.CITATIONS`):
 
 - AUC as the Mann-Whitney probability, ties counted 1/2 (Hanley & McNeil 1982);
 - AUC variance, confidence interval and the test of two correlated AUCs (DeLong, DeLong &

@@ -1,4 +1,4 @@
-"""Calibrated risk models: recovery of a known truth, JSON round trips, grouped CV, errors."""
+"""Calibrated risk models (scikit-learn pipelines): known truth, JSON round trips, grouped CV."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 
 from risk import (
     ConvergenceError,
@@ -21,7 +22,6 @@ from risk import (
     NotFittedError,
     StrengthRiskModel,
     assign_group_folds,
-    bootstrap_predict_interval,
     brier_score,
     calibration_intercept_slope,
     clone,
@@ -70,9 +70,10 @@ def test_known_logistic_truth_is_recovered() -> None:
     summary = model.training_summary_
     assert (summary.n, summary.events) == (6000, int(y.sum()))
     assert 0.8 < summary.auc < 1.0
-    # standardising only changes the conditioning, not the maximum-likelihood solution
-    raw = StrengthRiskModel(standardize=False).fit(X, y)
-    np.testing.assert_allclose(raw.coef_, model.coef_, rtol=1e-6)
+    # the pipeline's standardisation changes the conditioning, not the ML solution
+    raw = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12).fit(
+        np.column_stack([X["failure_load_BW"], X["aci_mm"]]), y)
+    np.testing.assert_allclose(raw.coef_[0], model.coef_, rtol=1e-6)
 
 
 def test_probabilities_are_valid() -> None:
@@ -157,7 +158,10 @@ def test_json_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
         "n": 250,
         "events": int(y.sum()),
         "auc": model.training_summary_.auc,
+        "n_groups": 250,
+        "origin": "unspecified",
     }
+    assert np.array(doc["bootstrap"]["covariance"]).shape == (3, 3)
     again = StrengthRiskModel.from_json(text)
     np.testing.assert_array_equal(again.predict_proba(X), model.predict_proba(X))
     assert again.osteofe_version_ == doc["osteofe_version"]
@@ -197,8 +201,10 @@ def test_mirels_baseline_round_trips(tmp_path: Path) -> None:
         ('{"format": "sklearn"}', "not an osteofe risk model (format field is not"),
         ('{"format": "osteofe-risk-model", "format_version": 99}',
          "unsupported model format_version 99"),
-        ('{"format": "osteofe-risk-model", "format_version": 1, "model_kind": "X"}',
+        ('{"format": "osteofe-risk-model", "format_version": 2, "model_kind": "X"}',
          "model JSON lacks the field(s)"),
+        ('{"format": "osteofe-risk-model", "format_version": 1, "model_kind": "X"}',
+         "format_version 1 (osteofe before the scikit-learn risk layer)"),
     ],
 )
 def test_bad_model_json_is_refused(text: str, message: str) -> None:
@@ -259,10 +265,10 @@ def test_unfitted_model_is_refused() -> None:
 def test_estimator_contract_params_and_clone() -> None:
     model = StrengthRiskModel(penalty="l2", C=0.3)
     assert model.get_params() == {
-        "method": "sigmoid", "penalty": "l2", "C": 0.3, "standardize": True,
-        "max_iter": 100, "tol": 1e-10,
+        "penalty": "l2", "C": 0.3, "n_bootstrap": 200, "seed": 0, "max_iter": 100,
+        "tol": 1e-10,
     }
-    assert repr(model) == "StrengthRiskModel(penalty='l2', C=0.3)"
+    assert repr(model) == "StrengthRiskModel(C=0.3, penalty='l2')"  # scikit-learn's repr
     assert model.set_params(C=2.0) is model and model.C == 2.0
     X, y = _synthetic(100, seed=8)
     model.fit(X, y)
@@ -272,20 +278,20 @@ def test_estimator_contract_params_and_clone() -> None:
     bad = StrengthRiskModel(C=-1.0)
     with pytest.raises(ModelError, match=re.escape("C must be a positive finite number, got -1.0")):
         bad.fit(X, y)
-    with pytest.raises(ModelError, match="StrengthRiskModel has no parameter 'alpha'"):
-        model.set_params(alpha=1.0)
-    with pytest.raises(ModelError, match="object is not an estimator"):
+    with pytest.raises(ValueError, match="Invalid parameter 'alpha' for estimator"):
+        model.set_params(alpha=1.0)  # scikit-learn's own message
+    with pytest.raises(TypeError, match="does not seem to be a scikit-learn estimator"):
         clone(object())
 
 
 @pytest.mark.parametrize(
     ("model", "X", "y", "message"),
     [
-        (StrengthRiskModel(method="isotonic"), [1.0, 2.0], [0, 1],  # type: ignore[arg-type]
-         "unsupported calibration method 'isotonic'"),
         (StrengthRiskModel(penalty="l1"), [1.0, 2.0], [0, 1],  # type: ignore[arg-type]
          "unknown penalty 'l1'"),
         (StrengthRiskModel(max_iter=0), [1.0, 2.0], [0, 1], "max_iter must be an integer >= 1"),
+        (StrengthRiskModel(n_bootstrap=-1), [1.0, 2.0], [0, 1],
+         "n_bootstrap must be an integer >= 0"),
         (StrengthRiskModel(), {"bw": [3.0, 3.0, 3.0]}, [0, 1, 0],
          "feature 'bw' is constant in the training data"),
         (StrengthRiskModel(), {"bw": [3.0, np.nan, 4.0]}, [0, 1, 0],
@@ -402,7 +408,7 @@ def test_grouped_cv_errors() -> None:
         assign_group_folds(y, [1, 2, 3, 4], n_splits=5)
     with pytest.raises(ModelError, match="n_splits must be an integer >= 2, got 1"):
         assign_group_folds(y, [1, 2, 3, 4], n_splits=1)
-    with pytest.raises(ModelError, match="groups has 3 entries but y has 4"):
+    with pytest.raises(ModelError, match="groups has 3 entries for 4 femurs"):
         assign_group_folds(y, [1, 2, 3], n_splits=2)
     # the only fracture's fold leaves a training part without fractures
     with pytest.raises(ModelError, match="the training part has only one outcome class"):
@@ -411,56 +417,26 @@ def test_grouped_cv_errors() -> None:
         grouped_cross_val_predict(StrengthRiskModel(), [1.0, 2, 3], y, [1, 2, 3, 4], 2)
 
 
-def test_bootstrap_interval_brackets_and_narrows_with_data() -> None:
+def test_probability_interval_brackets_and_narrows_with_data() -> None:
     X_small, y_small = _synthetic(80, seed=10)
     X_big, y_big = _synthetic(800, seed=10)
     new = {"failure_load_BW": np.array([3.0, 6.0, 9.0]), "aci_mm": np.array([40.0, 20.0, 0.0])}
-    est = StrengthRiskModel(penalty="l2", C=10.0)
-    small = bootstrap_predict_interval(est, X_small, y_small, new, n_bootstrap=100, seed=1)
-    again = bootstrap_predict_interval(est, X_small, y_small, new, n_bootstrap=100, seed=1)
-    big = bootstrap_predict_interval(est, X_big, y_big, new, n_bootstrap=100, seed=1)
+    est = StrengthRiskModel(penalty="l2", C=10.0, n_bootstrap=100, seed=1)
+    small = clone(est).fit(X_small, y_small).predict_interval(new)
+    again = clone(est).fit(X_small, y_small).predict_interval(new)
+    big = clone(est).fit(X_big, y_big).predict_interval(new)
     np.testing.assert_array_equal(small.lower, again.lower)
     for r in (small, big):
         assert np.all((0 <= r.lower) & (r.lower <= r.probability))
         assert np.all((r.probability <= r.upper) & (r.upper <= 1))
         assert r.n_bootstrap == 100 and r.n_failed == 0
     assert np.all(big.upper - big.lower < small.upper - small.lower)
-    grouped = bootstrap_predict_interval(
-        est, X_small, y_small, new, groups=np.arange(80) // 2, n_bootstrap=60, seed=2
-    )
-    assert np.all(grouped.lower <= grouped.upper)
 
 
-def test_bootstrap_reports_failing_refits() -> None:
-    x = np.array([1.0, 2, 3, 4, 5, 6])  # separated: every unpenalised refit diverges
-    y = np.array([0, 0, 0, 1, 1, 1])
-    with pytest.raises(ModelError, match="perfectly separated"):
-        bootstrap_predict_interval(StrengthRiskModel(), x, y, n_bootstrap=50)
-    with pytest.raises(ModelError, match="n_bootstrap must be an integer >= 50, got 5"):
-        bootstrap_predict_interval(StrengthRiskModel(), x, y, n_bootstrap=5)
-
-
-class _FailsAfterFirstFit:
-    """Fits once (the point estimate), then raises like a diverging logistic fit."""
-
-    fits = 0
-
-    def get_params(self, deep: bool = True) -> dict[str, object]:
-        return {}
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> _FailsAfterFirstFit:
-        type(self).fits += 1
-        if type(self).fits > 1:
-            raise ConvergenceError("diverged", "use penalty='l2'")
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return np.full((len(X), 2), 0.5)
-
-
-def test_bootstrap_counts_failed_refits() -> None:
-    _FailsAfterFirstFit.fits = 0
-    with pytest.raises(ModelError, match=re.escape(
-            "50 of 50 bootstrap refits failed (last error: diverged (hint: use penalty='l2'))")):
-        bootstrap_predict_interval(_FailsAfterFirstFit(), np.arange(6.0), [0, 1] * 3,
-                                   n_bootstrap=50)
+def test_failing_bootstrap_leaves_no_interval() -> None:
+    x = np.arange(8.0)  # one overlap: most resamples are separated and their refits diverge
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    model = StrengthRiskModel(n_bootstrap=50).fit(x, y)
+    assert model.coef_cov_ is None and model.n_failed_ > 25
+    with pytest.raises(ModelError, match="refits failed"):
+        model.predict_interval([[3.0]])
