@@ -101,6 +101,8 @@ FORMAT_VERSION = 2
 ORIGINS = ("measured", "synthetic", "unspecified")
 #: Fewest events (fractures) per feature for clinical use (Peduzzi et al. 1996).
 MIN_EVENTS_PER_FEATURE = 10
+#: ``bootstrap.method`` of a model whose covariance comes from :meth:`fit`.
+BOOTSTRAP_METHOD = "patient-clustered bootstrap"
 #: Feature name of :class:`MirelsBaseline`.
 MIRELS_FEATURE = "mirels_total"
 #: Range of each feature the strength pipeline offers a risk model
@@ -171,14 +173,15 @@ class TrainingSummary:
         n: Femurs (rows).
         events: Fractured femurs.
         auc: Apparent (training-set) AUC; optimistic - use
-            :func:`grouped_cross_val_predict` for an honest one.
+            :func:`grouped_cross_val_predict` for an honest one. None for a federated fit
+            (the coordinator never sees the rows).
         n_groups: Patients (bootstrap clusters).
         origin: Cohort origin, one of :data:`ORIGINS`.
     """
 
     n: int
     events: int
-    auc: float
+    auc: float | None
     n_groups: int
     origin: str
 
@@ -490,6 +493,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
             int(codes.max()) + 1, origin)
         self.coef_cov_: FloatArray | None = None
         self.n_bootstrap_ = self.n_failed_ = 0
+        self.covariance_method_ = BOOTSTRAP_METHOD
         if n_boot:
             self._bootstrap(data, yv, codes, C, max_iter, n_boot)
 
@@ -686,6 +690,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
             "training": self.training_summary_.to_dict(),
             "bootstrap": {
                 "n": self.n_bootstrap_, "n_failed": self.n_failed_,
+                "method": self.covariance_method_,
                 "covariance": None if self.coef_cov_ is None
                 else [[float(v) for v in row] for row in self.coef_cov_]},
         }
@@ -740,13 +745,14 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                                  _CORRUPT)
             n = _json_count(training["n"], "training.n")
             events = _json_count(training["events"], "training.events")
-            auc = _json_number(training["auc"], "training.auc")
+            auc = (None if training["auc"] is None
+                   else _json_number(training["auc"], "training.auc"))
             n_groups = _json_count(training["n_groups"], "training.n_groups")
             origin = training["origin"]
-            if events > n or not 0.0 <= auc <= 1.0 or not 0 < n_groups <= n \
-                    or origin not in ORIGINS:
+            if events > n or (auc is not None and not 0.0 <= auc <= 1.0) \
+                    or not 0 < n_groups <= n or origin not in ORIGINS:
                 raise ModelError(f"model JSON training record is inconsistent: {events} "
-                                 f"events in {n} femurs of {n_groups} patients, AUC {auc:g}, "
+                                 f"events in {n} femurs of {n_groups} patients, AUC {auc}, "
                                  f"origin {origin!r}", _CORRUPT)
             model._set_pipeline(_rebuild_pipeline(mean, scale, w, b, n,
                                                   _json_count(doc["n_iter"], "n_iter")), names)
@@ -755,6 +761,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
             boot = doc["bootstrap"]
             model.coef_cov_ = None
             model.n_bootstrap_ = model.n_failed_ = 0
+            model.covariance_method_ = BOOTSTRAP_METHOD
             if boot is not None and not isinstance(boot, dict):
                 raise ModelError("model JSON bootstrap is not an object", _CORRUPT)
             if boot is not None and boot["covariance"] is not None:
@@ -769,6 +776,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                                      "positive semi-definite", _CORRUPT)
                 model.coef_cov_ = cov
             if boot is not None:
+                model.covariance_method_ = str(boot.get("method", BOOTSTRAP_METHOD))
                 model.n_bootstrap_ = _json_count(boot["n"], "bootstrap.n")
                 model.n_failed_ = _json_count(boot["n_failed"], "bootstrap.n_failed")
             model._extra_from_json(doc)
@@ -1027,6 +1035,7 @@ class MirelsBaseline(_LogisticRiskModel):
             self.probabilities_: dict[int, float] | None = table
             self.coef_cov_ = None
             self.n_bootstrap_ = self.n_failed_ = 0
+            self.covariance_method_ = BOOTSTRAP_METHOD
             self.training_summary_ = TrainingSummary(
                 int(yv.size), int(yv.sum()), float(roc_auc_score(yv, totals[:, 0])),
                 int(group_codes(groups, yv.size).max()) + 1, origin)
@@ -1302,8 +1311,9 @@ def clinical_prediction(model: StrengthRiskModel | MirelsBaseline,
         interval = model.predict_interval(row, level)
         out.update(probability=float(interval.probability[0]), lower=float(interval.lower[0]),
                    upper=float(interval.upper[0]), level=level,
-                   interval_method="delta method on the log-odds, patient-clustered "
-                   f"bootstrap covariance ({interval.n_bootstrap} refits)")
+                   interval_method="delta method on the log-odds, coefficient covariance: "
+                   f"{model.covariance_method_}"
+                   + (f" ({interval.n_bootstrap} refits)" if interval.n_bootstrap else ""))
     else:
         out.update(probability=float(model.predict_proba(row)[0, 1]), lower=None,
                    upper=None, level=None)
