@@ -155,7 +155,7 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         bone_label=args.bone_label, lesion_labels=lesion,
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
         pain=args.pain, mirels_given=_mirels_items(args.mirels), side=args.side,
-        risk_model=args.risk_model,
+        risk_model=args.risk_model, force_risk_model=args.force_risk_model,
     )
     progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
     try:
@@ -464,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     strength.add_argument("--risk-model", type=Path, metavar="JSON",
                           help="fitted fracture-risk model (osteofe benchmark's fe_model.json) "
                           "-> fracture probability")
+    strength.add_argument("--force-risk-model", action="store_true",
+                          help="use a risk model refused for clinical reports (synthetic "
+                          "cohort, < 10 fractures per feature); the result is banner-marked")
     _add_model_options(strength)
     strength.set_defaults(func=_cmd_strength)
 

@@ -1097,7 +1097,8 @@ def _case_of(feature: str) -> str | None:
 
 def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = None,
                      lesion: bool | None = None,
-                     cases: Sequence[str] | None = None) -> tuple[str, ...]:
+                     cases: Sequence[str] | None = None,
+                     force: bool = False) -> tuple[str, ...]:
     """Load and validate a fracture-risk model before any work, and check its features.
 
     The model file is read and checked (:func:`risk.calibration.load_model`: format,
@@ -1113,6 +1114,9 @@ def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = 
         cases: Names of the load cases the run computes; None when not known: a per-case
             feature then only needs a known case name (``fea.loads.LOAD_CASES`` or
             ``custom_<n>``).
+        force: Accept a model refused for clinical use (synthetic cohort, < 10 events per
+            feature, no covariance: :func:`risk.calibration.clinical_check`); its result
+            is then banner-marked.
 
     Returns:
         The model's feature names (empty without a model).
@@ -1123,9 +1127,10 @@ def check_risk_model(path: str | os.PathLike[str] | None, *, pain: str | None = 
     """
     if path is None:
         return ()
-    from risk.calibration import load_model
+    from risk.calibration import clinical_check, load_model
 
     model = load_model(Path(path))
+    clinical_check(model, force=force)
     names = tuple(str(n) for n in getattr(model, "feature_names_in_", ()))
     per_case = {n: _case_of(n) for n in names if n not in RISK_MODEL_FEATURES}
     computed = set(cases) if cases is not None else None

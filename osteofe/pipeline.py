@@ -155,6 +155,7 @@ class StrengthRequest:
     mirels_given: tuple[tuple[str, str], ...] = ()
     side: str | None = None
     risk_model: Path | None = None
+    force_risk_model: bool = False
 
     def validate(self) -> None:
         """Check the request before any work is done.
@@ -182,7 +183,7 @@ class StrengthRequest:
         if self.side is not None and self.side not in ("left", "right"):
             raise InputError(f"side {self.side!r} is not left or right",
                              hint="pass --side left or --side right, or leave it out")
-        check_risk_model(self.risk_model, pain=self.pain)
+        check_risk_model(self.risk_model, pain=self.pain, force=self.force_risk_model)
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,8 @@ def prepare_model(
                                 "as the distal end and fixed")
         check_risk_model(request.risk_model, pain=request.pain,
                          lesion=lesion is not None and bool(lesion.any()),
-                         cases=[case.name for case in config.load.load_cases()])
+                         cases=[case.name for case in config.load.load_cases()],
+                         force=request.force_risk_model)
 
     step("meshing")
     with _timed(timings, "mesh"):
@@ -885,7 +887,10 @@ def run_strength(
         "config": config.to_dict(),
     }
     if risk_model is not None:
-        result["fracture_probability"] = _fracture_probability(risk_model, result)
+        result["fracture_probability"] = _fracture_probability(
+            risk_model, result, force=request.force_risk_model)
+        result["warnings"] = [*result["warnings"],
+                              *result["fracture_probability"]["warnings"]]
     def write() -> dict[str, Any]:
         with _timed(timings, "inputs_hash"):
             result["inputs"] = {
@@ -1034,16 +1039,20 @@ def _export_inp(path: Path, prepared: PreparedModel) -> None:
               extra_cases=[[patch] for patch in distal[1:]], frd=False)
 
 
-def _fracture_probability(model_path: Path, result: dict[str, Any]) -> dict[str, Any]:
+def _fracture_probability(model_path: Path, result: dict[str, Any], *,
+                          force: bool = False) -> dict[str, Any]:
     """Fracture probability from a fitted risk model and this femur's results.
 
     Features offered to the model (it uses those it was trained on, and refuses a model
     needing one that is missing): failure_load_BW, failure_load_N, body_mass_kg, aci_mm,
     ctra_reduction, mirels_total, and per load case ``<case>_load_to_strength`` and
     ``<case>_failure_load_BW`` (a stance and a fall strength are different quantities: the
-    governing case's newtons alone mix them).
+    governing case's newtons alone mix them). The probability comes with its interval,
+    per-feature contributions and the model's warnings
+    (:func:`risk.calibration.clinical_prediction`; ``force`` accepts a model that is refused
+    for clinical use, banner-marked).
     """
-    from risk.calibration import load_model
+    from risk.calibration import clinical_prediction, load_model
 
     model = load_model(model_path)
     features: dict[str, float] = {
@@ -1065,13 +1074,9 @@ def _fracture_probability(model_path: Path, result: dict[str, Any]) -> dict[str,
     if missing:
         raise InputError(f"the risk model needs feature(s) {missing} that this analysis does "
                          "not provide", hint=f"available: {sorted(features)}")
-    row = {name: [features[name]] for name in names}
-    probability = float(model.predict_proba(row)[0, 1])
-    return {"probability": probability, "model": str(model_path),
-            "features": {n: features[n] for n in names},
-            "interval": None,
-            "note": "point estimate of the fitted model; the model file carries no parameter "
-                    "uncertainty, so no interval is given"}
+    out = clinical_prediction(model, {n: features[n] for n in names}, force=force)
+    out["model"] = str(model_path)
+    return out
 
 
 def keyak2005_softening(rho_ash: npt.NDArray[np.float64], poisson_ratio: float,

@@ -54,6 +54,7 @@ from sklearn.preprocessing import StandardScaler
 
 from risk.clustered import group_codes
 from risk.cohort import atomic_write_text
+from risk.competing import HORIZONS_MONTHS, horizon_risk
 from risk.errors import (
     ConvergenceError,
     FeatureMismatchError,
@@ -103,6 +104,9 @@ ORIGINS = ("measured", "synthetic", "unspecified")
 MIN_EVENTS_PER_FEATURE = 10
 #: ``bootstrap.method`` of a model whose covariance comes from :meth:`fit`.
 BOOTSTRAP_METHOD = "patient-clustered bootstrap"
+#: Covariate of the cause-specific Cox models stored with a model (``competing_risks``): the
+#: model's own log-odds of fracture.
+HORIZON_COVARIATE = "fe_log_odds"
 #: Feature name of :class:`MirelsBaseline`.
 MIRELS_FEATURE = "mirels_total"
 #: Range of each feature the strength pipeline offers a risk model
@@ -494,6 +498,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
         self.coef_cov_: FloatArray | None = None
         self.n_bootstrap_ = self.n_failed_ = 0
         self.covariance_method_ = BOOTSTRAP_METHOD
+        self.competing_risks_: dict[str, Any] | None = None
         if n_boot:
             self._bootstrap(data, yv, codes, C, max_iter, n_boot)
 
@@ -535,6 +540,7 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = names
         self.n_features_in_ = len(names)
         self.classes_ = np.array([0, 1], dtype=np.int64)
+        self.competing_risks_ = getattr(self, "competing_risks_", None)
         self.n_iter_ = int(np.max(pipe[-1].n_iter_))
         self.osteofe_version_ = _osteofe_version()
 
@@ -694,6 +700,8 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                 "covariance": None if self.coef_cov_ is None
                 else [[float(v) for v in row] for row in self.coef_cov_]},
         }
+        if self.competing_risks_ is not None:
+            doc["competing_risks"] = self.competing_risks_
         doc.update(self._extra_to_json())
         return json.dumps(doc, indent=indent, allow_nan=False)
 
@@ -779,6 +787,13 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                 model.covariance_method_ = str(boot.get("method", BOOTSTRAP_METHOD))
                 model.n_bootstrap_ = _json_count(boot["n"], "bootstrap.n")
                 model.n_failed_ = _json_count(boot["n_failed"], "bootstrap.n_failed")
+            risks = doc.get("competing_risks")
+            if risks is not None:
+                if not isinstance(risks, dict) or risks.get("covariates") != [HORIZON_COVARIATE]:
+                    raise ModelError("model JSON competing_risks is not a cause-specific model "
+                                     f"on {HORIZON_COVARIATE!r}", _CORRUPT)
+                horizon_risk(risks, [[0.0]])  # refuses malformed arrays
+            model.competing_risks_ = risks
             model._extra_from_json(doc)
             model._check_log_odds()
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
@@ -1297,7 +1312,8 @@ def clinical_prediction(model: StrengthRiskModel | MirelsBaseline,
         (``base_log_odds``, ``base_probability``, ``log_odds``, per-feature ``terms``:
         value, training mean, log-odds contribution and the probability change when that
         feature alone is moved from the training mean to its value), ``training`` and
-        ``warnings``.
+        ``warnings``, and ``horizon_risk`` (fracture before death within 3 and 6 months)
+        when the model carries cause-specific Cox models (``competing_risks_``).
 
     Raises:
         ModelError: The model is refused (:func:`clinical_check`).
@@ -1317,6 +1333,17 @@ def clinical_prediction(model: StrengthRiskModel | MirelsBaseline,
     else:
         out.update(probability=float(model.predict_proba(row)[0, 1]), lower=None,
                    upper=None, level=None)
+    if model.competing_risks_ is not None:
+        eta = float(model.decision_function(row)[0])
+        risk = horizon_risk(model.competing_risks_, [[eta]], HORIZONS_MONTHS)[0]
+        out["horizon_risk"] = {
+            "horizons_months": list(HORIZONS_MONTHS),
+            "fracture_before_death": [float(r) for r in risk],
+            "method": "cumulative incidence of fracture with death as a competing risk, "
+                      "from cause-specific Cox models on the model's log-odds "
+                      f"({model.competing_risks_['n']} femurs, "
+                      f"{model.competing_risks_['fracture_events']} fractures, "
+                      f"{model.competing_risks_['death_events']} deaths)"}
     if getattr(model, "probabilities_", None) is None:
         parts = model.contributions(row)
         base = parts.base_log_odds

@@ -39,6 +39,7 @@ __all__ = [
     "cumulative_incidence",
     "event_codes",
     "fit_cause_specific",
+    "horizon_risk",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -223,6 +224,67 @@ class CauseSpecificModel:
         cols = [int(np.searchsorted(grid, h, side="right")) - 1 for h in horizons]
         return np.column_stack([cif[:, j] if j >= 0 else np.zeros(cif.shape[0])
                                 for j in cols]).astype(np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Arrays that reproduce :meth:`cumulative_incidence` without lifelines (JSON-ready).
+
+        Per cause: ``coef``, the covariate ``mean`` lifelines centres on, and the Breslow
+        baseline cumulative hazard (``times``, ``cumulative_hazard``) at that mean.
+        """
+        out: dict[str, Any] = {"covariates": list(self.covariates), "n": self.n,
+                               "fracture_events": self.fracture_events,
+                               "death_events": self.death_events,
+                               "method": "cause-specific Cox (lifelines CoxPHFitter, Breslow)"}
+        for name, fitter in zip(("fracture", "death"), self._fitters, strict=True):
+            base = fitter.baseline_cumulative_hazard_
+            out[name] = {
+                "coef": fitter.params_[list(self.covariates)].to_numpy(float).tolist(),
+                "mean": np.asarray(fitter._norm_mean[list(self.covariates)], float).tolist(),
+                "times": base.index.to_numpy(float).tolist(),
+                "cumulative_hazard": base.iloc[:, 0].to_numpy(float).tolist()}
+        return out
+
+
+def horizon_risk(doc: Mapping[str, Any], x: npt.ArrayLike,
+                 horizons: Sequence[float] = HORIZONS_MONTHS) -> FloatArray:
+    """Fracture risk within expected survival from :meth:`CauseSpecificModel.to_dict` arrays.
+
+    Numpy only (used when a model file is applied to a patient): the same sum as
+    :meth:`CauseSpecificModel.cumulative_incidence`.
+
+    Args:
+        doc: The stored arrays.
+        x: Covariate values, shape (m, k) or (k,).
+        horizons: Months.
+
+    Returns:
+        Shape (m, len(horizons)).
+
+    Raises:
+        MetricsError: Malformed arrays.
+    """
+    xv = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    try:
+        parts = []
+        grids = [np.asarray(doc[c]["times"], float) for c in ("fracture", "death")]
+        grid = np.union1d(*grids)
+        for cause in ("fracture", "death"):
+            d = doc[cause]
+            risk = np.exp((xv - np.asarray(d["mean"], float)) @ np.asarray(d["coef"], float))
+            times = np.asarray(d["times"], float)
+            base = np.asarray(d["cumulative_hazard"], float)
+            idx = np.searchsorted(times, grid, side="right") - 1
+            at = np.where(idx >= 0, base[np.maximum(idx, 0)], 0.0)
+            parts.append(risk[:, None] * at[None, :])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MetricsError(f"malformed competing-risk arrays: {exc}",
+                           "refit the model with osteofe benchmark") from exc
+    lam_fx, lam_d = parts
+    prev_fx = np.hstack([np.zeros((xv.shape[0], 1)), lam_fx[:, :-1]])
+    prev_d = np.hstack([np.zeros((xv.shape[0], 1)), lam_d[:, :-1]])
+    cif = np.cumsum(np.exp(-(prev_fx + prev_d)) * (lam_fx - prev_fx), axis=1)
+    cols = [int(np.searchsorted(grid, h, side="right")) - 1 for h in horizons]
+    return np.column_stack([cif[:, j] if j >= 0 else np.zeros(xv.shape[0]) for j in cols])
 
 
 def fit_cause_specific(time: npt.ArrayLike, cause: npt.ArrayLike,
