@@ -97,7 +97,7 @@ def test_aucs_equal_risk_metrics_and_hand_counts(bench: Bench) -> None:
     delong = auc_ci(y, totals)
     assert (mirels["delong"]["lower"], mirels["delong"]["upper"]) == pytest.approx(
         (delong.lower, delong.upper), abs=1e-12)
-    boot = auc_ci(y, totals, method="bootstrap", n_bootstrap=400, seed=3)
+    boot = auc_ci(y, totals, method="bootstrap", n_bootstrap=400, seed=3, groups=PATIENTS)
     assert mirels["bootstrap"]["lower"] == pytest.approx(boot.lower, abs=1e-12)
     # ACI on the 21 femurs where it is known.
     known = np.array([a != "" for a in ACI])
@@ -150,8 +150,8 @@ def test_every_output_is_written(bench: Bench) -> None:
     out, summary = bench
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["summary.json", "summary.md", "summary.html", "roc.png",
-                            "calibration.png", "decision_curve.png", "predictions.csv",
-                            "fe_model.json"])
+                            "calibration.png", "decision_curve.png", "economics.png",
+                            "predictions.csv", "fe_model.json"])  # no died column: no CIF
     assert not [p for p in out.parent.iterdir() if "staging" in p.name]
     for name in ("roc.png", "calibration.png", "decision_curve.png"):
         png = (out / name).read_bytes()
@@ -160,7 +160,7 @@ def test_every_output_is_written(bench: Bench) -> None:
     assert saved["auc"]["mirels"]["auc"] == summary["auc"]["mirels"]["auc"]
     assert saved["synthetic"] is False
     page = (out / "summary.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert "src=\"http" not in page and "roc.png" not in page.split("<figure>")[0]
     embedded = page.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(embedded) == (out / "roc.png").read_bytes()
