@@ -636,6 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra PETSc option, repeatable")
     solve.set_defaults(func=_cmd_solve)
 
+    from osteofe.federated_tool import add_federated_parser
+
+    add_federated_parser(sub)
+
     config = sub.add_parser("config", help="print or check the configuration")
     group = config.add_mutually_exclusive_group(required=True)
     group.add_argument("--print-default", action="store_true",

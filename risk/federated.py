@@ -303,7 +303,8 @@ def state_to_model(state: FederatedState) -> Any:
     """The fitted :class:`~risk.calibration.StrengthRiskModel` of a converged state.
 
     Covariance: patient-clustered sandwich ``H^-1 B H^-1`` of the standardised parameters at
-    the last evaluated point, mapped to ``[intercept, coef]`` per original unit.
+    the last evaluated point (one Newton step, below ``tol``, before the solution), mapped to
+    ``[intercept, coef]`` per original unit.
 
     Raises:
         ModelError: The state has not converged.
@@ -356,7 +357,5 @@ def federated_fit(centres: Sequence[tuple[FloatArray, npt.ArrayLike,
     while not state.converged:
         state = combine_round(state, [centre_round(X, y, g, state) for X, y, g in centres],
                               max_iter)
-    # one more evaluation at the converged point, so H and B belong to the solution
-    final = combine_round(state, [centre_round(X, y, g, state) for X, y, g in centres],
-                          max_iter + 1)
-    return state_to_model(final)
+    # H and B of the last round were evaluated one step (< tol) before the solution
+    return state_to_model(state)
