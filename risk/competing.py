@@ -13,7 +13,7 @@ a binary "fractured during follow-up" mixes follow-up lengths. This module
   other cause censored; Prentice et al. 1978, Biometrics 34:541; Putter, Fiocco & Geskus
   2007, Stat Med 26:2389), with patient-clustered robust standard errors;
 - combines them into each patient's **fracture risk within expected survival**,
-  ``CIF_fx(t | x) = sum_{u <= t} S(u- | x) dLambda_fx(u | x)`` with
+  ``CIF_fx(t | x) = sum_{u <= t} S(u- | x) P(fracture in the jump at u)`` with
   ``S = exp(-Lambda_fx - Lambda_death)`` (:meth:`CauseSpecificModel.cumulative_incidence`):
   the probability of fracturing before dying, within ``t`` months.
 
@@ -199,8 +199,9 @@ class CauseSpecificModel:
                              horizons: Sequence[float] = HORIZONS_MONTHS) -> FloatArray:
         """Fracture risk within expected survival: P(fracture before death and before t | x).
 
-        ``CIF(t | x) = sum_{u <= t} exp(-Lambda_fx(u- | x) - Lambda_d(u- | x))
-        dLambda_fx(u | x)`` over the Breslow jump times of both models.
+        ``CIF(t | x) = sum_{u <= t} S(u- | x) (dL_fx / dL) (1 - exp(-dL))`` with
+        ``dL = dL_fx + dL_d`` the jumps of the two Breslow cumulative hazards at ``x`` and
+        ``S = exp(-L_fx - L_d)`` (:func:`_cif`).
 
         Args:
             X: Covariate name -> values, shape (m,) each.
@@ -217,10 +218,7 @@ class CauseSpecificModel:
                           death.baseline_cumulative_hazard_.index.to_numpy(dtype=np.float64))
         lam_fx = fx.predict_cumulative_hazard(frame, times=grid).to_numpy().T  # (m, g)
         lam_d = death.predict_cumulative_hazard(frame, times=grid).to_numpy().T
-        prev_fx = np.hstack([np.zeros((lam_fx.shape[0], 1)), lam_fx[:, :-1]])
-        prev_d = np.hstack([np.zeros((lam_d.shape[0], 1)), lam_d[:, :-1]])
-        survival_before = np.exp(-(prev_fx + prev_d))
-        cif = np.cumsum(survival_before * (lam_fx - prev_fx), axis=1)
+        cif = _cif(lam_fx, lam_d)
         cols = [int(np.searchsorted(grid, h, side="right")) - 1 for h in horizons]
         return np.column_stack([cif[:, j] if j >= 0 else np.zeros(cif.shape[0])
                                 for j in cols]).astype(np.float64)
@@ -243,6 +241,23 @@ class CauseSpecificModel:
                 "times": base.index.to_numpy(float).tolist(),
                 "cumulative_hazard": base.iloc[:, 0].to_numpy(float).tolist()}
         return out
+
+
+def _cif(lam_fx: FloatArray, lam_d: FloatArray) -> FloatArray:
+    """Cumulative incidence of fracture from cumulative hazards on a common grid (m, g).
+
+    Within each jump the two hazards act together: an event happens with probability
+    ``1 - exp(-(dL_fx + dL_d))``, a fracture in the share ``dL_fx / (dL_fx + dL_d)``, after
+    surviving to the jump with ``exp(-(L_fx + L_d))``; so ``CIF_fx + CIF_d = 1 - S`` <= 1
+    even for large jumps (a plain ``S dL_fx`` sum exceeds 1 for high-risk covariates).
+    """
+    zeros = np.zeros((lam_fx.shape[0], 1))
+    d_fx = np.diff(np.hstack([zeros, lam_fx]), axis=1)
+    d_all = d_fx + np.diff(np.hstack([zeros, lam_d]), axis=1)
+    before = np.exp(-np.hstack([zeros, (lam_fx + lam_d)[:, :-1]]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(d_all > 0, d_fx / np.where(d_all > 0, d_all, 1.0), 0.0)
+    return np.cumsum(before * share * -np.expm1(-d_all), axis=1)
 
 
 def horizon_risk(doc: Mapping[str, Any], x: npt.ArrayLike,
@@ -279,10 +294,7 @@ def horizon_risk(doc: Mapping[str, Any], x: npt.ArrayLike,
     except (KeyError, TypeError, ValueError) as exc:
         raise MetricsError(f"malformed competing-risk arrays: {exc}",
                            "refit the model with osteofe benchmark") from exc
-    lam_fx, lam_d = parts
-    prev_fx = np.hstack([np.zeros((xv.shape[0], 1)), lam_fx[:, :-1]])
-    prev_d = np.hstack([np.zeros((xv.shape[0], 1)), lam_d[:, :-1]])
-    cif = np.cumsum(np.exp(-(prev_fx + prev_d)) * (lam_fx - prev_fx), axis=1)
+    cif = _cif(*parts)
     cols = [int(np.searchsorted(grid, h, side="right")) - 1 for h in horizons]
     return np.column_stack([cif[:, j] if j >= 0 else np.zeros(xv.shape[0]) for j in cols])
 
