@@ -245,6 +245,7 @@ class ProbabilityView:
     upper: float | None
     level: float | None
     model: tuple[tuple[str, str], ...]
+    details: tuple[str, ...] = ()  # horizon risk, contributions (risk.presentation)
 
 
 @dataclass(frozen=True)
@@ -612,7 +613,10 @@ def _probability_view(raw: Any) -> ProbabilityView | None:
         return None
     if lower is not None and upper is not None and not 0.0 <= lower <= upper <= 1.0:
         lower = upper = None
-    return ProbabilityView(p, lower, upper, level, model)
+    from risk.presentation import probability_details
+
+    details = probability_details(raw) if isinstance(raw, Mapping) else ()
+    return ProbabilityView(p, lower, upper, level, model, details)
 
 
 def _config_rows(config: Any) -> list[tuple[str, str]]:
@@ -1439,6 +1443,7 @@ def render_html(data: ReportData) -> str:
                              _probability_text(data.probability))]))
     if data.probability is not None:
         parts.append(f"<p>{_e(_model_line(data.probability))}</p>")
+        parts.extend(f"<p>{_e(line)}</p>" for line in data.probability.details)
     # Limitations and meaning.
     parts.append('<h2>4. Limitations</h2><ul class="limits">')
     parts.extend(f"<li>{_e(text)}</li>" for text in limitations(data))
@@ -1886,6 +1891,8 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
                [0.36, 0.64], muted_first=True, size=8.5)
     if data.probability is not None:
         flow.text(_model_line(data.probability), size=8)
+        for line in data.probability.details:
+            flow.text(line, size=8)
 
     flow.heading("4. Limitations")
     for text in limitations(data):

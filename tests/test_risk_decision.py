@@ -337,3 +337,30 @@ def test_benchmark_with_competing_risks_and_patient_prediction(tmp_path: Path) -
     assert 0 < risk3 < risk6 < 1
     (term,) = out["contributions"]["terms"]
     assert term["feature"] == "failure_load_BW" and term["log_odds"] > 0  # weaker than mean
+
+
+def test_patient_report_shows_interval_horizon_risk_and_contributions() -> None:
+    from osteofe.report import collect_report_data, render_html
+
+    x, t, cause = _competing_cohort(300, seed=12)
+    bw = 6.0 - 1.5 * x  # weaker femur <-> higher fracture hazard
+    fractured = (cause == 1).astype(int)
+    model = StrengthRiskModel(n_bootstrap=100).fit({"failure_load_BW": bw}, fractured,
+                                                   groups=np.arange(300) // 2,
+                                                   origin="measured")
+    log_odds = model.decision_function({"failure_load_BW": bw})
+    cs = fit_cause_specific(t, cause, {"fe_log_odds": log_odds})
+    model.competing_risks_ = json.loads(json.dumps(cs.to_dict()))
+    model = model_from_json(model.to_json())  # through the JSON, as the pipeline reads it
+    doc = clinical_prediction(model, {"failure_load_BW": 3.0})
+    result = {"case_id": "p1", "body_mass_kg": 70.0,
+              "cases": [{"load_case": "stance", "failure_load_N": 2100.0,
+                         "applied_load_N": 2000.0, "failure_mode": "tension",
+                         "critical_region": "neck"}],
+              "fracture_probability": doc, "warnings": []}
+    html = render_html(collect_report_data(result))
+    p, lo, hi = (round(100 * doc[k]) for k in ("probability", "lower", "upper"))
+    assert f"{p} % (95 % CI {lo}-{hi} %)" in html
+    r3, r6 = (round(100 * r) for r in doc["horizon_risk"]["fracture_before_death"])
+    assert f"{r3} % within 3 months, {r6} % within 6 months" in html
+    assert "failure_load_BW 3 (training mean" in html and "log-odds" in html
