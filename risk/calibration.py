@@ -460,6 +460,24 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
 
     _kind: ClassVar[str]
 
+    # fitted attributes (set by fit / from_json; annotations only, no class values)
+    pipeline_: Pipeline
+    coef_: FloatArray
+    intercept_: float
+    mean_: FloatArray
+    scale_: FloatArray
+    coef_cov_: FloatArray | None
+    n_bootstrap_: int
+    n_failed_: int
+    covariance_method_: str
+    competing_risks_: dict[str, Any] | None
+    training_summary_: TrainingSummary
+    feature_names_in_: tuple[str, ...]
+    n_features_in_: int
+    classes_: npt.NDArray[np.int64]
+    n_iter_: int
+    osteofe_version_: str
+
     # parameters common to both models (set by the subclasses' __init__)
     penalty: str
     C: float
@@ -495,10 +513,10 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
         self.training_summary_ = TrainingSummary(
             int(yv.size), int(yv.sum()), float(roc_auc_score(yv, eta)),
             int(codes.max()) + 1, origin)
-        self.coef_cov_: FloatArray | None = None
+        self.coef_cov_ = None
         self.n_bootstrap_ = self.n_failed_ = 0
         self.covariance_method_ = BOOTSTRAP_METHOD
-        self.competing_risks_: dict[str, Any] | None = None
+        self.competing_risks_ = None
         if n_boot:
             self._bootstrap(data, yv, codes, C, max_iter, n_boot)
 

@@ -115,7 +115,7 @@ def _step_at(time: FloatArray, values: FloatArray, t: float) -> float:
 
 
 def cumulative_incidence(time: npt.ArrayLike, cause: npt.ArrayLike,
-                         groups: Sequence[Hashable] | npt.ArrayLike | None = None, *,
+                         groups: Sequence[Hashable] | None = None, *,
                          horizons: Sequence[float] = HORIZONS_MONTHS, seed: int = 0
                          ) -> list[IncidenceCurve]:
     """Aalen-Johansen cumulative incidence of fracture and of death, per group.
@@ -144,8 +144,9 @@ def cumulative_incidence(time: npt.ArrayLike, cause: npt.ArrayLike,
     if t.size == 0 or t.shape != c.shape:
         raise MetricsError("cumulative incidence needs one time and cause per femur",
                            "pass non-empty arrays of equal length")
-    labels = (np.full(t.size, "all", dtype=object) if groups is None
-              else np.asarray([str(g) for g in groups], dtype=object))
+    names: list[str] = (["all"] * t.size if groups is None
+                        else [str(g) for g in np.asarray(groups, dtype=object).ravel()])
+    labels = np.array(names, dtype=np.str_)
     out = []
     for label in sorted(set(labels.tolist())):
         mask = labels == label
