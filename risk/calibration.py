@@ -755,8 +755,8 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                                  "distinct names", _CORRUPT)
             names = tuple(raw)
             k = len(names)
-            _json_vector(doc["coef"], "coef", k)
-            _json_number(doc["intercept"], "intercept")
+            coef_json = _json_vector(doc["coef"], "coef", k)
+            intercept_json = _json_number(doc["intercept"], "intercept")
             scaler = doc["scaler"]
             std = doc["standardized"]
             if not isinstance(scaler, dict) or not isinstance(std, dict):
@@ -813,7 +813,17 @@ class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
                 horizon_risk(risks, [[0.0]])  # refuses malformed arrays
             model.competing_risks_ = risks
             model._extra_from_json(doc)
+            # The per-unit coefficients a reader sees must be the ones that predict: check
+            # them where the model applies, then against the standardised ones.
+            derived = (model.coef_, model.intercept_)
+            model.coef_, model.intercept_ = coef_json, intercept_json
             model._check_log_odds()
+            model.coef_, model.intercept_ = derived
+            if getattr(model, "probabilities_", None) is None and not (
+                    np.allclose(coef_json, derived[0], rtol=1e-9, atol=1e-12)
+                    and math.isclose(intercept_json, derived[1], rel_tol=1e-9, abs_tol=1e-9)):
+                raise ModelError("model JSON coef/intercept disagree with its standardized "
+                                 "coefficients and scaler", _CORRUPT)
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             if isinstance(exc, ModelError):
                 raise

@@ -205,7 +205,7 @@ REGRESSIONS: dict[str, tuple[str, str | None]] = {
     "model--mirels-param-not-an-object.json": (
         "AttributeError: .items() of params.probabilities = 0.5", "not an object"),
     "model--intercept-nan.json": ("a NaN intercept loaded", "intercept is nan"),
-    "model--mean-wrong-length.json": ("a mean of the wrong length loaded", "1 mean values"),
+    "model--mean-wrong-length.json": ("a mean of the wrong length loaded", "1 scaler.mean values"),
     "model--scale-zero.json": ("a zero scale loaded", "scale holds a value <= 0"),
     "model--mirels-table-incomplete.json": (
         "a Mirels table without the total 4 loaded (KeyError when predicting)",
