@@ -1,8 +1,9 @@
 """SYNTHETIC in-silico cohorts: virtual patients with metastatic femurs and simulated outcomes.
 
-Everything this module writes is labelled SYNTHETIC (a ``data_origin`` column in every table,
-``"data_origin": "SYNTHETIC"`` in every JSON, case ids ``SYN-0001``..., a README in the
-output folder). It is a test bed for the benchmark harness, not evidence about patients.
+Everything this module writes is labelled SYNTHETIC - synthetic, not evidence (a
+``data_origin`` column in every table, ``"data_origin": "SYNTHETIC"`` in every JSON, case
+ids ``SYN-0001``..., a README in the output folder). It is a test bed for the benchmark
+harness, not evidence about patients.
 
 **Virtual patients** (:func:`sample_patients`) are the built-in phantom
 (:mod:`meshing.phantom`) with varied geometry, bone density, body mass and lesion, drawn
@@ -39,8 +40,14 @@ predictor being compared by construction: it takes only the reference strengths,
 mass and random draws of its own stream, never the clinical CT, the Mirels items, ACI or
 CTRA:
 
-1. Reference strengths: the linear FE failure loads of the reference model (finer CT,
-   ``truth_mesh_mm`` mesh) for stance and for a sideways fall.
+1. Reference strengths: the linear FE failure loads of the reference model for stance and
+   for a sideways fall. The reference is another model family than the predictors (so the
+   FE-vs-Mirels comparison is not circular): a finer noise-free CT (``truth_voxel_mm``,
+   ``truth_mesh_mm`` mesh), another modulus law (``truth_law``, Keyak 1998 / Keller 1994
+   instead of Morgan 2003) and another failure criterion (``truth_strain_limits``,
+   femoral-neck yield strains of Morgan & Keaveny 2001 instead of Schileo 2008), while the
+   predictors see a clinical CT with noise and a one-voxel segmentation error
+   (``segmentation_noise``).
 2. True strength = reference strength x ``exp(sigma * z)``, ``z ~ N(0, 1)`` per femur:
    the error of linear strain-based FE against cadaver tests, SEE 814 N with R^2 0.89
    (Schileo et al. 2008, J Biomech 41:356, as quoted in DESIGN.md 4 [R]); a log-SD of 0.20 is
@@ -54,9 +61,11 @@ CTRA:
    sideways falls as a Poisson process (``fall_rate_per_month``) with impact forces
    lognormal, median 4.0 kN, log-SD 0.40 (in-vivo estimates 4.0 +- 1.7 kN, DESIGN.md 4)
    against the fall strength.
-4. Follow-up uniform in ``follow_up_months``. Fracture when a load reaches the true
-   strength: in the first month if the habitual load does (uniform time), else at the
-   first stumble or fall that does; ``follow_up_months`` is then the time of fracture.
+4. Follow-up uniform in ``follow_up_months``; death at an exponential time
+   (``death_rate_per_month``) ends it and competes with fracture (``died`` column).
+   Fracture when a load reaches the true strength before death and the end of follow-up:
+   in the first month if the habitual load does (uniform time), else at the first stumble
+   or fall that does; ``follow_up_months`` is then the time of fracture (or of death).
 
 The constants are illustrative choices within the cited ranges, set once so that the
 fracture rate is of the order of clinical cohorts (14 of 100 in Van der Wal et al. 2020),
@@ -155,6 +164,9 @@ class OutcomeModel:
         fall_impact_median_n: Median fall impact force on the hip, N (DESIGN.md 4).
         fall_impact_sd_log: Its log-SD (1.7 / 4.0 kN ~ 0.4).
         follow_up_months: (min, max) of the uniform follow-up.
+        death_rate_per_month: Constant death hazard (0.06: median survival 11.6 months,
+            illustrative for patients with femoral metastases); death ends follow-up and
+            competes with fracture.
     """
 
     model_error_sd_log: float = 0.20
@@ -167,6 +179,7 @@ class OutcomeModel:
     fall_impact_median_n: float = 4000.0
     fall_impact_sd_log: float = 0.40
     follow_up_months: tuple[float, float] = (3.0, 24.0)
+    death_rate_per_month: float = 0.06
 
     def __post_init__(self) -> None:
         values = asdict(self)
@@ -253,6 +266,15 @@ class InsilicoOptions:
         distal_cut_mm: Length of the femur below the head centre.
         truth_load_cases: Reference load cases: ``stance`` (habitual loads and stumbles)
             and ``fall``.
+        truth_law: Density-modulus law of the reference ("truth") model, another family than
+            the predictors' default (``morgan2003_neck``): Keyak 1998 after Keller 1994.
+        truth_strain_limits: (tension, compression) principal-strain limits of the reference
+            model's failure criterion: femoral-neck trabecular yield strains 0.61 % / 0.85 %
+            (Morgan & Keaveny 2001, J Biomech 34:569; recalled, not checked here) instead of
+            the predictors' Schileo 2008 limits 0.73 % / 1.04 %.
+        segmentation_noise: Perturb the clinical label map by one voxel (erosion, none or
+            dilation of the bone, one third each, per patient): the predictors see a
+            segmentation error the reference model does not.
         patients: Distributions of the virtual patients.
         outcome: The outcome process.
     """
@@ -264,6 +286,9 @@ class InsilicoOptions:
     soft_tissue_mm: float = 5.0
     distal_cut_mm: float = 200.0
     truth_load_cases: tuple[str, ...] = ("stance", "fall")
+    truth_law: str = "keyak1998_modulus"
+    truth_strain_limits: tuple[float, float] = (0.0061, 0.0085)
+    segmentation_noise: bool = True
     patients: PatientModel = field(default_factory=PatientModel)
     outcome: OutcomeModel = field(default_factory=OutcomeModel)
 
@@ -274,9 +299,12 @@ class InsilicoOptions:
                    soft_tissue_mm=3.0, distal_cut_mm=150.0)
 
     def truth_config(self) -> Config:
-        """The configuration of the reference FE model."""
+        """The reference FE model's configuration: another law and failure criterion."""
+        tension, compression = self.truth_strain_limits
         return (Config().override("mesh", size_mm=self.truth_mesh_mm)
-                .override("load", cases=tuple(self.truth_load_cases)))
+                .override("load", cases=tuple(self.truth_load_cases))
+                .override("material", law=self.truth_law)
+                .override("failure", tension_limit=tension, compression_limit=compression))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -327,6 +355,7 @@ class OutcomeDraws:
         stumble_z: Standard normals of the stumble loads.
         fall_times: Months of the falls within follow-up, increasing.
         fall_z: Standard normals of the fall impact forces.
+        death_month: Month of death (exponential, ``death_rate_per_month``; inf: never).
     """
 
     follow_up_months: float
@@ -337,6 +366,7 @@ class OutcomeDraws:
     stumble_z: tuple[float, ...]
     fall_times: tuple[float, ...]
     fall_z: tuple[float, ...]
+    death_month: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -473,6 +503,8 @@ def sample_patients(n: int, seed: int, options: InsilicoOptions | None = None
         stumble_z = outcome.standard_normal(stumbles.size)
         falls = _poisson_times(outcome, om.fall_rate_per_month, follow)
         fall_z = outcome.standard_normal(falls.size)
+        death = (float(outcome.exponential(1.0 / om.death_rate_per_month))
+                 if om.death_rate_per_month > 0 else math.inf)
         draws = OutcomeDraws(
             follow_up_months=follow, model_error_z=error_z, habitual_z=habitual_z,
             habitual_time_u=habitual_u,
@@ -480,6 +512,7 @@ def sample_patients(n: int, seed: int, options: InsilicoOptions | None = None
             stumble_z=tuple(float(z) for z in stumble_z),
             fall_times=tuple(float(t) for t in falls),
             fall_z=tuple(float(z) for z in fall_z),
+            death_month=death,
         )
         r = float(head[i])
         neck_radius = float(neck_ratio[i]) * r
@@ -744,6 +777,25 @@ def _material() -> Any:
                                     E_floor_MPa=cfg.modulus_floor_mpa)
 
 
+def _segmentation_error(phantom: Phantom, seed: int) -> tuple[Phantom, int]:
+    """The clinical label map with a one-voxel segmentation error of the bone outline.
+
+    Per patient (seeded by its noise seed) one of: erosion (-1), none (0) or dilation (+1)
+    of the bone-plus-lesion mask by one voxel (6-connected); dilated voxels become bone,
+    eroded ones background. The CT is unchanged.
+    """
+    shift = int(np.random.default_rng([seed, 7]).integers(-1, 2))
+    if shift == 0:
+        return phantom, 0
+    labels = phantom.labels.labels.copy()
+    mask = labels > 0
+    if shift > 0:
+        labels[ndimage.binary_dilation(mask) & ~mask] = 1
+    else:
+        labels[mask & ~ndimage.binary_erosion(mask)] = 0
+    return replace(phantom, labels=replace(phantom.labels, labels=labels)), shift
+
+
 def build_patient(patient: VirtualPatient, folder: str | Path,
                   options: InsilicoOptions | None = None) -> dict[str, Any]:
     """Write one patient's clinical and reference CTs and measure Mirels, ACI and CTRA.
@@ -777,6 +829,9 @@ def build_patient(patient: VirtualPatient, folder: str | Path,
     twin = make_phantom(replace(patient.params, seed=patient.params.seed + 1))
     lesion = None if patient.lesion is None else _lesion_params(patient.lesion, twin)
     clinical = make_phantom(patient.params, lesion)
+    shift = 0
+    if opts.segmentation_noise:
+        clinical, shift = _segmentation_error(clinical, patient.params.seed)
     paths = write_phantom(clinical, out)
     same_truth = (opts.truth_voxel_mm == opts.voxel_mm and opts.noise_hu == 0.0)
     if same_truth:
@@ -804,6 +859,7 @@ def build_patient(patient: VirtualPatient, folder: str | Path,
                    "lesion": kind, "size_fraction": round(fraction, 4)},
         "aci_mm": round(aci, 2),
         "ctra_reduction": round(ctra, 4),
+        "segmentation_error_voxels": shift,
         "clinical_ct": {k: str(v) for k, v in paths.items()},
         "truth_ct": {k: str(v) for k, v in truth_paths.items()},
         "build_s": round(time.perf_counter() - start, 3),
@@ -831,6 +887,8 @@ class Outcome:
         habitual_load_N: The patient's habitual peak hip load, N.
         max_stumble_load_N: Largest stumble load in follow-up (0 without stumbles), N.
         max_fall_load_N: Largest fall impact in follow-up (0 without falls), N.
+        died: Death before any fracture, within follow-up (``follow_up_months`` is then the
+            time of death).
     """
 
     fractured: bool
@@ -841,6 +899,7 @@ class Outcome:
     habitual_load_N: float
     max_stumble_load_N: float
     max_fall_load_N: float
+    died: bool = False
 
 
 def draw_outcome(reference_stance_N: float, reference_fall_N: float | None,
@@ -882,12 +941,15 @@ def draw_outcome(reference_stance_N: float, reference_fall_N: float | None,
     if reference_fall_N is not None:
         events += [(t, "fall") for t, load in zip(draws.fall_times, falls, strict=True)
                    if load >= fall]
-    events = [e for e in events if e[0] <= draws.follow_up_months]
+    end = min(draws.follow_up_months, draws.death_month)
+    events = [e for e in events if e[0] <= end]
     first = min(events) if events else None
+    died = first is None and draws.death_month <= draws.follow_up_months
     return Outcome(
         fractured=first is not None,
-        follow_up_months=draws.follow_up_months if first is None else first[0],
+        follow_up_months=end if first is None else first[0],
         cause="" if first is None else first[1],
+        died=died,
         true_strength_stance_N=stance,
         true_strength_fall_N=fall,
         habitual_load_N=habitual,
@@ -1050,7 +1112,7 @@ def generate_cohort(
             str((folder / "labels.nii.gz").relative_to(root)),
             p.body_mass_kg, mirels["site"], mirels["pain"], mirels["lesion"],
             mirels["size_fraction"], record["aci_mm"], record["ctra_reduction"],
-            int(outcome.fractured), outcome.follow_up_months,
+            int(outcome.fractured), outcome.follow_up_months, int(outcome.died),
             "none" if lesion is None else lesion.site,
             "none" if lesion is None else lesion.kind,
             0.0 if lesion is None else lesion.radius_mm, DATA_ORIGIN])
@@ -1059,26 +1121,30 @@ def generate_cohort(
             outcome.true_strength_stance_N, outcome.true_strength_fall_N,
             outcome.habitual_load_N, outcome.max_stumble_load_N, len(p.outcome.stumble_times),
             outcome.max_fall_load_N, len(p.outcome.fall_times), int(outcome.fractured),
-            outcome.cause, outcome.follow_up_months, p.density_factor, DATA_ORIGIN])
+            outcome.cause, outcome.follow_up_months, int(outcome.died), p.outcome.death_month,
+            record.get("segmentation_error_voxels", 0), p.density_factor, DATA_ORIGIN])
     manifest = root / "manifest.csv"
     atomic_write_text(manifest, _csv(
         ["case_id", "patient_id", "side", "ct", "labels", "body_mass_kg", "mirels_site",
          "mirels_pain", "mirels_lesion", "size_fraction", "aci_mm", "ctra_reduction",
-         "fractured", "follow_up_months", "lesion_site", "lesion_kind", "lesion_radius_mm",
-         "data_origin"], manifest_rows))
+         "fractured", "follow_up_months", "died", "lesion_site", "lesion_kind",
+         "lesion_radius_mm", "data_origin"], manifest_rows))
     truth = root / "truth.csv"
     atomic_write_text(truth, _csv(
         ["case_id", "reference_stance_N", "reference_fall_N", "model_error_z",
          "true_strength_stance_N", "true_strength_fall_N", "habitual_load_N",
          "max_stumble_load_N", "n_stumbles", "max_fall_load_N", "n_falls", "fractured",
-         "cause", "follow_up_months", "density_factor", "data_origin"], truth_rows))
+         "cause", "follow_up_months", "died", "death_month", "segmentation_error_voxels",
+         "density_factor", "data_origin"], truth_rows))
     n_fractured = sum(int(r[12]) for r in manifest_rows)
     causes = [r[12] for r in truth_rows if r[11]]
     wall = round(time.perf_counter() - start, 3)
     info = root / "cohort_info.json"
     write_json(info, {
         "data_origin": DATA_ORIGIN,
-        "warning": "SYNTHETIC in-silico cohort generated by osteofe.insilico; not patient data",
+        "warning": "SYNTHETIC in-silico cohort generated by osteofe.insilico; not patient "
+                   "data: synthetic, not evidence",
+        "n_died": sum(int(r[14]) for r in manifest_rows),
         "seed": seed, "n_requested": n, "n_patients": len(manifest_rows),
         "n_fractured": n_fractured,
         "fracture_causes": {c: causes.count(c) for c in ("habitual", "stumble", "fall")},
@@ -1102,8 +1168,8 @@ def format_insilico(cohort: InsilicoCohort) -> str:
     Returns:
         Counts and paths, labelled SYNTHETIC.
     """
-    lines = [f"SYNTHETIC cohort: {cohort.n_patients} virtual patients, {cohort.n_fractured} "
-             f"fractured ({cohort.wall_s:.0f} s)"]
+    lines = [f"SYNTHETIC cohort (synthetic, not evidence): {cohort.n_patients} virtual "
+             f"patients, {cohort.n_fractured} fractured ({cohort.wall_s:.0f} s)"]
     lines += [f"  excluded {case}: {error}" for case, error in cohort.excluded]
     lines += [f"manifest: {cohort.manifest}", f"truth: {cohort.truth}"]
     return "\n".join(lines)

@@ -364,3 +364,37 @@ def test_patient_report_shows_interval_horizon_risk_and_contributions() -> None:
     r3, r6 = (round(100 * r) for r in doc["horizon_risk"]["fracture_before_death"])
     assert f"{r3} % within 3 months, {r6} % within 6 months" in html
     assert "failure_load_BW 3 (training mean" in html and "log-odds" in html
+
+
+def test_insilico_truth_is_another_model_family_with_deaths() -> None:
+    from dataclasses import replace
+
+    from meshing.phantom import LesionParams, PhantomParams, make_phantom
+    from osteofe.config import Config
+    from osteofe.insilico import (
+        InsilicoOptions,
+        OutcomeDraws,
+        _segmentation_error,
+        draw_outcome,
+        sample_patients,
+    )
+
+    truth, predictors = InsilicoOptions().truth_config(), Config()
+    assert truth.material.law != predictors.material.law
+    assert (truth.failure.tension_limit, truth.failure.compression_limit) != (
+        predictors.failure.tension_limit, predictors.failure.compression_limit)
+    # death at month 2 ends follow-up before a stumble at month 7 could fracture the femur
+    draws = OutcomeDraws(12.0, 0.0, 0.0, 0.5, (7.0,), (0.0,), (), (), death_month=2.0)
+    out = draw_outcome(6.0 * 70 * 9.81, None, 70.0, draws)
+    assert (out.fractured, out.died, out.follow_up_months) == (False, True, 2.0)
+    assert draw_outcome(6.0 * 70 * 9.81, None, 70.0, replace(draws, death_month=9.0)).fractured
+    deaths = [p.outcome.death_month for p in sample_patients(400, 3)]
+    assert np.median(deaths) == pytest.approx(math.log(2) / 0.06, rel=0.15)
+    params = PhantomParams(voxel_size_mm=1.5, soft_tissue_mm=3.0, distal_cut_mm=150.0)
+    phantom = make_phantom(params, LesionParams(site="calcar", radius_mm=8.0))
+    shifted = {s for seed in range(12) for s in [_segmentation_error(phantom, seed)[1]]}
+    assert shifted == {-1, 0, 1}
+    for seed in range(12):
+        noisy, shift = _segmentation_error(phantom, seed)
+        change = int((noisy.labels.labels > 0).sum()) - int((phantom.labels.labels > 0).sum())
+        assert np.sign(change) == shift
