@@ -52,7 +52,7 @@ def test_binary_feature_hand_case() -> None:
     # intercept = logit(1/4) = -ln 3, coef = logit(3/4) - logit(1/4) = 2 ln 3.
     x = np.array([0, 0, 0, 0, 1, 1, 1, 1.0])
     y = np.array([1, 0, 0, 0, 1, 1, 1, 0])
-    model = StrengthRiskModel().fit(x, y)
+    model = StrengthRiskModel(n_bootstrap=0).fit(x, y)
     assert model.intercept_ == pytest.approx(-math.log(3), abs=1e-9)
     assert model.coef_[0] == pytest.approx(2 * math.log(3), abs=1e-9)
     np.testing.assert_allclose(model.predict_proba([[0.0], [1.0]])[:, 1], [0.25, 0.75])
@@ -61,7 +61,7 @@ def test_binary_feature_hand_case() -> None:
 
 def test_known_logistic_truth_is_recovered() -> None:
     X, y = _synthetic(6000, seed=1)
-    model = StrengthRiskModel().fit(X, y)
+    model = StrengthRiskModel(n_bootstrap=0).fit(X, y)
     # standard errors at n = 6000 are ~0.03 (BW), ~0.002 (ACI), ~0.2 (intercept): allow ~4 SE
     assert model.coef_[0] == pytest.approx(-1.0, abs=0.12)
     assert model.coef_[1] == pytest.approx(0.05, abs=0.01)
@@ -78,7 +78,7 @@ def test_known_logistic_truth_is_recovered() -> None:
 
 def test_probabilities_are_valid() -> None:
     X, y = _synthetic(300, seed=2)
-    model = StrengthRiskModel(penalty="l2", C=0.5).fit(X, y)
+    model = StrengthRiskModel(penalty="l2", C=0.5, n_bootstrap=0).fit(X, y)
     proba = model.predict_proba(X)
     assert proba.shape == (300, 2) and proba.dtype == np.float64
     assert np.all((proba >= 0.0) & (proba <= 1.0))
@@ -90,7 +90,7 @@ def test_probabilities_are_valid() -> None:
 
 def test_dict_column_order_does_not_matter() -> None:
     X, y = _synthetic(200, seed=3)
-    model = StrengthRiskModel().fit(X, y)
+    model = StrengthRiskModel(n_bootstrap=0).fit(X, y)
     reordered = {"aci_mm": X["aci_mm"], "failure_load_BW": X["failure_load_BW"]}
     np.testing.assert_array_equal(model.predict_proba(reordered), model.predict_proba(X))
     as_array = np.column_stack([X["failure_load_BW"], X["aci_mm"]])
@@ -103,9 +103,9 @@ def test_dict_column_order_does_not_matter() -> None:
 
 def test_l2_shrinks_towards_zero() -> None:
     X, y = _synthetic(200, seed=4)
-    free = StrengthRiskModel().fit(X, y)
+    free = StrengthRiskModel(n_bootstrap=0).fit(X, y)
     norms = [
-        np.abs(StrengthRiskModel(penalty="l2", C=c).fit(X, y).coef_ * free.scale_).sum()
+        np.abs(StrengthRiskModel(penalty="l2", C=c, n_bootstrap=0).fit(X, y).coef_ * free.scale_).sum()
         for c in (1e6, 1.0, 0.1, 0.01)
     ]
     assert norms[0] == pytest.approx(np.abs(free.coef_ * free.scale_).sum(), rel=1e-3)
@@ -134,9 +134,9 @@ def test_separated_data_needs_a_penalty() -> None:
     x = np.array([1.0, 2, 3, 4, 5, 6])
     y = np.array([0, 0, 0, 1, 1, 1])
     with pytest.raises(ConvergenceError, match="perfectly separated") as info:
-        StrengthRiskModel().fit(x, y)
+        StrengthRiskModel(n_bootstrap=0).fit(x, y)
     assert "penalty='l2'" in info.value.hint
-    model = StrengthRiskModel(penalty="l2").fit(x, y)
+    model = StrengthRiskModel(penalty="l2", n_bootstrap=0).fit(x, y)
     assert model.coef_[0] > 0 and np.isfinite(model.intercept_)
 
 
@@ -249,7 +249,7 @@ def test_model_json_kind_and_content_are_checked() -> None:
 )
 def test_mismatched_features_are_refused(given: object, message: str) -> None:
     X, y = _synthetic(100, seed=7)
-    model = StrengthRiskModel().fit(X, y)
+    model = StrengthRiskModel(n_bootstrap=0).fit(X, y)
     with pytest.raises(FeatureMismatchError, match=re.escape(message)):
         model.predict_proba(given)
 
@@ -265,7 +265,7 @@ def test_unfitted_model_is_refused() -> None:
 def test_estimator_contract_params_and_clone() -> None:
     model = StrengthRiskModel(penalty="l2", C=0.3)
     assert model.get_params() == {
-        "penalty": "l2", "C": 0.3, "n_bootstrap": 200, "seed": 0, "max_iter": 100,
+        "penalty": "l2", "C": 0.3, "n_bootstrap": 100, "seed": 0, "max_iter": 100,
         "tol": 1e-10,
     }
     assert repr(model) == "StrengthRiskModel(C=0.3, penalty='l2')"  # scikit-learn's repr
@@ -292,16 +292,16 @@ def test_estimator_contract_params_and_clone() -> None:
         (StrengthRiskModel(max_iter=0), [1.0, 2.0], [0, 1], "max_iter must be an integer >= 1"),
         (StrengthRiskModel(n_bootstrap=-1), [1.0, 2.0], [0, 1],
          "n_bootstrap must be an integer >= 0"),
-        (StrengthRiskModel(), {"bw": [3.0, 3.0, 3.0]}, [0, 1, 0],
+        (StrengthRiskModel(n_bootstrap=0), {"bw": [3.0, 3.0, 3.0]}, [0, 1, 0],
          "feature 'bw' is constant in the training data"),
-        (StrengthRiskModel(), {"bw": [3.0, np.nan, 4.0]}, [0, 1, 0],
+        (StrengthRiskModel(n_bootstrap=0), {"bw": [3.0, np.nan, 4.0]}, [0, 1, 0],
          "feature 'bw' has a missing or infinite value at row 1"),
-        (StrengthRiskModel(), {"bw": ["a", "b"]}, [0, 1],
+        (StrengthRiskModel(n_bootstrap=0), {"bw": ["a", "b"]}, [0, 1],
          "feature 'bw' must be a 1-D numeric column"),
-        (StrengthRiskModel(), {"bw": [1.0, 2.0], "aci": [1.0]}, [0, 1],
+        (StrengthRiskModel(n_bootstrap=0), {"bw": [1.0, 2.0], "aci": [1.0]}, [0, 1],
          "feature columns have different lengths [1, 2]"),
-        (StrengthRiskModel(), [1.0, 2.0, 3.0], [0, 1], "X has 3 rows but y has 2"),
-        (StrengthRiskModel(), [1.0, 2.0, 3.0], [0, 0, 0], "y_true has only non-fractured"),
+        (StrengthRiskModel(n_bootstrap=0), [1.0, 2.0, 3.0], [0, 1], "X has 3 rows but y has 2"),
+        (StrengthRiskModel(n_bootstrap=0), [1.0, 2.0, 3.0], [0, 0, 0], "y_true has only non-fractured"),
         (MirelsBaseline(), [3, 9, 10], [0, 1, 1], "Mirels total must be an integer 4-12, got 3"),
         (MirelsBaseline(), [8.5, 9, 10], [0, 1, 1],
          "Mirels total must be an integer 4-12, got 8.5"),
@@ -332,7 +332,7 @@ def test_mirels_logistic_hand_case() -> None:
     # (logit 3/4 - logit 1/4) / 2 = ln 3; intercept = logit(1/4) - 8 ln 3 = -9 ln 3.
     totals = [8, 8, 8, 8, 10, 10, 10, 10]
     y = [1, 0, 0, 0, 1, 1, 1, 0]
-    model = MirelsBaseline().fit(totals, y)
+    model = MirelsBaseline(n_bootstrap=0).fit(totals, y)
     assert model.coef_[0] == pytest.approx(math.log(3), abs=1e-9)
     assert model.intercept_ == pytest.approx(-9 * math.log(3), abs=1e-8)
     # total 9 sits half-way on the logit scale: P = 1/2
