@@ -105,7 +105,8 @@ def test_l2_shrinks_towards_zero() -> None:
     X, y = _synthetic(200, seed=4)
     free = StrengthRiskModel(n_bootstrap=0).fit(X, y)
     norms = [
-        np.abs(StrengthRiskModel(penalty="l2", C=c, n_bootstrap=0).fit(X, y).coef_ * free.scale_).sum()
+        np.abs(StrengthRiskModel(penalty="l2", C=c, n_bootstrap=0).fit(X, y).coef_
+               * free.scale_).sum()
         for c in (1e6, 1.0, 0.1, 0.01)
     ]
     assert norms[0] == pytest.approx(np.abs(free.coef_ * free.scale_).sum(), rel=1e-3)
@@ -301,7 +302,8 @@ def test_estimator_contract_params_and_clone() -> None:
         (StrengthRiskModel(n_bootstrap=0), {"bw": [1.0, 2.0], "aci": [1.0]}, [0, 1],
          "feature columns have different lengths [1, 2]"),
         (StrengthRiskModel(n_bootstrap=0), [1.0, 2.0, 3.0], [0, 1], "X has 3 rows but y has 2"),
-        (StrengthRiskModel(n_bootstrap=0), [1.0, 2.0, 3.0], [0, 0, 0], "y_true has only non-fractured"),
+        (StrengthRiskModel(n_bootstrap=0), [1.0, 2.0, 3.0], [0, 0, 0],
+         "y_true has only non-fractured"),
         (MirelsBaseline(), [3, 9, 10], [0, 1, 1], "Mirels total must be an integer 4-12, got 3"),
         (MirelsBaseline(), [8.5, 9, 10], [0, 1, 1],
          "Mirels total must be an integer 4-12, got 8.5"),
