@@ -79,7 +79,7 @@ def test_federated_newton_equals_pooled_fit() -> None:
     # the sandwich covariance is of the size of the patient-clustered bootstrap's (the
     # bootstrap of a logistic fit on ~200 femurs runs wider: its resamples include nearly
     # separated ones)
-    boot = StrengthRiskModel(n_bootstrap=300, seed=1).fit(X, y, groups=groups)
+    boot = StrengthRiskModel(n_bootstrap=150, seed=1).fit(X, y, groups=groups)
     ratio = np.sqrt(np.diag(fed.coef_cov_) / np.diag(boot.coef_cov_))
     assert np.all((ratio > 0.5) & (ratio < 1.2))
     again = model_from_json(fed.to_json())
