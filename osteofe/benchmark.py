@@ -97,6 +97,7 @@ __all__ = [
     "PREDICTORS",
     "BenchmarkError",
     "format_benchmark",
+    "read_economics",
     "run_benchmark",
 ]
 
@@ -126,6 +127,32 @@ _COLOURS = {"fe_probability": "#1f77b4", "fe_strength": "#17becf", "mirels": "#d
 
 class BenchmarkError(InputError):
     """The cohort cannot be benchmarked (too few fractures, a missing column, ...)."""
+
+
+def read_economics(path: str | Path | None) -> dict[str, Any] | None:
+    """The cost/utility table of a TOML file (top level or its ``[economics]`` table).
+
+    Args:
+        path: The file, or None.
+
+    Returns:
+        Field -> value for :class:`risk.economics.EconomicInputs`, or None.
+
+    Raises:
+        BenchmarkError: Unreadable or not TOML.
+    """
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BenchmarkError(f"cannot read the economics table {path}: {exc}",
+                             "give a TOML file such as cost_prophylactic_fixation = 21000") \
+            from exc
+    table = doc.get("economics", doc)
+    return dict(table) if isinstance(table, dict) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -385,8 +385,11 @@ def _cmd_cohort_synth(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from osteofe.benchmark import format_benchmark, run_benchmark
 
+    from osteofe.benchmark import read_economics
+
     summary = run_benchmark(args.cohort, args.out, seed=args.seed, n_boot=args.n_boot,
-                            n_splits=args.folds, title=args.title)
+                            n_splits=args.folds, title=args.title,
+                            economics=read_economics(args.economics))
     if not args.quiet:
         _echo(format_benchmark(summary))
     return EXIT_OK
@@ -562,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     bench.add_argument("--folds", type=int, default=5, help="grouped cross-validation folds")
     bench.add_argument("--title", help="title of the report")
+    bench.add_argument("--economics", type=Path, metavar="TOML",
+                       help="cost/utility table overriding the cited defaults "
+                       "(risk.economics.EconomicInputs fields, top level or [economics])")
     bench.set_defaults(func=_cmd_benchmark)
 
     report = sub.add_parser("report", help="HTML + PDF report of a strength result",
