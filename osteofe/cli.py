@@ -383,9 +383,7 @@ def _cmd_cohort_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from osteofe.benchmark import format_benchmark, run_benchmark
-
-    from osteofe.benchmark import read_economics
+    from osteofe.benchmark import format_benchmark, read_economics, run_benchmark
 
     summary = run_benchmark(args.cohort, args.out, seed=args.seed, n_boot=args.n_boot,
                             n_splits=args.folds, title=args.title,
