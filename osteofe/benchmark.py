@@ -70,7 +70,7 @@ from risk.calibration import (
     StrengthRiskModel,
     grouped_cross_val_predict,
 )
-from risk.clustered import clustered_auc_difference
+from risk.clustered import clustered_auc_difference, clustered_rates
 from risk.cohort import Cohort, read_cohort
 from risk.competing import (
     HORIZONS_MONTHS,
@@ -284,7 +284,8 @@ class _Rule:
     note: str = ""
 
 
-def _rule_entry(y: npt.NDArray[np.int64], score: _Score, rule: _Rule, level: float
+def _rule_entry(y: npt.NDArray[np.int64], score: _Score, rule: _Rule, level: float,
+                groups: npt.NDArray[np.str_] | None = None, n_boot: int = 2000, seed: int = 0
                 ) -> dict[str, Any]:
     mask = score.known
     yy, ss = y[mask], score.values[mask]
@@ -307,6 +308,15 @@ def _rule_entry(y: npt.NDArray[np.int64], score: _Score, rule: _Rule, level: flo
                               ss_.specificity.lower, ss_.specificity.upper)
                    for key in rule.published],
     )
+    if groups is not None:
+        try:
+            rates = clustered_rates(yy, positive, groups[mask], level=level,
+                                    n_bootstrap=max(n_boot, 100), seed=seed)
+            entry["clustered"] = {"sensitivity_ci": list(rates.sensitivity_ci),
+                                  "specificity_ci": list(rates.specificity_ci),
+                                  "n_patients": rates.n_clusters}
+        except MetricsError as exc:
+            entry["clustered"] = {"error": exc.message}
     return entry
 
 
@@ -778,10 +788,15 @@ def _build_report(summary: Mapping[str, Any], images: Mapping[str, bytes]) -> _R
             f"{p['method']} {p['sensitivity']:.2f}/{p['specificity']:.2f} ({p['key']}"
             f"{', inside CI' if p['within_cohort_ci'] else ', outside CI'})"
             for p in e["published"])
+        cl = e.get("clustered", {})
+        sens_cl = "" if "sensitivity_ci" not in cl else \
+            f"; clustered {_f(cl['sensitivity_ci'][0])}-{_f(cl['sensitivity_ci'][1])}"
+        spec_cl = "" if "specificity_ci" not in cl else \
+            f"; clustered {_f(cl['specificity_ci'][0])}-{_f(cl['specificity_ci'][1])}"
         rows.append([
             e["label"], str(e["n"]),
-            f"{_f(e['sensitivity']['value'])} ({_ci(e['sensitivity'])})",
-            f"{_f(e['specificity']['value'])} ({_ci(e['specificity'])})",
+            f"{_f(e['sensitivity']['value'])} (Wilson {_ci(e['sensitivity'])}{sens_cl})",
+            f"{_f(e['specificity']['value'])} (Wilson {_ci(e['specificity'])}{spec_cl})",
             f"{e['tp']}/{e['fn']}/{e['tn']}/{e['fp']}", published or "-", e.get("note", "")])
     report.table(["rule", "n", "sensitivity (95% CI)", "specificity (95% CI)",
                   "TP/FN/TN/FP", "published sens/spec", "note"], rows)
@@ -956,7 +971,7 @@ def run_benchmark(
     rules.append(_Rule("fe_youden", f"FE p >= {youden:.3f} (Youden)", "fe_probability", youden,
                        published=("eggermont2018_fe", "sternheim2020_sfr"),
                        note="threshold chosen on these femurs: optimistic"))
-    rule_entries = {r.key: _rule_entry(y, scores[r.predictor], r, level)
+    rule_entries = {r.key: _rule_entry(y, scores[r.predictor], r, level, groups, n_boot, seed)
                     for r in rules if r.predictor in scores}
     mirels9 = rule_entries.get("mirels_ge9", {})
     if "sensitivity" in mirels9:
@@ -965,7 +980,8 @@ def run_benchmark(
         rule = _Rule("fe_matched", f"FE p >= {matched:.3f} (sens. of Mirels >= 9)",
                      "fe_probability", matched,
                      note="specificity at Mirels' sensitivity; threshold chosen in-sample")
-        rule_entries[rule.key] = _rule_entry(y, scores["fe_probability"], rule, level)
+        rule_entries[rule.key] = _rule_entry(y, scores["fe_probability"], rule, level, groups,
+                                             n_boot, seed)
 
     mirels_prob, mirels_note = (None, "no Mirels columns")
     if totals is not None:

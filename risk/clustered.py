@@ -30,9 +30,11 @@ from risk.errors import MetricsError
 __all__ = [
     "AucDifference",
     "ClusteredAuc",
+    "ClusteredRates",
     "auc_replicates",
     "clustered_auc",
     "clustered_auc_difference",
+    "clustered_rates",
     "group_codes",
     "resample_weights",
 ]
@@ -277,3 +279,59 @@ def clustered_auc_difference(y_true: npt.ArrayLike, scores_a: npt.ArrayLike,
     return AucDifference(auc_a, auc_b, d, lo, hi, se, p if math.isfinite(p) else 1.0,
                          float(level), int(n_bootstrap), int((~ok).sum()),
                          int(codes.max()) + 1)
+
+
+@dataclass(frozen=True)
+class ClusteredRates:
+    """Sensitivity and specificity of a rule with patient-clustered bootstrap intervals.
+
+    Attributes:
+        sensitivity: TP / (TP + FN).
+        sensitivity_ci: Percentile interval (lower, upper).
+        specificity: TN / (TN + FP).
+        specificity_ci: Percentile interval (lower, upper).
+        n_clusters: Patients.
+    """
+
+    sensitivity: float
+    sensitivity_ci: tuple[float, float]
+    specificity: float
+    specificity_ci: tuple[float, float]
+    n_clusters: int
+
+
+def clustered_rates(y_true: npt.ArrayLike, positive: npt.ArrayLike,
+                    groups: Iterable[Hashable] | None, *, level: float = 0.95,
+                    n_bootstrap: int = 2000, seed: int | None = 0) -> ClusteredRates:
+    """Sensitivity and specificity with patient-clustered percentile bootstrap intervals.
+
+    A replicate's rates are the weighted ones of the resampled patients (weights as in
+    :func:`resample_weights`); replicates without a fracture (or a non-fracture) are left
+    out of that rate's interval.
+
+    Args:
+        y_true: Outcomes, shape (n,), 0/1, both classes present.
+        positive: Rule result per femur (0/1 or bool), shape (n,).
+        groups: Patient id per femur (None: femurs resampled).
+        level: Confidence level.
+        n_bootstrap: Replicates, >= 100.
+        seed: Seed.
+
+    Returns:
+        The rates and intervals.
+
+    Raises:
+        MetricsError: On inconsistent inputs.
+    """
+    y, (pos,) = _check(y_true, [np.asarray(positive, dtype=np.float64)], level, n_bootstrap)
+    if not np.all(np.isin(pos, (0.0, 1.0))):
+        raise MetricsError("positive must be 0/1 per femur", "pass the rule's result")
+    codes = group_codes(groups, y.size)
+    w = resample_weights(codes, n_bootstrap, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = (w * (pos * y)).sum(axis=1) / (w * y).sum(axis=1)
+        spec = (w * ((1 - pos) * (1 - y))).sum(axis=1) / (w * (1 - y)).sum(axis=1)
+    return ClusteredRates(
+        float(pos[y == 1].mean()), _bounds(sens[np.isfinite(sens)], level),
+        float(1.0 - pos[y == 0].mean()), _bounds(spec[np.isfinite(spec)], level),
+        int(codes.max()) + 1)

@@ -30,6 +30,7 @@ from risk.clustered import (
     auc_replicates,
     clustered_auc,
     clustered_auc_difference,
+    clustered_rates,
     group_codes,
     resample_weights,
 )
@@ -160,6 +161,13 @@ def test_cluster_bootstrap_is_wider_than_naive_with_bilateral_cases() -> None:
     d_clust = clustered_auc_difference(y, s, mirels, groups, n_bootstrap=2000, seed=1)
     assert d_clust.difference == pytest.approx(roc_auc_score(y, s) - roc_auc_score(y, mirels))
     assert d_clust.se > 1.2 * d_naive.se
+    rule = (s > 0.5).astype(int)
+    r_naive = clustered_rates(y, rule, None, n_bootstrap=2000, seed=1)
+    r_clust = clustered_rates(y, rule, groups, n_bootstrap=2000, seed=1)
+    assert r_clust.sensitivity == pytest.approx(rule[y == 1].mean())
+    assert r_clust.specificity == pytest.approx(1 - rule[y == 0].mean())
+    width = [r.sensitivity_ci[1] - r.sensitivity_ci[0] for r in (r_naive, r_clust)]
+    assert width[1] > 1.2 * width[0]
 
 
 # ---------------------------------------------------------------------------------------------
