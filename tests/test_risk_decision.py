@@ -406,3 +406,18 @@ def test_insilico_truth_is_another_model_family_with_deaths() -> None:
         noisy, shift = _segmentation_error(phantom, seed)
         change = int((noisy.labels.labels > 0).sum()) - int((phantom.labels.labels > 0).sum())
         assert np.sign(change) == shift
+
+
+def test_benchmark_cli_reads_an_economics_table(tmp_path: Path) -> None:
+    from osteofe.benchmark import read_economics
+
+    path = tmp_path / "costs.toml"
+    path.write_text("[economics]\ncost_prophylactic_fixation = 15000.0\ncurrency = \"EUR\"\n")
+    table = read_economics(path)
+    assert table == {"cost_prophylactic_fixation": 15000.0, "currency": "EUR"}
+    inputs = EconomicInputs.from_mapping(table)
+    assert inputs.cost_prophylactic_fixation == 15000.0 and inputs.currency == "EUR"
+    assert inputs.cost_fracture_treatment == EconomicInputs().cost_fracture_treatment
+    (tmp_path / "bad.toml").write_text("cost = [")
+    with pytest.raises(Exception, match="cannot read the economics table"):
+        read_economics(tmp_path / "bad.toml")
