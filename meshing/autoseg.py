@@ -85,8 +85,15 @@ class AutoSegParams:
     Attributes:
         low_hu: Hysteresis low threshold (trabecular bone is above it).
         high_hu: Hysteresis seed threshold (cortical / dense bone).
-        rim_hu: A voxel next to the bone above this joins it (partial volume at the surface;
-            muscle is ~40 HU).
+        rim_hu: On coarse scans, a voxel next to the bone above this (and above halfway
+            between soft tissue and its brightest bone neighbour) joins it: partial volume
+            at the surface, as TotalSegmentator's 3 mm labels include it (muscle ~40 HU).
+        half_max_below_mm: Scans whose largest voxel spacing is at most this resolve the
+            cortex: their surface is placed at half maximum (a voxel is bone when brighter
+            than halfway between ``soft_tissue_hu`` and the local cortical peak within 4 mm;
+            the classical full-width-at-half-maximum edge, e.g. Prevrhal et al. 1999, Phys
+            Med Biol 44:751), and no rim is added.
+        soft_tissue_hu: Soft tissue (muscle) HU for the half-maximum rules.
         slab_mm: Thickness of the lowest slab searched for femoral shafts.
         head_radius_mm: Range of femoral head radii searched (adult heads are 40-56 mm in
             diameter).
@@ -96,6 +103,8 @@ class AutoSegParams:
         lesion_max_hu: Lesion candidates: smoothed HU below this inside the femur ...
         lesion_min_hu: ... and above this (fatty marrow, ~-100..0 HU, is not lytic tissue).
         lesion_min_mm3: Smallest lesion candidate kept.
+        edge_hu_per_mm: Gradient magnitude of an edge voxel in the head search (HU/mm).
+        head_candidates: Hough maxima judged by their joint-space contrast.
         metal_hu: Voxels above this are metal (``meshing.segmentation.METAL_HU``); a femur
             holding more than 0.1% of them is not accepted.
     """
@@ -112,7 +121,9 @@ class AutoSegParams:
     lesion_min_hu: float = 0.0
     lesion_min_mm3: float = 500.0
     metal_hu: float = 3000.0
-    rim_half_max: bool = True
+    edge_hu_per_mm: float = 60.0
+    head_candidates: int = 10
+    half_max_below_mm: float = 2.0
     soft_tissue_hu: float = 40.0
 
 
@@ -269,27 +280,76 @@ def _shell_kernels(radius: float, spacing: npt.NDArray[np.float64], thick: float
 def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
                direction: int | None, params: AutoSegParams
                ) -> tuple[float, npt.NDArray[np.int64], float]:
-    """Best joint-space sphere above a shaft: (contrast HU, centre index, radius mm)."""
-    thick = float(max(spacing.max(), 2.0))
+    """Femoral head above a shaft: (joint-space contrast HU, centre index, radius mm).
+
+    Two cues are added, each scaled by its maximum over the search box (centres 10-150 mm
+    above the shaft's lowest slab, up to 90 mm to its medial side, within 60 mm front to
+    back), for every radius of ``head_radius_mm`` (1 mm steps):
+
+    * a gradient Hough transform for spheres: every edge voxel votes, towards the brighter
+      side, at the radius; votes are smoothed and divided by ``r^2`` (the sphere's area);
+    * the joint-space valley of the upper cap: ``min(inner, outer) - gap``, the mean HU of
+      an inner (subchondral), a gap and an outer (acetabular) spherical shell, one voxel (at
+      least 2 mm) thick each, by FFT correlation.
+
+    The valley contrast of the chosen sphere is returned as the joint-space evidence.
+    Computed on the search box grown by the largest radius plus two shells.
+    """
+    n = np.asarray(x.shape)
+    lo_r, hi_r = params.head_radius_mm
+    reach = (hi_r + 3.0 * max(float(spacing.max()), 2.0) + 2.0) / spacing
+    span_lat = np.array([-90.0, 90.0]) if direction is None else np.sort([0.0, 90.0 * direction])
+    low = np.array([shaft[0] + span_lat[0] / spacing[0], shaft[1] - 60.0 / spacing[1],
+                    shaft[2] + 10.0 / spacing[2]]) - reach
+    high = np.array([shaft[0] + span_lat[1] / spacing[0], shaft[1] + 60.0 / spacing[1],
+                     shaft[2] + 150.0 / spacing[2]]) + reach
+    low = np.clip(np.floor(low), 0, n - 1).astype(int)
+    high = np.clip(np.ceil(high), 0, n - 1).astype(int)
+    box = tuple(slice(int(a), int(b) + 1) for a, b in zip(low, high, strict=True))
+    contrast, centre, radius = _find_head_in(np.ascontiguousarray(x[box]), spacing,
+                                             shaft - low, direction, params)
+    return contrast, centre + low, radius
+
+
+def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
+                  direction: int | None, params: AutoSegParams
+                  ) -> tuple[float, npt.NDArray[np.int64], float]:
+    """:func:`_find_head` on a cropped image (``shaft`` in the crop's indices)."""
+    grads = np.gradient(x, *spacing)
+    magnitude = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
+    edges = np.argwhere(magnitude > params.edge_hu_per_mm)
+    g = np.stack([grads[a][tuple(edges.T)] for a in range(3)], axis=1)
+    weight = np.minimum(magnitude[tuple(edges.T)], 4.0 * params.edge_hu_per_mm)
+    unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+    shape = np.asarray(x.shape)
+    lo_r, hi_r = params.head_radius_mm
+    radii = np.arange(lo_r, hi_r + 0.5, 1.0)
     idx = [np.arange(m, dtype=np.float64) for m in x.shape]
     dx = (idx[0] - shaft[0])[:, None, None] * spacing[0]
     dy = (idx[1] - shaft[1])[None, :, None] * spacing[1]
     dz = (idx[2] - shaft[2])[None, None, :] * spacing[2]
-    lateral = dx if direction is None else dx * direction
-    lat_ok = (np.abs(lateral) >= 10.0) if direction is None else (lateral >= 0.0)
-    ok = lat_ok & (np.abs(lateral) <= 90.0) & (dz >= 10.0) & (dz <= 150.0) & (np.abs(dy) <= 60.0)
-    best = (-np.inf, np.zeros(3, dtype=np.int64), 0.0)
-    lo_r, hi_r = params.head_radius_mm
-    for radius in np.arange(lo_r, hi_r + 0.5, 1.0):
+    lat = dx if direction is None else dx * direction
+    box = ((np.abs(lat) >= 10.0) if direction is None else (lat >= 0.0)) & (
+        np.abs(lat) <= 90.0) & (dz >= 10.0) & (dz <= 150.0) & (np.abs(dy) <= 60.0)
+    thick = float(max(spacing.max(), 2.0))
+    hough, valley = [], []
+    for radius in radii:
+        target = np.rint(edges + radius * unit / spacing).astype(np.int64)
+        ok = np.all((target >= 0) & (target < shape), axis=1)
+        flat = np.ravel_multi_index(tuple(target[ok].T), x.shape)
+        votes = np.bincount(flat, weights=weight[ok], minlength=x.size).reshape(x.shape)
+        hough.append(np.where(box, ndimage.gaussian_filter(votes, 1.0) / radius**2, 0.0))
         ki, kg, ko = _shell_kernels(float(radius), spacing, thick)
-        inner = fftconvolve(x, ki, mode="same")
-        outer = fftconvolve(x, ko, mode="same")
-        gap = fftconvolve(x, kg, mode="same")
-        score = np.where(ok, np.minimum(inner, outer) - gap, -np.inf)
-        at = np.unravel_index(int(np.argmax(score)), score.shape)
-        if score[at] > best[0]:
-            best = (float(score[at]), np.array(at, dtype=np.int64), float(radius))
-    return best
+        score = (np.minimum(fftconvolve(x, ki, mode="same"), fftconvolve(x, ko, mode="same"))
+                 - fftconvolve(x, kg, mode="same"))
+        valley.append(np.where(box, score, -np.inf))
+    h_all = np.stack(hough)
+    v_all = np.stack(valley)
+    combined = h_all / max(float(h_all.max()), 1e-9) + np.maximum(v_all, 0.0) / max(
+        float(v_all.max()), 1e-9)
+    at = np.unravel_index(int(np.argmax(combined)), combined.shape)
+    centre = np.array(at[1:], dtype=np.int64)
+    return float(v_all[at]), centre, float(radii[at[0]])
 
 
 def _watershed(cost: F32, markers: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -338,12 +398,24 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     if not bone.any():
         raise InputError(f"no voxel above {params.high_hu:.0f} HU: the image shows no bone",
                          hint="check that the CT is in HU (rescaled), or pass --labels")
+    half_max = float(spacing.max()) <= params.half_max_below_mm
+    if half_max:
+        # full width at half maximum: a surface voxel is bone when it is brighter than
+        # halfway between soft tissue and the local cortical peak
+        size = tuple(int(v) for v in np.maximum(
+            2 * np.rint(4.0 / spacing / 2) + 1, 3))
+        peak = ndimage.maximum_filter(np.minimum(hu, 1500.0), size=size)
+        bone &= hu >= 0.5 * (peak + params.soft_tissue_hu)
     core = _fill(bone)
-    rim = ndimage.binary_dilation(core, _FACE) & (hu > params.rim_hu)
-    if params.rim_half_max:
+    if half_max:
+        mask = core
+    else:
+        # coarse voxels: one voxel of partial-volume rim brighter than halfway between soft
+        # tissue and its brightest bone neighbour
+        rim = ndimage.binary_dilation(core, _FACE) & (hu > params.rim_hu)
         brightest = ndimage.maximum_filter(np.where(core, hu, -1000.0), footprint=_FACE)
         rim &= hu > 0.5 * (np.minimum(brightest, 1500.0) + params.soft_tissue_hu)
-    mask = _fill(core | rim)
+        mask = _fill(core | rim)
 
     slab = max(1, round(params.slab_mm / spacing[2]))
     pieces, count = ndimage.label(mask[:, :, :slab], structure=_FACE)
