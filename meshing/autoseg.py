@@ -103,8 +103,12 @@ class AutoSegParams:
         lesion_max_hu: Lesion candidates: smoothed HU below this inside the femur ...
         lesion_min_hu: ... and above this (fatty marrow, ~-100..0 HU, is not lytic tissue).
         lesion_min_mm3: Smallest lesion candidate kept.
+        lesion_contrast_hu: A candidate is at least this much darker than the femur's mean
+            within ~10 mm.
         edge_hu_per_mm: Gradient magnitude of an edge voxel in the head search (HU/mm).
         head_candidates: Hough maxima judged by their joint-space contrast.
+        refine_head: Refine the head sphere by a least-squares fit to its edge voxels.
+        close_surface: On coarse scans, close one-voxel clefts of the femur (6-neighbourhood).
         metal_hu: Voxels above this are metal (``meshing.segmentation.METAL_HU``); a femur
             holding more than 0.1% of them is not accepted.
     """
@@ -120,7 +124,10 @@ class AutoSegParams:
     lesion_max_hu: float = 100.0
     lesion_min_hu: float = 0.0
     lesion_min_mm3: float = 500.0
+    lesion_contrast_hu: float = 120.0
     metal_hu: float = 3000.0
+    close_surface: bool = True
+    refine_head: bool = True
     edge_hu_per_mm: float = 60.0
     head_candidates: int = 10
     half_max_below_mm: float = 2.0
@@ -279,7 +286,7 @@ def _shell_kernels(radius: float, spacing: npt.NDArray[np.float64], thick: float
 
 def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
                direction: int | None, params: AutoSegParams
-               ) -> tuple[float, npt.NDArray[np.int64], float]:
+               ) -> tuple[float, npt.NDArray[np.float64], float]:
     """Femoral head above a shaft: (joint-space contrast HU, centre index, radius mm).
 
     Two cues are added, each scaled by its maximum over the search box (centres 10-150 mm
@@ -296,7 +303,7 @@ def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.f
     Computed on the search box grown by the largest radius plus two shells.
     """
     n = np.asarray(x.shape)
-    lo_r, hi_r = params.head_radius_mm
+    hi_r = params.head_radius_mm[1]
     reach = (hi_r + 3.0 * max(float(spacing.max()), 2.0) + 2.0) / spacing
     span_lat = np.array([-90.0, 90.0]) if direction is None else np.sort([0.0, 90.0 * direction])
     low = np.array([shaft[0] + span_lat[0] / spacing[0], shaft[1] - 60.0 / spacing[1],
@@ -313,7 +320,7 @@ def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.f
 
 def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
                   direction: int | None, params: AutoSegParams
-                  ) -> tuple[float, npt.NDArray[np.int64], float]:
+                  ) -> tuple[float, npt.NDArray[np.float64], float]:
     """:func:`_find_head` on a cropped image (``shaft`` in the crop's indices)."""
     grads = np.gradient(x, *spacing)
     magnitude = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
@@ -349,7 +356,43 @@ def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[n
         float(v_all.max()), 1e-9)
     at = np.unravel_index(int(np.argmax(combined)), combined.shape)
     centre = np.array(at[1:], dtype=np.int64)
-    return float(v_all[at]), centre, float(radii[at[0]])
+    radius = float(radii[at[0]])
+    if params.refine_head:
+        # the centre from the edge fit; the radius stays the joint-space one
+        refined, _edge_radius = _refine_sphere(edges, unit, spacing, centre.astype(np.float64),
+                                               radius)
+        return float(v_all[at]), refined, radius
+    return float(v_all[at]), centre.astype(np.float64), radius
+
+
+def _refine_sphere(edges: npt.NDArray[np.int64], unit: npt.NDArray[np.float64],
+                   spacing: npt.NDArray[np.float64], centre: npt.NDArray[np.float64],
+                   radius: float) -> tuple[npt.NDArray[np.float64], float]:
+    """Least-squares sphere through the edge voxels of a found head (index space centre).
+
+    Edge voxels within 4 mm of the sphere whose gradient points along the radius (inwards,
+    to the bright head, or outwards, to the acetabulum; |cos| > 0.7) are fitted by the
+    algebraic sphere fit ``|p|^2 = 2 c.p + (r^2 - |c|^2)`` (linear least squares); the fit is
+    kept when it moves the centre by less than 6 mm and the radius stays within 6 mm.
+    """
+    pts = edges * spacing
+    c0 = centre * spacing
+    rel = pts - c0
+    dist = np.linalg.norm(rel, axis=1)
+    ok = (np.abs(dist - radius) <= 4.0) & (dist > 0)
+    ok &= np.abs(np.einsum("ij,ij->i", unit,
+                           rel / np.maximum(dist, 1e-9)[:, None])) > 0.7
+    if np.count_nonzero(ok) < 20:
+        return centre, radius
+    p = pts[ok]
+    a = np.column_stack([2.0 * p, np.ones(len(p))])
+    b = np.einsum("ij,ij->i", p, p)
+    sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+    c = sol[:3]
+    r = float(np.sqrt(max(sol[3] + c @ c, 0.0)))
+    if np.linalg.norm(c - c0) > 6.0 or abs(r - radius) > 6.0:
+        return centre, radius
+    return c / spacing, r
 
 
 def _watershed(cost: F32, markers: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -484,10 +527,26 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     lesion = np.zeros(hu.shape, dtype=bool)
     for _n, side, contrast, centre, radius in heads:
         femur = basins == code[side]
+        if not half_max:
+            # coarse voxels do not resolve the joint space: the head is the ball inside the
+            # fitted joint sphere grown by half a voxel (its dim subchondral rim and cartilage
+            # are femur even where the bone threshold missed them or the watershed gave them
+            # to the acetabulum), as TotalSegmentator's 3 mm labels draw it
+            rel = [(grid_idx[a] - np.float32(centre[a])) * np.float32(spacing[a])
+                   for a in range(3)]
+            reach = radius + 0.5 * float(spacing.max())
+            ball = np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2) <= reach
+            femur |= ball & (basins != code["left" if side == "right" else "right"])
         pieces_f, nf = ndimage.label(femur, structure=_FACE)
         if nf > 1:
             sizes_f = ndimage.sum_labels(np.ones_like(pieces_f), pieces_f, range(1, nf + 1))
             femur = pieces_f == int(np.argmax(sizes_f)) + 1
+        if params.close_surface and not half_max:
+            # one-voxel clefts at coarse voxels (a dim cortex between two bright ones) would
+            # mesh into a notch that concentrates strain: close them, within the bone's
+            # neighbourhood and away from the other basins
+            closed = ndimage.binary_closing(femur, _FACE)
+            femur |= closed & ~np.isin(basins, (3, code["left" if side == "right" else "right"]))
         femur = _fill(femur)
         volume = float(np.count_nonzero(femur)) * voxel_mm3 / 1000.0
         smooth = _smoothness(femur)
@@ -519,7 +578,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
             accepted=not reasons, reasons=tuple(reasons)))
         if not reasons:
             out[femur] = label
-            lesion |= _lesion_candidates(hu, femur, voxel_mm3, params)
+            lesion |= _lesion_candidates(hu, femur, spacing, params)
     out[lesion & (out > 0)] = LESION_CANDIDATE_LABEL
     accepted = [c for c in confidences if c.accepted]
     if refuse and not accepted:
@@ -536,22 +595,38 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
                              method="classical", wall_s=time.perf_counter() - start)
 
 
-def _lesion_candidates(hu: F32, femur: BoolArray, voxel_mm3: float,
+def _lesion_candidates(hu: F32, femur: BoolArray, spacing: npt.NDArray[np.float64],
                        params: AutoSegParams) -> BoolArray:
-    """Low-density (soft-tissue-like) pieces inside a femur that breach its bone.
+    """Lytic lesion candidates: soft-tissue-dense pieces inside a femur, darker than its bone.
 
-    Fatty marrow (below ``lesion_min_hu``) is not a candidate; a candidate must lie inside
-    the femur (one voxel off its surface) and be at least ``lesion_min_mm3`` large.
+    A voxel is a candidate when it lies inside the femur (one voxel off its surface), its
+    smoothed HU (Gaussian, 1 mm) is between ``lesion_min_hu`` (fatty marrow is lower) and
+    ``lesion_max_hu``, and it is at least ``lesion_contrast_hu`` darker than the femur's
+    mean within ~10 mm (normalised Gaussian convolution over the femur): a hole in the bone,
+    not a bone that is low everywhere. Pieces that reach the femur's lowest slab (the
+    medullary canal leaving the image) and pieces smaller than ``lesion_min_mm3`` are
+    dropped. Candidates are offered, never used: see the module docstring.
     """
     inside = ndimage.binary_erosion(femur, _FACE)
-    smooth = ndimage.gaussian_filter(hu, 1.0)
+    sigma_fine = 1.0 / spacing
+    sigma_wide = 10.0 / spacing
+    smooth = ndimage.gaussian_filter(hu, sigma_fine)
+    weight = ndimage.gaussian_filter(femur.astype(np.float32), sigma_wide)
+    local = ndimage.gaussian_filter(np.where(femur, hu, 0.0).astype(np.float32), sigma_wide)
+    local = local / np.maximum(weight, 1e-3)
     low = inside & (smooth < params.lesion_max_hu) & (smooth > params.lesion_min_hu)
+    low &= smooth <= local - params.lesion_contrast_hu
     pieces, count = ndimage.label(low, structure=_FACE)
     if count == 0:
         return np.zeros(hu.shape, dtype=bool)
     sizes = np.asarray(ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, count + 1)))
-    keep = np.flatnonzero(sizes * voxel_mm3 >= params.lesion_min_mm3) + 1
-    return np.asarray(np.isin(pieces, keep))
+    keep = set((np.flatnonzero(sizes * float(np.prod(spacing)) >= params.lesion_min_mm3)
+                + 1).tolist())
+    bottom = np.flatnonzero(femur.any(axis=(0, 1)))
+    if bottom.size:
+        slab = max(1, round(params.slab_mm / spacing[2]))
+        keep -= set(np.unique(pieces[:, :, bottom[0]:bottom[0] + slab]).tolist())
+    return np.asarray(np.isin(pieces, sorted(keep)))
 
 
 # --------------------------------------------------------------------------------------------

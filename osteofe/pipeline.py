@@ -477,7 +477,12 @@ def automatic_labels(ct: CTVolume, request: StrengthRequest
         InputError: The segmentation refused; both femurs were found and neither
             ``side`` nor a femur ``bone_label`` says which one.
     """
-    from meshing.autoseg import FEMUR_LABELS, segment_femurs, segment_with_totalsegmentator
+    from meshing.autoseg import (
+        FEMUR_LABELS,
+        LESION_CANDIDATE_LABEL,
+        segment_femurs,
+        segment_with_totalsegmentator,
+    )
 
     if request.segmenter == "totalsegmentator":
         seg = segment_with_totalsegmentator(str(request.ct_path))
@@ -501,7 +506,19 @@ def automatic_labels(ct: CTVolume, request: StrengthRequest
         why = "; ".join(refused[0].reasons) if refused else "not found"
         raise InputError(f"automatic segmentation of the {side} femur is unsure ({why})",
                          hint="pass --labels (TotalSegmentator or manual)")
-    return seg.labels, record, value
+    # Lesion candidates stay out of the lesion / Mirels path: here they are femur tissue.
+    merged = seg.labels.labels.copy()
+    candidate = merged == LESION_CANDIDATE_LABEL
+    if candidate.any():
+        from scipy import ndimage
+
+        pieces, _ = ndimage.label(candidate, structure=np.ones((3, 3, 3), bool))
+        near = ndimage.binary_dilation(merged == value, structure=np.ones((3, 3, 3), bool))
+        own = np.isin(pieces, np.unique(pieces[near & candidate]))
+        merged[candidate & own] = value
+        merged[candidate & ~own] = 0
+    names = {v: n for v, n in seg.labels.names.items() if v != LESION_CANDIDATE_LABEL}
+    return LabelMap(grid=seg.labels.grid, labels=merged, names=names), record, value
 
 
 def _load_frame_record(landmarks: FemurLandmarks) -> dict[str, Any]:

@@ -138,6 +138,13 @@ def test_real_example_ct_against_totalsegmentator(shared_data: Path) -> None:
     assert by_side["right"].accepted
     auto = np.isin(seg.labels.labels, (76, LESION_CANDIDATE_LABEL))
     truth = ref.labels == 76
-    # measured 0.90 / 1.49 mm (the issue asks >= 0.95 / < 1 mm: not reached, see report)
-    assert dice(auto, truth) >= 0.88
-    assert mean_surface_distance(auto, truth, ct.grid.spacing) < 2.0
+    # measured 0.934 / 1.08 mm (the issue asks >= 0.95 / < 1 mm: not reached, see report)
+    assert dice(auto, truth) >= 0.92
+    assert mean_surface_distance(auto, truth, ct.grid.spacing) < 1.25
+    # the joint sphere sits on TotalSegmentator's head: its centre within 5 mm of the
+    # centre of TotalSegmentator's femur voxels above the sphere's equator
+    centre = by_side["right"].head_centre_mm
+    top = np.argwhere(truth)
+    world = ct.grid.index_to_world(top.astype(np.float64))
+    cap = world[world[:, 2] > centre[2]]
+    assert np.linalg.norm(cap[:, :2].mean(axis=0) - centre[:2]) < 5.0
