@@ -107,6 +107,12 @@ class AutoSegParams:
             within ~10 mm.
         edge_hu_per_mm: Gradient magnitude of an edge voxel in the head search (HU/mm).
         head_candidates: Hough maxima judged by their joint-space contrast.
+        head_margin_voxels: On coarse scans the head is the joint sphere grown by this many
+            voxels.
+        radius_step_mm: Step of the head radii searched.
+        min_hough: Head centres need at least this fraction of the best Hough support.
+        head_above_shaft_mm: The head centre is searched up to this far above the lowest
+            slab (a proximal femur scan holds at most ~250 mm of femur below the head).
         refine_head: Refine the head sphere by a least-squares fit to its edge voxels.
         close_surface: On coarse scans, close one-voxel clefts of the femur (6-neighbourhood).
         metal_hu: Voxels above this are metal (``meshing.segmentation.METAL_HU``); a femur
@@ -128,6 +134,10 @@ class AutoSegParams:
     metal_hu: float = 3000.0
     close_surface: bool = True
     refine_head: bool = True
+    head_margin_voxels: float = 0.5
+    radius_step_mm: float = 1.0
+    head_above_shaft_mm: float = 250.0
+    min_hough: float = 0.1
     edge_hu_per_mm: float = 60.0
     head_candidates: int = 10
     half_max_below_mm: float = 2.0
@@ -146,6 +156,8 @@ class FemurConfidence:
         gap_contrast_hu: ``min(inner, outer) - gap`` of the head sphere, HU (0: no joint
             space seen).
         joint_space_found: ``gap_contrast_hu >= min_gap_contrast_hu``.
+        acetabulum_in_image: Bone covers at least 10% of the cap just outside the head
+            sphere (without it, e.g. a femur scanned alone, no joint space is needed).
         smoothness: Fraction of the femur's surface voxels unchanged by a one-voxel
             opening and closing (1 = smooth).
         volume_cm3: Femur volume.
@@ -160,6 +172,7 @@ class FemurConfidence:
     head_radius_mm: float
     gap_contrast_hu: float
     joint_space_found: bool
+    acetabulum_in_image: bool
     smoothness: float
     volume_cm3: float
     volume_plausible: bool
@@ -173,6 +186,7 @@ class FemurConfidence:
                 "head_radius_mm": self.head_radius_mm,
                 "gap_contrast_hu": round(self.gap_contrast_hu, 1),
                 "joint_space_found": self.joint_space_found,
+                "acetabulum_in_image": self.acetabulum_in_image,
                 "smoothness": round(self.smoothness, 3), "volume_cm3": round(self.volume_cm3, 1),
                 "volume_plausible": self.volume_plausible, "accepted": self.accepted,
                 "reasons": list(self.reasons)}
@@ -289,9 +303,10 @@ def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.f
                ) -> tuple[float, npt.NDArray[np.float64], float]:
     """Femoral head above a shaft: (joint-space contrast HU, centre index, radius mm).
 
-    Two cues are added, each scaled by its maximum over the search box (centres 10-150 mm
-    above the shaft's lowest slab, up to 90 mm to its medial side, within 60 mm front to
-    back), for every radius of ``head_radius_mm`` (1 mm steps):
+    Two cues are added, each scaled by its maximum over the search box (centres 10 mm or more
+    above the shaft's lowest slab, up to ``head_above_shaft_mm``; up to 90 mm to its medial
+    side; within 60 mm front to back), for every radius of ``head_radius_mm`` (1 mm steps);
+    centres with less than ``min_hough`` of the best Hough support are not considered:
 
     * a gradient Hough transform for spheres: every edge voxel votes, towards the brighter
       side, at the radius; votes are smoothed and divided by ``r^2`` (the sphere's area);
@@ -309,35 +324,73 @@ def _find_head(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.f
     low = np.array([shaft[0] + span_lat[0] / spacing[0], shaft[1] - 60.0 / spacing[1],
                     shaft[2] + 10.0 / spacing[2]]) - reach
     high = np.array([shaft[0] + span_lat[1] / spacing[0], shaft[1] + 60.0 / spacing[1],
-                     shaft[2] + 150.0 / spacing[2]]) + reach
+                     shaft[2] + params.head_above_shaft_mm / spacing[2]]) + reach
     low = np.clip(np.floor(low), 0, n - 1).astype(int)
     high = np.clip(np.ceil(high), 0, n - 1).astype(int)
     box = tuple(slice(int(a), int(b) + 1) for a, b in zip(low, high, strict=True))
-    contrast, centre, radius = _find_head_in(np.ascontiguousarray(x[box]), spacing,
-                                             shaft - low, direction, params)
+    crop = np.ascontiguousarray(x[box])
+    # search on a grid of at least 2 mm (block means), refine on the full grid
+    factor = np.maximum(np.floor(2.0 / spacing + 1e-9), 1).astype(int)
+    coarse = _block_mean(crop, factor)
+    contrast, centre_c, radius = _find_head_in(coarse, spacing * factor,
+                                               (shaft - low) / factor, direction, params)
+    centre = centre_c * factor + 0.5 * (factor - 1)
+    if np.any(factor > 1):
+        # the same search on the full grid, within 6 mm of the coarse centre
+        m = np.ceil((6.0 + reach * spacing) / spacing).astype(int)
+        c0 = np.rint(centre).astype(int)
+        lo2 = np.maximum(c0 - m, 0)
+        hi2 = np.minimum(c0 + m, np.asarray(crop.shape) - 1)
+        sub = np.ascontiguousarray(crop[tuple(slice(int(a), int(b) + 1)
+                                              for a, b in zip(lo2, hi2, strict=True))])
+        contrast, centre, radius = _find_head_in(sub, spacing, shaft - low - lo2, direction,
+                                                 params)
+        centre = centre + lo2
+    if params.refine_head:
+        edges, unit, _weight = _edges(crop, spacing, params.edge_hu_per_mm)
+        centre, _edge_radius = _refine_sphere(edges, unit, spacing, centre, radius)
     return contrast, centre + low, radius
+
+
+def _block_mean(x: F32, factor: npt.NDArray[np.int64]) -> F32:
+    """Mean over ``factor``-sized blocks (the trailing partial blocks are dropped)."""
+    if np.all(factor == 1):
+        return x
+    f0, f1, f2 = (int(f) for f in factor)
+    n0, n1, n2 = (int(m) // int(f) for m, f in zip(x.shape, factor, strict=True))
+    trimmed = x[: n0 * f0, : n1 * f1, : n2 * f2]
+    return np.ascontiguousarray(
+        trimmed.reshape(n0, f0, n1, f1, n2, f2).mean(axis=(1, 3, 5)), dtype=np.float32)
+
+
+def _edges(x: F32, spacing: npt.NDArray[np.float64], threshold: float
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Edge voxels (gradient above ``threshold`` HU/mm): indices, unit gradients, weights."""
+    grads = np.gradient(x, *spacing)
+    magnitude = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
+    edges = np.argwhere(magnitude > threshold)
+    g = np.stack([grads[a][tuple(edges.T)] for a in range(3)], axis=1)
+    weight = np.minimum(magnitude[tuple(edges.T)], 4.0 * threshold)
+    unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return edges, unit, weight
 
 
 def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
                   direction: int | None, params: AutoSegParams
                   ) -> tuple[float, npt.NDArray[np.float64], float]:
     """:func:`_find_head` on a cropped image (``shaft`` in the crop's indices)."""
-    grads = np.gradient(x, *spacing)
-    magnitude = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
-    edges = np.argwhere(magnitude > params.edge_hu_per_mm)
-    g = np.stack([grads[a][tuple(edges.T)] for a in range(3)], axis=1)
-    weight = np.minimum(magnitude[tuple(edges.T)], 4.0 * params.edge_hu_per_mm)
-    unit = g / np.linalg.norm(g, axis=1, keepdims=True)
+    edges, unit, weight = _edges(x, spacing, params.edge_hu_per_mm)
     shape = np.asarray(x.shape)
     lo_r, hi_r = params.head_radius_mm
-    radii = np.arange(lo_r, hi_r + 0.5, 1.0)
+    radii = np.arange(lo_r, hi_r + 0.25, params.radius_step_mm)
     idx = [np.arange(m, dtype=np.float64) for m in x.shape]
     dx = (idx[0] - shaft[0])[:, None, None] * spacing[0]
     dy = (idx[1] - shaft[1])[None, :, None] * spacing[1]
     dz = (idx[2] - shaft[2])[None, None, :] * spacing[2]
     lat = dx if direction is None else dx * direction
     box = ((np.abs(lat) >= 10.0) if direction is None else (lat >= 0.0)) & (
-        np.abs(lat) <= 90.0) & (dz >= 10.0) & (dz <= 150.0) & (np.abs(dy) <= 60.0)
+        np.abs(lat) <= 90.0) & (dz >= 10.0) & (dz <= params.head_above_shaft_mm) & (
+        np.abs(dy) <= 60.0)
     thick = float(max(spacing.max(), 2.0))
     hough, valley = [], []
     for radius in radii:
@@ -352,16 +405,12 @@ def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[n
         valley.append(np.where(box, score, -np.inf))
     h_all = np.stack(hough)
     v_all = np.stack(valley)
-    combined = h_all / max(float(h_all.max()), 1e-9) + np.maximum(v_all, 0.0) / max(
-        float(v_all.max()), 1e-9)
+    h_norm = h_all / max(float(h_all.max()), 1e-9)
+    combined = np.where(h_norm >= params.min_hough, h_norm + np.maximum(v_all, 0.0) / max(
+        float(v_all.max()), 1e-9), -np.inf)
     at = np.unravel_index(int(np.argmax(combined)), combined.shape)
     centre = np.array(at[1:], dtype=np.int64)
     radius = float(radii[at[0]])
-    if params.refine_head:
-        # the centre from the edge fit; the radius stays the joint-space one
-        refined, _edge_radius = _refine_sphere(edges, unit, spacing, centre.astype(np.float64),
-                                               radius)
-        return float(v_all[at]), refined, radius
     return float(v_all[at]), centre.astype(np.float64), radius
 
 
@@ -442,15 +491,20 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
         raise InputError(f"no voxel above {params.high_hu:.0f} HU: the image shows no bone",
                          hint="check that the CT is in HU (rescaled), or pass --labels")
     half_max = float(spacing.max()) <= params.half_max_below_mm
-    if half_max:
-        # full width at half maximum: a surface voxel is bone when it is brighter than
-        # halfway between soft tissue and the local cortical peak
-        size = tuple(int(v) for v in np.maximum(
-            2 * np.rint(4.0 / spacing / 2) + 1, 3))
-        peak = ndimage.maximum_filter(np.minimum(hu, 1500.0), size=size)
-        bone &= hu >= 0.5 * (peak + params.soft_tissue_hu)
     core = _fill(bone)
     if half_max:
+        # full width at half maximum: the outer one or two voxel layers keep only voxels
+        # brighter than halfway between soft tissue and the local cortical peak (the
+        # interior, filled above, is kept whatever its density)
+        size = tuple(int(v) for v in np.maximum(2 * np.rint(4.0 / spacing / 2) + 1, 3))
+        peak = ndimage.maximum_filter(np.minimum(hu, 1500.0), size=size)
+        dim = hu < 0.5 * (peak + params.soft_tissue_hu)
+        for _layer in range(2):
+            outer = core & ~ndimage.binary_erosion(core, _FACE)
+            drop = outer & dim
+            if not drop.any():
+                break
+            core &= ~drop
         mask = core
     else:
         # coarse voxels: one voxel of partial-volume rim brighter than halfway between soft
@@ -506,6 +560,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     top = max(1, slab)
     markers[:, :, -top:][mask[:, :, -top:]] = 3
     code = {"left": 1, "right": 2}
+    acetabulum: dict[str, bool] = {}
     for n, side, _contrast, centre, radius in heads:
         slab_view[pieces == n + 1] = code[side]
         rel = [(grid_idx[a] - np.float32(centre[a])) * np.float32(spacing[a]) for a in range(3)]
@@ -516,9 +571,12 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
         cos_neck = (np.float32(neck[0]) * rel[0] + np.float32(neck[2]) * rel[2]) / d
         thick = float(max(spacing.max(), 2.0))
         markers[(d <= radius - 1.5 * thick) & mask] = code[side]
-        cap = ((d > radius + 0.5 * thick) & (d <= radius + 2.5 * thick) & mask
-               & (cos_neck < math.cos(math.radians(60.0))) & (rel[2] / d > -0.3))
+        shell = ((d > radius + 0.5 * thick) & (d <= radius + 2.5 * thick)
+                 & (cos_neck < math.cos(math.radians(60.0))) & (rel[2] / d > -0.3))
+        cap = shell & mask
         markers[cap] = 3
+        # an acetabulum covers a good part of the cap; a femur scanned alone has none
+        acetabulum[side] = bool(np.count_nonzero(cap) >= 0.1 * np.count_nonzero(shell))
     cost = np.where(mask, -hu, np.float32(-hu.min() + 1.0)).astype(np.float32)
     basins = _watershed(cost, markers)
 
@@ -534,7 +592,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
             # to the acetabulum), as TotalSegmentator's 3 mm labels draw it
             rel = [(grid_idx[a] - np.float32(centre[a])) * np.float32(spacing[a])
                    for a in range(3)]
-            reach = radius + 0.5 * float(spacing.max())
+            reach = radius + params.head_margin_voxels * float(spacing.max())
             ball = np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2) <= reach
             femur |= ball & (basins != code["left" if side == "right" else "right"])
         pieces_f, nf = ndimage.label(femur, structure=_FACE)
@@ -552,7 +610,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
         smooth = _smoothness(femur)
         reasons = []
         found = bool(contrast >= params.min_gap_contrast_hu)
-        if not found:
+        if not found and acetabulum[side]:
             reasons.append(f"no joint space found (valley contrast {contrast:.0f} HU < "
                            f"{params.min_gap_contrast_hu:.0f} HU)")
         plausible = params.volume_range_cm3[0] <= volume <= params.volume_range_cm3[1]
@@ -574,6 +632,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
             side=side, label=label,
             head_centre_mm=np.asarray(ct.grid.index_to_world(centre_ijk), dtype=np.float64),
             head_radius_mm=radius, gap_contrast_hu=contrast, joint_space_found=found,
+            acetabulum_in_image=acetabulum[side],
             smoothness=smooth, volume_cm3=volume, volume_plausible=plausible,
             accepted=not reasons, reasons=tuple(reasons)))
         if not reasons:

@@ -323,8 +323,9 @@ def prepare_model(
                             "checked by a person): review them (osteofe segment) before "
                             "clinical use")
         if labels is not None or request.labels_path is not None:
-            if labels is None:
+            if labels is None and request.labels_path is not None:
                 labels = align_labels(read_labels(request.labels_path), ct.grid)
+            assert labels is not None
             lesion_keys = [_label_value(k) for k in request.lesion_labels]
             if auto is not None:  # automatic lesion candidates never enter Mirels silently
                 lesion_keys = []
@@ -493,7 +494,7 @@ def automatic_labels(ct: CTVolume, request: StrengthRequest
         v: n.split("_")[-1] for v, n in seg.labels.names.items() if n.startswith("femur")}
     key = _label_value(request.bone_label)
     wanted = {FEMUR_LABELS["left"][0]: "left", FEMUR_LABELS["right"][0]: "right",
-              "femur_left": "left", "femur_right": "right"}.get(key)  # type: ignore[call-overload]
+              "femur_left": "left", "femur_right": "right"}.get(key)
     side = request.side or wanted
     if side is None and len(present) == 1:
         side = next(iter(present.values()))
