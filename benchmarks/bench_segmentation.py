@@ -15,7 +15,8 @@ Measured in one run:
 4. (``--strength``) the linear stance failure load of the right femur from the automatic
    labels against the one from TotalSegmentator's labels (``osteofe strength``,
    ``--allow-partial``: the CT holds only 54 mm of femur, so neither number is clinically
-   valid; the comparison is of the labels' effect on the same model).
+   valid; the comparison is of the labels' effect on the same model), and the same on the
+   built-in 1 mm phantom (automatic vs its true labels, 5 mm elements).
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_segmentation.py [--repeat 3]
            [--strength]
@@ -122,22 +123,32 @@ def resample_cost(repeat: int) -> dict[str, Any]:
     return {"input": [512, 512, 807], "output": size, "wall_s": round(wall, 3)}
 
 
-def strength_case() -> dict[str, Any]:
-    ct = DATA / "totalseg_example_ct.nii.gz"
+def strength_case(phantom: bool = False) -> dict[str, Any]:
+    """Failure load from reference vs automatic labels (real CT, or the 1 mm phantom)."""
     env = dict(os.environ)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in (("totalsegmentator_labels",
-                             ["--labels", str(DATA / "totalseg_example_seg.nii.gz"),
-                              "--bone-label", "femur_right"]),
-                            ("automatic_labels", ["--side", "right"])):
+        if phantom:
+            from meshing.phantom import write_phantom
+
+            files = write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0)), Path(tmp))
+            ct = files["ct"]
+            runs = (("reference_labels", ["--labels", str(files["labels"])]),
+                    ("automatic_labels", []))
+            options = ["--mesh-size", "5"]
+        else:
+            ct = DATA / "totalseg_example_ct.nii.gz"
+            runs = (("reference_labels", ["--labels", str(DATA / "totalseg_example_seg.nii.gz"),
+                                          "--bone-label", "femur_right"]),
+                    ("automatic_labels", ["--side", "right"]))
+            options = ["--allow-partial"]
+        for name, extra in runs:
             folder = Path(tmp) / name
             start = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "osteofe", "-q", "strength", "--ct", str(ct), *extra,
-                 "--body-weight", "75", "--out", str(folder), "--no-picture",
-                 "--allow-partial"], cwd=ROOT, env=env, capture_output=True, text=True,
-                check=False)
+                 "--body-weight", "75", "--out", str(folder), "--no-picture", *options],
+                cwd=ROOT, env=env, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 out[name] = {"error": proc.stderr.strip().splitlines()[-1:]}
                 continue
@@ -145,8 +156,7 @@ def strength_case() -> dict[str, Any]:
             out[name] = {"failure_load_N": round(result["failure_load_N"], 1),
                          "segmentation": result.get("segmentation"),
                          "wall_s": round(time.perf_counter() - start, 1)}
-    loads = [out[k].get("failure_load_N") for k in ("totalsegmentator_labels",
-                                                    "automatic_labels")]
+    loads = [out[k].get("failure_load_N") for k in ("reference_labels", "automatic_labels")]
     if all(isinstance(v, float) for v in loads):
         out["relative_difference"] = round(abs(loads[1] - loads[0]) / loads[0], 4)
     return out
@@ -179,7 +189,9 @@ def main() -> None:
                 / payload["real_example_ct"]["voxels"] + resample["wall_s"], 2),
         }
         if args.strength:
-            payload["failure_load"] = strength_case()
+            payload["failure_load_real_ct"] = strength_case()
+    if args.strength:
+        payload["failure_load_phantom"] = strength_case(phantom=True)
     path = save("segmentation", payload)
     print(json.dumps(payload, indent=2, default=str))
     print(f"written {path}")
