@@ -67,6 +67,7 @@ MAX_VOXELS = 40_000_000
 
 _BONE_LABEL = 1
 _LESION_LABEL = 2
+_ACETABULUM_LABEL = 3
 
 # Smooth-union blending widths (mm): fillet sizes between primitives, chosen by eye for
 # anatomically plausible junctions (a sharp-ish head-neck junction, broad neck base).
@@ -159,6 +160,12 @@ class PhantomParams:
             of the order of K2HPO4 phantom fits on clinical scanners (the plausible window
             in ``material.calibration`` is 0.6e-3..1.2e-3). Not a specific scanner.
         calibration_intercept: g/cm^3 at 0 HU.
+        acetabulum_mm: Thickness of a pelvis-like acetabular shell of proximal-cortex
+            density around the head (0 = none): a spherical cap over the superomedial head,
+            75 deg half-angle about the direction (medial + 2 x proximal), labelled 3
+            ("acetabulum"), for testing femur segmentation against a touching bone.
+        joint_space_mm: Gap between the head surface and the acetabular shell (the joint
+            space, cartilage at soft-tissue HU); 0.5-10 mm.
     """
 
     voxel_size_mm: float = 0.8
@@ -202,6 +209,8 @@ class PhantomParams:
     seed: int = 0
     calibration_slope: float = 0.0008
     calibration_intercept: float = -0.01
+    acetabulum_mm: float = 0.0
+    joint_space_mm: float = 2.0
 
     def __post_init__(self) -> None:
         _validate_params(self)
@@ -240,6 +249,10 @@ def _validate_params(p: PhantomParams) -> None:
             isinstance(x, int | float) and math.isfinite(float(x)) for x in flat
         ):
             raise _bad(name, value, "finite number(s)")
+    if not 0.0 <= p.acetabulum_mm <= 15.0:
+        raise _bad("acetabulum_mm", p.acetabulum_mm, "between 0 and 15 mm")
+    if not 0.5 <= p.joint_space_mm <= 10.0:
+        raise _bad("joint_space_mm", p.joint_space_mm, "between 0.5 and 10 mm")
     if not 0.5 <= p.voxel_size_mm <= 1.5:
         raise _bad("voxel_size_mm", p.voxel_size_mm, "between 0.5 and 1.5 mm")
     if len(p.head_centre_mm) != 3:
@@ -908,6 +921,8 @@ def make_phantom(params: PhantomParams = PhantomParams(), lesion: LesionParams |
             "volume_mm3": n_lesion * h**3,
         }
     rho[near] = bone_frac * rho_bone + (1.0 - bone_frac) * rho[near]
+    if p.acetabulum_mm > 0.0:
+        _add_acetabulum(rho, labels, u, v, w, p)
     del u, v, w, z, fields, sdf, sdf_cut
 
     hu = (rho - np.float32(p.calibration_intercept)) / np.float32(p.calibration_slope)
@@ -923,6 +938,8 @@ def make_phantom(params: PhantomParams = PhantomParams(), lesion: LesionParams |
     hu.flags.writeable = False  # handed over to the frozen records without a copy
     labels.flags.writeable = False
     names = {_BONE_LABEL: "bone", _LESION_LABEL: "lesion"}
+    if p.acetabulum_mm > 0.0:
+        names[_ACETABULUM_LABEL] = "acetabulum"
     return Phantom(
         ct=CTVolume(grid=grid, hu=hu),
         labels=LabelMap(grid=grid, labels=labels, names=names),
@@ -930,6 +947,23 @@ def make_phantom(params: PhantomParams = PhantomParams(), lesion: LesionParams |
         params=p,
         lesion_params=lesion,
     )
+
+
+def _add_acetabulum(rho: F32, labels: npt.NDArray[np.int32], u: F32, v: F32, w: F32,
+                    p: PhantomParams) -> None:
+    """Add the acetabular shell of :attr:`PhantomParams.acetabulum_mm` in place (label 3)."""
+    h = np.float32(p.voxel_size_mm)
+    d = np.sqrt(u * u + v * v + w * w)
+    axis = np.array([1.0, 0.0, 2.0]) / math.sqrt(5.0)
+    cos_dir = (np.float32(axis[0]) * u + np.float32(axis[2]) * w) / np.maximum(d, 1e-6)
+    inner = np.float32(p.head_radius_mm + p.joint_space_mm)
+    half = np.float32(0.5 * p.acetabulum_mm)
+    # signed distance to the cap (shell intersected with the cone), negative inside
+    cone = (np.float32(math.cos(math.radians(75.0))) - cos_dir) * d
+    sdf = np.maximum(np.abs(d - (inner + half)) - half, cone)
+    frac = np.clip(0.5 - sdf / h, 0.0, 1.0) * (labels == 0)
+    rho += frac * (np.float32(p.rho_cortex_proximal) - rho)
+    labels[(sdf <= 0.0) & (labels == 0)] = _ACETABULUM_LABEL
 
 
 def _frame_axes(g: _Geometry) -> FloatArray:

@@ -156,6 +156,7 @@ def _cmd_strength(args: argparse.Namespace) -> int:
         lesion_labels_required=bool(args.lesion_label), case_id=args.case_id,
         pain=args.pain, mirels_given=_mirels_items(args.mirels), side=args.side,
         risk_model=args.risk_model, force_risk_model=args.force_risk_model,
+        segmenter=args.segmenter if args.labels is None and args.mesh is None else None,
     )
     progress = _Progress(STAGES, not args.quiet, label=f"{args.case_id} ")
     try:
@@ -211,6 +212,20 @@ def _summary_table(results: Sequence[dict[str, Any]]) -> str:
                 f"{case['failure_mode']:<12} {case['critical_region']}"
             )
     return "\n".join(lines)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from meshing.autoseg import write_segmentation
+
+    record = write_segmentation(args.ct, args.out, segmenter=args.segmenter)
+    if not args.quiet:
+        for femur in record["femurs"]:
+            state = "accepted" if femur["accepted"] else "refused: " + "; ".join(
+                femur["reasons"])
+            _echo(f"{femur['side']} femur (label {femur['label']}): {state}; joint-space "
+                  f"contrast {femur['gap_contrast_hu']} HU, {femur['volume_cm3']} cm^3")
+        _echo(f"labels written to {args.out} (automatic: review before use)")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -468,8 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     strength.add_argument("--force-risk-model", action="store_true",
                           help="use a risk model refused for clinical reports (synthetic "
                           "cohort, < 10 fractures per feature); the result is banner-marked")
+    strength.add_argument("--segmenter", choices=("classical", "totalsegmentator"),
+                          default="classical",
+                          help="without --labels/--mesh: segment the femurs automatically "
+                          "(default classical; totalsegmentator needs osteofe[segment])")
     _add_model_options(strength)
     strength.set_defaults(func=_cmd_strength)
+
+    segment = sub.add_parser("segment", help="automatic femur segmentation of a CT (labels "
+                             "75 femur_left, 76 femur_right, 200 lesion candidates)")
+    segment.add_argument("--ct", type=Path, required=True, help="CT image, in HU")
+    segment.add_argument("--out", type=Path, required=True,
+                         help="label map to write (.nii.gz/.nii/.nrrd/.mha); the confidence "
+                         "report goes beside it as <name>.confidence.json")
+    segment.add_argument("--segmenter", choices=("classical", "totalsegmentator"),
+                         default="classical", help="method (default classical)")
+    segment.set_defaults(func=_cmd_segment)
 
     demo = sub.add_parser("demo", help="run intact and lesioned built-in phantoms",
                           description="Build the synthetic femur phantom intact and with a "

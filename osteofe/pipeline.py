@@ -141,6 +141,8 @@ class StrengthRequest:
             the run is refused when the femur's landmarks (or its label name) say otherwise.
         risk_model: A fitted fracture-risk model (JSON), loaded and checked by
             :meth:`validate` before any work (:func:`osteofe.guards.check_risk_model`).
+        segmenter: Without labels and mesh: "classical" or "totalsegmentator" segments the
+            femurs automatically (:func:`automatic_labels`).
     """
 
     ct_path: Path
@@ -156,6 +158,7 @@ class StrengthRequest:
     side: str | None = None
     risk_model: Path | None = None
     force_risk_model: bool = False
+    segmenter: str | None = None
 
     def validate(self) -> None:
         """Check the request before any work is done.
@@ -165,7 +168,7 @@ class StrengthRequest:
                 left or right, or a risk model that is invalid or needs features the
                 analysis cannot provide.
         """
-        if self.labels_path is None and self.mesh_path is None:
+        if self.labels_path is None and self.mesh_path is None and self.segmenter is None:
             raise InputError("neither a label map nor a mesh was given",
                              hint="pass --labels (to mesh the femur) or --mesh (your own mesh)")
         for what, path in (("CT", self.ct_path), ("label map", self.labels_path),
@@ -232,6 +235,7 @@ class PreparedModel:
         cut: The distal cut face (plane, centre, nodes).
         validity: Whether the model suits its load cases
             (:func:`osteofe.guards.check_model_extent`): ``valid``, ``banner``, ``reasons``.
+        segmentation: Source and confidence of automatic labels (None for given labels).
     """
 
     mesh: TetMesh
@@ -249,6 +253,7 @@ class PreparedModel:
     resources: dict[str, Any] | None = None
     cut: DistalCut | None = None
     validity: dict[str, Any] | None = None
+    segmentation: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -310,17 +315,28 @@ def prepare_model(
         check_ct_is_rescaled(ct.hu)
         labels = bone = lesion = None
         lesion_values: list[int] = []
-        if request.labels_path is not None:
-            labels = align_labels(read_labels(request.labels_path), ct.grid)
+        auto: dict[str, Any] | None = None
+        bone_key = _label_value(request.bone_label)
+        if request.labels_path is None and request.mesh_path is None:
+            labels, auto, bone_key = automatic_labels(ct, request)
+            warnings.append(f"labels are automatic ({auto['method']} segmentation, not "
+                            "checked by a person): review them (osteofe segment) before "
+                            "clinical use")
+        if labels is not None or request.labels_path is not None:
+            if labels is None and request.labels_path is not None:
+                labels = align_labels(read_labels(request.labels_path), ct.grid)
+            assert labels is not None
             lesion_keys = [_label_value(k) for k in request.lesion_labels]
-            if not request.lesion_labels_required:
+            if auto is not None:  # automatic lesion candidates never enter Mirels silently
+                lesion_keys = []
+            elif not request.lesion_labels_required:
                 # Default lesion label 2 only in osteofe's own convention (0 background,
                 # 1 bone, 2 lesion): in a multi-structure map such as TotalSegmentator's, 2
                 # is an organ.
                 osteofe_convention = set(np.unique(labels.labels).tolist()) <= {0, 1, 2}
                 lesion_keys = [k for k in lesion_keys
                                if osteofe_convention and _label_present(labels, k)]
-            bone, lesion = select_femur(labels, _label_value(request.bone_label), lesion_keys)
+            bone, lesion = select_femur(labels, bone_key, lesion_keys)
             lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
             metal = detect_metal(ct, bone | lesion)
             if metal.flagged:
@@ -447,7 +463,63 @@ def prepare_model(
     return PreparedModel(mesh, material, landmarks, boundary, fixed, loads, quality,
                          model.to_dict() | {"calibration_origin": calibration_origin},
                          timings, warnings, lesion_risk, modulus_points,
-                         _estimate_record(resources), cut, validity=validity)
+                         _estimate_record(resources), cut, validity=validity,
+                         segmentation=auto)
+
+
+def automatic_labels(ct: CTVolume, request: StrengthRequest
+                     ) -> tuple[LabelMap, dict[str, Any], int]:
+    """Segment the femurs of ``ct`` (no label map given) and choose the one to model.
+
+    Returns:
+        The label map, its confidence record (``source: automatic``) and the femur's value.
+
+    Raises:
+        InputError: The segmentation refused; both femurs were found and neither
+            ``side`` nor a femur ``bone_label`` says which one.
+    """
+    from meshing.autoseg import (
+        FEMUR_LABELS,
+        LESION_CANDIDATE_LABEL,
+        segment_femurs,
+        segment_with_totalsegmentator,
+    )
+
+    if request.segmenter == "totalsegmentator":
+        seg = segment_with_totalsegmentator(str(request.ct_path))
+    else:
+        seg = segment_femurs(ct)
+    record = seg.confidence()
+    present = {FEMUR_LABELS[f.side][0]: f.side for f in seg.femurs if f.accepted} or {
+        v: n.split("_")[-1] for v, n in seg.labels.names.items() if n.startswith("femur")}
+    key = _label_value(request.bone_label)
+    wanted = {FEMUR_LABELS["left"][0]: "left", FEMUR_LABELS["right"][0]: "right",
+              "femur_left": "left", "femur_right": "right"}.get(key)
+    side = request.side or wanted
+    if side is None and len(present) == 1:
+        side = next(iter(present.values()))
+    if side is None:
+        raise InputError("the automatic segmentation found both femurs; which one to model "
+                         "is ambiguous", hint="pass --side left or --side right")
+    value = FEMUR_LABELS[side][0]
+    if value not in present:
+        refused = [f for f in seg.femurs if f.side == side]
+        why = "; ".join(refused[0].reasons) if refused else "not found"
+        raise InputError(f"automatic segmentation of the {side} femur is unsure ({why})",
+                         hint="pass --labels (TotalSegmentator or manual)")
+    # Lesion candidates stay out of the lesion / Mirels path: here they are femur tissue.
+    merged = seg.labels.labels.copy()
+    candidate = merged == LESION_CANDIDATE_LABEL
+    if candidate.any():
+        from scipy import ndimage
+
+        pieces, _ = ndimage.label(candidate, structure=np.ones((3, 3, 3), bool))
+        near = ndimage.binary_dilation(merged == value, structure=np.ones((3, 3, 3), bool))
+        own = np.isin(pieces, np.unique(pieces[near & candidate]))
+        merged[candidate & own] = value
+        merged[candidate & ~own] = 0
+    names = {v: n for v, n in seg.labels.names.items() if v != LESION_CANDIDATE_LABEL}
+    return LabelMap(grid=seg.labels.grid, labels=merged, names=names), record, value
 
 
 def _load_frame_record(landmarks: FemurLandmarks) -> dict[str, Any]:
@@ -884,6 +956,7 @@ def run_strength(
         "fracture_probability": None,
         "warnings": prepared.warnings,
         "validity": prepared.validity,
+        "segmentation": prepared.segmentation or {"source": "given"},
         "config": config.to_dict(),
     }
     if risk_model is not None:
