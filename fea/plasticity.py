@@ -1,0 +1,675 @@
+"""Incremental elasto-plasticity with softening: the nonlinear load to failure, by Newton.
+
+Constitutive law (per quadrature point, small strain): isotropic elasticity, a pressure-
+dependent yield surface of Drucker-Prager form written with the von Mises stress q and the
+first stress invariant I1,
+
+    f = q + a I1 - (1 - a) sigma_c(kappa),    a = (1 - r) / (1 + r),
+
+so that uniaxial compression yields at sigma_c and uniaxial tension at r sigma_c (r = the
+tension/compression ratio, here the ratio of the linear criterion's strain limits, so that the
+nonlinear and the linear model agree on where bone is weaker); a von Mises plastic potential
+(isochoric flow: no dilatancy, no apex return), and a piecewise-linear compressive yield
+curve sigma_c(kappa) of the equivalent plastic strain kappa with three segments (slopes H0,
+H1 and 0; breaks kappa1, kappa2). Keyak et al. 2005's curve is H0 = 0 (perfectly plastic
+plateau of length eps_AB), then softening, then the minimum stress as a plateau; a hardening
+material is one segment of slope H0 > 0.
+
+The return mapping is written in UFL (closed form per segment, the segment picked with
+conditionals), so that ``ufl.derivative`` of the residual gives the consistent (algorithmic)
+tangent; it is non-symmetric for r != 1, so the Krylov method inside Newton is GMRES (GAMG
+preconditioned, rigid-body near-nullspace). History (plastic strain tensor, kappa) lives in
+basix quadrature spaces at the points of the stiffness integral and is updated only after an
+increment has converged. PETSc SNES ``newtonls`` solves each increment with the equilibrium
+criterion ||R|| <= rtol * max(||f_int||, ||f_ext||) (free dofs; default rtol 1e-6); an increment
+that does not converge is repeated with half the step, from the last converged state.
+
+Regularisation: crack band (Bazant & Oh 1983, Materiaux et Constructions 16:155-177,
+doi:10.1007/BF02486267): the softening plastic modulus is scaled by the element size h so
+that the energy dissipated by softening per unit crack area, g_f * h, equals its value at the
+reference element size l_ref at which the softening law was calibrated (Keyak's models: 3 mm
+elements). h is the edge of the regular tetrahedron of the cell's volume, (6 sqrt(2) V)^(1/3).
+
+MPI: every function here is collective (all ranks call it with the same arguments).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fea.backend import load_backend
+from fea.errors import SolverError
+from fea.loads import LoadPatch
+from fea.solver import ElasticModel
+from meshing.types import TetMesh
+
+__all__ = [
+    "IncrementRecord",
+    "PlasticMaterial",
+    "PlasticityResult",
+    "crack_band_softening",
+    "element_size_mm",
+    "incremental_failure",
+    "keyak2005_plastic",
+]
+
+load_backend()
+
+import dolfinx  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402
+import ufl  # noqa: E402
+from basix.ufl import quadrature_element  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+from petsc4py import PETSc as _PETSc  # noqa: E402
+
+PETSc: Any = _PETSc
+FloatArray = npt.NDArray[np.float64]
+
+#: Keyak's voxel models used 3 mm cubic elements: the element size at which the softening
+#: law was calibrated (Keyak et al. 2005, CORR 437:219; Keyak 2001, Med Eng Phys 23:165).
+KEYAK_REFERENCE_LENGTH_MM = 3.0
+#: Yield stress that keeps a cell elastic (floor cells: marrow, fat, lytic lesion).
+ELASTIC_YIELD_MPA = 1.0e9
+#: Softening plastic moduli are kept above -this x E (element-level snap-back limit).
+MAX_SOFTENING_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class PlasticMaterial:
+    """Per-cell yield curves (compression), piecewise linear in the equivalent plastic strain.
+
+    sigma_c(kappa) = S + H0 kappa (kappa <= kappa1); then slope H1 up to kappa2; then flat.
+
+    Attributes:
+        yield_stress_MPa: (m,) initial compressive yield stress S.
+        hardening_MPa: (m,) plastic modulus H0 of the first segment (0: perfectly plastic).
+        kappa1: (m,) equivalent plastic strain at the end of the first segment.
+        softening_MPa: (m,) plastic modulus H1 of the second segment (<= 0: softening).
+        kappa2: (m,) equivalent plastic strain where the curve turns flat (>= kappa1).
+        tension_ratio: Tensile over compressive yield stress r (0, 1].
+        poisson_ratio: Poisson's ratio.
+        source: Citation of the laws.
+    """
+
+    yield_stress_MPa: FloatArray
+    hardening_MPa: FloatArray
+    kappa1: FloatArray
+    softening_MPa: FloatArray
+    kappa2: FloatArray
+    tension_ratio: float
+    poisson_ratio: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        names = ("yield_stress_MPa", "hardening_MPa", "kappa1", "softening_MPa", "kappa2")
+        arrays = [np.asarray(getattr(self, n), dtype=np.float64).reshape(-1) for n in names]
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError("plastic material arrays must all be (m,)")
+        s, h0, k1, h1, k2 = arrays
+        if np.any(~(s > 0)) or np.any(k1 < 0) or np.any(k2 < k1):
+            raise ValueError("need yield stress > 0 and 0 <= kappa1 <= kappa2")
+        if not 0.0 < self.tension_ratio <= 1.0:
+            raise ValueError(f"tension_ratio must lie in (0, 1], got {self.tension_ratio}")
+        for name, a in zip(names, arrays, strict=True):
+            object.__setattr__(self, name, a)
+
+    @property
+    def num_cells(self) -> int:
+        """Number of cells m."""
+        return int(self.yield_stress_MPa.size)
+
+    def compressive_stress(self, kappa: FloatArray) -> FloatArray:
+        """(m,) yield stress sigma_c at equivalent plastic strains kappa (m,) (numpy)."""
+        k = np.asarray(kappa, dtype=np.float64)
+        s1 = self.yield_stress_MPa + self.hardening_MPa * self.kappa1
+        s2 = s1 + self.softening_MPa * (self.kappa2 - self.kappa1)
+        return np.where(k <= self.kappa1, self.yield_stress_MPa + self.hardening_MPa * k,
+                        np.where(k <= self.kappa2, s1 + self.softening_MPa * (k - self.kappa1),
+                                 s2))
+
+
+def element_size_mm(mesh: TetMesh) -> FloatArray:
+    """(m,) crack-band width per cell: edge of the regular tetrahedron of the cell's volume.
+
+    h = (6 sqrt(2) V)^(1/3), V from the cell's four corners (mm^3).
+    """
+    corners = mesh.points[mesh.cells[:, :4]]
+    edges = corners[:, 1:] - corners[:, :1]
+    volume = np.abs(np.linalg.det(edges)) / 6.0
+    return np.asarray(np.cbrt(6.0 * math.sqrt(2.0) * volume))
+
+
+def crack_band_softening(softening_ref_mpa: FloatArray, element_size: FloatArray,
+                         youngs_modulus_mpa: FloatArray, reference_length_mm: float
+                         ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Crack-band scaling of a softening plastic modulus (Bazant & Oh 1983).
+
+    The plastic strain over which the stress falls is scaled by l_ref / h, so the softening
+    energy per unit band area (g_f h) stays that of the reference size:
+    H1(h) = H1_ref h / l_ref. The result is kept above -MAX_SOFTENING_FRACTION x E (large
+    elements would otherwise snap back).
+
+    Args:
+        softening_ref_mpa: (m,) plastic softening modulus at the reference size (<= 0).
+        element_size: (m,) band width h, mm.
+        youngs_modulus_mpa: (m,) Young's modulus.
+        reference_length_mm: l_ref.
+
+    Returns:
+        (m,) regularised modulus and (m,) mask of the cells where the limit was applied.
+    """
+    scaled = np.asarray(softening_ref_mpa) * np.asarray(element_size) / reference_length_mm
+    limit = -MAX_SOFTENING_FRACTION * np.asarray(youngs_modulus_mpa)
+    capped = scaled < limit
+    return np.where(capped, limit, scaled), capped
+
+
+def keyak2005_plastic(rho_ash: FloatArray, youngs_modulus_mpa: FloatArray,
+                      elastic_cells: npt.NDArray[np.bool_], element_size: FloatArray, *,
+                      tension_ratio: float, poisson_ratio: float,
+                      reference_length_mm: float = KEYAK_REFERENCE_LENGTH_MM,
+                      regularise: bool = True) -> tuple[PlasticMaterial, dict[str, Any]]:
+    """Keyak et al. 2005 elastic - perfectly plastic - softening curves per cell.
+
+    Keyak JH, Kaneko TS, Tehranzadeh J, Skinner HB (2005) Predicting proximal femoral strength
+    using structural engineering models. Clin Orthop Relat Res 437:219-228 (laws in
+    material.laws LAW_SETS["keyak2005"]): compressive yield S = 102 rho^1.80, a perfectly
+    plastic plateau over the strain eps_AB (from yield A to the onset of softening B; the
+    stress is constant there, so its length in total strain is its length in plastic strain),
+    softening with the total-strain slope E_pl = -2080 rho^1.45 down to the minimum stress
+    43.1 rho^1.81, then flat. The plastic modulus of the softening branch is
+    H = E E_pl / (E - E_pl). The modulus E is the linear model's (same law, floor and
+    calibration); cells given as elastic (at the floor) never yield.
+
+    Args:
+        rho_ash: (m,) ash density, g/cm^3.
+        youngs_modulus_mpa: (m,) per-cell modulus of the linear model (cell mean if the model
+            integrates E per quadrature point).
+        elastic_cells: (m,) cells that stay elastic (floor: lesion, marrow).
+        element_size: (m,) crack-band width, mm (:func:`element_size_mm`).
+        tension_ratio: Tensile / compressive yield (the linear criterion's limit ratio).
+        poisson_ratio: Poisson's ratio.
+        reference_length_mm: Element size of the softening law's calibration.
+        regularise: Apply the crack band (False: the law as published, mesh dependent).
+
+    Returns:
+        The material and a JSON-ready record of the regularisation.
+    """
+    from material.laws import LAW_SETS, LAWS
+
+    laws = {q: LAWS[name] for q, name in LAW_SETS["keyak2005"].items()}
+    rho = np.maximum(np.asarray(rho_ash, dtype=np.float64), 1e-3)
+    e = np.asarray(youngs_modulus_mpa, dtype=np.float64)
+    s = np.asarray(laws["yield_stress"](rho), dtype=np.float64)
+    plateau = np.maximum(np.asarray(laws["plateau_end_strain"](rho), dtype=np.float64), 0.0)
+    e_pl = np.minimum(np.asarray(laws["softening_modulus"](rho), dtype=np.float64), -1e-6)
+    s_min = np.clip(np.asarray(laws["min_stress"](rho), dtype=np.float64), 0.0, s)
+    h_ref = e * e_pl / (e - e_pl)
+    if regularise:
+        h1, capped = crack_band_softening(h_ref, element_size, e, reference_length_mm)
+    else:
+        h1, capped = h_ref, np.zeros(e.size, dtype=bool)
+    elastic = np.asarray(elastic_cells, dtype=bool)
+    s = np.where(elastic, ELASTIC_YIELD_MPA, s)
+    kappa1 = plateau
+    kappa2 = kappa1 + (s - np.where(elastic, s, s_min)) / np.abs(h1)
+    material = PlasticMaterial(
+        yield_stress_MPa=s, hardening_MPa=np.zeros_like(s), kappa1=kappa1, softening_MPa=h1,
+        kappa2=kappa2, tension_ratio=tension_ratio, poisson_ratio=poisson_ratio,
+        source="Keyak et al. 2005, CORR 437:219 (material.laws LAW_SETS['keyak2005']); "
+               "tension/compression ratio from the linear strain limits")
+    record = {
+        "type": "crack_band" if regularise else "none",
+        "source": "Bazant & Oh 1983, Mater Constr 16:155, doi:10.1007/BF02486267",
+        "reference_length_mm": reference_length_mm,
+        "element_size_mm": {"min": float(np.min(element_size)),
+                            "median": float(np.median(element_size)),
+                            "max": float(np.max(element_size))},
+        "element_size_definition": "edge of the regular tetrahedron of the cell volume",
+        "capped_cells": int(np.count_nonzero(capped & ~elastic)),
+        "elastic_cells": int(np.count_nonzero(elastic)),
+    }
+    return material, record
+
+
+@dataclass(frozen=True)
+class IncrementRecord:
+    """One attempted increment.
+
+    Attributes:
+        displacement_mm: Control displacement (or mean head displacement) along the load.
+        force_N: Force along the load.
+        converged: Newton met the residual criterion.
+        newton_iterations: Newton iterations used.
+        residual: Final ||R|| / max(||f_int||, ||f_ext||).
+        plastic_fraction: Fraction of quadrature points that have yielded (converged only).
+        cut_back: The attempt failed and was repeated with half the step (not part of the
+            curve).
+    """
+
+    displacement_mm: float
+    force_N: float
+    converged: bool
+    newton_iterations: int
+    residual: float
+    plastic_fraction: float = 0.0
+    cut_back: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record."""
+        return {"displacement_mm": self.displacement_mm, "force_N": self.force_N,
+                "converged": self.converged, "newton_iterations": self.newton_iterations,
+                "residual": self.residual, "plastic_fraction": self.plastic_fraction,
+                "cut_back": self.cut_back}
+
+
+@dataclass(frozen=True)
+class PlasticityResult:
+    """Outcome of an incremental analysis.
+
+    Attributes:
+        increments: Every attempted increment, in order (failed attempts included).
+        peak_force_n: Largest force of a converged increment.
+        peak_displacement_mm: Its displacement.
+        peak_bracketed: The analysis ended past the peak (displacement control: force fell
+            below the stop fraction; load control: the step was cut to its minimum at a
+            tangent below ``flat_fraction`` of the initial stiffness).
+        all_increments_converged: No increment ended unconverged at the minimum step.
+        control: "displacement" or "load".
+        wall_s: Wall time, s.
+        notes: Messages (shown as warnings where they qualify the number).
+        plastic_strain_eq: (m,) cell mean equivalent plastic strain at the end (on all ranks).
+    """
+
+    increments: tuple[IncrementRecord, ...]
+    peak_force_n: float
+    peak_displacement_mm: float
+    peak_bracketed: bool
+    all_increments_converged: bool
+    control: str
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+    plastic_strain_eq: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def converged_curve(self) -> tuple[FloatArray, FloatArray]:
+        """(k,) displacement and (k,) force of the converged increments (origin first)."""
+        ok = [r for r in self.increments if r.converged]
+        return (np.array([0.0] + [r.displacement_mm for r in ok]),
+                np.array([0.0] + [r.force_N for r in ok]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the result.json ``nonlinear`` object, without the material)."""
+        return {
+            "method": "incremental_plasticity",
+            "peak_load_N": self.peak_force_n,
+            "peak_displacement_mm": self.peak_displacement_mm,
+            "peak_bracketed": self.peak_bracketed,
+            "all_increments_converged": self.all_increments_converged,
+            "control": self.control,
+            "increments": [r.to_dict() for r in self.increments],
+            "wall_s": round(self.wall_s, 3),
+            "notes": self.notes,
+        }
+
+
+class _Formulation:
+    """UFL forms, history spaces and the SNES of one model (internal)."""
+
+    def __init__(self, model: ElasticModel, material: PlasticMaterial,
+                 patch: LoadPatch | None, krylov_rtol: float) -> None:
+        if material.num_cells != model.mesh.num_cells:
+            raise ValueError(f"material has {material.num_cells} cells, mesh "
+                             f"{model.mesh.num_cells}")
+        self.model = model
+        domain = model.domain
+        degree = model.options.modulus_quadrature_degree
+        self.dx = ufl.dx(domain=domain, metadata={"quadrature_degree": degree,
+                                                   "quadrature_scheme": "default"})
+        q_scalar = quadrature_element("tetrahedron", value_shape=(), degree=degree)
+        q_tensor = quadrature_element("tetrahedron", value_shape=(3, 3), degree=degree)
+        self.Q = dolfinx.fem.functionspace(domain, q_scalar)
+        self.QT = dolfinx.fem.functionspace(domain, q_tensor)
+        self.eps_p = dolfinx.fem.Function(self.QT, name="plastic_strain")
+        self.kappa = dolfinx.fem.Function(self.Q, name="equivalent_plastic_strain")
+        dg0 = dolfinx.fem.functionspace(domain, ("DG", 0))
+        cell_map = np.asarray(domain.topology.original_cell_index, dtype=np.int64)
+
+        def cellwise(values: FloatArray) -> Any:
+            f = dolfinx.fem.Function(dg0)
+            f.x.array[:] = np.asarray(values, dtype=np.float64)[cell_map]
+            return f
+
+        s0 = cellwise(material.yield_stress_MPa)
+        h0 = cellwise(material.hardening_MPa)
+        k1 = cellwise(material.kappa1)
+        h1 = cellwise(material.softening_MPa)
+        k2 = cellwise(material.kappa2)
+        self._fields = (s0, h0, k1, h1, k2)
+        r = material.tension_ratio
+        a = (1.0 - r) / (1.0 + r)
+        E, nu = model._E, model._nu
+        mu = E / (2.0 * (1.0 + nu))
+        lmbda = E * nu / ((1.0 + nu) * (1.0 - 2.0 * nu))
+        u = model.u
+        v = ufl.TestFunction(model.V)
+        I3 = ufl.Identity(3)
+        eps = ufl.sym(ufl.grad(u))
+        eps_e = eps - self.eps_p
+        sig_tr = 2.0 * mu * eps_e + lmbda * ufl.tr(eps_e) * I3
+        s_tr = ufl.dev(sig_tr)
+        # A tiny floor keeps q differentiable at a zero deviator (elastic there anyway).
+        q_tr = ufl.sqrt(1.5 * ufl.inner(s_tr, s_tr) + 1e-24)
+        i1 = ufl.tr(sig_tr)
+        kap = self.kappa
+        s1 = s0 + h0 * k1
+        s2 = s1 + h1 * (k2 - k1)
+        drive = q_tr + a * i1
+        sc_old = ufl.conditional(ufl.le(kap, k1), s0 + h0 * kap,
+                                 ufl.conditional(ufl.le(kap, k2), s1 + h1 * (kap - k1), s2))
+        f_tr = drive - (1.0 - a) * sc_old
+        # Closed-form return on each straight segment; the yield curve is monotone in
+        # Delta gamma (3 mu + (1 - a) H > 0), so exactly one segment's answer lies in it.
+        dg0_ = (drive - (1.0 - a) * (s0 + h0 * kap)) / (3.0 * mu + (1.0 - a) * h0)
+        dg1_ = (drive - (1.0 - a) * (s1 + h1 * (kap - k1))) / (3.0 * mu + (1.0 - a) * h1)
+        dg2_ = (drive - (1.0 - a) * s2) / (3.0 * mu)
+        in0 = ufl.And(ufl.le(kap, k1), ufl.le(kap + dg0_, k1))
+        in1 = ufl.And(ufl.le(kap, k2), ufl.le(kap + dg1_, k2))
+        dgamma = ufl.conditional(ufl.gt(f_tr, 0.0),
+                                 ufl.conditional(in0, dg0_, ufl.conditional(in1, dg1_, dg2_)),
+                                 0.0)
+        normal = 1.5 * s_tr / q_tr
+        sigma = sig_tr - 2.0 * mu * dgamma * normal
+        self.sigma = sigma
+        self._eps_p_new = dolfinx.fem.Expression(self.eps_p + dgamma * normal,
+                                                 self.QT.element.interpolation_points)
+        self._kappa_new = dolfinx.fem.Expression(kap + dgamma,
+                                                 self.Q.element.interpolation_points)
+        self._yielded = dolfinx.fem.Expression(ufl.conditional(ufl.gt(kap, 0.0), 1.0, 0.0),
+                                               self.Q.element.interpolation_points)
+        self.load_factor = dolfinx.fem.Constant(domain, PETSc.ScalarType(0.0))
+        internal = ufl.inner(sigma, ufl.sym(ufl.grad(v))) * self.dx
+        self.internal_form = dolfinx.fem.form(internal)
+        residual = internal
+        self.patch_force = 0.0
+        self.ext_vector = None
+        if patch is not None:
+            tags = model._patch_tags(patch)
+            ds = ufl.Measure("ds", domain=domain, subdomain_data=tags)
+            area = model.comm.allreduce(
+                dolfinx.fem.assemble_scalar(dolfinx.fem.form(1.0 * ds(1))), op=MPI.SUM)
+            traction = dolfinx.fem.Constant(
+                domain, np.asarray(patch.force_n / area, dtype=PETSc.ScalarType))
+            external = ufl.dot(traction, v) * ds(1)
+            residual = internal - self.load_factor * external
+            self.ext_vector = dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(external))
+            self.ext_vector.ghostUpdate(addv=PETSc.InsertMode.ADD,
+                                        mode=PETSc.ScatterMode.REVERSE)
+        jacobian = ufl.derivative(residual, u, ufl.TrialFunction(model.V))
+        options = model.options.petsc_options()
+        options.update({"snes_type": "newtonls", "snes_linesearch_type": "basic",
+                        "snes_max_it": 25, "ksp_type": "gmres", "ksp_rtol": krylov_rtol,
+                        "ksp_gmres_restart": 200, "ksp_max_it": 2000,
+                        "ksp_norm_type": "unpreconditioned",
+                        "snes_error_if_not_converged": False})
+        if options.get("pc_type") in ("lu", "cholesky"):
+            options["ksp_type"] = "preonly"
+            for key in ("ksp_rtol", "ksp_atol", "ksp_max_it", "ksp_gmres_restart",
+                        "ksp_norm_type"):
+                options.pop(key, None)
+        prefix = f"osteofe_plastic_{id(self)}_"
+        self.problem = dolfinx.fem.petsc.NonlinearProblem(
+            residual, u, bcs=model._bcs, J=jacobian, petsc_options_prefix=prefix)
+        snes = self.problem.solver
+        # GAMG reads its level options when it first builds the hierarchy (in the first
+        # Newton solve), so they stay in PETSc's database until destroy().
+        self._options = {prefix + key: value for key, value in options.items()}
+        database = PETSc.Options()
+        for key, value in self._options.items():
+            database[key] = value
+        snes.setFromOptions()
+        if getattr(model, "_nullspace", None) is not None:
+            self.problem.A.setNearNullSpace(model._nullspace)
+        self.rtol = 1e-6
+        self.last_ratio = math.inf
+        snes.setConvergenceTest(self._converged)
+
+    # The equilibrium criterion: ||R_free|| / max(||f_int||, ||f_ext||).
+    def _converged(self, snes: Any, it: int, norms: tuple[float, float, float]) -> int:
+        fnorm = norms[2]
+        internal = dolfinx.fem.petsc.assemble_vector(self.internal_form)
+        internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        ref = internal.norm()
+        internal.destroy()
+        if self.ext_vector is not None:
+            ref = max(ref, float(self.load_factor.value) * self.ext_vector.norm())
+        self.last_ratio = fnorm / max(ref, 1e-300)
+        if not math.isfinite(fnorm):
+            return -4  # SNES_DIVERGED_FNORM_NAN
+        if it >= 1 and self.last_ratio <= self.rtol:
+            return 3  # SNES_CONVERGED_FNORM_ABS (our criterion)
+        if it >= snes.getTolerances()[3]:
+            return -5  # SNES_DIVERGED_MAX_IT
+        return 0
+
+    def reaction(self, support: str, direction: FloatArray) -> float:
+        """Force the bone exerts against a support's constrained dofs, along ``direction``."""
+        model = self.model
+        internal = dolfinx.fem.petsc.assemble_vector(self.internal_form)
+        internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        values = internal.array
+        size_local = model.V.dofmap.index_map.size_local * 3
+        total = np.zeros(3)
+        for sup in model.supports:
+            if sup.name != support:
+                continue
+            for comp, dofs in zip(sup.components, model._support_dofs[sup.name], strict=True):
+                owned = dofs[dofs < size_local]
+                total[comp] = values[owned].sum()
+        internal.destroy()
+        return float(model.comm.allreduce(total, op=MPI.SUM) @ direction)
+
+    def commit(self) -> float:
+        """Accept the converged state as history; returns the yielded point fraction."""
+        eps_p = dolfinx.fem.Function(self.QT)
+        eps_p.interpolate(self._eps_p_new)
+        kappa = dolfinx.fem.Function(self.Q)
+        kappa.interpolate(self._kappa_new)
+        self.eps_p.x.array[:] = eps_p.x.array
+        self.kappa.x.array[:] = kappa.x.array
+        flag = dolfinx.fem.Function(self.Q)
+        flag.interpolate(self._yielded)
+        size = self.Q.dofmap.index_map.size_local
+        local = np.array([flag.x.array[:size].sum(), size], dtype=np.float64)
+        total = self.model.comm.allreduce(local, op=MPI.SUM)
+        return float(total[0] / max(total[1], 1.0))
+
+    def cell_kappa(self) -> FloatArray:
+        """(m,) cell mean equivalent plastic strain, gathered on every rank."""
+        model = self.model
+        nq = self.Q.dofmap.list.shape[1]
+        dofs = np.asarray(self.Q.dofmap.list)[: model.num_local_cells]
+        local = self.kappa.x.array[dofs].reshape(-1, nq).mean(axis=1)
+        parts = model.comm.allgather((model.original_cells, local))
+        out = np.zeros(model.mesh.num_cells)
+        for cells, vals in parts:
+            out[cells] = vals
+        return out
+
+    def solve(self) -> tuple[bool, int, float]:
+        """One Newton solve from the current iterate: (converged, iterations, residual)."""
+        snes = self.problem.solver
+        self.last_ratio = math.inf
+        self.model.u.x.petsc_vec.copy(self.problem.x)
+        try:
+            snes.solve(None, self.problem.x)
+        except PETSc.Error as exc:  # PETSc leaves the iterate locked: no retry possible
+            raise SolverError(f"the linear solve inside Newton failed ({exc})",
+                              hint="a singular tangent (a mechanism): the structure has "
+                              "failed; use a smaller step") from exc
+        # NonlinearProblem.solve copies x back into u; do the same by hand.
+        self.problem.x.copy(self.model.u.x.petsc_vec)
+        self.model.u.x.scatter_forward()
+        reason = int(snes.getConvergedReason())
+        return reason > 0, int(snes.getIterationNumber()), float(self.last_ratio)
+
+    def destroy(self) -> None:
+        """Free the SNES objects."""
+        if self.ext_vector is not None:
+            self.ext_vector.destroy()
+        database = PETSc.Options()
+        for key in self._options:
+            database.delValue(key)
+        del self.problem
+
+
+def incremental_failure(
+    model: ElasticModel,
+    material: PlasticMaterial,
+    direction: npt.ArrayLike,
+    *,
+    control: Literal["displacement", "load"],
+    step: float,
+    support: str | None = None,
+    patch: LoadPatch | None = None,
+    patch_nodes: npt.NDArray[np.int64] | None = None,
+    rtol: float = 1e-6,
+    krylov_rtol: float = 1e-8,
+    max_increments: int = 60,
+    max_cutbacks: int = 6,
+    stop_fraction: float = 0.9,
+    flat_fraction: float = 0.2,
+    max_displacement: float | None = None,
+    progress: Callable[[IncrementRecord], None] | None = None,
+) -> PlasticityResult:
+    """Incremental Newton analysis to the peak of the force-displacement curve (collective).
+
+    Args:
+        model: Elastic model whose mesh, moduli (per cell or per quadrature point), Poisson
+            ratio and supports are used; its displacement is the iterate. With displacement
+            control, ``support`` names one of its supports with a constant displacement.
+        material: Per-cell yield curves.
+        direction: (3,) unit direction, in the model's axes, of the load / displacement.
+        control: "displacement": the support is moved by ``step`` per increment along
+            ``direction``; the force is its reaction. "load": the patch's traction is scaled
+            by a load factor that grows by ``step`` per increment; the displacement is the
+            mean of ``patch_nodes`` along ``direction``.
+        step: First increment (mm, or load factor).
+        support: Displaced support (displacement control).
+        patch: Load patch whose force is the unit of the load factor (load control).
+        patch_nodes: Nodes whose mean displacement is recorded (load control).
+        rtol: Equilibrium criterion ||R|| / max(||f_int||, ||f_ext||).
+        krylov_rtol: GMRES relative tolerance inside Newton.
+        max_increments: Attempted increments limit (cut-backs included).
+        max_cutbacks: Halvings of the step before giving up (the minimum step is
+            step / 2^max_cutbacks).
+        stop_fraction: Displacement control: stop once the force fell below this fraction of
+            the peak.
+        flat_fraction: Load control: the peak counts as reached when the minimum step fails
+            and the last converged tangent is below this fraction of the initial one.
+        max_displacement: Stop once the control displacement reaches this value (tests).
+        progress: Called after each attempt.
+
+    Returns:
+        Increments and peak (from converged increments only).
+    """
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    if control == "displacement" and support is None:
+        raise ValueError("displacement control needs the displaced support's name")
+    if control == "load" and (patch is None or patch_nodes is None):
+        raise ValueError("load control needs the load patch and the nodes to follow")
+    if not step > 0.0:
+        raise ValueError(f"step must be positive, got {step}")
+    start = time.perf_counter()
+    form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol)
+    form.rtol = rtol
+    unit_force = float(np.linalg.norm(patch.force_n)) if patch is not None else 1.0
+    records: list[IncrementRecord] = []
+    level, h = 0.0, float(step)
+    min_step = step / 2.0 ** max_cutbacks
+    last_u = model.u.x.array.copy()
+    peak_f, peak_x, bracketed, all_ok = 0.0, 0.0, False, True
+    prev = (0.0, 0.0)
+    initial_slope = math.nan
+    last_slope = math.nan
+    notes: list[str] = []
+
+    def measure() -> tuple[float, float]:
+        if control == "displacement":
+            return level + h, form.reaction(str(support), d)
+        disp = model._gather_displacement()[np.asarray(patch_nodes)] @ d
+        return float(np.mean(disp)), (level + h) * unit_force
+
+    try:
+        while len(records) < max_increments:
+            if max_displacement is not None and control == "displacement":
+                h = min(h, max_displacement - level)
+            target = level + h
+            if control == "displacement":
+                model.set_support_displacement(str(support), target * d)
+            else:
+                form.load_factor.value = target
+            ok, its, res = form.solve()
+            x, f = measure() if ok else (target if control == "displacement" else math.nan,
+                                         target * unit_force if control == "load" else math.nan)
+            plastic = form.commit() if ok else 0.0
+            retry = not ok and h / 2.0 >= min_step * (1.0 - 1e-9)
+            rec = IncrementRecord(float(x), float(f), ok, its, res, plastic, cut_back=retry)
+            records.append(rec)
+            if progress is not None:
+                progress(rec)
+            if not ok:
+                model.u.x.array[:] = last_u
+                model.u.x.scatter_forward()
+                if not retry:
+                    if control == "load" and last_slope < flat_fraction * initial_slope:
+                        bracketed = True
+                    else:
+                        all_ok = False
+                        notes.append(
+                            f"Newton did not converge at the minimum step after the increment "
+                            f"at {prev[0]:.4g} mm, {prev[1]:.4g} N (slope "
+                            f"{last_slope / initial_slope:.0%} of the initial one): the "
+                            "peak is the last converged force and may be a lower bound")
+                    break
+                h /= 2.0
+                continue
+            slope = (f - prev[1]) / max(x - prev[0], 1e-300)
+            if math.isnan(initial_slope):
+                if not f > 0.0:
+                    raise SolverError(f"the force is {f:.3g} N after the first increment",
+                                      hint="check the load direction and the supports")
+                initial_slope = slope
+            last_slope = slope
+            last_u = model.u.x.array.copy()
+            level = target
+            prev = (x, f)
+            if f > peak_f:
+                peak_f, peak_x = f, x
+            elif control == "displacement" and f < stop_fraction * peak_f:
+                bracketed = True
+                break
+            if max_displacement is not None and x >= max_displacement * (1 - 1e-12):
+                break
+            if its <= 4 and h < step:
+                h = min(2.0 * h, float(step))
+        else:
+            notes.append(f"stopped after {max_increments} increments before the peak was "
+                         "bracketed: the failure load is a lower bound")
+        kappa = form.cell_kappa()
+    finally:
+        form.destroy()
+    if not any(r.converged for r in records):
+        raise SolverError("no load increment converged", hint="reduce the first step")
+    return PlasticityResult(
+        increments=tuple(records), peak_force_n=peak_f, peak_displacement_mm=peak_x,
+        peak_bracketed=bracketed, all_increments_converged=all_ok, control=control,
+        wall_s=time.perf_counter() - start, notes=notes, plastic_strain_eq=kappa)
