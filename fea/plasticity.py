@@ -264,9 +264,12 @@ class IncrementRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
-        return {"displacement_mm": self.displacement_mm, "force_N": self.force_N,
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        return {"displacement_mm": finite(self.displacement_mm), "force_N": finite(self.force_N),
                 "converged": self.converged, "newton_iterations": self.newton_iterations,
-                "residual": self.residual, "plastic_fraction": self.plastic_fraction,
+                "residual": finite(self.residual), "plastic_fraction": self.plastic_fraction,
                 "cut_back": self.cut_back}
 
 
@@ -305,11 +308,32 @@ class PlasticityResult:
         return (np.array([0.0] + [r.displacement_mm for r in ok]),
                 np.array([0.0] + [r.force_N for r in ok]))
 
+    @property
+    def displacement_mm(self) -> FloatArray:
+        """(k,) displacements of the converged curve (origin first)."""
+        return self.converged_curve[0]
+
+    @property
+    def force_n(self) -> FloatArray:
+        """(k,) forces of the converged curve (origin first)."""
+        return self.converged_curve[1]
+
+    def to_csv(self) -> str:
+        """Every attempted increment as CSV text (one row each)."""
+        rows = ["increment,displacement_mm,force_N,converged,newton_iterations,residual,"
+                "plastic_fraction,cut_back"]
+        rows += [f"{i},{r.displacement_mm:.6g},{r.force_N:.6g},{int(r.converged)},"
+                 f"{r.newton_iterations},{r.residual:.3e},{r.plastic_fraction:.6g},"
+                 f"{int(r.cut_back)}" for i, r in enumerate(self.increments)]
+        return "\n".join(rows) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the result.json ``nonlinear`` object, without the material)."""
         return {
             "method": "incremental_plasticity",
             "peak_load_N": self.peak_force_n,
+            "failure_load_N": self.peak_force_n,
+            "peak_reached": self.peak_bracketed,
             "peak_displacement_mm": self.peak_displacement_mm,
             "peak_bracketed": self.peak_bracketed,
             "all_increments_converged": self.all_increments_converged,

@@ -339,6 +339,13 @@ class NonlinearConfig:
             secant tolerance, not this one, limits their accuracy; the linear analysis keeps
             solver.rtol).
         stop_fraction: Stop once the force has fallen below this fraction of its peak.
+        method: "plasticity" (incremental Newton, fea.plasticity, the default) or "secant"
+            (the earlier secant damage model, fea.nonlinear, kept for comparison).
+        residual_rtol: Plasticity: equilibrium criterion ||R|| / ||F|| per increment.
+        max_cutbacks: Plasticity: halvings of the load step before the peak counts as
+            reached (load control) or the analysis gives up.
+        regularise: Plasticity: crack-band scaling of the softening modulus.
+        reference_length_mm: Plasticity: element size of the softening law's calibration.
     """
 
     enabled: bool = False
@@ -349,9 +356,22 @@ class NonlinearConfig:
     max_iterations: int = 25
     krylov_rtol: float = 1e-6
     stop_fraction: float = 0.9
+    method: str = "plasticity"
+    residual_rtol: float = 1e-6
+    max_cutbacks: int = 6
+    regularise: bool = True
+    reference_length_mm: float = 3.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(self.cases))
+        _check(self.method in ("plasticity", "secant"), "nonlinear.method", self.method,
+               "'plasticity' or 'secant'")
+        _check(1e-12 <= self.residual_rtol <= 1e-2, "nonlinear.residual_rtol",
+               self.residual_rtol, "1e-12 - 1e-2")
+        _check(0 <= self.max_cutbacks <= 20, "nonlinear.max_cutbacks", self.max_cutbacks,
+               "0-20")
+        _check(0.0 < self.reference_length_mm <= 20.0, "nonlinear.reference_length_mm",
+               self.reference_length_mm, "(0, 20] mm")
         _check(0.0 < self.stop_fraction < 1.0, "nonlinear.stop_fraction", self.stop_fraction,
                "a fraction in (0, 1)")
         _check(2 <= self.max_increments <= 500, "nonlinear.max_increments",

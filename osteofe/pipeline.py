@@ -902,6 +902,12 @@ def run_strength(
                 entry = next(c for c in cases if c["load_case"] == name)
                 curve = _nonlinear_case(prepared, prepared.loads[name], solutions[name],
                                         entry["failure_load_N"], options, config, comm)
+                if config.nonlinear.method == "plasticity":
+                    curves[name] = curve[0]
+                    entry["nonlinear"] = _plasticity_entry(curve, entry, body_weight_n)
+                    prepared.warnings.extend(f"nonlinear ({name}): {note}"
+                                             for note in curve[0].notes)
+                    continue
                 curves[name] = curve
                 entry["nonlinear"] = curve.to_dict() | {
                     "failure_load_BW": curve.peak_force_n / body_weight_n,
@@ -1179,6 +1185,9 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
     from fea.nonlinear import displacement_controlled_failure
     from fea.solver import Support
 
+    if config.nonlinear.method == "plasticity":
+        return _plasticity_case(prepared, load, linear_failure_n, options, config, comm)
+
     force = load.patch.force_n
     direction = force / np.linalg.norm(force)
     # Linear head stiffness along the load gives the scale of the displacement increments.
@@ -1196,6 +1205,62 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
         comm=comm, max_increments=config.nonlinear.max_increments,
         tolerance=config.nonlinear.tolerance, max_iterations=config.nonlinear.max_iterations,
         stop_fraction=config.nonlinear.stop_fraction, extra_supports=extra)
+
+
+def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear_failure_n: float,
+                     options: Any, config: Config, comm: MPI.Comm) -> Any:
+    """Incremental plasticity (fea.plasticity) of one load case on the linear model's set-up.
+
+    The model is the linear one (:func:`_elastic_model`: same E per cell or per quadrature
+    point, floor, Poisson ratio, supports, fall rotation); the load is the linear case's
+    traction on the same head patch, scaled by a load factor (load control, step cut-back:
+    the peak is the largest converged load, bracketed to step / 2^max_cutbacks).
+    """
+    from fea.plasticity import element_size_mm, incremental_failure, keyak2005_plastic
+
+    cfg = config.nonlinear
+    moduli = (prepared.material.E_MPa if prepared.modulus_points is None
+              else prepared.modulus_points)
+    cell_e = np.asarray(prepared.material.E_MPa, dtype=np.float64)
+    elastic = cell_e <= config.material.modulus_floor_mpa * (1.0 + 1e-9)
+    material, regularisation = keyak2005_plastic(
+        prepared.material.rho_ash_g_cm3, cell_e, elastic, element_size_mm(prepared.mesh),
+        tension_ratio=config.failure.tension_limit / config.failure.compression_limit,
+        poisson_ratio=prepared.material.poisson_ratio,
+        reference_length_mm=cfg.reference_length_mm, regularise=cfg.regularise)
+    model, rotation = _elastic_model(prepared, load, moduli, options, comm)
+    to_solver = np.eye(3) if rotation is None else rotation
+    force = load.patch.force_n
+    magnitude = float(np.linalg.norm(force))
+    patch = replace(load.patch, force_n=to_solver @ force)
+    try:
+        result = incremental_failure(
+            model, material, to_solver @ (force / magnitude), control="load",
+            step=cfg.step_fraction * linear_failure_n / magnitude, patch=patch,
+            patch_nodes=load.patch.nodes, rtol=cfg.residual_rtol,
+            krylov_rtol=min(cfg.krylov_rtol, 1e-8), max_increments=cfg.max_increments,
+            max_cutbacks=cfg.max_cutbacks)
+    finally:
+        model.destroy()
+    return result, regularisation
+
+
+def _plasticity_entry(curve: Any, entry: dict[str, Any], body_weight_n: float
+                      ) -> dict[str, Any]:
+    """The result.json ``nonlinear`` object of an incremental-plasticity case."""
+    result, regularisation = curve
+    record = result.to_dict()
+    record.update({
+        "failure_load_BW": result.peak_force_n / body_weight_n,
+        "nonlinear_to_linear_ratio": result.peak_force_n / entry["failure_load_N"],
+        "regularisation": regularisation,
+        "material": "Keyak et al. 2005 compressive yield, plateau eps_AB, softening and "
+                    "minimum stress from rho_ash (LAW_SETS['keyak2005']); E, floor and "
+                    "Poisson ratio of the linear model; tension/compression yield ratio = "
+                    "the linear criterion's strain-limit ratio; Drucker-Prager-type yield "
+                    "with von Mises flow",
+    })
+    return record
 
 
 def _plot_curve(path: Path, curve: Any, name: str, entry: dict[str, Any]) -> None:
