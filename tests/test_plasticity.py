@@ -145,3 +145,77 @@ def test_crack_band_softening_energy_is_mesh_independent() -> None:
     (_, reg_coarse), (_, reg_fine) = _softening_work(2, True, 1.5), _softening_work(4, True, 1.5)
     assert reg_fine == pytest.approx(reg_coarse, rel=0.01)
     assert (raw_coarse - raw_fine) / raw_coarse > 0.05
+
+
+def _notched_bar() -> TetMesh:
+    """2 x 2 x 6 mm bar with a 1 x 2 x 1 mm notch cut into one side at mid-height."""
+    mesh = box_mesh((2.0, 2.0, 6.0), (4, 4, 12))
+    centroid = mesh.points[mesh.cells].mean(axis=1)
+    keep = ~((centroid[:, 0] < 1.0) & (np.abs(centroid[:, 2] - 3.0) < 0.5))
+    cells = mesh.cells[keep]
+    used, inverse = np.unique(cells, return_inverse=True)
+    cells = inverse.reshape(cells.shape)
+    points = mesh.points[used]
+    # CalculiX wants positive volumes.
+    e = points[cells[:, 1:]] - points[cells[:, :1]]
+    flip = np.linalg.det(e) < 0
+    cells[flip] = cells[flip][:, [0, 2, 1, 3]]
+    return TetMesh(points, cells, np.ones(cells.shape[0], dtype=np.int32))
+
+
+def _ccx_notched_bar(tmp_path, mesh: TetMesh, supports, e: float, s: float, h: float,
+                     delta: float, steps: int) -> np.ndarray:
+    """Total top reaction (z) per increment from CalculiX (*PLASTIC, isotropic hardening)."""
+    import re
+    import subprocess
+
+    lines = ["*NODE, NSET=NALL"]
+    lines += [f"{i + 1}, {p[0]:.10g}, {p[1]:.10g}, {p[2]:.10g}" for i, p in
+              enumerate(mesh.points)]
+    lines.append("*ELEMENT, TYPE=C3D4, ELSET=EALL")
+    lines += [f"{i + 1}, " + ", ".join(str(n + 1) for n in c) for i, c in
+              enumerate(mesh.cells)]
+    for sup in supports:
+        lines.append(f"*NSET, NSET={sup.name.upper()}")
+        lines += [f"{n + 1}," for n in sup.nodes]
+    lines += ["*MATERIAL, NAME=M", "*ELASTIC", f"{e}, 0.3", "*PLASTIC", f"{s}, 0.0",
+              f"{s + h * 1.0}, 1.0", "*SOLID SECTION, ELSET=EALL, MATERIAL=M",
+              "*STEP, INC=1000", "*STATIC, DIRECT", f"{1.0 / steps}, 1.0", "*BOUNDARY"]
+    for sup in supports:
+        for comp in sup.components:
+            value = -delta if sup.name == "top" else 0.0
+            lines.append(f"{sup.name.upper()}, {comp + 1}, {comp + 1}, {value}")
+    lines += ["*NODE PRINT, NSET=TOP, TOTALS=ONLY", "RF", "*END STEP"]
+    (tmp_path / "notch.inp").write_text("\n".join(lines) + "\n")
+    subprocess.run(["ccx", "-i", "notch"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    text = (tmp_path / "notch.dat").read_text()
+    blocks = re.findall(r"total force \(fx,fy,fz\) for set TOP and time\s+(\S+)\s*\n\s*"
+                        r"(\S+)\s+(\S+)\s+(\S+)", text)
+    return np.array([[float(t), float(fz)] for t, _, _, fz in blocks])
+
+
+@pytest.mark.skipif(__import__("shutil").which("ccx") is None, reason="CalculiX not found")
+def test_hardening_notched_bar_matches_calculix(tmp_path) -> None:
+    """J2 linear hardening, notched bar in compression: force-displacement vs ccx (2 %)."""
+    from fea.plasticity import incremental_failure
+    from fea.solver import ElasticModel, SolverOptions
+
+    e, s, h, steps = 1000.0, 5.0, 100.0, 10
+    mesh = _notched_bar()
+    supports = bar_supports(mesh, 6.0)
+    delta = 4.0 * s / e * 6.0
+    ccx = _ccx_notched_bar(tmp_path, mesh, supports, e, s, h, delta, steps)
+    model = ElasticModel(mesh, np.full(mesh.num_cells, e), 0.3, supports,
+                         SolverOptions(degree=1, pc_type="lu",
+                                       extra={"pc_factor_mat_solver_type": "petsc"}))
+    material = uniform_material(mesh.num_cells, s=s, h0=h, r=1.0)
+    result = incremental_failure(model, material, (0.0, 0.0, -1.0), control="displacement",
+                                 support="top", step=delta / steps, max_displacement=delta)
+    model.destroy()
+    x, f = result.converged_curve
+    assert result.all_increments_converged and ccx.shape[0] == steps
+    ours = np.interp(ccx[:, 0] * delta, x, f)
+    theirs = np.abs(ccx[:, 1])
+    assert f[-1] > 1.5 * f[1]  # well into the plastic range
+    np.testing.assert_allclose(ours, theirs, rtol=0.02)
