@@ -9,6 +9,7 @@ today's secant method in the same run. Writes benchmarks/results/<name>.json (ra
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
@@ -59,6 +60,10 @@ def main() -> None:
     parser.add_argument("--no-secant", action="store_true")
     parser.add_argument("--name", default="nonlinear")
     args = parser.parse_args()
+    if MPI.COMM_WORLD.rank == 0:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        for name in ("fea.plasticity", "osteofe.pipeline"):
+            logging.getLogger(name).setLevel(logging.INFO)
     phantom = make_phantom(PhantomParams())
     calibration = LinearCalibration(phantom.truth.calibration_slope,
                                     phantom.truth.calibration_intercept)

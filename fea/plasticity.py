@@ -35,6 +35,7 @@ MPI: every function here is collective (all ranks call it with the same argument
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ from mpi4py import MPI  # noqa: E402
 from petsc4py import PETSc as _PETSc  # noqa: E402
 
 PETSc: Any = _PETSc
+logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 
 #: Keyak's voxel models used 3 mm cubic elements: the element size at which the softening
@@ -112,7 +114,7 @@ class PlasticMaterial:
         arrays = [np.asarray(getattr(self, n), dtype=np.float64).reshape(-1) for n in names]
         if len({a.shape for a in arrays}) != 1:
             raise ValueError("plastic material arrays must all be (m,)")
-        s, h0, k1, h1, k2 = arrays
+        s, _, k1, _, k2 = arrays
         if np.any(~(s > 0)) or np.any(k1 < 0) or np.any(k2 < k1):
             raise ValueError("need yield stress > 0 and 0 <= kappa1 <= kappa2")
         if not 0.0 < self.tension_ratio <= 1.0:
@@ -252,6 +254,7 @@ class IncrementRecord:
         plastic_fraction: Fraction of quadrature points that have yielded (converged only).
         cut_back: The attempt failed and was repeated with half the step (not part of the
             curve).
+        target: The control value attempted (mm, or N under load control).
     """
 
     displacement_mm: float
@@ -261,6 +264,7 @@ class IncrementRecord:
     residual: float
     plastic_fraction: float = 0.0
     cut_back: bool = False
+    target: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
@@ -270,7 +274,7 @@ class IncrementRecord:
         return {"displacement_mm": finite(self.displacement_mm), "force_N": finite(self.force_N),
                 "converged": self.converged, "newton_iterations": self.newton_iterations,
                 "residual": finite(self.residual), "plastic_fraction": self.plastic_fraction,
-                "cut_back": self.cut_back}
+                "cut_back": self.cut_back, "target": finite(self.target)}
 
 
 @dataclass(frozen=True)
@@ -319,12 +323,12 @@ class PlasticityResult:
         return self.converged_curve[1]
 
     def to_csv(self) -> str:
-        """Every attempted increment as CSV text (one row each)."""
-        rows = ["increment,displacement_mm,force_N,converged,newton_iterations,residual,"
-                "plastic_fraction,cut_back"]
-        rows += [f"{i},{r.displacement_mm:.6g},{r.force_N:.6g},{int(r.converged)},"
-                 f"{r.newton_iterations},{r.residual:.3e},{r.plastic_fraction:.6g},"
-                 f"{int(r.cut_back)}" for i, r in enumerate(self.increments)]
+        """The converged increments as CSV text (one row each; attempts are in to_dict)."""
+        rows = ["increment,displacement_mm,force_N,newton_iterations,residual,"
+                "plastic_fraction"]
+        rows += [f"{i},{r.displacement_mm:.6g},{r.force_N:.6g},{r.newton_iterations},"
+                 f"{r.residual:.3e},{r.plastic_fraction:.6g}"
+                 for i, r in enumerate(self.increments) if r.converged]
         return "\n".join(rows) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -418,12 +422,12 @@ class _Formulation:
                                                  self.Q.element.interpolation_points)
         self._yielded = dolfinx.fem.Expression(ufl.conditional(ufl.gt(kap, 0.0), 1.0, 0.0),
                                                self.Q.element.interpolation_points)
-        self.load_factor = dolfinx.fem.Constant(domain, PETSc.ScalarType(0.0))
+        self.load_factor: Any = dolfinx.fem.Constant(domain, PETSc.ScalarType(0.0))
         internal = ufl.inner(sigma, ufl.sym(ufl.grad(v))) * self.dx
         self.internal_form = dolfinx.fem.form(internal)
         residual = internal
         self.patch_force = 0.0
-        self.ext_vector = None
+        self.ext_vector: Any = None
         if patch is not None:
             tags = model._patch_tags(patch)
             ds = ufl.Measure("ds", domain=domain, subdomain_data=tags)
@@ -451,7 +455,7 @@ class _Formulation:
         prefix = f"osteofe_plastic_{id(self)}_"
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             residual, u, bcs=model._bcs, J=jacobian, petsc_options_prefix=prefix)
-        snes = self.problem.solver
+        snes: Any = self.problem.solver
         # GAMG reads its level options when it first builds the hierarchy (in the first
         # Newton solve), so they stay in PETSc's database until destroy().
         self._options = {prefix + key: value for key, value in options.items()}
@@ -468,12 +472,12 @@ class _Formulation:
     # The equilibrium criterion: ||R_free|| / max(||f_int||, ||f_ext||).
     def _converged(self, snes: Any, it: int, norms: tuple[float, float, float]) -> int:
         fnorm = norms[2]
-        internal = dolfinx.fem.petsc.assemble_vector(self.internal_form)
+        internal: Any = dolfinx.fem.petsc.assemble_vector(self.internal_form)
         internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        ref = internal.norm()
+        ref = float(internal.norm())
         internal.destroy()
         if self.ext_vector is not None:
-            ref = max(ref, float(self.load_factor.value) * self.ext_vector.norm())
+            ref = max(ref, float(self.load_factor.value) * float(self.ext_vector.norm()))
         self.last_ratio = fnorm / max(ref, 1e-300)
         if not math.isfinite(fnorm):
             return -4  # SNES_DIVERGED_FNORM_NAN
@@ -529,7 +533,7 @@ class _Formulation:
 
     def solve(self) -> tuple[bool, int, float]:
         """One Newton solve from the current iterate: (converged, iterations, residual)."""
-        snes = self.problem.solver
+        snes: Any = self.problem.solver
         self.last_ratio = math.inf
         self.model.u.x.petsc_vec.copy(self.problem.x)
         try:
@@ -642,12 +646,19 @@ def incremental_failure(
             else:
                 form.load_factor.value = target
             ok, its, res = form.solve()
-            x, f = measure() if ok else (target if control == "displacement" else math.nan,
-                                         target * unit_force if control == "load" else math.nan)
+            x: float
+            f: float
+            # An unconverged state is no equilibrium: it gets no displacement and no force.
+            x, f = measure() if ok else (math.nan, math.nan)
             plastic = form.commit() if ok else 0.0
             retry = not ok and h / 2.0 >= min_step * (1.0 - 1e-9)
-            rec = IncrementRecord(float(x), float(f), ok, its, res, plastic, cut_back=retry)
+            rec = IncrementRecord(float(x), float(f), ok, its, res, plastic, cut_back=retry,
+                                  target=target * (unit_force if control == "load" else 1.0))
             records.append(rec)
+            if model.comm.rank == 0:
+                logger.info("increment %d: target %.5g, converged %s in %d Newton its "
+                            "(residual %.2e), force %.5g N, %.1f s", len(records), rec.target,
+                            ok, its, res, f, time.perf_counter() - start)
             if progress is not None:
                 progress(rec)
             if not ok:

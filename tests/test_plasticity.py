@@ -219,3 +219,28 @@ def test_hardening_notched_bar_matches_calculix(tmp_path) -> None:
     theirs = np.abs(ccx[:, 1])
     assert f[-1] > 1.5 * f[1]  # well into the plastic range
     np.testing.assert_allclose(ours, theirs, rtol=0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.skip_in_parallel
+def test_phantom_nonlinear_peak_is_mesh_independent(tmp_path) -> None:
+    """Phantom stance, P2 at 3 and 2.5 mm: nonlinear peaks within 5 %, all converged."""
+    from material.calibration import LinearCalibration
+    from meshing.phantom import PhantomParams, make_phantom, write_phantom
+    from osteofe.config import Config
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    phantom = make_phantom(PhantomParams())
+    calibration = LinearCalibration(phantom.truth.calibration_slope,
+                                    phantom.truth.calibration_intercept)
+    paths = write_phantom(phantom, tmp_path / "phantom")
+    peaks = []
+    for size in (3.0, 2.5):
+        config = (Config().override("mesh", size_mm=size).override("load", cases=("stance",))
+                  .override("nonlinear", enabled=True))
+        result = run_strength(StrengthRequest(paths["ct"], paths["labels"], 75.0), config,
+                              tmp_path / f"out_{size}", calibration=calibration)
+        nonlinear = result["cases"][0]["nonlinear"]
+        assert nonlinear["all_increments_converged"] and nonlinear["peak_bracketed"]
+        peaks.append(nonlinear["peak_load_N"])
+    assert peaks[1] == pytest.approx(peaks[0], rel=0.05)
