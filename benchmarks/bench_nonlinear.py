@@ -51,6 +51,15 @@ def _run(config: Config, tmp: Path, tag: str, calibration: LinearCalibration,
     }
 
 
+def _save(args: argparse.Namespace, runs: list[dict]) -> None:
+    from mpi4py import MPI
+
+    save(args.name, {"mesh_size_mm": args.mesh_size, "degree": args.degree,
+                     "mpi_ranks": MPI.COMM_WORLD.size, "target_s": 300.0,
+                     "note": "timed on a shared 2-core machine under load from other jobs "
+                             "(load average ~8-10 while measured)", "runs": runs})
+
+
 def main() -> None:
     from mpi4py import MPI
 
@@ -77,18 +86,14 @@ def main() -> None:
         for method in methods:
             config = base.override("nonlinear", enabled=True, method=method)
             runs.append(_run(config, Path(tmp), method, calibration, paths))
-            if MPI.COMM_WORLD.rank == 0:
+            if MPI.COMM_WORLD.rank == 0:  # saved after each method: a partial run is kept
+                _save(args, runs)
                 r = runs[-1]
                 print(f"{method}: peak {r['peak_load_N']} N (linear "
                       f"{r['linear_failure_load_N']} N, ratio "
                       f"{r['nonlinear_to_linear_ratio']}), all converged "
                       f"{r['all_increments_converged']}, nonlinear {r['nonlinear_wall_s']} s",
                       flush=True)
-    if MPI.COMM_WORLD.rank == 0:
-        save(args.name, {"mesh_size_mm": args.mesh_size, "degree": args.degree,
-                         "mpi_ranks": MPI.COMM_WORLD.size, "target_s": 300.0,
-                         "note": "timed on a shared 2-core machine under load from other "
-                                 "jobs", "runs": runs})
 
 
 if __name__ == "__main__":

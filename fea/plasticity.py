@@ -21,7 +21,8 @@ tangent; it is non-symmetric for r != 1, so the Krylov method inside Newton is G
 preconditioned, rigid-body near-nullspace). History (plastic strain tensor, kappa) lives in
 basix quadrature spaces at the points of the stiffness integral and is updated only after an
 increment has converged. PETSc SNES ``newtonls`` solves each increment with the equilibrium
-criterion ||R|| <= rtol * max(||f_int||, ||f_ext||) (free dofs; default rtol 1e-6); an increment
+criterion ||R|| <= rtol ||F|| (free dofs; ||F|| the applied load, or the internal
+force under displacement control; default rtol 1e-6); an increment
 that does not converge is repeated with half the step, from the last converged state.
 
 Regularisation: crack band (Bazant & Oh 1983, Materiaux et Constructions 16:155-177,
@@ -250,7 +251,7 @@ class IncrementRecord:
         force_N: Force along the load.
         converged: Newton met the residual criterion.
         newton_iterations: Newton iterations used.
-        residual: Final ||R|| / max(||f_int||, ||f_ext||).
+        residual: Final ||R|| / ||F|| (applied load, or internal force).
         plastic_fraction: Fraction of quadrature points that have yielded (converged only).
         cut_back: The attempt failed and was repeated with half the step (not part of the
             curve).
@@ -293,6 +294,8 @@ class PlasticityResult:
         wall_s: Wall time, s.
         notes: Messages (shown as warnings where they qualify the number).
         plastic_strain_eq: (m,) cell mean equivalent plastic strain at the end (on all ranks).
+        peak_resolution: Smallest step tried (N under load control, mm under displacement
+            control): a bracketed peak lies below peak + this.
     """
 
     increments: tuple[IncrementRecord, ...]
@@ -304,6 +307,7 @@ class PlasticityResult:
     wall_s: float
     notes: list[str] = field(default_factory=list)
     plastic_strain_eq: FloatArray = field(default_factory=lambda: np.zeros(0))
+    peak_resolution: float = math.nan
 
     @property
     def converged_curve(self) -> tuple[FloatArray, FloatArray]:
@@ -342,6 +346,9 @@ class PlasticityResult:
             "peak_bracketed": self.peak_bracketed,
             "all_increments_converged": self.all_increments_converged,
             "control": self.control,
+            "peak_resolution": (self.peak_resolution if math.isfinite(self.peak_resolution)
+                                else None),
+            "peak_resolution_units": "N" if self.control == "load" else "mm",
             "increments": [r.to_dict() for r in self.increments],
             "wall_s": round(self.wall_s, 3),
             "notes": self.notes,
@@ -352,7 +359,8 @@ class _Formulation:
     """UFL forms, history spaces and the SNES of one model (internal)."""
 
     def __init__(self, model: ElasticModel, material: PlasticMaterial,
-                 patch: LoadPatch | None, krylov_rtol: float) -> None:
+                 patch: LoadPatch | None, krylov_rtol: float, *,
+                 lag_preconditioner: bool = False, max_newton: int = 15) -> None:
         if material.num_cells != model.mesh.num_cells:
             raise ValueError(f"material has {material.num_cells} cells, mesh "
                              f"{model.mesh.num_cells}")
@@ -407,12 +415,17 @@ class _Formulation:
         # Delta gamma (3 mu + (1 - a) H > 0), so exactly one segment's answer lies in it.
         dg0_ = (drive - (1.0 - a) * (s0 + h0 * kap)) / (3.0 * mu + (1.0 - a) * h0)
         dg1_ = (drive - (1.0 - a) * (s1 + h1 * (kap - k1))) / (3.0 * mu + (1.0 - a) * h1)
-        dg2_ = (drive - (1.0 - a) * s2) / (3.0 * mu)
         in0 = ufl.And(ufl.le(kap, k1), ufl.le(kap + dg0_, k1))
         in1 = ufl.And(ufl.le(kap, k2), ufl.le(kap + dg1_, k2))
-        dgamma = ufl.conditional(ufl.gt(f_tr, 0.0),
-                                 ufl.conditional(in0, dg0_, ufl.conditional(in1, dg1_, dg2_)),
-                                 0.0)
+        # The active segment's constants, picked by conditions that are piecewise constant
+        # in u: the derivative (the consistent tangent) then goes through one formula only.
+        zero = 0.0 * h0
+        h_act = ufl.conditional(in0, h0, ufl.conditional(in1, h1, zero))
+        s_act = ufl.conditional(in0, s0, ufl.conditional(in1, s1, s2))
+        k_act = ufl.conditional(in0, zero, ufl.conditional(in1, k1, k2))
+        dg_act = (drive - (1.0 - a) * (s_act + h_act * (kap - k_act))) / (
+            3.0 * mu + (1.0 - a) * h_act)
+        dgamma = ufl.conditional(ufl.gt(f_tr, 0.0), dg_act, 0.0)
         normal = 1.5 * s_tr / q_tr
         sigma = sig_tr - 2.0 * mu * dgamma * normal
         self.sigma = sigma
@@ -444,7 +457,7 @@ class _Formulation:
         options = model.options.petsc_options()
         options.update({"snes_type": "newtonls", "snes_linesearch_type": "basic",
                         "snes_max_it": 25, "ksp_type": "gmres", "ksp_rtol": krylov_rtol,
-                        "ksp_gmres_restart": 200, "ksp_max_it": 2000,
+                        "ksp_gmres_restart": 200, "ksp_max_it": 600,
                         "ksp_norm_type": "unpreconditioned",
                         "snes_error_if_not_converged": False})
         if options.get("pc_type") in ("lu", "cholesky"):
@@ -452,6 +465,12 @@ class _Formulation:
             for key in ("ksp_rtol", "ksp_atol", "ksp_max_it", "ksp_gmres_restart",
                         "ksp_norm_type"):
                 options.pop(key, None)
+        if lag_preconditioner:
+            # PETSc rebuilds the preconditioner at Newton iterations that are multiples of
+            # the lag, counted from 0 in each solve: once per increment. The tangent itself
+            # is reassembled every iteration (exact Newton, inexact preconditioner).
+            options["snes_lag_preconditioner"] = 1000
+        options["snes_max_it"] = max_newton
         prefix = f"osteofe_plastic_{id(self)}_"
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             residual, u, bcs=model._bcs, J=jacobian, petsc_options_prefix=prefix)
@@ -466,23 +485,27 @@ class _Formulation:
         if getattr(model, "_nullspace", None) is not None:
             self.problem.A.setNearNullSpace(model._nullspace)
         self.rtol = 1e-6
+        self.krylov_iterations = 0
         self.last_ratio = math.inf
         snes.setConvergenceTest(self._converged)
 
-    # The equilibrium criterion: ||R_free|| / max(||f_int||, ||f_ext||).
+    # The equilibrium criterion: ||R_free|| / ||F||.
     def _converged(self, snes: Any, it: int, norms: tuple[float, float, float]) -> int:
         fnorm = norms[2]
-        internal: Any = dolfinx.fem.petsc.assemble_vector(self.internal_form)
-        internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-        ref = float(internal.norm())
-        internal.destroy()
-        if self.ext_vector is not None:
-            ref = max(ref, float(self.load_factor.value) * float(self.ext_vector.norm()))
+        if self.ext_vector is not None:  # load control: ||F|| is the applied load's
+            ref = float(self.load_factor.value) * float(self.ext_vector.norm())
+        else:  # displacement control: the internal force (the reactions) sets the scale
+            internal: Any = dolfinx.fem.petsc.assemble_vector(self.internal_form)
+            internal.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+            ref = float(internal.norm())
+            internal.destroy()
         self.last_ratio = fnorm / max(ref, 1e-300)
         if not math.isfinite(fnorm):
             return -4  # SNES_DIVERGED_FNORM_NAN
         if it >= 1 and self.last_ratio <= self.rtol:
             return 3  # SNES_CONVERGED_FNORM_ABS (our criterion)
+        if it >= 4 and self.last_ratio > 0.1:
+            return -6  # SNES_DIVERGED_LINE_SEARCH-like: Newton is not contracting, cut back
         if it >= snes.getTolerances()[3]:
             return -5  # SNES_DIVERGED_MAX_IT
         return 0
@@ -546,6 +569,7 @@ class _Formulation:
         self.problem.x.copy(self.model.u.x.petsc_vec)
         self.model.u.x.scatter_forward()
         reason = int(snes.getConvergedReason())
+        self.krylov_iterations = int(snes.getLinearSolveIterations())
         return reason > 0, int(snes.getIterationNumber()), float(self.last_ratio)
 
     def destroy(self) -> None:
@@ -575,6 +599,8 @@ def incremental_failure(
     stop_fraction: float = 0.9,
     flat_fraction: float = 0.2,
     max_displacement: float | None = None,
+    lag_preconditioner: bool = False,
+    max_newton: int = 15,
     progress: Callable[[IncrementRecord], None] | None = None,
 ) -> PlasticityResult:
     """Incremental Newton analysis to the peak of the force-displacement curve (collective).
@@ -593,7 +619,8 @@ def incremental_failure(
         support: Displaced support (displacement control).
         patch: Load patch whose force is the unit of the load factor (load control).
         patch_nodes: Nodes whose mean displacement is recorded (load control).
-        rtol: Equilibrium criterion ||R|| / max(||f_int||, ||f_ext||).
+        rtol: Equilibrium criterion ||R|| / ||F|| (F: applied load; internal force under
+            displacement control).
         krylov_rtol: GMRES relative tolerance inside Newton.
         max_increments: Attempted increments limit (cut-backs included).
         max_cutbacks: Halvings of the step before giving up (the minimum step is
@@ -603,6 +630,10 @@ def incremental_failure(
         flat_fraction: Load control: the peak counts as reached when the minimum step fails
             and the last converged tangent is below this fraction of the initial one.
         max_displacement: Stop once the control displacement reaches this value (tests).
+        lag_preconditioner: Build the preconditioner once per increment instead of at every
+            Newton iteration.
+        max_newton: Newton iterations per increment; an increment whose residual is still
+            above 0.1 after 4 iterations counts as diverging (cut back at once).
         progress: Called after each attempt.
 
     Returns:
@@ -617,7 +648,8 @@ def incremental_failure(
     if not step > 0.0:
         raise ValueError(f"step must be positive, got {step}")
     start = time.perf_counter()
-    form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol)
+    form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol,
+                        lag_preconditioner=lag_preconditioner, max_newton=max_newton)
     form.rtol = rtol
     unit_force = float(np.linalg.norm(patch.force_n)) if patch is not None else 1.0
     records: list[IncrementRecord] = []
@@ -657,8 +689,9 @@ def incremental_failure(
             records.append(rec)
             if model.comm.rank == 0:
                 logger.info("increment %d: target %.5g, converged %s in %d Newton its "
-                            "(residual %.2e), force %.5g N, %.1f s", len(records), rec.target,
-                            ok, its, res, f, time.perf_counter() - start)
+                            "(%d Krylov, residual %.2e), force %.5g N, %.1f s", len(records),
+                            rec.target, ok, its, form.krylov_iterations, res, f,
+                            time.perf_counter() - start)
             if progress is not None:
                 progress(rec)
             if not ok:
@@ -707,4 +740,5 @@ def incremental_failure(
     return PlasticityResult(
         increments=tuple(records), peak_force_n=peak_f, peak_displacement_mm=peak_x,
         peak_bracketed=bracketed, all_increments_converged=all_ok, control=control,
-        wall_s=time.perf_counter() - start, notes=notes, plastic_strain_eq=kappa)
+        wall_s=time.perf_counter() - start, notes=notes, plastic_strain_eq=kappa,
+        peak_resolution=min_step * (unit_force if control == "load" else 1.0))
