@@ -360,7 +360,8 @@ class _Formulation:
 
     def __init__(self, model: ElasticModel, material: PlasticMaterial,
                  patch: LoadPatch | None, krylov_rtol: float, *,
-                 lag_preconditioner: bool = False, max_newton: int = 15) -> None:
+                 lag_preconditioner: bool = False, max_newton: int = 15,
+                 inexact: bool = False) -> None:
         if material.num_cells != model.mesh.num_cells:
             raise ValueError(f"material has {material.num_cells} cells, mesh "
                              f"{model.mesh.num_cells}")
@@ -457,7 +458,7 @@ class _Formulation:
         options = model.options.petsc_options()
         options.update({"snes_type": "newtonls", "snes_linesearch_type": "basic",
                         "snes_max_it": 25, "ksp_type": "gmres", "ksp_rtol": krylov_rtol,
-                        "ksp_gmres_restart": 200, "ksp_max_it": 600,
+                        "ksp_gmres_restart": 60, "ksp_max_it": 300,
                         "ksp_norm_type": "unpreconditioned",
                         "snes_error_if_not_converged": False})
         if options.get("pc_type") in ("lu", "cholesky"):
@@ -471,6 +472,13 @@ class _Formulation:
             # is reassembled every iteration (exact Newton, inexact preconditioner).
             options["snes_lag_preconditioner"] = 1000
         options["snes_max_it"] = max_newton
+        if inexact:
+            # Eisenstat-Walker: loose Krylov tolerances while Newton is far from converged
+            # (the equilibrium criterion, not the Krylov one, decides convergence).
+            # Capped at 1e-2 so that each Newton step stays a good one (PETSc's default cap,
+            # 0.9, doubled the Newton iterations near the peak).
+            options.update({"snes_ksp_ew": True, "snes_ksp_ew_rtol0": 1e-2,
+                            "snes_ksp_ew_rtolmax": 1e-2})
         prefix = f"osteofe_plastic_{id(self)}_"
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
             residual, u, bcs=model._bcs, J=jacobian, petsc_options_prefix=prefix)
@@ -601,6 +609,8 @@ def incremental_failure(
     max_displacement: float | None = None,
     lag_preconditioner: bool = False,
     max_newton: int = 15,
+    inexact_newton: bool = False,
+    max_step_growth: float = 1.0,
     progress: Callable[[IncrementRecord], None] | None = None,
 ) -> PlasticityResult:
     """Incremental Newton analysis to the peak of the force-displacement curve (collective).
@@ -634,6 +644,10 @@ def incremental_failure(
             Newton iteration.
         max_newton: Newton iterations per increment; an increment whose residual is still
             above 0.1 after 4 iterations counts as diverging (cut back at once).
+        inexact_newton: Eisenstat-Walker Krylov tolerances inside Newton.
+        max_step_growth: After increments that converge in <= 2 Newton iterations the step
+            doubles, up to this multiple of ``step`` (1: never above the first step). The
+            minimum step, and so the peak's resolution, stays ``step / 2^max_cutbacks``.
         progress: Called after each attempt.
 
     Returns:
@@ -649,7 +663,8 @@ def incremental_failure(
         raise ValueError(f"step must be positive, got {step}")
     start = time.perf_counter()
     form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol,
-                        lag_preconditioner=lag_preconditioner, max_newton=max_newton)
+                        lag_preconditioner=lag_preconditioner, max_newton=max_newton,
+                        inexact=inexact_newton)
     form.rtol = rtol
     unit_force = float(np.linalg.norm(patch.force_n)) if patch is not None else 1.0
     records: list[IncrementRecord] = []
@@ -727,7 +742,9 @@ def incremental_failure(
                 break
             if max_displacement is not None and x >= max_displacement * (1 - 1e-12):
                 break
-            if its <= 4 and h < step:
+            if its <= 2:
+                h = min(2.0 * h, max_step_growth * float(step))
+            elif its <= 4 and h < step:
                 h = min(2.0 * h, float(step))
         else:
             notes.append(f"stopped after {max_increments} increments before the peak was "

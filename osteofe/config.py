@@ -346,6 +346,11 @@ class NonlinearConfig:
             reached (load control) or the analysis gives up.
         regularise: Plasticity: crack-band scaling of the softening modulus.
         reference_length_mm: Plasticity: element size of the softening law's calibration.
+        lag_preconditioner: Plasticity: one GAMG set-up per increment (GMRES solves the
+            later Newton iterations' tangents with it) instead of one per iteration.
+        inexact_newton: Plasticity: Eisenstat-Walker Krylov tolerances inside Newton.
+        max_step_growth: Plasticity: steps double after easy increments (<= 2 Newton
+            iterations), up to this multiple of the first step.
     """
 
     enabled: bool = False
@@ -358,9 +363,12 @@ class NonlinearConfig:
     stop_fraction: float = 0.9
     method: str = "plasticity"
     residual_rtol: float = 1e-6
-    max_cutbacks: int = 6
+    max_cutbacks: int = 4
     regularise: bool = True
     reference_length_mm: float = 3.0
+    lag_preconditioner: bool = True
+    inexact_newton: bool = True
+    max_step_growth: float = 4.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cases", tuple(self.cases))
@@ -370,6 +378,8 @@ class NonlinearConfig:
                self.residual_rtol, "1e-12 - 1e-2")
         _check(0 <= self.max_cutbacks <= 20, "nonlinear.max_cutbacks", self.max_cutbacks,
                "0-20")
+        _check(1.0 <= self.max_step_growth <= 16.0, "nonlinear.max_step_growth",
+               self.max_step_growth, "1-16")
         _check(0.0 < self.reference_length_mm <= 20.0, "nonlinear.reference_length_mm",
                self.reference_length_mm, "(0, 20] mm")
         _check(0.0 < self.stop_fraction < 1.0, "nonlinear.stop_fraction", self.stop_fraction,

@@ -1239,7 +1239,8 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear_failure_n
             step=cfg.step_fraction * linear_failure_n / magnitude, patch=patch,
             patch_nodes=load.patch.nodes, rtol=cfg.residual_rtol,
             krylov_rtol=min(cfg.krylov_rtol, 1e-8), max_increments=cfg.max_increments,
-            max_cutbacks=cfg.max_cutbacks)
+            max_cutbacks=cfg.max_cutbacks, lag_preconditioner=cfg.lag_preconditioner,
+            inexact_newton=cfg.inexact_newton, max_step_growth=cfg.max_step_growth)
     finally:
         model.destroy()
     return result, regularisation
