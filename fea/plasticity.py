@@ -9,7 +9,8 @@ first stress invariant I1,
 so that uniaxial compression yields at sigma_c and uniaxial tension at r sigma_c (r = the
 tension/compression ratio, here the ratio of the linear criterion's strain limits, so that the
 nonlinear and the linear model agree on where bone is weaker); a von Mises plastic potential
-(isochoric flow: no dilatancy, no apex return), and a piecewise-linear compressive yield
+(isochoric flow: no dilatancy, no apex return: a state of hydrostatic tension beyond the
+surface is not returned; bone in a femur is not loaded so), and a piecewise-linear compressive yield
 curve sigma_c(kappa) of the equivalent plastic strain kappa with three segments (slopes H0,
 H1 and 0; breaks kappa1, kappa2). Keyak et al. 2005's curve is H0 = 0 (perfectly plastic
 plateau of length eps_AB), then softening, then the minimum stress as a plateau; a hardening
@@ -475,9 +476,10 @@ class _Formulation:
         if inexact:
             # Eisenstat-Walker: loose Krylov tolerances while Newton is far from converged
             # (the equilibrium criterion, not the Krylov one, decides convergence).
-            # Capped at 1e-2 so that each Newton step stays a good one (PETSc's default cap,
-            # 0.9, doubled the Newton iterations near the peak).
-            options.update({"snes_ksp_ew": True, "snes_ksp_ew_rtol0": 1e-2,
+            # The first solve of an increment is tight (an elastic increment then converges
+            # in one Newton step); the later ones at most 1e-2 (PETSc's default cap, 0.9,
+            # doubled the Newton iterations near the peak).
+            options.update({"snes_ksp_ew": True, "snes_ksp_ew_rtol0": 1e-7,
                             "snes_ksp_ew_rtolmax": 1e-2})
         prefix = f"osteofe_plastic_{id(self)}_"
         self.problem = dolfinx.fem.petsc.NonlinearProblem(
@@ -746,6 +748,8 @@ def incremental_failure(
                 h = min(2.0 * h, max_step_growth * float(step))
             elif its <= 4 and h < step:
                 h = min(2.0 * h, float(step))
+            elif its > 4:  # yielding has started: back to the first step at most
+                h = min(h, float(step))
         else:
             notes.append(f"stopped after {max_increments} increments before the peak was "
                          "bracketed: the failure load is a lower bound")
