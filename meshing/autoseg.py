@@ -94,6 +94,13 @@ class AutoSegParams:
             the classical full-width-at-half-maximum edge, e.g. Prevrhal et al. 1999, Phys
             Med Biol 44:751), and no rim is added.
         soft_tissue_hu: Soft tissue (muscle) HU for the half-maximum rules.
+        cap_from_neck_deg: Pelvis seeds (the acetabular cap just outside the head sphere)
+            lie more than this angle from the femoral neck axis. The bony acetabulum is
+            about a hemisphere whose opening faces laterally and inferiorly at ~45 deg
+            inclination (Murray 1993, J Bone Joint Surg Br 75:228), close to the neck axis
+            assumed here (40 deg below horizontal), so 90 deg: a narrower cone (60 deg)
+            seeded the superolateral head-neck junction, which the acetabulum does not
+            cover (lateral centre-edge angle ~25-40 deg, Wiberg 1939), as pelvis.
         slab_mm: Thickness of the lowest slab searched for femoral shafts.
         head_radius_mm: Range of femoral head radii searched (adult heads are 40-56 mm in
             diameter).
@@ -142,6 +149,7 @@ class AutoSegParams:
     head_candidates: int = 10
     half_max_below_mm: float = 2.0
     soft_tissue_hu: float = 40.0
+    cap_from_neck_deg: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -419,18 +427,21 @@ def _refine_sphere(edges: npt.NDArray[np.int64], unit: npt.NDArray[np.float64],
                    radius: float) -> tuple[npt.NDArray[np.float64], float]:
     """Least-squares sphere through the edge voxels of a found head (index space centre).
 
-    Edge voxels within 4 mm of the sphere whose gradient points along the radius (inwards,
-    to the bright head, or outwards, to the acetabulum; |cos| > 0.7) are fitted by the
-    algebraic sphere fit ``|p|^2 = 2 c.p + (r^2 - |c|^2)`` (linear least squares); the fit is
-    kept when it moves the centre by less than 6 mm and the radius stays within 6 mm.
+    Edge voxels within 4 mm of the sphere whose gradient points inwards along the radius
+    (to the bright head; cos < -0.7) are fitted by the algebraic sphere fit
+    ``|p|^2 = 2 c.p + (r^2 - |c|^2)`` (linear least squares); the fit is kept when it moves
+    the centre by less than 6 mm and the radius stays within 6 mm. Only the head's own
+    surface is fitted: the acetabulum's edges (gradient outwards) cover the head medially
+    and superiorly only, and its fossa lies several mm off the head, so including them
+    pulls the centre medially (3.6 mm on the example CT against TotalSegmentator's head).
     """
     pts = edges * spacing
     c0 = centre * spacing
     rel = pts - c0
     dist = np.linalg.norm(rel, axis=1)
     ok = (np.abs(dist - radius) <= 4.0) & (dist > 0)
-    ok &= np.abs(np.einsum("ij,ij->i", unit,
-                           rel / np.maximum(dist, 1e-9)[:, None])) > 0.7
+    cos = np.einsum("ij,ij->i", unit, rel / np.maximum(dist, 1e-9)[:, None])
+    ok &= cos < -0.7
     if np.count_nonzero(ok) < 20:
         return centre, radius
     p = pts[ok]
@@ -572,7 +583,8 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
         thick = float(max(spacing.max(), 2.0))
         markers[(d <= radius - 1.5 * thick) & mask] = code[side]
         shell = ((d > radius + 0.5 * thick) & (d <= radius + 2.5 * thick)
-                 & (cos_neck < math.cos(math.radians(60.0))) & (rel[2] / d > -0.3))
+                 & (cos_neck < math.cos(math.radians(params.cap_from_neck_deg)))
+                 & (rel[2] / d > -0.3))
         cap = shell & mask
         markers[cap] = 3
         # an acetabulum covers a good part of the cap; a femur scanned alone has none
