@@ -144,8 +144,12 @@ def test_real_example_ct_against_totalsegmentator(shared_data: Path) -> None:
     assert by_side["right"].accepted
     auto = np.isin(seg.labels.labels, (76, LESION_CANDIDATE_LABEL))
     truth = ref.labels == 76
-    # measured 0.945 / 0.93 mm (the issue asks >= 0.95 / < 1 mm)
-    assert dice(auto, truth) >= 0.94
+    # the refusal's reason is real: the metal (> 3000 HU) lies inside TotalSegmentator's
+    # femur_left
+    metal = np.asarray(ct.hu) > 3000.0
+    assert metal.any() and np.all(ref.labels[metal] == 75)
+    # measured 0.954 / 0.78 mm (the issue asks >= 0.95 / < 1 mm)
+    assert dice(auto, truth) >= 0.95
     assert mean_surface_distance(auto, truth, ct.grid.spacing) < 1.0
     # the joint sphere sits on TotalSegmentator's head: its centre within 5 mm of the
     # centre of TotalSegmentator's femur voxels above the sphere's equator
