@@ -16,7 +16,10 @@ Measured in one run:
    labels against the one from TotalSegmentator's labels (``osteofe strength``,
    ``--allow-partial``: the CT holds only 54 mm of femur, so neither number is clinically
    valid; the comparison is of the labels' effect on the same model), and the same on the
-   built-in 1 mm phantom (automatic vs its true labels, 5 mm elements).
+   built-in 1 mm phantom (automatic vs its true labels, 5 mm elements); on the real CT also
+   with both models fixed the same way (the distal 2 mm slab, diag_fixation_segmentation.py):
+   ``fea.loads.distal_cut`` finds no cut plane on TotalSegmentator's labels (slab fixed) but
+   a partial one (~800 of ~2000 mm^2) on the automatic labels.
 
 Usage: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_segmentation.py [--repeat 3]
            [--strength]
@@ -123,10 +126,17 @@ def resample_cost(repeat: int) -> dict[str, Any]:
     return {"input": [512, 512, 807], "output": size, "wall_s": round(wall, 3)}
 
 
-def strength_case(phantom: bool = False) -> dict[str, Any]:
-    """Failure load from reference vs automatic labels (real CT, or the 1 mm phantom)."""
+def strength_case(phantom: bool = False, same_fixation: bool = False) -> dict[str, Any]:
+    """Failure load from reference vs automatic labels (real CT, or the 1 mm phantom).
+
+    ``same_fixation``: both models fixed by the distal slab (benchmarks/
+    diag_fixation_segmentation.py) instead of the cut plane ``fea.loads.distal_cut`` finds,
+    which on the 3 mm example CT differs between the two label maps.
+    """
     env = dict(os.environ)
     out: dict[str, Any] = {}
+    launcher = ([str(ROOT / "benchmarks" / "diag_fixation_segmentation.py")] if same_fixation
+                else ["-m", "osteofe"])
     with tempfile.TemporaryDirectory() as tmp:
         if phantom:
             from meshing.phantom import write_phantom
@@ -146,7 +156,7 @@ def strength_case(phantom: bool = False) -> dict[str, Any]:
             folder = Path(tmp) / name
             start = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-m", "osteofe", "-q", "strength", "--ct", str(ct), *extra,
+                [sys.executable, *launcher, "-q", "strength", "--ct", str(ct), *extra,
                  "--body-weight", "75", "--out", str(folder), "--no-picture", *options],
                 cwd=ROOT, env=env, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
@@ -190,6 +200,7 @@ def main() -> None:
         }
         if args.strength:
             payload["failure_load_real_ct"] = strength_case()
+            payload["failure_load_real_ct_same_fixation"] = strength_case(same_fixation=True)
     if args.strength:
         payload["failure_load_phantom"] = strength_case(phantom=True)
     path = save("segmentation", payload)
