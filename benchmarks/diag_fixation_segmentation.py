@@ -21,30 +21,32 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fea.loads as loads
 import osteofe.pipeline as pipeline
+from fea.landmarks import FemurLandmarks
 
 _ORIGINAL = loads.distal_cut
 
 
-def _slab_cut(points: np.ndarray, boundary: np.ndarray, landmarks: object, *,
-              depth_mm: float = 2.0) -> loads.DistalCut:
+def _slab_cut(points: npt.NDArray[np.float64], boundary: npt.NDArray[np.int64],
+              landmarks: FemurLandmarks, *, depth_mm: float = 2.0) -> loads.DistalCut:
     """The fallback branch of ``distal_cut`` (surface within ``depth_mm`` of the lowest point)."""
-    found = _ORIGINAL(points, boundary, landmarks, depth_mm=depth_mm)  # type: ignore[arg-type]
-    axis = np.asarray(landmarks.shaft_axis, dtype=float)  # type: ignore[attr-defined]
+    found = _ORIGINAL(points, boundary, landmarks, depth_mm=depth_mm)
+    axis = np.asarray(landmarks.shaft_axis, dtype=np.float64)
     nodes = np.unique(boundary)
-    fixed = nodes[points[nodes] @ axis < landmarks.distal_level_mm + depth_mm]  # type: ignore[attr-defined]
+    fixed = nodes[points[nodes] @ axis < landmarks.distal_level_mm + depth_mm]
     print(f"distal_cut: planar={found.planar} area={found.area_mm2:.0f} mm^2 "
           f"nodes={found.nodes.size}; fixed instead: {fixed.size} nodes within {depth_mm} mm",
           file=sys.stderr)
-    return loads.DistalCut(fixed, points[fixed].mean(axis=0), -axis, 0.0, False)
+    return loads.DistalCut(fixed, points[fixed].mean(axis=0), np.negative(axis), 0.0, False)
 
 
 if __name__ == "__main__":
-    pipeline.distal_cut = _slab_cut  # type: ignore[assignment]
+    pipeline.distal_cut = _slab_cut
     from osteofe.cli import main
 
     sys.exit(main(sys.argv[1:]))
