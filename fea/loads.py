@@ -373,6 +373,9 @@ class DistalCut:
 MAX_CUT_TILT_DEG = 35.0
 #: Nodes within this distance of the fitted cut plane belong to the cut (mm).
 CUT_PLANE_TOL_MM = 1.0
+#: The flat part must cover this fraction of the distal end (projected on the cut plane);
+#: below it the rim is rounded and the end within the slab depth of the plane is the cut.
+MIN_CUT_COVERAGE = 0.9
 
 
 def distal_cut(
@@ -387,7 +390,9 @@ def distal_cut(
     Boundary triangles near the distal end whose outward normals lie within
     :data:`MAX_CUT_TILT_DEG` of the distal shaft direction are fitted with a plane (area
     weighted); the cut is every triangle with all vertices within :data:`CUT_PLANE_TOL_MM`
-    of it, refitted once. An end with no such plane covering at least half the shaft's
+    of it, refitted once. Where that flat part covers less than :data:`MIN_CUT_COVERAGE` of
+    the distal-facing surface within ``depth_mm`` of the plane (a rim rounded by smoothing),
+    that whole end is the cut. An end with no such plane covering at least half the shaft's
     section (a knee) falls back to the surface within ``depth_mm`` of the most distal level.
 
     Args:
@@ -429,6 +434,16 @@ def distal_cut(
     min_area = 0.5 * np.pi * (0.5 * landmarks.head_radius_mm) ** 2
     if cut.any() and float(areas[cut].sum()) >= min_area:
         normal, centre = plane(cut)
+        # A cut whose rim was rounded (surface smoothing of a label map cropped at the
+        # image's edge, partial volume at 3 mm voxels) has its flat part inside the plane
+        # tolerance and its rim a little off it. Fixing the flat part alone fixes a fraction
+        # of the section, and the load then depends on how much of the rim was rounded; the
+        # whole end within ``depth_mm`` of the plane is the cut then.
+        off_plane = np.abs((points[boundary] - centre) @ normal).max(axis=1)
+        end = facing & (off_plane < max(depth_mm, CUT_PLANE_TOL_MM))
+        projected = areas * np.abs(normals @ normal)
+        if float(projected[cut].sum()) < MIN_CUT_COVERAGE * float(projected[end].sum()):
+            cut = end
         return DistalCut(np.unique(boundary[cut]), centre, normal, float(areas[cut].sum()),
                          True)
     nodes = np.unique(boundary)

@@ -152,6 +152,21 @@ def test_the_whole_tilted_cut_face_is_fixed(tilt_deg):
     assert math.degrees(math.acos(-cut.normal @ axis)) == pytest.approx(tilt_deg, abs=0.01)
 
 
+def test_a_cut_with_a_rounded_rim_is_fixed_whole():
+    """The rim of the cut raised 1.5 mm (smoothing): the whole end is fixed, not its middle."""
+    mesh = box_mesh([-12, -12, 0], [12, 12, 80], (6, 6, 20))
+    points = mesh.points.copy()
+    on_cut = points[:, 2] < 1e-9
+    rim = on_cut & (np.abs(points[:, :2]).max(axis=1) > 12 - 1e-9)
+    points[rim, 2] += 1.5
+    mesh = TetMesh(points, mesh.cells, mesh.cell_tags)
+    axis = np.array([0.0, 0.0, 1.0])
+    cut = distal_cut(points, boundary_faces(mesh), _landmarks(points, axis, 0.0))
+    assert cut.planar
+    assert set(cut.nodes.tolist()) == set(np.flatnonzero(on_cut).tolist())
+    assert cut.area_mm2 > 24.0 * 24.0  # the tilted rim triangles included
+
+
 def test_fall_direction_follows_the_courtney_set_up():
     d = fall_direction(10.0, 15.0)
     assert np.linalg.norm(d) == pytest.approx(1.0)
