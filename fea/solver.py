@@ -51,6 +51,9 @@ from petsc4py import PETSc as _PETSc  # noqa: E402
 PETSc: Any = _PETSc
 
 _COORD_TOL_MM = 1e-6
+#: Options read by objects PETSc creates inside the GAMG set-up without the KSP's prefix
+#: (the Galerkin product's coarse matrix): set unprefixed for the set-up only.
+_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear"})
 #: Vertices of basix's reference tetrahedron (points of the P2 corner-strain evaluation).
 _REFERENCE_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                 [0.0, 0.0, 1.0]])
@@ -121,6 +124,13 @@ class SolverOptions:
                     # beside 20 GPa cortex under the pinned fall supports underestimated it
                     # and made the smoother indefinite (KSP_DIVERGED_INDEFINITE_PC).
                     "mg_levels_ksp_chebyshev_esteig": "0,0.1,0,1.3",
+                    # Free the Galerkin product's intermediates (A P, the transposed local
+                    # blocks of P) once the fine-level coarse operator exists: kept for a
+                    # numeric-only reuse GAMG never does (a refresh rebuilds it), they
+                    # doubled the set-up's memory per rank under MPI (PETSc's
+                    # MatProductClear; GAMG's products read it without a prefix, see
+                    # _UNPREFIXED_OPTIONS).
+                    "mat_product_clear": 1,
                 }
             )
         if self.pc_type in ("lu", "cholesky"):
@@ -443,14 +453,19 @@ class ElasticModel:
         """
         petsc_opts = PETSc.Options()
         options = self.options.petsc_options()
-        for key, value in options.items():
-            petsc_opts[self._petsc_prefix + key] = value
+        names = {key: key if key in _UNPREFIXED_OPTIONS else self._petsc_prefix + key
+                 for key in options}
+        # An unprefixed option the user set globally wins and stays.
+        names = {key: name for key, name in names.items()
+                 if name.startswith(self._petsc_prefix) or not petsc_opts.hasName(name)}
+        for key, name in names.items():
+            petsc_opts[name] = options[key]
         try:
             self.ksp.setFromOptions()
             self.ksp.setUp()
         finally:
-            for key in options:
-                petsc_opts.delValue(self._petsc_prefix + key)
+            for name in names.values():
+                petsc_opts.delValue(name)
 
     def _set_modulus(self, modulus: FloatArray) -> None:
         """Copy moduli (per cell, or per cell and quadrature point) into the dolfinx field."""
