@@ -30,7 +30,6 @@ MB = 1024.0 * 1024.0
 
 def _single(args: argparse.Namespace) -> int:
     import numpy as np
-    import psutil
 
     import fea.solver as solver  # loads the backend (dolfinx_solver before dolfinx)
     from meshing.structured import box_mesh
@@ -39,14 +38,14 @@ def _single(args: argparse.Namespace) -> int:
     dmesh, fem_petsc = solver.dolfinx.mesh, solver.dolfinx.fem.petsc
 
     comm = comm_mod.COMM_WORLD
-    proc = psutil.Process()
+    from bench_memory_ranks import _rss
     steps: dict[str, float] = {}
 
     def around(name: str, fn: Any) -> Any:
         def wrapped(*a: Any, **k: Any) -> Any:
-            before = proc.memory_info().rss
+            before = _rss()
             out = fn(*a, **k)
-            steps[name] = steps.get(name, 0.0) + (proc.memory_info().rss - before) / MB
+            steps[name] = steps.get(name, 0.0) + (_rss() - before) / MB
             return out
         return wrapped
 
@@ -59,10 +58,10 @@ def _single(args: argparse.Namespace) -> int:
     mesh = box_mesh(np.zeros(3), np.array([40.0, 40.0, 160.0]), (n, n, 4 * n))
     support = solver.Support("clamp", np.flatnonzero(mesh.points[:, 2] < 1e-9))
     extra = dict(o.split("=", 1) for o in args.option)
-    start = proc.memory_info().rss
+    start = _rss()
     model = solver.ElasticModel(mesh, np.full(mesh.num_cells, 1000.0), 0.3, [support],
                                 solver.SolverOptions(degree=args.degree, extra=extra), comm)
-    record = {"rank": comm.rank, "model_total_mb": round((proc.memory_info().rss - start) / MB),
+    record = {"rank": comm.rank, "model_total_mb": round((_rss() - start) / MB),
               **{f"{k}_mb": round(v) for k, v in steps.items()}}
     top = np.flatnonzero(mesh.points[:, 2] > 160.0 - 1e-9)
     forces = np.tile([0.0, 0.0, -1000.0 / top.size], (top.size, 1))
