@@ -314,7 +314,7 @@ def _rank_chunk(comm: MPI.Comm, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[bounds[comm.rank]:bounds[comm.rank + 1]])
 
 
-def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: FloatArray,
+def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[Any],
                     num_rows: int) -> FloatArray:
     """The (num_rows, ...) array whose rows ``ids`` are each rank's ``values`` (collective).
 
