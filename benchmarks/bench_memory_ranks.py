@@ -134,8 +134,7 @@ def _single(args: argparse.Namespace) -> int:
         mark("solve", gathered_mb=round(gathered / MB, 1))
         return sol
 
-    if args.before:  # the set-up as it was: GAMG keeps its product data, no heap trim
-        pipeline.release_freed_memory = lambda: None  # type: ignore[assignment]
+    if args.before:  # the set-up as it was: GAMG keeps its product data
         args.petsc_option = [*args.petsc_option, "mat_product_clear=0"]
     pipeline._timed = timed
     pipeline._on_root = on_root
@@ -185,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                              "for the set-up before it freed its product intermediates)")
     parser.add_argument("--before", action="store_true",
                         help="the analysis as before the memory work (GAMG product data kept: "
-                             "mat_product_clear=0; no heap trim after rank 0's preparation)")
+                             "mat_product_clear=0)")
     parser.add_argument("--name", default="memory_ranks")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--single", help=argparse.SUPPRESS)

@@ -691,25 +691,6 @@ def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArr
 _on_root = on_root
 
 
-def release_freed_memory() -> None:
-    """Collect garbage and hand the C heap's free pages back to the OS (glibc only).
-
-    Rank 0's preparation (CT, label map, voxel arrays, meshing) leaves hundreds of MB of
-    freed but still resident heap that would otherwise stay through the solve; glibc's
-    ``malloc_trim`` returns it. A no-op where the C library has no ``malloc_trim``.
-    """
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(ctypes.c_size_t(0))
-    except (OSError, AttributeError):
-        pass
-
-
 def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
     """Length above the distal cut left out of the criterion.
 
@@ -847,7 +828,6 @@ def run_strength(
     total_start = time.perf_counter()
     prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step,
                                                     ranks=comm.size))
-    release_freed_memory()
     timings = dict(prepared.timings_s)
 
     step("solving")
