@@ -42,24 +42,31 @@ from _common import provenance, save
 MB = 1024.0 * 1024.0
 
 
+def _rss() -> int:
+    """Resident set size of this process, bytes (psutil where installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process().memory_info().rss)
+
+
 class _Sampler:
     """Peak RSS of this process, sampled from a daemon thread."""
 
     def __init__(self, period_s: float = 0.02) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = self._proc.memory_info().rss
+        self.peak = _rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
         self._thread.start()
 
     def _run(self, period_s: float) -> None:
         while not self._stop.wait(period_s):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, _rss())
 
     def rss(self) -> int:
-        rss = self._proc.memory_info().rss
+        rss = _rss()
         self.peak = max(self.peak, rss)
         return rss
 
@@ -127,6 +134,8 @@ def _single(args: argparse.Namespace) -> int:
         mark("solve", gathered_mb=round(gathered / MB, 1))
         return sol
 
+    if args.before:  # the set-up as it was: GAMG keeps its product data
+        args.petsc_option = [*args.petsc_option, "mat_product_clear=0"]
     pipeline._timed = timed
     pipeline._on_root = on_root
     solver.ElasticModel.__init__ = init  # type: ignore[method-assign]
@@ -140,6 +149,9 @@ def _single(args: argparse.Namespace) -> int:
     mark("start")
     config = (Config().override("mesh", size_mm=args.mesh_size)
               .override("load", cases=("stance",)))
+    if args.petsc_option:
+        config = config.override("solver", petsc_options=dict(
+            o.split("=", 1) for o in args.petsc_option))
     request = pipeline.StrengthRequest(work / "phantom" / "ct.nii.gz",
                                        work / "phantom" / "labels.nii.gz", body_mass_kg=70.0)
     t0 = time.perf_counter()
@@ -154,6 +166,9 @@ def _single(args: argparse.Namespace) -> int:
         Path(args.single).write_text(json.dumps({
             "ranks": comm.size, "wall_s": round(wall, 1),
             "num_dofs": result["solver"]["num_dofs"],
+            "iterations": result["solver"]["iterations"],
+            "solver_timings_s": {k: v for k, v in result.get("timings_s", {}).items()
+                                 if k.startswith("solver_") or k == "solve_total"},
             "failure_load_N": result["failure_load_N"], "per_rank": records}))
     return 0
 
@@ -164,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mesh-size", type=float, default=1.55)
     parser.add_argument("--voxel", type=float, default=0.8)
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--petsc-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="solver.petsc_options of the analysis (e.g. mat_product_clear=0 "
+                             "for the set-up before it freed its product intermediates)")
+    parser.add_argument("--before", action="store_true",
+                        help="the analysis as before the memory work (GAMG product data kept: "
+                             "mat_product_clear=0)")
     parser.add_argument("--name", default="memory_ranks")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
@@ -180,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"run_{ranks}.json"
         cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--single", str(out),
                "--mesh-size", str(args.mesh_size), "--voxel", str(args.voxel),
-               "--work", str(work)]
+               "--work", str(work), *(f"--petsc-option={o}" for o in args.petsc_option),
+               *(["--before"] if args.before else [])]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -188,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{ranks} ranks failed (exit {proc.returncode})")
         run = json.loads(out.read_text())
         peaks = [r["peak_rss_mb"] for r in run["per_rank"]]
-        print(f"{ranks} rank(s): {run['num_dofs']} DOFs, {run['wall_s']} s, peak RSS per rank "
-              f"{peaks} MB", flush=True)
+        print(f"{ranks} rank(s): {run['num_dofs']} DOFs, {run['wall_s']} s, iterations "
+              f"{run['iterations']}, failure load {run['failure_load_N']!r} N, peak RSS per "
+              f"rank {peaks} MB", flush=True)
         runs.append(run)
     serial = next((r for r in runs if r["ranks"] == 1), None)
     ratios = {}
@@ -199,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[str(run["ranks"])] = round(max(r["peak_rss_mb"] for r in run["per_rank"])
                                               / base, 3)
     payload = {"mesh_size_mm": args.mesh_size, "voxel_mm": args.voxel,
+               "petsc_options": args.petsc_option, "before": args.before,
                "peak_ratio_max_rank_over_serial": ratios, "target_ratio_2_ranks": 0.6,
                "runs": runs, "provenance": provenance(ranks=max(args.ranks)),
                "note": "2-core machine shared with other jobs (RSS is not affected by their "

@@ -30,7 +30,6 @@ MB = 1024.0 * 1024.0
 
 def _single(args: argparse.Namespace) -> int:
     import numpy as np
-    import psutil
 
     import fea.solver as solver  # loads the backend (dolfinx_solver before dolfinx)
     from meshing.structured import box_mesh
@@ -39,14 +38,14 @@ def _single(args: argparse.Namespace) -> int:
     dmesh, fem_petsc = solver.dolfinx.mesh, solver.dolfinx.fem.petsc
 
     comm = comm_mod.COMM_WORLD
-    proc = psutil.Process()
+    from bench_memory_ranks import _rss
     steps: dict[str, float] = {}
 
     def around(name: str, fn: Any) -> Any:
         def wrapped(*a: Any, **k: Any) -> Any:
-            before = proc.memory_info().rss
+            before = _rss()
             out = fn(*a, **k)
-            steps[name] = steps.get(name, 0.0) + (proc.memory_info().rss - before) / MB
+            steps[name] = steps.get(name, 0.0) + (_rss() - before) / MB
             return out
         return wrapped
 
@@ -59,11 +58,20 @@ def _single(args: argparse.Namespace) -> int:
     mesh = box_mesh(np.zeros(3), np.array([40.0, 40.0, 160.0]), (n, n, 4 * n))
     support = solver.Support("clamp", np.flatnonzero(mesh.points[:, 2] < 1e-9))
     extra = dict(o.split("=", 1) for o in args.option)
-    start = proc.memory_info().rss
+    start = _rss()
     model = solver.ElasticModel(mesh, np.full(mesh.num_cells, 1000.0), 0.3, [support],
                                 solver.SolverOptions(degree=args.degree, extra=extra), comm)
-    record = {"rank": comm.rank, "model_total_mb": round((proc.memory_info().rss - start) / MB),
+    record = {"rank": comm.rank, "model_total_mb": round((_rss() - start) / MB),
               **{f"{k}_mb": round(v) for k, v in steps.items()}}
+    top = np.flatnonzero(mesh.points[:, 2] > 160.0 - 1e-9)
+    forces = np.tile([0.0, 0.0, -1000.0 / top.size], (top.size, 1))
+    solution = model.solve([solver.NodalForces(top, forces)])
+    record["gamg_setup_s"] = round(model.timings_s["preconditioner_setup"], 2)
+    record["iterations"] = solution.stats.iterations
+    record["solve_s"] = round(solution.stats.solve_s, 2)
+    record["tip_uz_mm"] = float(solution.displacement_mm[top, 2].mean())
+    record["peak_rss_mb"] = round(__import__("resource").getrusage(
+        __import__("resource").RUSAGE_SELF).ru_maxrss / 1024)
     records = comm.gather(record, root=0)
     dofs = model.num_dofs
     levels = model.ksp.getPC().getMGLevels()
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--degree", type=int, default=2, choices=(1, 2))
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--petsc-options", default="",
+                        help="global PETSc options (PETSC_OPTIONS), e.g. '-matptap_via allatonce'")
     parser.add_argument("--name", default="probe_gamg_memory")
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -96,13 +106,15 @@ def main(argv: list[str] | None = None) -> int:
                    str(out), "--n", str(args.n), "--degree", str(args.degree),
                    *(f"--option={o}" for o in args.option)]
             subprocess.run(cmd, check=True, capture_output=True, text=True,
-                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
+                                "PETSC_OPTIONS": args.petsc_options})
             run = json.loads(out.read_text())
             print(f"{ranks} rank(s), {run['dofs']} DOFs: " + "; ".join(
                 f"rank {r['rank']}: " + ", ".join(f"{k} {v}" for k, v in r.items() if k != "rank")
                 for r in run["per_rank"]), flush=True)
             runs.append(run)
     path = save(args.name, {"n": args.n, "degree": args.degree, "options": args.option,
+                            "petsc_options": args.petsc_options,
                             "runs": runs, "unit": "MB of RSS added by each step, per rank"})
     print(f"-> {path}")
     return 0

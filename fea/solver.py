@@ -51,6 +51,9 @@ from petsc4py import PETSc as _PETSc  # noqa: E402
 PETSc: Any = _PETSc
 
 _COORD_TOL_MM = 1e-6
+#: Options read by objects PETSc creates inside the GAMG set-up without the KSP's prefix
+#: (the Galerkin product's coarse matrix): set unprefixed for the set-up only.
+_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear"})
 #: Vertices of basix's reference tetrahedron (points of the P2 corner-strain evaluation).
 _REFERENCE_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                 [0.0, 0.0, 1.0]])
@@ -121,6 +124,13 @@ class SolverOptions:
                     # beside 20 GPa cortex under the pinned fall supports underestimated it
                     # and made the smoother indefinite (KSP_DIVERGED_INDEFINITE_PC).
                     "mg_levels_ksp_chebyshev_esteig": "0,0.1,0,1.3",
+                    # Free the Galerkin product's intermediates (A P, the transposed local
+                    # blocks of P) once the fine-level coarse operator exists: kept for a
+                    # numeric-only reuse GAMG never does (a refresh rebuilds it), they
+                    # doubled the set-up's memory per rank under MPI (PETSc's
+                    # MatProductClear; GAMG's products read it without a prefix, see
+                    # _UNPREFIXED_OPTIONS).
+                    "mat_product_clear": 1,
                 }
             )
         if self.pc_type in ("lu", "cholesky"):
@@ -304,6 +314,27 @@ def _rank_chunk(comm: MPI.Comm, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[bounds[comm.rank]:bounds[comm.rank + 1]])
 
 
+def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[Any],
+                    num_rows: int) -> FloatArray:
+    """The (num_rows, ...) array whose rows ``ids`` are each rank's ``values`` (collective).
+
+    Received straight into one numpy buffer (``Allgatherv``), not as pickled per-rank
+    pieces: the transient is one full copy besides the result, not three or four.
+    Rows no rank sends stay 0.
+    """
+    shape = values.shape[1:]
+    width = int(np.prod(shape))
+    counts = np.asarray(comm.allgather(int(ids.size)), dtype=np.int64)
+    all_ids = np.empty(int(counts.sum()), dtype=np.int64)
+    comm.Allgatherv(np.ascontiguousarray(ids, dtype=np.int64), [all_ids, counts])
+    received = np.empty((all_ids.size, width))
+    comm.Allgatherv(np.ascontiguousarray(values, dtype=np.float64).reshape(-1, width),
+                    [received, counts * width])
+    out = np.zeros((num_rows, width))
+    out[all_ids] = received
+    return out.reshape(num_rows, *shape)
+
+
 def modulus_quadrature_points(degree: int) -> FloatArray:
     """(q, 3) reference-tetrahedron points where per-point moduli are expected.
 
@@ -443,14 +474,19 @@ class ElasticModel:
         """
         petsc_opts = PETSc.Options()
         options = self.options.petsc_options()
-        for key, value in options.items():
-            petsc_opts[self._petsc_prefix + key] = value
+        names = {key: key if key in _UNPREFIXED_OPTIONS else self._petsc_prefix + key
+                 for key in options}
+        # An unprefixed option the user set globally wins and stays.
+        names = {key: name for key, name in names.items()
+                 if name.startswith(self._petsc_prefix) or not petsc_opts.hasName(name)}
+        for key, name in names.items():
+            petsc_opts[name] = options[key]
         try:
             self.ksp.setFromOptions()
             self.ksp.setUp()
         finally:
-            for key in options:
-                petsc_opts.delValue(self._petsc_prefix + key)
+            for name in names.values():
+                petsc_opts.delValue(name)
 
     def _set_modulus(self, modulus: FloatArray) -> None:
         """Copy moduli (per cell, or per cell and quadrature point) into the dolfinx field."""
@@ -838,11 +874,8 @@ class ElasticModel:
         strain = dolfinx.fem.Function(self._strain_space)
         strain.interpolate(self._strain_expr)
         local = strain.x.array.reshape(-1, 9)[: self.num_local_cells]
-        parts = self.comm.allgather((self.original_cells, local))
-        out = np.zeros((self.mesh.num_cells, 9))
-        for cells, values in parts:
-            out[cells] = values
-        return out.reshape(-1, 3, 3)
+        return _allgather_rows(self.comm, self.original_cells, local,
+                               self.mesh.num_cells).reshape(-1, 3, 3)
 
     def _gather_vertex_strain(self) -> FloatArray | None:
         """(m, 4, 3, 3) strain at every cell's corners in the mesh's node order (degree 2)."""
@@ -857,20 +890,14 @@ class ElasticModel:
         corners = self.mesh.vertex_cells()[self.original_cells]
         order = np.argmax(corners[:, :, None] == geometry[:, None, :], axis=2)
         local = np.take_along_axis(values, order[:, :, None], axis=1)
-        parts = self.comm.allgather((self.original_cells, local))
-        out = np.zeros((self.mesh.num_cells, 4, 9))
-        for ids, vals in parts:
-            out[ids] = vals
-        return out.reshape(-1, 4, 3, 3)
+        del values
+        return _allgather_rows(self.comm, self.original_cells, local,
+                               self.mesh.num_cells).reshape(-1, 4, 3, 3)
 
     def _gather_displacement(self) -> FloatArray:
         nodes, blocks = self._node_dof_map
         values = self.u.x.array.reshape(-1, 3)[blocks]
-        parts = self.comm.allgather((nodes, values))
-        out = np.zeros((self.mesh.num_nodes, 3))
-        for ids, vals in parts:
-            out[ids] = vals
-        return out
+        return _allgather_rows(self.comm, nodes, values, self.mesh.num_nodes)
 
     @property
     def num_dofs(self) -> int:

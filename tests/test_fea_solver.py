@@ -204,3 +204,29 @@ def test_softened_moduli_with_the_old_preconditioner_give_the_fresh_answer():
     assert np.abs(again.displacement_mm - first.displacement_mm).max() > 1e-2 * scale
     assert again.reactions_n["bottom"] == pytest.approx(-patch.force_n, rel=1e-8)
     assert "reassembly" in reused.timings_s
+
+
+def test_freeing_gamg_product_data_keeps_the_answer_and_no_global_option():
+    """mat_product_clear (set unprefixed for the set-up only) changes memory, not the solve."""
+    from petsc4py import PETSc
+
+    mesh = box_mesh([0, 0, 0], [10, 10, 50], (3, 3, 12))
+    moduli = np.random.default_rng(2).uniform(100.0, 20000.0, mesh.num_cells)
+    patch = _top_patch(mesh, np.array([200.0, 0.0, -1500.0]))
+    options = PETSc.Options()
+    assert not options.hasName("mat_product_clear")
+    cleared = ElasticModel(mesh, moduli, 0.3, _bar_supports(mesh),
+                           SolverOptions(degree=2)).solve([patch])
+    assert not options.hasName("mat_product_clear")  # removed after the set-up
+    kept = ElasticModel(mesh, moduli, 0.3, _bar_supports(mesh),
+                        SolverOptions(degree=2, extra={"mat_product_clear": "0"})).solve([patch])
+    assert cleared.stats.iterations == kept.stats.iterations
+    scale = np.abs(kept.displacement_mm).max()
+    # The same preconditioner: equal up to round-off (GAMG set-ups differ by ~1e-12).
+    assert np.abs(cleared.displacement_mm - kept.displacement_mm).max() < 1e-10 * scale
+    options["mat_product_clear"] = "0"  # a user's global value wins and stays
+    try:
+        ElasticModel(mesh, moduli, 0.3, _bar_supports(mesh), SolverOptions(degree=2))
+        assert options.getString("mat_product_clear") == "0"
+    finally:
+        options.delValue("mat_product_clear")
