@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +41,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from core.atomic import atomic_write_text
 from fea.loads import LoadPatch
 from fea.topology import face_normals_and_areas
+from material.binning import bin_moduli
 from meshing.errors import OsteofeError
 from meshing.types import TetMesh
 
@@ -57,7 +58,6 @@ __all__ = [
     "CalculixError",
     "CalculixResult",
     "InpSummary",
-    "bin_moduli",
     "run_calculix",
     "to_quadratic",
     "write_inp",
@@ -238,50 +238,6 @@ def _find_edges(edges: IntArray, query: IntArray) -> IntArray:
 # -- materials ---------------------------------------------------------------------------
 
 
-def bin_moduli(
-    youngs_modulus_mpa: npt.ArrayLike, groups: int
-) -> tuple[IntArray, FloatArray, float]:
-    """Bin moduli into at most ``groups`` materials (Bonemat-style "gap value" grouping).
-
-    The range [E_min, E_max] is split into ``groups`` bins of equal width in log(E), so the
-    bins have equal relative width ``r = (E_max / E_min) ** (1 / groups)``. Each non-empty bin
-    gets the geometric mean of its smallest and largest member, which bounds the relative
-    error of every element by ``sqrt(r) - 1``.
-
-    Args:
-        youngs_modulus_mpa: (m,) positive moduli, MPa.
-        groups: Maximum number of materials (>= 1).
-
-    Returns:
-        (m,) int64 material index per element (0-based, only non-empty bins, ascending E),
-        (g,) float64 modulus per material in MPa, and the largest relative error
-        max |E_group - E| / E.
-
-    Raises:
-        ValueError: for ``groups < 1`` or non-positive moduli.
-    """
-    modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
-    if groups < 1:
-        raise ValueError(f"material_groups must be >= 1, got {groups}")
-    if modulus.size == 0 or not np.all(np.isfinite(modulus)) or np.any(modulus <= 0.0):
-        raise ValueError("moduli to bin must be finite and positive")
-    log_e = np.log(modulus)
-    lo, hi = float(log_e.min()), float(log_e.max())
-    if hi - lo <= 0.0:
-        raw = np.zeros(modulus.size, dtype=np.int64)
-    else:
-        raw = np.minimum((groups * (log_e - lo) / (hi - lo)).astype(np.int64), groups - 1)
-    used, index = np.unique(raw, return_inverse=True)
-    index = index.astype(np.int64)
-    low = np.full(used.size, np.inf)
-    high = np.zeros(used.size)
-    np.minimum.at(low, index, modulus)
-    np.maximum.at(high, index, modulus)
-    values = np.sqrt(low * high)
-    error = float(np.max(np.abs(values[index] - modulus) / modulus))
-    return index, values, error
-
-
 # -- deck writing ------------------------------------------------------------------------
 
 
@@ -400,16 +356,6 @@ def _cload_text(forces: FloatArray) -> str:
     return "*CLOAD, OP=NEW\n" + _format_rows(rows, "%d, %d, %.13g")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def write_inp(
     path: str | os.PathLike[str],
@@ -437,7 +383,7 @@ def write_inp(
         patches: Forces of the first load case, each spread uniformly over its patch faces.
         extra_cases: Further load cases, one ``*STEP`` each.
         material_groups: None for one material per distinct modulus (exact); else bin the
-            moduli into at most this many materials (see :func:`bin_moduli`).
+            moduli into at most this many materials (see :func:`material.binning.bin_moduli`).
         solver: Key of :data:`SOLVERS` ("spooles", "iterative_cholesky", ...).
         frd: Also write U and E to the ``.frd`` file (for viewing; not read back).
 
@@ -471,7 +417,8 @@ def write_inp(
     if material_groups is None:
         written_e, error = modulus, 0.0
     else:
-        index, values, error = bin_moduli(modulus, material_groups)
+        binned = bin_moduli(modulus, material_groups)
+        index, values, error = binned.group, binned.E_MPa, binned.max_rel_error
         written_e = values[index]
     keys, mat_index = np.unique(np.column_stack([written_e, nu]), axis=0, return_inverse=True)
     mat_index = mat_index.reshape(-1)
@@ -533,7 +480,7 @@ def write_inp(
         parts.append("*END STEP\n")
 
     deck.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(deck, "".join(parts))
+    atomic_write_text(deck, "".join(parts))
     return InpSummary(
         path=deck, element_type=etype, num_nodes=mesh.num_nodes, num_elements=m,
         num_materials=num_mat, youngs_modulus_mpa=np.asarray(written_e, dtype=np.float64),

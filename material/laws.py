@@ -63,6 +63,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.citation import Citation
 from material.calibration import LinearCalibration, PhantomMaterial
 from material.errors import CalibrationError, MaterialLawError
 
@@ -105,49 +106,6 @@ Quantity = Literal["E", "yield_stress", "min_stress", "plateau_end_strain",
 _QUANTITY_SYMBOL: dict[str, str] = {"E": "E", "yield_stress": "S_y", "min_stress": "S_min",
                                     "plateau_end_strain": "eps_AB",
                                     "softening_modulus": "E_pl"}
-
-
-@dataclass(frozen=True)
-class Citation:
-    """A literature source of an empirical constant.
-
-    Attributes:
-        key: Short identifier, e.g. ``"morgan2003"``.
-        authors: Author list as printed (surname + initials).
-        year: Publication year (``None`` for entries that are conventions, not papers).
-        title: Article title.
-        journal: Journal, volume(issue):pages.
-        doi: DOI without the ``https://doi.org/`` prefix, or ``None`` if unknown.
-        verified: ``False`` when the value or its attribution could not be checked against
-            the paper itself (then ``note`` says what is uncertain).
-        note: Free text: what exactly is taken from the paper, or what is uncertain.
-    """
-
-    key: str
-    authors: str
-    year: int | None
-    title: str
-    journal: str
-    doi: str | None = None
-    verified: bool = True
-    note: str = ""
-
-    def __str__(self) -> str:
-        if self.year is None:
-            return self.title
-        doi = f" doi:{self.doi}" if self.doi else ""
-        flag = "" if self.verified else f" [UNVERIFIED: {self.note}]"
-        return f"{self.authors} ({self.year}). {self.title}. {self.journal}.{doi}{flag}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields plus the formatted ``reference`` string."""
-        return {
-            "key": self.key,
-            "reference": str(self),
-            "doi": self.doi,
-            "verified": self.verified,
-            "note": self.note,
-        }
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from core.atomic import atomic_path
 from meshing.errors import ImageReadError, InputError
 from meshing.types import CTVolume, ImageGrid, LabelMap
 
@@ -1510,21 +1510,15 @@ def _write_image(
     for key, value in metadata.items():
         image.SetMetaData(key, value)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name in the target's folder (so os.replace is atomic); the real ending is kept
-    # because ITK picks the writer from it. Created with the user's umask, unlike mkstemp.
-    tmp_name = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp{suffix}")
-    os.close(os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    # The real ending is kept in the temporary name because ITK picks the writer from it.
     try:
-        sitk.WriteImage(image, tmp_name, useCompression=suffix != ".nii")
-        os.replace(tmp_name, target)
+        with atomic_path(target, suffix=suffix) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=suffix != ".nii")
     except (RuntimeError, OSError) as err:
         raise InputError(
             f"cannot write image {target} ({_first_line(err)})",
             hint="check that the folder is writable and the disk has space",
         ) from err
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return target
 
 

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.atomic import atomic_path
 from meshing.errors import InputError
 from meshing.msh import read_msh_isolated
 from meshing.quality import jacobian_determinants, topology_check
@@ -670,24 +671,19 @@ def _write_inp(out: Path, mesh: TetMesh, tag_names: Mapping[int, str] | None) ->
     """Abaqus/CalculiX deck: nodes, elements (ELSET EALL), one ELSET per tag."""
     names = {**TAG_NAMES, **dict(tag_names or {})}
     element = "C3D4" if mesh.order == 1 else "C3D10"  # C3D10 order = VTK order
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".inp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"** osteofe mesh: {mesh.num_nodes} nodes, {mesh.num_cells} {element} "
-                     "elements, coordinates in mm\n*NODE, NSET=NALL\n")
-            ids = np.arange(1, mesh.num_nodes + 1)
-            np.savetxt(fh, np.column_stack([ids, mesh.points]), delimiter=", ",
-                       fmt=["%d", "%.17g", "%.17g", "%.17g"])
-            fh.write(f"*ELEMENT, TYPE={element}, ELSET=EALL\n")
-            np.savetxt(fh, np.column_stack([np.arange(1, mesh.num_cells + 1), mesh.cells + 1]),
-                       fmt="%d", delimiter=", ")
-            for tag in np.unique(mesh.cell_tags):
-                name = names.get(int(tag), f"tag{int(tag)}").upper()
-                fh.write(f"*ELSET, ELSET={name}\n")
-                _write_id_lines(fh, np.flatnonzero(mesh.cell_tags == tag) + 1)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out, suffix=".inp") as tmp, open(tmp, "w") as fh:
+        fh.write(f"** osteofe mesh: {mesh.num_nodes} nodes, {mesh.num_cells} {element} "
+                 "elements, coordinates in mm\n*NODE, NSET=NALL\n")
+        ids = np.arange(1, mesh.num_nodes + 1)
+        np.savetxt(fh, np.column_stack([ids, mesh.points]), delimiter=", ",
+                   fmt=["%d", "%.17g", "%.17g", "%.17g"])
+        fh.write(f"*ELEMENT, TYPE={element}, ELSET=EALL\n")
+        np.savetxt(fh, np.column_stack([np.arange(1, mesh.num_cells + 1), mesh.cells + 1]),
+                   fmt="%d", delimiter=", ")
+        for tag in np.unique(mesh.cell_tags):
+            name = names.get(int(tag), f"tag{int(tag)}").upper()
+            fh.write(f"*ELSET, ELSET={name}\n")
+            _write_id_lines(fh, np.flatnonzero(mesh.cell_tags == tag) + 1)
     _LOG.info("write_mesh: %s (%d %s elements, ELSETs per tag)", out, mesh.num_cells, element)
 
 

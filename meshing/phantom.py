@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from core.atomic import atomic_write_text
 from meshing.errors import InputError
 from meshing.imaging import write_ct, write_labels
 from meshing.types import CTVolume, ImageGrid, LabelMap
@@ -1051,12 +1051,6 @@ def write_phantom(phantom: Phantom, out_dir: str | os.PathLike[str]) -> dict[str
         },
     }
     json_path = out / "phantom.json"
-    tmp = out / f".phantom.json.{secrets.token_hex(6)}.tmp"
-    try:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, json_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     paths["json"] = json_path
     return paths

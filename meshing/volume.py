@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.atomic import atomic_path
 from meshing.errors import InputError, MeshingError
 from meshing.msh import GMSH_LOCK, GMSH_TET4, GMSH_TET10, GMSH_TO_VTK_TET10, read_msh
 from meshing.quality import jacobian_determinants
@@ -847,51 +847,46 @@ def write_msh(
     names = {**TAG_NAMES, **dict(tag_names or {})}
     element_type = _GMSH_TET4 if mesh.order == 1 else _GMSH_TET10
     cells = mesh.cells if mesh.order == 1 else mesh.cells[:, _GMSH_TO_VTK_TET10]
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".msh")
-    os.close(fd)
-    try:
-        with _GMSH_LOCK:
-            gmsh.initialize(readConfigFiles=False, interruptible=False)
-            try:
-                gmsh.option.setNumber("General.Terminal", 0)
-                gmsh.model.add("osteofe")
-                gmsh.option.setNumber("Mesh.MshFileVersion", float(version))
-                gmsh.option.setNumber("Mesh.Binary", 1 if binary else 0)
-                gmsh.option.setNumber("Mesh.SaveAll", 0)
-                gmsh.option.setNumber("PostProcessing.SaveMesh", 0)
-                entities = [int(gmsh.model.addDiscreteEntity(3)) for _ in tags]
-                if entities:
-                    gmsh.model.mesh.addNodes(3, entities[0],
-                                             np.arange(1, mesh.num_nodes + 1, dtype=np.uint64),
-                                             mesh.points.ravel())
-                # Cells grouped by tag (one entity each); element numbers: the cell index + 1
-                # for MSH 4, which keeps them, or the grouped position for MSH 2, whose
-                # writer renumbers elements in the order it writes them.
-                order = np.concatenate([np.flatnonzero(mesh.cell_tags == t) for t in tags]
-                                       ) if tags.size else np.zeros(0, dtype=np.int64)
-                numbers = np.empty(mesh.num_cells, dtype=np.uint64)
-                numbers[order] = (np.arange(mesh.num_cells) + 1 if version == 2.2
-                                  else order + 1)
-                for entity, tag in zip(entities, tags, strict=True):
-                    index = np.flatnonzero(mesh.cell_tags == tag)
-                    gmsh.model.mesh.addElementsByType(
-                        entity, element_type, numbers[index],
-                        (cells[index] + 1).astype(np.uint64).ravel())
-                    gmsh.model.addPhysicalGroup(3, [entity], int(tag),
-                                                names.get(int(tag), f"tag{int(tag)}"))
-                gmsh.write(tmp)
-                for name, values in arrays.items():
-                    view = gmsh.view.add(name)
-                    data = values[order].reshape(order.shape[0], -1)
-                    gmsh.view.addHomogeneousModelData(
-                        view, 0, "osteofe", "ElementData", numbers[order], data.ravel(),
-                        numComponents=data.shape[1])
-                    gmsh.view.write(view, tmp, append=True)
-            finally:
-                gmsh.finalize()
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out, suffix=".msh") as tmp_path, _GMSH_LOCK:
+        tmp = str(tmp_path)
+        gmsh.initialize(readConfigFiles=False, interruptible=False)
+        try:
+            gmsh.option.setNumber("General.Terminal", 0)
+            gmsh.model.add("osteofe")
+            gmsh.option.setNumber("Mesh.MshFileVersion", float(version))
+            gmsh.option.setNumber("Mesh.Binary", 1 if binary else 0)
+            gmsh.option.setNumber("Mesh.SaveAll", 0)
+            gmsh.option.setNumber("PostProcessing.SaveMesh", 0)
+            entities = [int(gmsh.model.addDiscreteEntity(3)) for _ in tags]
+            if entities:
+                gmsh.model.mesh.addNodes(3, entities[0],
+                                         np.arange(1, mesh.num_nodes + 1, dtype=np.uint64),
+                                         mesh.points.ravel())
+            # Cells grouped by tag (one entity each); element numbers: the cell index + 1
+            # for MSH 4, which keeps them, or the grouped position for MSH 2, whose
+            # writer renumbers elements in the order it writes them.
+            order = np.concatenate([np.flatnonzero(mesh.cell_tags == t) for t in tags]
+                                   ) if tags.size else np.zeros(0, dtype=np.int64)
+            numbers = np.empty(mesh.num_cells, dtype=np.uint64)
+            numbers[order] = (np.arange(mesh.num_cells) + 1 if version == 2.2
+                              else order + 1)
+            for entity, tag in zip(entities, tags, strict=True):
+                index = np.flatnonzero(mesh.cell_tags == tag)
+                gmsh.model.mesh.addElementsByType(
+                    entity, element_type, numbers[index],
+                    (cells[index] + 1).astype(np.uint64).ravel())
+                gmsh.model.addPhysicalGroup(3, [entity], int(tag),
+                                            names.get(int(tag), f"tag{int(tag)}"))
+            gmsh.write(tmp)
+            for name, values in arrays.items():
+                view = gmsh.view.add(name)
+                data = values[order].reshape(order.shape[0], -1)
+                gmsh.view.addHomogeneousModelData(
+                    view, 0, "osteofe", "ElementData", numbers[order], data.ravel(),
+                    numComponents=data.shape[1])
+                gmsh.view.write(view, tmp, append=True)
+        finally:
+            gmsh.finalize()
     _LOG.info("write_msh: %s (%d cells, physical groups %s)", out, mesh.num_cells,
               ", ".join(f"{int(t)}={names.get(int(t), f'tag{int(t)}')}" for t in tags))
     return out

@@ -25,9 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshing.errors import OsteofeError
+
+if TYPE_CHECKING:
+    from osteofe.result import StrengthResult
 
 __all__ = ["main"]
 
@@ -165,22 +168,34 @@ def _cmd_strength(args: argparse.Namespace) -> int:
                               risk_model=args.risk_model, report=args.report)
     finally:
         progress.close()
-    for warning in result["warnings"]:
-        logging.getLogger("osteofe").warning(warning)
+    _log_warnings(result.warnings)
     _validity_banner(result)
     if not args.quiet:
         _echo(_summary_table([result]))
-        _echo(f"results written to {args.out}/ ({', '.join(result['outputs'])})")
+        _echo(f"results written to {args.out}/ ({', '.join(result.provenance.outputs)})")
     return EXIT_OK
 
 
-def _validity_banner(result: dict[str, Any]) -> None:
+def _log_warnings(warnings: Sequence[str]) -> None:
+    """Log each warning once (a warning already logged during the run is not repeated)."""
+    log = logging.getLogger("osteofe")
+    for warning in dict.fromkeys(warnings):
+        if warning not in _LOGGED:
+            _LOGGED.add(warning)
+            log.warning(warning)
+
+
+#: Warnings already printed in this process (each is printed once).
+_LOGGED: set[str] = set()
+
+
+def _validity_banner(result: StrengthResult) -> None:
     """Print the result's validity banner on stderr (rank 0), even with --quiet."""
-    validity = result.get("validity") or {}
-    if validity.get("valid", True) or _rank() != 0:
+    validity = result.validity
+    if validity.valid or _rank() != 0:
         return
-    banner = str(validity.get("banner") or "RESULT NOT VALID")
-    lines = [banner, *(f"- {reason}" for reason in validity.get("reasons", []))]
+    banner = validity.banner or "RESULT NOT VALID"
+    lines = [banner, *(f"- {reason}" for reason in validity.reasons)]
     width = min(max(len(line) for line in lines), 100)
     rule = "!" * (width + 4)
     print("\n".join([rule, *(f"! {line}" for line in lines), rule]), file=sys.stderr,
@@ -200,17 +215,27 @@ def _mirels_items(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _summary_table(results: Sequence[dict[str, Any]]) -> str:
+def _summary_table(results: Sequence[StrengthResult]) -> str:
+    """The console summary: one row per load case, then the femur's weakest load and scores.
+
+    A case row has the failure load, the sweep's minimum (``-`` without ``--sweep``), the
+    load-to-strength ratio, the mode and the region; the femur line the weakest load over
+    every case and swept direction, the Mirels score and the fracture probability.
+    """
     header = (f"{'case':<16} {'load case':<12} {'failure load (N)':>17} {'x BW':>7} "
-              f"{'mode':<12} region")
+              f"{'sweep min (N)':>14} {'phi':>5} {'mode':<12} region")
     lines = [header, "-" * len(header)]
     for res in results:
-        for case in res["cases"]:
+        bw = res.body_weight_N
+        for case in res.cases:
+            sweep = "-" if case.sweep is None else f"{case.sweep.min_failure_load_N:.0f}"
             lines.append(
-                f"{res['case_id']:<16} {case['load_case']:<12} "
-                f"{case['failure_load_N']:>17.0f} {case['failure_load_BW']:>7.2f} "
-                f"{case['failure_mode']:<12} {case['critical_region']}"
+                f"{res.case_id:<16} {case.load_case:<12} "
+                f"{case.failure_load_N:>17.0f} {case.failure_load_N / bw:>7.2f} "
+                f"{sweep:>14} {case.load_to_strength_ratio:>5.2f} "
+                f"{case.failure_mode:<12} {case.critical_region}"
             )
+        lines.append(f"{res.case_id:<16} {_weakest_text(res)}; {_scores_text(res)}")
     return "\n".join(lines)
 
 
@@ -226,6 +251,35 @@ def _cmd_segment(args: argparse.Namespace) -> int:
                   f"contrast {femur['gap_contrast_hu']} HU, {femur['volume_cm3']} cm^3")
         _echo(f"labels written to {args.out} (automatic: review before use)")
     return EXIT_OK
+
+
+def _weakest_text(res: StrengthResult) -> str:
+    weakest = res.weakest
+    where = "swept direction of " if weakest.from_sweep else ""
+    return (f"weakest: {weakest.failure_load_N:.0f} N ({where}{weakest.load_case}, "
+            f"+- {res.failure_load_see_N:.0f} N method SEE)")
+
+
+def _scores_text(res: StrengthResult) -> str:
+    lesion = res.lesion
+    if lesion is None:
+        mirels = "Mirels: no lesion"
+    elif lesion.mirels_total is not None:
+        mirels = f"Mirels {lesion.mirels_total}/12 ({lesion.mirels_recommendation})"
+    elif lesion.mirels_total_range is not None:
+        low, high = lesion.mirels_total_range
+        mirels = f"Mirels {low}-{high}/12 (pain not given: --pain)"
+    else:
+        mirels = "Mirels: not scored"
+    prob = res.fracture_probability
+    if prob is None:
+        probability = "probability: no model (--risk-model)"
+    elif prob.interval is not None:
+        probability = (f"probability {prob.probability:.0%} "
+                       f"({prob.interval[0]:.0%}-{prob.interval[1]:.0%})")
+    else:
+        probability = f"probability {prob.probability:.0%}"
+    return f"{mirels}; {probability}"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -103,6 +103,7 @@ from osteofe.outputs import (
     sha256_file,
     write_json,
 )
+from osteofe.result import StrengthResult
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -547,19 +548,28 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _finished_result(case: ManifestCase, case_dir: Path, fingerprint: str, ct_sha: str,
-                     labels_sha: str) -> dict[str, Any] | None:
+                     labels_sha: str) -> StrengthResult | None:
     """The case's earlier result when it can be reused, else ``None``."""
     status = _read_json(case_dir / "status.json")
     if status is None or status.get("state") != "done" or status.get("fingerprint") != fingerprint:
         return None
-    result = _read_json(case_dir / "result.json")
-    if result is None:
+    try:
+        result = StrengthResult.load(case_dir / "result.json")
+    except OsteofeError:
         return None
-    inputs = result.get("inputs", {})
+    inputs = result.provenance.inputs
     if (inputs.get("ct", {}).get("sha256") != ct_sha
             or inputs.get("labels", {}).get("sha256") != labels_sha):
         return None
     return result
+
+
+def _status_fields(result: StrengthResult) -> dict[str, Any]:
+    """What status.json records of a finished case (its governing case)."""
+    governing = result.governing
+    return {"failure_load_N": result.failure_load_N, "failure_load_BW": result.failure_load_BW,
+            "load_case": governing.load_case, "failure_mode": governing.failure_mode,
+            "critical_region": governing.critical_region}
 
 
 def _error_line(exc: BaseException) -> str:
@@ -688,11 +698,7 @@ def _run_case(task: _Task, comm: Any = None) -> dict[str, Any]:
             status["error"] = f"internal error: {type(exc).__name__}: {_error_line(exc)}"
             status["traceback"] = traceback.format_exc()
     else:
-        status.update(state="done", failure_load_N=result["failure_load_N"],
-                      failure_load_BW=result["failure_load_BW"], load_case=result["load_case"],
-                      failure_mode=result["failure_mode"],
-                      critical_region=result["critical_region"],
-                      warnings=list(result.get("warnings", [])))
+        status.update(state="done", **_status_fields(result), warnings=list(result.warnings))
     status["wall_s"] = round(time.perf_counter() - start, 3)
     if comm is None or comm.rank == 0:
         task.case_dir.mkdir(parents=True, exist_ok=True)
@@ -894,9 +900,7 @@ def _plan(cases: Sequence[ManifestCase], config: Config, cases_dir: Path, pictur
         if previous is not None:
             statuses[case.case_id] = {
                 "case_id": case.case_id, "state": "done", "resumed": True,
-                **{k: previous.get(k) for k in ("failure_load_N", "failure_load_BW",
-                                                "load_case", "failure_mode",
-                                                "critical_region")}}
+                **_status_fields(previous)}
             bar.update(1)
             continue
         tasks.append(_Task(case, config, case_dir, fingerprint, picture, ranks=ranks))

@@ -15,6 +15,7 @@ from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_pha
 from osteofe.config import Config
 from osteofe.outputs import write_json
 from osteofe.pipeline import StrengthRequest, run_strength
+from osteofe.result import StrengthResult
 
 __all__ = ["build_phantom", "run_demo"]
 
@@ -65,7 +66,8 @@ def run_demo(
     comm = MPI.COMM_WORLD
     out = Path(out_dir)
     config = config or Config()
-    results = []
+    results: list[StrengthResult] = []
+    truths: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     lesions = {"intact": None, "lesion": (lesion_site, lesion_radius_mm, lesion_kind)}
     for name, lesion in lesions.items():
@@ -92,7 +94,7 @@ def run_demo(
         finally:
             if progress is not None:
                 progress.close()
-        result["phantom_truth"] = truth
+        truths.append(truth)
         results.append(result)
         timings[name] = round(time.perf_counter() - start, 3)
     intact, lesioned = results
@@ -100,13 +102,15 @@ def run_demo(
         "body_mass_kg": body_mass_kg,
         "lesion": {"site": lesion_site, "radius_mm": lesion_radius_mm, "kind": lesion_kind},
         "cases": [
-            {key: res[key] for key in ("case_id", "failure_load_N", "failure_load_BW",
-                                       "load_case", "failure_mode", "critical_point_mm",
-                                       "critical_region")}
-            | {"output_dir": str(out / name)}
-            for name, res in zip(lesions, results, strict=True)
+            {"case_id": res.case_id, "failure_load_N": res.failure_load_N,
+             "failure_load_BW": res.failure_load_BW, "load_case": res.governing.load_case,
+             "failure_mode": res.governing.failure_mode,
+             "critical_point_mm": list(res.governing.critical_point_mm),
+             "critical_region": res.governing.critical_region,
+             "output_dir": str(out / name), "phantom_truth": truth}
+            for name, res, truth in zip(lesions, results, truths, strict=True)
         ],
-        "lesion_to_intact_ratio": lesioned["failure_load_N"] / intact["failure_load_N"],
+        "lesion_to_intact_ratio": lesioned.failure_load_N / intact.failure_load_N,
         "timings_s": timings,
     }
     if comm.rank == 0:

@@ -50,8 +50,6 @@ not computable from the source's UIDs.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.atomic import atomic_path
 from meshing.errors import InputError, OsteofeError
 
 __all__ = [
@@ -414,11 +413,6 @@ def export_dicom(
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import meshio
 import numpy as np
 
+from core.atomic import atomic_path
 from meshing.types import TetMesh
 
 __all__ = ["write_vtu"]
@@ -36,10 +35,5 @@ def write_vtu(
         cell_data={k: [np.asarray(v)] for k, v in cell_data.items()},
     )
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".vtu")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".vtu") as tmp:
         meshio.write(tmp, out, file_format="vtu", compression="zlib")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.atomic import atomic_write_text as _atomic_write_text
 from meshing.errors import OsteofeError
 
 if TYPE_CHECKING:
@@ -122,15 +123,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        publish_permissions(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write_text(path, text)
 
 
 def write_json(path: str | Path, data: Any) -> None:

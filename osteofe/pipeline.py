@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from mpi4py import MPI
 
+from core.atomic import atomic_write_text
 from fea.failure import FailureAnalysis, StrainCriterion, StrainLimits
 from fea.landmarks import FemurLandmarks, find_landmarks
 from fea.loads import (
@@ -66,8 +67,17 @@ from osteofe.guards import (
     check_risk_model,
     check_side,
 )
-from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output, write_json
+from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
 from osteofe.parallel import on_root
+from osteofe.result import (
+    CaseResult,
+    FractureProbability,
+    LesionMeasures,
+    Provenance,
+    StrengthResult,
+    SweepResult,
+    Validity,
+)
 from risk.mirels import aci_positive, score_mirels
 
 if TYPE_CHECKING:
@@ -687,10 +697,6 @@ def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArr
     }
 
 
-#: Run on rank 0, broadcast the result or any exception (osteofe.parallel.on_root).
-_on_root = on_root
-
-
 def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
     """Length above the distal cut left out of the criterion.
 
@@ -803,7 +809,7 @@ def run_strength(
     export_inp: bool = False,
     risk_model: Path | None = None,
     report: bool = False,
-) -> dict[str, Any]:
+) -> StrengthResult:
     """Compute the femoral strength for every configured load case and write the outputs.
 
     ``export_inp`` also writes ``model.inp``: the solved model (mesh, per-element material,
@@ -816,7 +822,8 @@ def run_strength(
     reserve_output`); a rerun into it replaces the earlier run's files (``RESULT_FILES``).
     An exception on any rank is raised on every rank (:mod:`osteofe.parallel`).
 
-    Collective: call on all ranks. Returns the result dictionary (also on all ranks).
+    Collective: call on all ranks. Returns the typed result (also on all ranks); result.json
+    is its serialisation (:meth:`osteofe.result.StrengthResult.to_json`).
 
     Raises:
         OsteofeError: on invalid input (nothing is written); OutputError (a subclass) when
@@ -826,7 +833,7 @@ def run_strength(
 
     step = progress or (lambda _name: None)
     total_start = time.perf_counter()
-    prepared = _on_root(comm, lambda: prepare_model(request, config, calibration, step,
+    prepared = on_root(comm, lambda: prepare_model(request, config, calibration, step,
                                                     ranks=comm.size))
     timings = dict(prepared.timings_s)
 
@@ -873,7 +880,7 @@ def run_strength(
                           config.failure.averaging_radius_mm,
                           source="Schileo et al. 2008, J Biomech 41:356 (limits from config)")
     body_weight_n = body_weight_newton(request.body_mass_kg)
-    cases: list[dict[str, Any]] = []
+    cases: list[CaseResult] = []
     analyses: dict[str, FailureAnalysis] = {}
     with _timed(timings, "failure"):
         for name, load in prepared.loads.items():
@@ -883,50 +890,41 @@ def run_strength(
                 limits=limits, soft_tags=(LESION_TAG,))
             analysis = criterion.evaluate(_surface_input(sol))
             analyses[name] = analysis
-            entry = _case_entry(prepared, load, sol, analysis, body_weight_n)
-            if sweep_count:
-                entry["direction_sweep"] = _direction_sweep(
-                    prepared, load, criterion, unit_solutions[name], sweep_count,
-                    config.load.sweep_half_angle_deg, body_weight_n)
-            cases.append(entry)
-    governing = min(cases, key=lambda c: c["failure_load_N"])
+            sweep = None if not sweep_count else _direction_sweep(
+                prepared, load, criterion, unit_solutions[name], sweep_count,
+                config.load.sweep_half_angle_deg)
+            cases.append(_case_entry(prepared, load, sol, analysis, sweep))
+    governing = min(cases, key=lambda c: c.failure_load_N)
     curves: dict[str, Any] = {}
     if config.nonlinear.enabled:
         step("nonlinear analysis")
         with _timed(timings, "nonlinear"):
-            names = config.nonlinear.cases or (governing["load_case"],)
+            names = config.nonlinear.cases or (governing.load_case,)
             for name in names:
                 if name not in prepared.loads:
                     raise InputError(f"nonlinear.cases names {name!r}, not a computed case",
                                      hint=f"use one of {sorted(prepared.loads)}")
-                entry = next(c for c in cases if c["load_case"] == name)
+                index = next(i for i, c in enumerate(cases) if c.load_case == name)
+                entry = cases[index]
                 curve = _nonlinear_case(prepared, prepared.loads[name], solutions[name],
-                                        entry["failure_load_N"], options, config, comm)
+                                        entry.failure_load_N, options, config, comm)
                 if config.nonlinear.method == "plasticity":
                     curves[name] = curve[0]
-                    entry["nonlinear"] = _plasticity_entry(curve, entry, body_weight_n)
+                    cases[index] = replace(entry, nonlinear=_plasticity_entry(
+                        curve, entry, body_weight_n))
                     prepared.warnings.extend(f"nonlinear ({name}): {note}"
                                              for note in curve[0].notes)
                     continue
                 curves[name] = curve
-                entry["nonlinear"] = curve.to_dict() | {
+                cases[index] = replace(entry, nonlinear=curve.to_dict() | {
                     "failure_load_BW": curve.peak_force_n / body_weight_n,
-                    "nonlinear_to_linear_ratio": curve.peak_force_n / entry["failure_load_N"],
+                    "nonlinear_to_linear_ratio": curve.peak_force_n / entry.failure_load_N,
                     "material": "Keyak et al. 2005 softening curve from rho_ash "
                                 "(E, yield, plateau end strain, softening slope, minimum "
                                 "stress; LAW_SETS['keyak2005'])",
-                }
+                })
     distal_excluded = _distal_exclusion_mm(prepared.landmarks, config.failure)
-    result: dict[str, Any] = {
-        "case_id": request.case_id,
-        "failure_load_N": governing["failure_load_N"],
-        "failure_load_BW": governing["failure_load_BW"],
-        "load_case": governing["load_case"],
-        "failure_mode": governing["failure_mode"],
-        "critical_point_mm": governing["critical_point_mm"],
-        "critical_region": governing["critical_region"],
-        "body_mass_kg": request.body_mass_kg,
-        "cases": cases,
+    records: dict[str, Any] = {
         "mesh": {"num_nodes": prepared.mesh.num_nodes, "num_cells": prepared.mesh.num_cells,
                  "num_lesion_cells": int(np.count_nonzero(prepared.mesh.cell_tags == LESION_TAG)),
                  "order": prepared.mesh.order, "quality": prepared.quality.to_dict()},
@@ -956,30 +954,33 @@ def run_strength(
                         f"within {config.failure.exclude_load_margin_mm} mm of the load "
                         "patch and the trochanter pad"},
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
-                   "iterations": {c["load_case"]: c["solver"]["iterations"] for c in cases}},
-        "lesion_risk": prepared.lesion_risk,
+                   "iterations": {c.load_case: c.extras["solver"]["iterations"]
+                                  for c in cases}},
         "resources": prepared.resources,
-        "fracture_probability": None,
-        "warnings": prepared.warnings,
-        "validity": prepared.validity,
         "segmentation": prepared.segmentation or {"source": "given"},
-        "config": config.to_dict(),
     }
+    result = StrengthResult(
+        case_id=request.case_id, body_mass_kg=request.body_mass_kg, cases=tuple(cases),
+        lesion=(None if not prepared.lesion_risk
+                else LesionMeasures.from_dict(prepared.lesion_risk)),
+        warnings=tuple(prepared.warnings), validity=Validity.from_dict(prepared.validity),
+        provenance=Provenance(config=config.to_dict()), records=records)
     if risk_model is not None:
-        result["fracture_probability"] = _fracture_probability(
-            risk_model, result, force=request.force_risk_model)
-        result["warnings"] = [*result["warnings"],
-                              *result["fracture_probability"]["warnings"]]
-    def write() -> dict[str, Any]:
+        prediction = _fracture_probability(risk_model, result, force=request.force_risk_model)
+        result = replace(result, fracture_probability=FractureProbability.from_dict(prediction),
+                         warnings=(*result.warnings, *prediction.get("warnings", ())))
+
+    def write() -> StrengthResult:
         with _timed(timings, "inputs_hash"):
-            result["inputs"] = {
+            inputs = {
                 name: {"path": str(path), "sha256": sha256_file(path)}
                 for name, path in (("ct", request.ct_path), ("labels", request.labels_path),
                                    ("mesh", request.mesh_path))
                 if path is not None
             }
-        result["versions"] = _versions()
-        result["machine"] = {"platform": platform.platform(), "processor": platform.machine()}
+        provenance = replace(result.provenance, inputs=inputs, versions=_versions(),
+                             machine={"platform": platform.platform(),
+                                      "processor": platform.machine()})
         step("writing outputs")
         with staged_output(out_dir, owned=RESULT_FILES) as stage, _timed(timings, "write"):
             _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
@@ -988,23 +989,23 @@ def run_strength(
             for name, curve in curves.items():
                 (stage / f"force_displacement_{name}.csv").write_text(curve.to_csv())
                 _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
-                            next(c for c in cases if c["load_case"] == name))
+                            result.case(name))
             if picture:
-                _write_picture(stage / "femur_risk.png", prepared, analyses, governing)
+                _write_picture(stage / "femur_risk.png", prepared, analyses, governing, result)
             timings["total"] = round(time.perf_counter() - total_start, 4)
-            result["timings_s"] = timings
             reports = ["report.html", "report.pdf"] if report else []
-            result["outputs"] = [*sorted([*(p.name for p in stage.iterdir()), *reports]),
-                                 "result.json"]
-            write_json(stage / "result.json", result)
+            outputs = (*sorted([*(p.name for p in stage.iterdir()), *reports]), "result.json")
+            final = replace(result, provenance=replace(provenance, timings_s=dict(timings),
+                                                       outputs=outputs))
+            atomic_write_text(stage / "result.json", final.to_json())
             if report:
                 from osteofe.report import write_report
 
                 write_report(stage)  # reads stage/result.json: the report of this result
-        return result
+        return final
 
     # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
-    return _on_root(comm, write)
+    return on_root(comm, write)
 
 
 def _surface_input(solution: CaseSolution) -> npt.NDArray[np.float64]:
@@ -1049,25 +1050,11 @@ def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
 
 
 def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
-                analysis: FailureAnalysis, body_weight_n: float) -> dict[str, Any]:
-    """The result.json record of one load case."""
+                analysis: FailureAnalysis, sweep: SweepResult | None) -> CaseResult:
+    """The typed result of one load case."""
     applied = float(np.linalg.norm(load.patch.force_n))
-    failure_n = applied * analysis.load_factor
     entry: dict[str, Any] = {
-        "load_case": load.case.name,
-        "applied_load_N": applied,
-        "applied_load_BW": applied / body_weight_n,
-        "failure_load_N": failure_n,
-        "failure_load_BW": failure_n / body_weight_n,
-        "load_to_strength_ratio": 1.0 / analysis.load_factor,
-        "failure_mode": analysis.mode,
-        "critical_point_mm": analysis.critical_point_mm.round(3).tolist(),
-        "critical_point_anatomical_mm": prepared.landmarks.frame.to_local(
-            analysis.critical_point_mm[None])[0].round(3).tolist(),
-        "critical_region": critical_region(prepared.landmarks, analysis.critical_point_mm),
-        "peak_tension_strain": analysis.peak_tension_strain,
-        "peak_compression_strain": analysis.peak_compression_strain,
-        "load_patch_area_mm2": load.patch.area_mm2,
+        "load_patch_area_mm2": float(load.patch.area_mm2),
         "force_world_N": load.patch.force_n.round(4).tolist(),
         "load_definition": load.case.to_dict(),
         "solver": {"iterations": sol.stats.iterations,
@@ -1077,12 +1064,21 @@ def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
     }
     if "ground_contact" in sol.reactions_n:
         entry["reaction_at_ground_N"] = sol.reactions_n["ground_contact"].round(4).tolist()
-    return entry
+    return CaseResult(
+        load_case=load.case.name, applied_load_N=applied,
+        failure_load_N=applied * analysis.load_factor, failure_mode=analysis.mode,
+        critical_point_mm=tuple(analysis.critical_point_mm.round(3).tolist()),
+        critical_point_anatomical_mm=tuple(prepared.landmarks.frame.to_local(
+            analysis.critical_point_mm[None])[0].round(3).tolist()),
+        critical_region=critical_region(prepared.landmarks, analysis.critical_point_mm),
+        peak_tension_strain=float(analysis.peak_tension_strain),
+        peak_compression_strain=float(analysis.peak_compression_strain),
+        sweep=sweep, extras=entry)
 
 
 def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: StrainCriterion,
-                     units: list[CaseSolution], count: int, half_angle_deg: float,
-                     body_weight_n: float) -> dict[str, Any]:
+                     units: list[CaseSolution], count: int, half_angle_deg: float
+                     ) -> SweepResult:
     """Failure load over a cone of load directions on the same patch (superposition)."""
     magnitude = float(np.linalg.norm(load.patch.force_n))
     surface = [criterion.surface_strain(_surface_input(u)) for u in units]
@@ -1093,16 +1089,12 @@ def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: Strai
         loads_n[i] = magnitude * criterion.evaluate_surface(np.asarray(node_strain)).load_factor
     weakest = int(np.argmin(loads_n))
     local = prepared.landmarks.frame.axes @ directions[weakest]
-    return {
-        "num_directions": count,
-        "half_angle_deg": half_angle_deg,
-        "min_failure_load_N": float(loads_n[weakest]),
-        "min_failure_load_BW": float(loads_n[weakest] / body_weight_n),
-        "weakest_direction_world": directions[weakest].round(5).tolist(),
-        "weakest_direction_anatomical": local.round(5).tolist(),
-        "failure_loads_N": loads_n.round(2).tolist(),
-        "directions_world": directions.round(5).tolist(),
-    }
+    return SweepResult(
+        num_directions=count, half_angle_deg=float(half_angle_deg),
+        failure_loads_N=tuple(loads_n.tolist()),
+        directions_world=tuple(tuple(d) for d in directions.round(5).tolist()),
+        weakest_direction_world=tuple(directions[weakest].round(5).tolist()),
+        weakest_direction_anatomical=tuple(local.round(5).tolist()))
 
 
 def _export_inp(path: Path, prepared: PreparedModel) -> None:
@@ -1118,7 +1110,7 @@ def _export_inp(path: Path, prepared: PreparedModel) -> None:
               extra_cases=[[patch] for patch in distal[1:]], frd=False)
 
 
-def _fracture_probability(model_path: Path, result: dict[str, Any], *,
+def _fracture_probability(model_path: Path, result: StrengthResult, *,
                           force: bool = False) -> dict[str, Any]:
     """Fracture probability from a fitted risk model and this femur's results.
 
@@ -1135,19 +1127,20 @@ def _fracture_probability(model_path: Path, result: dict[str, Any], *,
 
     model = load_model(model_path)
     features: dict[str, float] = {
-        "failure_load_BW": result["failure_load_BW"],
-        "failure_load_N": result["failure_load_N"],
-        "body_mass_kg": result["body_mass_kg"],
+        "failure_load_BW": result.failure_load_BW,
+        "failure_load_N": result.failure_load_N,
+        "body_mass_kg": result.body_mass_kg,
     }
-    for case in result["cases"]:
-        features[f"{case['load_case']}_load_to_strength"] = case["load_to_strength_ratio"]
-        features[f"{case['load_case']}_failure_load_BW"] = case["failure_load_BW"]
-    lesion = result.get("lesion_risk") or {}
-    if lesion:
-        features["aci_mm"] = float(lesion["aci_mm"])
-        features["ctra_reduction"] = float(max(lesion["ctra"]["max_reduction"].values()))
-        if lesion["mirels"].get("total") is not None:
-            features["mirels_total"] = float(lesion["mirels"]["total"])
+    for case in result.cases:
+        features[f"{case.load_case}_load_to_strength"] = case.load_to_strength_ratio
+        features[f"{case.load_case}_failure_load_BW"] = case.failure_load_N / result.body_weight_N
+    lesion = result.lesion
+    if lesion is not None:
+        features["aci_mm"] = lesion.aci_mm
+        if lesion.ctra_max_reduction is not None:
+            features["ctra_reduction"] = lesion.ctra_max_reduction
+        if lesion.mirels_total is not None:
+            features["mirels_total"] = float(lesion.mirels_total)
     names = list(getattr(model, "feature_names_in_", ()))
     missing = [n for n in names if n not in features]
     if missing:
@@ -1246,14 +1239,14 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear_failure_n
     return result, regularisation
 
 
-def _plasticity_entry(curve: Any, entry: dict[str, Any], body_weight_n: float
+def _plasticity_entry(curve: Any, entry: CaseResult, body_weight_n: float
                       ) -> dict[str, Any]:
     """The result.json ``nonlinear`` object of an incremental-plasticity case."""
     result, regularisation = curve
     record = result.to_dict()
     record.update({
         "failure_load_BW": result.peak_force_n / body_weight_n,
-        "nonlinear_to_linear_ratio": result.peak_force_n / entry["failure_load_N"],
+        "nonlinear_to_linear_ratio": result.peak_force_n / entry.failure_load_N,
         "regularisation": regularisation,
         "material": "Keyak et al. 2005 compressive yield, plateau eps_AB, softening and "
                     "minimum stress from rho_ash (LAW_SETS['keyak2005']); E, floor and "
@@ -1264,7 +1257,7 @@ def _plasticity_entry(curve: Any, entry: dict[str, Any], body_weight_n: float
     return record
 
 
-def _plot_curve(path: Path, curve: Any, name: str, entry: dict[str, Any]) -> None:
+def _plot_curve(path: Path, curve: Any, name: str, entry: CaseResult) -> None:
     """Force-displacement curve with the peak and the linear failure load (PNG)."""
     import matplotlib
 
@@ -1273,8 +1266,8 @@ def _plot_curve(path: Path, curve: Any, name: str, entry: dict[str, Any]) -> Non
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ax.plot(curve.displacement_mm, curve.force_n / 1000.0, "o-", ms=3, label="nonlinear")
-    ax.axhline(entry["failure_load_N"] / 1000.0, color="tab:red", ls="--",
-               label=f"linear (Schileo) {entry['failure_load_N'] / 1000:.2f} kN")
+    ax.axhline(entry.failure_load_N / 1000.0, color="tab:red", ls="--",
+               label=f"linear (Schileo) {entry.failure_load_N / 1000:.2f} kN")
     ax.plot([curve.peak_displacement_mm], [curve.peak_force_n / 1000.0], "k*", ms=12,
             label=f"peak {curve.peak_force_n / 1000:.2f} kN")
     ax.set_xlabel("head displacement along the load (mm)")
@@ -1310,17 +1303,17 @@ def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any]
 
 
 def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, FailureAnalysis],
-                   governing: dict[str, Any]) -> None:
+                   governing: CaseResult, result: StrengthResult) -> None:
     from osteofe.render import render_risk_picture
 
-    name = governing["load_case"]
+    name = governing.load_case
     patch = prepared.loads[name].patch
     direction = patch.force_n / np.linalg.norm(patch.force_n)
     lm = prepared.landmarks
     entry = lm.head_centre_mm - lm.head_radius_mm * direction
-    title = (f"{name}: failure load {governing['failure_load_N']:.0f} N "
-             f"({governing['failure_load_BW']:.2f} x BW), {governing['failure_mode']} in the "
-             f"{governing['critical_region']} (magenta)")
+    title = (f"{name}: failure load {governing.failure_load_N:.0f} N "
+             f"({governing.failure_load_N / result.body_weight_N:.2f} x BW), "
+             f"{governing.failure_mode} in the {governing.critical_region} (magenta)")
     render_risk_picture(path, prepared.mesh.points, prepared.boundary,
                         analyses[name].node_risk_factor, analyses[name].critical_point_mm,
                         entry, direction, lm.frame.axes, title, prepared.fixed_nodes)

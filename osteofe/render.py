@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from core.atomic import atomic_path
 
 __all__ = ["render_risk_picture"]
 
@@ -81,11 +81,8 @@ def render_risk_picture(
     plotter.subplot(0, 0)
     plotter.add_text(title, position="lower_left", font_size=9, color="white")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        plotter.screenshot(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            plotter.screenshot(str(tmp))
     finally:
         plotter.close()
-        Path(tmp).unlink(missing_ok=True)

@@ -53,10 +53,6 @@ SOLVE_STAGES = ["reading model", "solving", "failure criterion", "writing output
 _ALL_CONSTRAINED = "(all constrained nodes)"
 
 
-#: Run on rank 0, broadcast the result or any exception (osteofe.parallel.on_root).
-_on_root = on_root
-
-
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("osteofe", "dolfinx-solver-real", "fenics-basix", "fenics-ffcx", "numpy",
@@ -182,7 +178,7 @@ def run_solve(
         timings["parse"] = round(time.perf_counter() - t0, 4)
         return model, label, kind
 
-    model, label, kind = _on_root(comm, prepare)
+    model, label, kind = on_root(comm, prepare)
     timings = comm.bcast(timings, root=0)
 
     base = options if options is not None else SolverOptions()
@@ -212,7 +208,7 @@ def run_solve(
                                  limits, exclude_margin_mm, ignore_unsupported, deck,
                                  Path(out_dir), timings, start, step)
 
-    return _on_root(comm, finish)
+    return on_root(comm, finish)
 
 
 def _report_and_write(model: AbaqusModel, solution: CaseSolution, options: SolverOptions,

@@ -38,8 +38,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +47,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.atomic import atomic_write_text as _atomic_write_text
 from risk.errors import CohortError, MirelsError
 from risk.mirels import MirelsScore, lesion_item, pain_item, site_item, size_item
 
@@ -135,19 +134,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     Raises:
         OSError: If the folder does not exist or is not writable.
     """
-    path = Path(path)
-    # A plain exclusive open (not mkstemp) so that the file gets the usual umask permissions.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic_write_text(path, text, newline="", fsync=True)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

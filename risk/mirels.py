@@ -55,6 +55,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
+from core.citation import Citation
 from risk.errors import MirelsError, RiskError
 
 __all__ = [
@@ -96,38 +97,6 @@ Recommendation = Literal["fix", "judgement", "irradiate"]
 
 #: Derivation text of an item whose points were given directly rather than measured.
 USER_GIVEN = "given by user"
-
-
-@dataclass(frozen=True)
-class Citation:
-    """A literature source of an empirical constant or of a method.
-
-    Attributes:
-        key: Short identifier, e.g. ``"mirels1989"``.
-        authors: Author list as printed (surname + initials).
-        year: Publication year.
-        title: Article title.
-        journal: Journal, volume(issue):pages.
-        doi: DOI without the ``https://doi.org/`` prefix, or ``None`` if it has none or is
-            unknown.
-        verified: ``False`` when a value or the attribution could not be checked against the
-            paper or its abstract (then ``note`` says what is uncertain).
-        note: What exactly is taken from the source, or what is uncertain.
-    """
-
-    key: str
-    authors: str
-    year: int
-    title: str
-    journal: str
-    doi: str | None = None
-    verified: bool = True
-    note: str = ""
-
-    def __str__(self) -> str:
-        doi = f" doi:{self.doi}" if self.doi else ""
-        flag = "" if self.verified else f" [UNVERIFIED: {self.note}]"
-        return f"{self.authors} ({self.year}). {self.title}. {self.journal}.{doi}{flag}"
 
 
 # --------------------------------------------------------------------------------------------
