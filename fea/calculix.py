@@ -369,6 +369,8 @@ def write_inp(
     material_groups: int | None = None,
     solver: str = "spooles",
     frd: bool = True,
+    heading: str | None = None,
+    step_names: Sequence[str] = (),
 ) -> InpSummary:
     """Write a linear-elastic static CalculiX/Abaqus deck of an osteofe model (atomically).
 
@@ -386,6 +388,9 @@ def write_inp(
             moduli into at most this many materials (see :func:`material.binning.bin_moduli`).
         solver: Key of :data:`SOLVERS` ("spooles", "iterative_cholesky", ...).
         frd: Also write U and E to the ``.frd`` file (for viewing; not read back).
+        heading: A further line of the ``*HEADING`` (e.g. the coordinate frame), or None.
+        step_names: Name of each load case (first, then ``extra_cases``), written as a
+            comment before its ``*STEP`` and in the deck's meta line; empty for none.
 
     Returns:
         What was written, including the moduli used and the binning error.
@@ -429,12 +434,17 @@ def write_inp(
     lookup = _midnode_lookup(mesh) if order2 else None
     names = _set_names(supports)
     cases = [list(patches), *[list(c) for c in extra_cases]]
+    if step_names and len(step_names) != len(cases):
+        raise ValueError(f"{len(step_names)} step names for {len(cases)} load cases")
     meta = {"num_nodes": mesh.num_nodes, "num_elements": m, "element_type": etype,
             "supports": {names[s.name]: s.name for s in supports}, "num_cases": len(cases)}
+    if step_names:
+        meta["step_names"] = list(step_names)
 
     parts: list[str] = [
         "*HEADING\n",
         f"osteofe linear-elastic model ({etype}, {m} elements, {num_mat} materials)\n",
+        *([] if heading is None else [" ".join(heading.split()) + "\n"]),
         _META_PREFIX + json.dumps(meta) + "\n",
         "*NODE, NSET=NALL\n",
         _format_rows(np.column_stack([np.arange(1, mesh.num_nodes + 1), mesh.points]),
@@ -468,6 +478,8 @@ def write_inp(
         boundary.append(_boundary_text(mesh, support, names[support.name], nodes))
 
     for k, case in enumerate(cases):
+        if step_names:
+            parts.append(f"** load case: {step_names[k]}\n")
         parts.append(f"*STEP\n*STATIC, SOLVER={SOLVERS[solver]}\n")
         if k == 0:
             parts.append("*BOUNDARY\n" + "".join(boundary))

@@ -8,6 +8,7 @@ no rank waits forever in a collective.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -985,7 +986,7 @@ def run_strength(
         with staged_output(out_dir, owned=RESULT_FILES) as stage, _timed(timings, "write"):
             _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
             if export_inp:
-                _export_inp(stage / "model.inp", prepared)
+                _export_inp(stage, prepared)
             for name, curve in curves.items():
                 (stage / f"force_displacement_{name}.csv").write_text(curve.to_csv())
                 _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
@@ -1022,20 +1023,32 @@ def _elastic_model(prepared: PreparedModel, load: PlacedLoad, moduli: npt.NDArra
     (:class:`fea.loads.FallSupport`), so that each constraint is an exact Dirichlet condition
     on one displacement component.
     """
-    from fea.solver import ElasticModel, Support
+    from fea.solver import ElasticModel
+
+    mesh, supports, rotation = _support_model(prepared, load)
+    return ElasticModel(mesh, moduli, prepared.material.poisson_ratio, supports, options,
+                        comm), rotation
+
+
+def _support_model(prepared: PreparedModel, load: PlacedLoad
+                   ) -> tuple[TetMesh, list[Any], npt.NDArray[np.float64] | None]:
+    """The mesh, supports and rotation (or None) of one support configuration.
+
+    Distal-support cases: the mesh in world axes, the distal cut fixed. A sideways fall: the
+    mesh rotated into the fall's axes (:class:`fea.loads.FallSupport`), the cut held along
+    the shaft, the pin in the loading plane, the trochanter pad along the load.
+    """
+    from fea.solver import Support
 
     mesh = prepared.mesh
     if load.fall is None:
-        supports = [Support("distal_cut", prepared.fixed_nodes)]
-        return ElasticModel(mesh, moduli, prepared.material.poisson_ratio, supports, options,
-                            comm), None
+        return mesh, [Support("distal_cut", prepared.fixed_nodes)], None
     fall = load.fall
     rotated = TetMesh(mesh.points @ fall.rotation.T, mesh.cells, mesh.cell_tags)
     supports = [Support("distal_cut", fall.cut_nodes, components=(2,)),
                 Support("distal_pin", fall.pin_nodes, components=(0, 1)),
                 Support("ground_contact", fall.ground_nodes, components=(1,))]
-    return ElasticModel(rotated, moduli, prepared.material.poisson_ratio, supports, options,
-                        comm), fall.rotation
+    return rotated, supports, fall.rotation
 
 
 def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
@@ -1097,17 +1110,34 @@ def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: Strai
         weakest_direction_anatomical=tuple(local.round(5).tolist()))
 
 
-def _export_inp(path: Path, prepared: PreparedModel) -> None:
-    """The solved model as a CalculiX/Abaqus deck (distal-support cases as load steps)."""
-    from fea.calculix import write_inp
-    from fea.solver import Support
+def _export_inp(folder: Path, prepared: PreparedModel) -> list[str]:
+    """The solved model as CalculiX/Abaqus decks: every load case, one deck per support set.
 
-    distal = [load.patch for load in prepared.loads.values() if load.ground_nodes is None]
-    if not distal:
-        return
-    write_inp(path, prepared.mesh, prepared.material.E_MPa, prepared.material.poisson_ratio,
-              [Support("distal_cut", prepared.fixed_nodes)], [distal[0]],
-              extra_cases=[[patch] for patch in distal[1:]], frd=False)
+    ``model.inp`` holds the distal-support cases (stance, stairs, ...) as load steps on the
+    mesh in scanner axes; each sideways fall is ``model_<case>.inp``, on the mesh rotated into
+    the fall's axes (as it is solved: its supports act along those axes; the rotation is in
+    the deck's heading). Returns the names written.
+    """
+    from fea.calculix import write_inp
+
+    groups: dict[str, list[PlacedLoad]] = {}
+    for load in prepared.loads.values():
+        groups.setdefault(load.support_key, []).append(load)
+    written = []
+    for key, members in groups.items():
+        mesh, supports, rotation = _support_model(prepared, members[0])
+        turn = np.eye(3) if rotation is None else rotation
+        patches = [replace(m.patch, force_n=turn @ m.patch.force_n) for m in members]
+        name = "model.inp" if key == "distal" else f"model_{members[0].case.name}.inp"
+        write_inp(folder / name, mesh, prepared.material.E_MPa,
+                  prepared.material.poisson_ratio, supports, [patches[0]],
+                  extra_cases=[[p] for p in patches[1:]], frd=False,
+                  heading=(None if rotation is None else
+                           "coordinates: scanner axes (mm) turned into the sideways-fall "
+                           "axes, x' = R x with R rows " + json.dumps(rotation.round(9).tolist())),
+                  step_names=[m.case.name for m in members])
+        written.append(name)
+    return written
 
 
 def _fracture_probability(model_path: Path, result: StrengthResult, *,

@@ -50,7 +50,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[float, bool]
             paths = _scan(turn, left, root / name)
             out[(turn, left)] = run_strength(
                 StrengthRequest(paths["ct"], paths["labels"], body_mass_kg=75.0), CONFIG,
-                root / f"out_{name}", picture=False)
+                root / f"out_{name}", picture=False).to_dict()
     return out
 
 
