@@ -42,6 +42,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from core.atomic import atomic_path
+from core.suggest import did_you_mean
 from meshing.errors import ImageReadError, InputError
 from meshing.types import CTVolume, ImageGrid, LabelMap
 
@@ -1581,7 +1582,8 @@ def label_mask(
         if not matches:
             known = ", ".join(f"{v}={n}" for v, n in sorted(labels.names.items())) or "none"
             raise InputError(
-                f"label name '{name}' is not in the label map (named labels: {known}; "
+                f"label name '{name}' is not in the label map"
+                f"{did_you_mean(name, labels.names.values())} (named labels: {known}; "
                 f"values present: {listing})",
                 hint="give the label by its integer value, or pass names= to read_labels",
             )

@@ -36,10 +36,12 @@ __all__ = [
     "MeshMemoryModel",
     "MetalReport",
     "crop_to_mask",
+    "default_lesion_labels",
     "detect_metal",
     "estimate_mesh_memory",
     "femur_side_from_labels",
     "mask_touches_border",
+    "resolve_bone_label",
     "select_femur",
 ]
 
@@ -159,6 +161,74 @@ def _lesions_on_bone(
                      "%r", dropped, count - touching.size, bone_key)
         return np.asarray(kept)
     return lesion
+
+
+#: Words that make a named structure a lesion (3D Slicer segment names, custom label tables).
+_LESION_WORDS = re.compile(r"lesion|metasta|tumou?r|lytic|blastic|osteolys|mixed|\bmets?\b",
+                           re.IGNORECASE)
+#: osteofe's own unnamed convention: 0 background, 1 bone, 2 lesion.
+_OSTEOFE_VALUES = frozenset({0, 1, 2})
+
+
+def resolve_bone_label(labels: LabelMap, bone: int | str | None,
+                       side: str | None = None) -> int | str:
+    """The femur's label: the one given, else inferred, never a guess.
+
+    Without ``bone``: a map with named femurs (TotalSegmentator, 3D Slicer) gives its only
+    femur, or the femur named for ``side`` when both are present; a map in osteofe's own
+    convention (values within 0, 1, 2, no femur named) gives 1. Anything else is refused:
+    label 1 of a TotalSegmentator map is the spleen.
+
+    Args:
+        labels: The label map.
+        bone: Label value or name given by the user, or None.
+        side: ``"left"``/``"right"`` when known (``--side``), else None.
+
+    Returns:
+        ``bone`` when given, else the inferred label value.
+
+    Raises:
+        InputError: No femur can be inferred (the message lists the femur labels present).
+    """
+    if bone is not None:
+        return bone
+    present = set(np.unique(labels.labels).tolist())
+    named = {v: n for v, n in labels.names.items() if v in present}
+    femurs = {v: n for v, n in named.items()
+              if "femur" in n.lower() or "femoral" in n.lower()}
+    if side is not None:
+        sided = [v for v, n in femurs.items() if femur_side_from_labels([n]) == side]
+        if len(sided) == 1:
+            return sided[0]
+    if len(femurs) == 1:
+        return next(iter(femurs))
+    if not femurs and 1 in present and present <= _OSTEOFE_VALUES:
+        return 1
+    listing = ", ".join(f"{v} {n}" for v, n in sorted(femurs.items())) or "none"
+    what = (f"{len(present - {0})} labels" if not named
+            else f"{len(named)} named structures")
+    raise InputError(
+        f"the label map holds {what} and no single femur to pick (femur labels: {listing}); "
+        "--bone-label is required",
+        hint=("pass --bone-label with the femur's value or name"
+              + (f", e.g. --bone-label {sorted(femurs.values())[-1]}" if femurs else "")
+              + (", or --side left|right" if len(femurs) > 1 and side is None else "")),
+    )
+
+
+def default_lesion_labels(labels: LabelMap) -> list[int]:
+    """Lesion labels when none are given (never a structure that is not named as one).
+
+    2 in osteofe's unnamed 0/1/2 convention; in a named map only the structures named as
+    lesions (``lesion``, ``metastasis``, ``tumour``, ``lytic``, ...). A 3D Slicer
+    segmentation whose second segment is "muscle" has no lesion; in a TotalSegmentator map
+    label 2 is an organ.
+    """
+    present = set(np.unique(labels.labels).tolist())
+    named = {v: n for v, n in labels.names.items() if v in present}
+    if not named:
+        return [2] if 2 in present and present <= _OSTEOFE_VALUES else []
+    return sorted(v for v, n in named.items() if _LESION_WORDS.search(n))
 
 
 def femur_side_from_labels(

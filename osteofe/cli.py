@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from core.suggest import did_you_mean, suggest
 from meshing.errors import OsteofeError
 
 if TYPE_CHECKING:
@@ -52,12 +54,56 @@ def _rank() -> int:
     return int(MPI.COMM_WORLD.rank)
 
 
+#: The command line being parsed (for suggestions on usage errors).
+_ARGV: list[str] = []
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors suggest the closest option or command."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with ``message`` and a "did you mean" for a misspelt option or choice."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self._suggestion(message)}\n"
+                  f"(see {self.prog} --help)\n")
+
+    def _options(self) -> list[str]:
+        """Every option string of this parser and of its sub-commands."""
+        names = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    names += list(sub._option_string_actions)
+        return names
+
+    def _suggestion(self, message: str) -> str:
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        # A misspelt option also hides a required one ("required: --body-weight" for
+        # --bodyweight): the words of the command line that are no option are checked too.
+        words = unknown.group(1).split() if unknown else _ARGV
+        known = self._options()
+        hints = [f"{word} -> {close}" for word in dict.fromkeys(words)
+                 if word.startswith("--") and word.split("=")[0] not in known
+                 and (close := suggest(word.split("=")[0], known)) is not None]
+        if hints:
+            return f" (did you mean: {', '.join(hints)}?)"
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'([^']*)'|([\w.-]+)", choice.group(2))
+            names = [a or b for a, b in options]
+            return did_you_mean(choice.group(1), names)
+        return ""
+
+
 class _Progress:
-    """Stage progress on rank 0 (a tqdm bar; silent with --quiet)."""
+    """Stage progress on rank 0: a tqdm bar on a terminal only.
+
+    Silent with --quiet, and when stderr is a file or a pipe (a log), where a bar's carriage
+    returns would only clutter it.
+    """
 
     def __init__(self, stages: Sequence[str], enabled: bool, label: str = "") -> None:
         self.stages = list(stages)
-        self.enabled = enabled and _rank() == 0
+        self.enabled = enabled and _rank() == 0 and sys.stderr.isatty()
         self.label = label
         self.bar: Any = None
         if self.enabled:
@@ -177,16 +223,32 @@ def _cmd_strength(args: argparse.Namespace) -> int:
 
 
 def _log_warnings(warnings: Sequence[str]) -> None:
-    """Log each warning once (a warning already logged during the run is not repeated)."""
+    """Log a result's warnings (:class:`_Once` drops those the run has logged already)."""
     log = logging.getLogger("osteofe")
-    for warning in dict.fromkeys(warnings):
-        if warning not in _LOGGED:
-            _LOGGED.add(warning)
-            log.warning(warning)
+    for warning in warnings:
+        log.warning(warning)
 
 
-#: Warnings already printed in this process (each is printed once).
-_LOGGED: set[str] = set()
+class _Once(logging.Filter):
+    """Pass each WARNING (and above) text once per command.
+
+    A stage that logs a warning and also records it in the result would otherwise print it
+    twice (once while it runs, once from the result).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a warning whose text was already printed."""
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
 
 
 def _validity_banner(result: StrengthResult) -> None:
@@ -339,8 +401,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                            allow_include_outside=args.allow_include_outside, progress=progress)
     finally:
         progress.close()
-    for warning in result["warnings"]:
-        logging.getLogger("osteofe").warning(warning)
+    _log_warnings(result["warnings"])
     if not args.quiet:
         for name, force in result["reactions_n"].items():
             _echo(f"reaction at {name}: [{force[0]:.6g}, {force[1]:.6g}, {force[2]:.6g}] N")
@@ -384,8 +445,7 @@ def _cmd_map(args: argparse.Namespace) -> int:
                       groups=args.groups, chain=args.chain, poisson_ratio=args.poisson,
                       E_floor_MPa=args.e_floor, floor_tags=tuple(args.floor_tag or ()),
                       labels_path=args.labels)
-    for warning in summary.get("warnings", []):
-        logging.getLogger("osteofe").warning(warning)
+    _log_warnings(summary.get("warnings", []))
     if not args.quiet:
         _echo(f"mapped {summary['mesh']['cells']} cells -> {args.out} "
               f"(summary in {args.out.with_suffix('.json')})")
@@ -485,7 +545,7 @@ def _lesion_options(parser: argparse.ArgumentParser, default_site: str | None) -
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="osteofe",
         description="CT-based finite-element femoral strength and fracture risk.",
         epilog=EXAMPLES + "\nexit codes: 0 ok, 1 internal error, 2 usage error, "
@@ -513,8 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     strength.add_argument("--body-weight", type=float, required=True, metavar="KG",
                           help="body mass in kg (1 BW = KG x 9.81 N)")
     strength.add_argument("--out", type=Path, required=True, help="output folder")
-    strength.add_argument("--bone-label", default="1",
-                          help="femur label value or name, e.g. 76 or femur_right (default 1)")
+    strength.add_argument("--bone-label", default=None,
+                          help="femur label value or name, e.g. 76 or femur_right (default: "
+                          "the only femur of a named map, the one of --side, or 1 in osteofe's "
+                          "0/1/2 convention; required otherwise)")
     strength.add_argument("--lesion-label", action="append", metavar="LABEL",
                           help="lesion label value or name, repeatable (default: 2 if present)")
     strength.add_argument("--case-id", default="case",
@@ -582,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--surface", type=Path, help="closed surface (.stl/.ply/.obj)")
     mesh.add_argument("--ct", type=Path, help="CT whose grid the labels are aligned to")
     mesh.add_argument("--out", type=Path, required=True, help="mesh file to write")
-    mesh.add_argument("--bone-label", default="1", help="femur label value or name")
+    mesh.add_argument("--bone-label", default=None,
+                      help="femur label value or name (default: inferred as for strength)")
     mesh.add_argument("--lesion-label", action="append", metavar="LABEL",
                       help="lesion label value or name, repeatable")
     mesh.add_argument("--mesh-size", type=float, default=3.0, metavar="MM",
@@ -739,9 +802,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     parser = build_parser()
+    _ARGV[:] = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+    once = _Once()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(once)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

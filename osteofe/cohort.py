@@ -13,7 +13,7 @@ body_mass_kg            yes       body mass, kg
 side                    yes       ``left`` or ``right`` (``l``/``r`` accepted)
 patient_id              no        patient identifier (default: ``case_id``); both femurs
                                   of one patient share it (the group of cross-validation)
-bone_label              no        femur label value or name (default ``1``)
+bone_label              no        femur label value or name (default: inferred, see CLI)
 lesion_labels           no        lesion label values or names separated by ``;``
                                   (``lesion_label`` accepted); when given they must exist
 calibration_slope,      no        per-scan line ``rho_QCT = intercept + slope * HU``
@@ -176,7 +176,7 @@ class ManifestCase:
     ct: Path
     labels: Path
     body_mass_kg: float
-    bone_label: int | str = 1
+    bone_label: int | str | None = None
     lesion_labels: tuple[int | str, ...] = ()
     lesion_labels_required: bool = False
     calibration: tuple[float, float] | None = None
@@ -351,7 +351,7 @@ def _manifest_case(path: Path, line: int, row: dict[str, str], base: Path) -> Ma
             except ValueError:
                 raise error("calibration_slope", f"{raw} are not numbers",
                             "give the line rho = intercept + slope * HU as numbers") from None
-    bone = row.get("bone_label", "") or "1"
+    bone = row.get("bone_label", "") or None
     return ManifestCase(
         case_id=case_id,
         patient_id=row.get("patient_id", "") or case_id,
@@ -359,7 +359,7 @@ def _manifest_case(path: Path, line: int, row: dict[str, str], base: Path) -> Ma
         ct=(base / row["ct"]).resolve(),
         labels=(base / row["labels"]).resolve(),
         body_mass_kg=mass,
-        bone_label=_label(bone),
+        bone_label=None if bone is None else _label(bone),
         lesion_labels=lesions,
         lesion_labels_required=bool(lesions),
         calibration=calibration,

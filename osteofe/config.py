@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.suggest import did_you_mean
 from meshing.errors import InputError
 
 __all__ = [
@@ -28,9 +30,44 @@ __all__ = [
 ]
 
 
-def _check(condition: bool, key: str, value: object, expected: str) -> None:
+#: The command-line option of each configuration value that has one: messages name it in
+#: the syntax the user typed (``--calibration``, not ``material.calibration_slope``).
+CLI_FLAGS: dict[str, str] = {
+    "mesh.size_mm": "--mesh-size MM",
+    "mesh.order": "--order",
+    "mesh.crop_below_lesser_trochanter_mm": "--crop-below-lt MM",
+    "mesh.allow_partial": "--allow-partial",
+    "material.calibration_slope": "--calibration SLOPE INTERCEPT",
+    "material.calibration_intercept": "--calibration SLOPE INTERCEPT",
+    "material.calibration_slope/intercept": "--calibration SLOPE INTERCEPT",
+    "material.law": "--law",
+    "load.cases": "--load",
+    "load.custom_forces_n": "--custom-load FX FY FZ",
+    "load.sweep_directions": "--sweep N",
+    "solver.degree": "--degree",
+    "solver.pc_type": "--pc",
+    "solver.rtol": "--ksp-rtol",
+    "solver.petsc_options": "--petsc-option KEY=VALUE",
+    "nonlinear.enabled": "--nonlinear",
+}
+
+
+def cli_name(key: str) -> str:
+    """How the user sets ``key``: ``"--calibration SLOPE INTERCEPT (config material.x)"``.
+
+    Keys without a command-line option are named as in the TOML file (``[section] name``).
+    """
+    flag = CLI_FLAGS.get(key)
+    return f"{flag} (config {key})" if flag else f"config {key}"
+
+
+def _check(condition: bool, key: str, value: object, expected: str,
+           choices: Sequence[str] = ()) -> None:
     if not condition:
-        raise InputError(f"config value {key} = {value!r} is invalid", hint=f"use {expected}")
+        guess = did_you_mean(str(value), choices)
+        flag = CLI_FLAGS.get(key)
+        raise InputError(f"config value {key} = {value!r} is invalid{guess}",
+                         hint=f"use {expected}" + (f", with {flag}" if flag else ""))
 
 
 @dataclass(frozen=True)
@@ -175,8 +212,7 @@ class MaterialConfig:
                                  f"is invalid: {exc.message}", hint=exc.hint) from None
         if calibration is None:
             raise InputError("no HU -> density calibration to build the material model with",
-                             hint="give material.calibration_slope and "
-                             "material.calibration_intercept")
+                             hint=f"give {cli_name('material.calibration_slope/intercept')}")
         try:
             return MaterialModel.from_names(calibration, chain=self.chain, law=self.law,
                                             poisson_ratio=self.poisson_ratio,
@@ -229,7 +265,8 @@ class LoadConfig:
         _check(len(self.cases) + len(forces) > 0, "load.cases", self.cases,
                "at least one load case")
         for name in self.cases:
-            _check(name in LOAD_CASES, "load.cases", name, f"one of {sorted(LOAD_CASES)}")
+            _check(name in LOAD_CASES, "load.cases", name, f"one of {sorted(LOAD_CASES)}",
+                   choices=sorted(LOAD_CASES))
         for force in forces:
             _check(len(force) == 3 and sum(v * v for v in force) > 0.0,
                    "load.custom_forces_n", force, "non-zero [fx, fy, fz] in N")

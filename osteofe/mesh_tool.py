@@ -14,7 +14,7 @@ from meshing.errors import InputError
 from meshing.imaging import align_labels, read_ct, read_labels
 from meshing.meshio_io import write_mesh
 from meshing.quality import check_quality, mesh_quality
-from meshing.segmentation import select_femur
+from meshing.segmentation import resolve_bone_label, select_femur
 from meshing.surface import read_surface
 from meshing.volume import mesh_from_mask, mesh_from_surface, tag_cells
 from osteofe.outputs import sha256_file, staged_output, write_json
@@ -34,7 +34,7 @@ def run_mesh(
     labels_path: Path | None = None,
     surface_path: Path | None = None,
     ct_path: Path | None = None,
-    bone_label: str = "1",
+    bone_label: str | None = None,
     lesion_labels: tuple[str, ...] = (),
     size_mm: float = 3.0,
     order: int = 1,
@@ -49,7 +49,8 @@ def run_mesh(
         labels_path: Label map (with ``ct_path`` giving the grid when they differ).
         surface_path: A closed surface (STL/PLY/OBJ/VTK) instead of labels.
         ct_path: Optional CT whose grid the labels are aligned to.
-        bone_label: Femur label value or name.
+        bone_label: Femur label value or name; None infers it
+            (:func:`meshing.segmentation.resolve_bone_label`).
         lesion_labels: Lesion label values or names (tagged 2).
         size_mm: Element size.
         order: 1 or 2.
@@ -83,7 +84,8 @@ def run_mesh(
         if ct_path is not None:
             labels = align_labels(labels, read_ct(ct_path).grid)
             inputs["ct"] = {"path": str(ct_path), "sha256": sha256_file(ct_path)}
-        bone, lesion = select_femur(labels, _label(bone_label),
+        bone_key = resolve_bone_label(labels, None if bone_label is None else _label(bone_label))
+        bone, lesion = select_femur(labels, bone_key,
                                     [_label(k) for k in lesion_labels])
         mesh = mesh_from_mask(bone | lesion, labels.grid, size_mm=size_mm, order=order)
         if lesion.any():

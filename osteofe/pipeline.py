@@ -50,12 +50,14 @@ from meshing.meshio_io import read_mesh, require_one_piece
 from meshing.phantom import PhantomParams
 from meshing.quality import MeshQuality, check_quality, mesh_quality
 from meshing.segmentation import (
+    default_lesion_labels,
     detect_metal,
     femur_side_from_labels,
     mask_touches_border,
+    resolve_bone_label,
     select_femur,
 )
-from meshing.types import CTVolume, LabelMap, TetMesh
+from meshing.types import CTVolume, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
 from osteofe.guards import (
@@ -138,7 +140,9 @@ class StrengthRequest:
         ct_path: CT image (NIfTI/NRRD/MHA file or DICOM folder).
         labels_path: Label map on the CT grid.
         body_mass_kg: Patient body mass, kg (1 BW = mass x 9.81 N).
-        bone_label: Label value or name of the femur.
+        bone_label: Label value or name of the femur; None infers it
+            (:func:`meshing.segmentation.resolve_bone_label`: the only femur, or the one of
+            ``side``; 1 in osteofe's 0/1/2 convention) and refuses a map where it cannot.
         lesion_labels: Label values or names of lesions (part of the bone volume).
         lesion_labels_required: False when the lesion labels are defaults that may be absent.
         case_id: Identifier written into the results (no other patient identifier is).
@@ -159,7 +163,7 @@ class StrengthRequest:
     ct_path: Path
     labels_path: Path | None
     body_mass_kg: float
-    bone_label: int | str = 1
+    bone_label: int | str | None = None
     lesion_labels: tuple[int | str, ...] = (2,)
     lesion_labels_required: bool = False
     case_id: str = "case"
@@ -281,12 +285,6 @@ def _label_value(key: int | str) -> int | str:
     return key
 
 
-def _label_present(labels: LabelMap, key: int | str) -> bool:
-    if isinstance(key, str):
-        return key in labels.names.values()
-    return bool(np.any(labels.labels == key))
-
-
 def prepare_model(
     request: StrengthRequest,
     config: Config,
@@ -327,9 +325,9 @@ def prepare_model(
         labels = bone = lesion = None
         lesion_values: list[int] = []
         auto: dict[str, Any] | None = None
-        bone_key = _label_value(request.bone_label)
+        auto_bone: int | None = None
         if request.labels_path is None and request.mesh_path is None:
-            labels, auto, bone_key = automatic_labels(ct, request)
+            labels, auto, auto_bone = automatic_labels(ct, request)
             warnings.append(f"labels are automatic ({auto['method']} segmentation, not "
                             "checked by a person): review them (osteofe segment) before "
                             "clinical use")
@@ -337,16 +335,17 @@ def prepare_model(
             if labels is None and request.labels_path is not None:
                 labels = align_labels(read_labels(request.labels_path), ct.grid)
             assert labels is not None
-            lesion_keys = [_label_value(k) for k in request.lesion_labels]
+            lesion_keys: list[int | str] = [_label_value(k) for k in request.lesion_labels]
             if auto is not None:  # automatic lesion candidates never enter Mirels silently
                 lesion_keys = []
             elif not request.lesion_labels_required:
-                # Default lesion label 2 only in osteofe's own convention (0 background,
-                # 1 bone, 2 lesion): in a multi-structure map such as TotalSegmentator's, 2
-                # is an organ.
-                osteofe_convention = set(np.unique(labels.labels).tolist()) <= {0, 1, 2}
-                lesion_keys = [k for k in lesion_keys
-                               if osteofe_convention and _label_present(labels, k)]
+                # Not given: label 2 only in osteofe's own unnamed 0/1/2 convention, else
+                # only structures named as lesions (TotalSegmentator's 2 is an organ, a
+                # Slicer segment is a lesion only when so named).
+                lesion_keys = list(default_lesion_labels(labels))
+            bone_key: int | str = auto_bone if auto_bone is not None else resolve_bone_label(
+                labels, None if request.bone_label is None else _label_value(request.bone_label),
+                request.side)
             bone, lesion = select_femur(labels, bone_key, lesion_keys)
             lesion_values = sorted(int(v) for v in np.unique(labels.labels[lesion]))
             metal = detect_metal(ct, bone | lesion)
@@ -412,8 +411,8 @@ def prepare_model(
         calibration, calibration_origin = _resolve_calibration(calibration, cfg)
         if calibration_origin == "built-in default":
             warnings.append("no calibration given: used the built-in generic scanner line "
-                            "(not patient-specific); give material.calibration_slope/"
-                            "intercept for real scans")
+                            "(not patient-specific); give --calibration SLOPE INTERCEPT "
+                            "(config material.calibration_slope/intercept) for real scans")
         model = MaterialModel.from_names(calibration, chain=cfg.chain, law=cfg.law,
                                          poisson_ratio=cfg.poisson_ratio,
                                          E_floor_MPa=cfg.modulus_floor_mpa,
