@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,12 @@ class CaseResult:
     sweep: SweepResult | None = None
     nonlinear: Mapping[str, Any] | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # JSON-plain copies: the object equals its own round trip through result.json.
+        object.__setattr__(self, "extras", _plain(self.extras))
+        if self.nonlinear is not None:
+            object.__setattr__(self, "nonlinear", _plain(self.nonlinear))
 
     @property
     def load_to_strength_ratio(self) -> float:
@@ -433,6 +439,16 @@ class StrengthResult:
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "records", _plain(self.records))
+        object.__setattr__(self, "provenance", Provenance(
+            inputs=_plain(self.provenance.inputs), versions=_plain(self.provenance.versions),
+            machine=_plain(self.provenance.machine), config=_plain(self.provenance.config),
+            timings_s=_plain(self.provenance.timings_s),
+            outputs=tuple(self.provenance.outputs)))
+        for name in ("lesion", "fracture_probability", "validity"):
+            part = getattr(self, name)
+            if part is not None:
+                object.__setattr__(self, name, replace(part, record=_plain(part.record)))
         if not self.cases:
             raise InputError("a strength result needs at least one load case",
                              hint="configure load.cases (e.g. --load stance fall)")
