@@ -92,6 +92,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from fea.loads import body_weight_newton
 from meshing.errors import InputError
 from meshing.phantom import LesionParams, Phantom, PhantomParams, make_phantom, write_phantom
 from osteofe.config import Config
@@ -923,7 +924,7 @@ def draw_outcome(reference_stance_N: float, reference_fall_N: float | None,
         The outcome.
     """
     m = model or OutcomeModel()
-    bw = body_mass_kg * 9.81
+    bw = body_weight_newton(body_mass_kg)
     factor = math.exp(m.model_error_sd_log * draws.model_error_z)
     stance = reference_stance_N * factor
     fall = math.nan if reference_fall_N is None else reference_fall_N * factor

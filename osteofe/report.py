@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from meshing.errors import OsteofeError
 from osteofe.outputs import staged_output
+from osteofe.report_page1 import plain_sentence
+from osteofe.result import StrengthResult, SweepResult
 from risk.mirels import (
     CITATIONS,
     MIRELS_FIX_MIN,
@@ -71,8 +73,6 @@ __all__ = [
 #: File names written by :func:`write_report`.
 REPORT_HTML = "report.html"
 REPORT_PDF = "report.pdf"
-#: Gravitational acceleration used for body weights, m/s^2 (as the pipeline).
-GRAVITY = 9.81
 
 #: Load-to-strength ratio at which a fracture is expected (factor of risk; Keaveny & Bouxsein
 #: 2008, :data:`risk.mirels.THRESHOLDS` ``"factor_of_risk"``).
@@ -272,6 +272,10 @@ class ReportData:
         default_calibration: True when the run used osteofe's generic scanner line.
         validity_banner: The run's validity banner (``result.json`` ``validity``) when its
             result is not valid for the load case (e.g. a partial model), shown first.
+        side: Laterality of the analysed femur (``"left"``/``"right"``), or None.
+        failure_see_N: Standard error of the failure load (the method's, N), or None.
+        slices_png: Axial and coronal CT slices through the failure point, or None.
+        slices_caption: Their caption, with the slice numbers.
     """
 
     case_id: str
@@ -292,6 +296,17 @@ class ReportData:
     report_version: str
     default_calibration: bool = False
     validity_banner: str | None = None
+    side: str | None = None
+    failure_see_N: float | None = None
+    slices_png: bytes | None = None
+    slices_caption: str = ""
+
+    @property
+    def sentence(self) -> str:
+        """The result in one plain-language sentence (page 1)."""
+        g = self.governing
+        return plain_sentence(self.side, g.name, g.failure_N, self.failure_see_N,
+                              g.failure_BW, g.phi)
 
     @property
     def worst_phi_case(self) -> CaseView | None:
@@ -404,53 +419,48 @@ def _nonlinear_view(raw: dict[str, Any] | None, applied: float | None,
     return NonlinearView(load, bw, phi, peak if isinstance(peak, bool) else None, note_list)
 
 
-def _sweep_view(raw: Any, applied: float | None, body_n: float | None) -> SweepView | None:
-    sweep = _dict(raw)
-    load = _num(sweep.get("min_failure_load_N"))
-    if load is None or load <= 0.0:
+def _sweep_view(sweep: SweepResult | None, applied: float, body_n: float
+                ) -> SweepView | None:
+    if sweep is None:
         return None
-    bw = _num(sweep.get("min_failure_load_BW"))
-    if bw is None and body_n:
-        bw = load / body_n
-    count = sweep.get("num_directions")
-    return SweepView(count if isinstance(count, int) and not isinstance(count, bool) else None,
-                     _num(sweep.get("half_angle_deg")), load, bw,
-                     applied / load if applied is not None else None)
+    load = sweep.min_failure_load_N
+    return SweepView(sweep.num_directions, sweep.half_angle_deg, load, load / body_n,
+                     applied / load)
 
 
-def _cases(result: Mapping[str, Any], body_n: float | None) -> list[CaseView]:
+def _cases(result: StrengthResult) -> list[CaseView]:
+    """The load cases of the typed result as the report shows them."""
+    doc = result.to_dict()
+    body_n = result.body_weight_N
     out: list[CaseView] = []
-    raw_cases = result.get("cases")
-    raw_list = [c for c in raw_cases if isinstance(c, dict)] if isinstance(raw_cases, list) else []
-    if not raw_list and _num(result.get("failure_load_N")) is not None:
-        raw_list = [{k: result.get(k) for k in ("load_case", "failure_load_N", "failure_load_BW",
-                                                "failure_mode", "critical_region")}]
-    for raw in raw_list:
-        failure = _num(raw.get("failure_load_N"))
-        if failure is None or failure <= 0.0:
-            continue
-        name = _text(raw.get("load_case"), "load case")
-        applied = _num(raw.get("applied_load_N"))
-        failure_bw = _num(raw.get("failure_load_BW"))
-        if failure_bw is None and body_n:
-            failure_bw = failure / body_n
-        applied_bw = _num(raw.get("applied_load_BW"))
-        if applied_bw is None and body_n and applied is not None:
-            applied_bw = applied / body_n
-        phi = _num(raw.get("load_to_strength_ratio"))
-        if phi is None and applied is not None:
-            phi = applied / failure
+    for case, raw in zip(result.cases, doc["cases"], strict=True):
+        applied = case.applied_load_N
         out.append(CaseView(
-            name=name, applied_N=applied, applied_BW=applied_bw, failure_N=failure,
-            failure_BW=failure_bw, phi=phi,
-            mode=_text(raw.get("failure_mode"), "unknown mode"),
-            region=_text(raw.get("critical_region"), "unknown region"),
-            peak_tension=_num(raw.get("peak_tension_strain")),
-            peak_compression=_num(raw.get("peak_compression_strain")),
-            sweep=_sweep_view(raw.get("direction_sweep"), applied, body_n),
-            nonlinear=_nonlinear_view(_nonlinear_source(name, raw, result), applied, body_n),
+            name=case.load_case, applied_N=applied, applied_BW=applied / body_n,
+            failure_N=case.failure_load_N, failure_BW=case.failure_load_N / body_n,
+            phi=case.load_to_strength_ratio, mode=case.failure_mode,
+            region=case.critical_region,
+            peak_tension=_num(case.peak_tension_strain),
+            peak_compression=_num(case.peak_compression_strain),
+            sweep=_sweep_view(case.sweep, applied, body_n),
+            nonlinear=_nonlinear_view(_nonlinear_source(case.load_case, raw, doc), applied,
+                                      body_n),
         ))
     return out
+
+
+def _typed(result: StrengthResult | Mapping[str, Any]) -> StrengthResult:
+    """The typed result (a parsed result.json goes through the one serialiser)."""
+    if isinstance(result, StrengthResult):
+        return result
+    if not result.get("cases"):
+        raise ReportError("result.json holds no failure load",
+                          hint="give the folder written by `osteofe strength` for a completed "
+                               "run")
+    try:
+        return StrengthResult.from_dict(result)
+    except OsteofeError as exc:
+        raise ReportError(exc.message, hint=exc.hint) from exc
 
 
 def _risk_sources(result: Mapping[str, Any], risk: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -789,17 +799,19 @@ def _provenance(result: Mapping[str, Any], probability: ProbabilityView | None,
 
 
 def collect_report_data(
-    result: Mapping[str, Any],
+    result: StrengthResult | Mapping[str, Any],
     risk: Mapping[str, Any] | None = None,
     *,
     picture_png: bytes | None = None,
     result_sha256: str = "",
     generated: datetime | None = None,
+    ct_slices: tuple[bytes, str] | None = None,
 ) -> ReportData:
     """Pick, from a result, the fields the report shows (the privacy whitelist).
 
     Args:
-        result: A parsed ``result.json``.
+        result: The typed result, or a parsed ``result.json`` (read through
+            :meth:`osteofe.result.StrengthResult.from_dict`).
         risk: Optional clinical scores: ``mirels`` (a :class:`risk.mirels.MirelsScore`, its
             ``to_dict()`` or a total), ``aci_mm`` (mm), ``ctra`` (rigidity loss as a fraction,
             or a dict with ``rigidity_loss``), ``fracture_probability`` (a probability, or a
@@ -808,6 +820,8 @@ def collect_report_data(
         picture_png: The femur picture, if any.
         result_sha256: SHA-256 of the ``result.json`` file.
         generated: Report time (default now, UTC).
+        ct_slices: Axial and coronal CT slices through the failure point (PNG) and their
+            caption (:func:`osteofe.report_page1.ct_slices_png`), or None.
 
     Returns:
         The report's content.
@@ -815,30 +829,20 @@ def collect_report_data(
     Raises:
         ReportError: If the result holds no failure load.
     """
-    body_mass = _num(result.get("body_mass_kg"))
-    body_n = body_mass * GRAVITY if body_mass else None
-    cases = _cases(result, body_n)
-    if not cases:
-        raise ReportError("result.json holds no failure load",
-                          hint="give the folder written by `osteofe strength` for a completed "
-                               "run")
-    governing = min(cases, key=lambda c: c.failure_N)
+    typed = _typed(result)
+    result = typed.to_dict()  # descriptive records (provenance), read by name below
+    cases = _cases(typed)
+    governing = next(c for c in cases if c.name == typed.governing.load_case)
     sources = _risk_sources(result, risk)
     aci = _num(_as_plain(sources.get("aci_mm")))
     probability = _probability_view(sources.get("fracture_probability"))
     calibration, default_cal = _calibration_rows(result)
-    point = None
-    if result.get("load_case") == governing.name:
-        raw_point = result.get("critical_point_mm")
-        if isinstance(raw_point, list) and len(raw_point) == 3 and all(
-                _num(v) is not None for v in raw_point):
-            point = tuple(float(v) for v in raw_point)
+    point = tuple(typed.governing.critical_point_mm)
     when = generated or datetime.now(UTC)
-    warnings = tuple(w for w in result.get("warnings", []) if isinstance(w, str)) \
-        if isinstance(result.get("warnings"), list) else ()
+    side = _dict(result.get("landmarks")).get("side")
     return ReportData(
-        case_id=_text(result.get("case_id"), "case"),
-        body_mass_kg=body_mass,
+        case_id=typed.case_id or "case",
+        body_mass_kg=typed.body_mass_kg,
         cases=tuple(cases),
         governing=governing,
         critical_point_mm=point,
@@ -848,24 +852,27 @@ def collect_report_data(
         probability=probability,
         calibration=tuple(calibration),
         provenance=tuple(_provenance(result, probability, result_sha256)),
-        warnings=warnings,
+        warnings=typed.warnings,
         picture_png=picture_png,
         result_sha256=result_sha256,
         generated_utc=when.strftime("%Y-%m-%d %H:%M UTC"),
         report_version=_version(),
         default_calibration=default_cal,
-        validity_banner=_validity_banner(result),
+        validity_banner=_validity_banner(typed),
+        side=side if side in ("left", "right") else None,
+        failure_see_N=typed.failure_load_see_N,
+        slices_png=None if ct_slices is None else ct_slices[0],
+        slices_caption="" if ct_slices is None else ct_slices[1],
     )
 
 
-def _validity_banner(result: Mapping[str, Any]) -> str | None:
+def _validity_banner(result: StrengthResult) -> str | None:
     """The banner of a result that is not valid as computed (None when it is)."""
-    validity = _dict(result.get("validity"))
-    if validity.get("valid", True) is not False:
+    validity = result.validity
+    if validity.valid:
         return None
-    reasons = [str(r) for r in validity.get("reasons", []) if isinstance(r, str)]
-    banner = _text(validity.get("banner"), "NOT VALID")
-    return banner + (": " + "; ".join(reasons) if reasons else "")
+    banner = validity.banner or "NOT VALID"
+    return banner + (": " + "; ".join(validity.reasons) if validity.reasons else "")
 
 
 def _version() -> str:
@@ -1092,6 +1099,7 @@ p { margin: 6px 0; }
 .label { font-size: 11px; text-transform: uppercase; letter-spacing: .8px; color: var(--muted); }
 .big { font-size: 24px; font-weight: 700; line-height: 1.2; margin-bottom: 6px; }
 .big .sub { font-size: 16px; font-weight: 600; color: var(--muted); margin-left: 6px; }
+.sentence { font-size: 16px; font-weight: 600; margin: 10px 0 12px; }
 .phi-card { color: #fff; padding: 12px 16px; }
 .phi-card .label { color: rgba(255,255,255,.85); }
 .phi-value { font-size: 40px; font-weight: 800; line-height: 1.1; }
@@ -1282,6 +1290,15 @@ def _model_line(prob: ProbabilityView) -> str:
     return text + " (details under Provenance)."
 
 
+def _side_text(data: ReportData) -> str:
+    return f"{data.side} femur" if data.side else "not recorded"
+
+
+def _see_text(data: ReportData) -> str:
+    """``± 814 N`` (the method's standard error), or an empty string."""
+    return f"± {data.failure_see_N:,.0f} N" if data.failure_see_N else ""
+
+
 def _headline(data: ReportData) -> tuple[str, str, str]:
     g = data.governing
     return (g.name, f"{_fmt_n(g.failure_N)}", f"{g.mode} failure in the {g.region}")
@@ -1319,6 +1336,7 @@ def render_html(data: ReportData) -> str:
         '<header class="masthead"><div><div class="kicker">osteofe - CT-based finite-element '
         'analysis</div><h1>Femoral strength report</h1></div><dl class="ident">'
         f"<dt>Case</dt><dd>{_e(data.case_id)}</dd>"
+        f"<dt>Side</dt><dd>{_e(_side_text(data))}</dd>"
         f"<dt>Body mass</dt><dd>{_e(mass)}</dd>"
         f"<dt>Report</dt><dd>{_e(data.generated_utc)}</dd></dl></header>")
     parts.append(
@@ -1328,6 +1346,7 @@ def render_html(data: ReportData) -> str:
     if data.validity_banner:
         parts.append('<p class="banner validity"><strong>'
                      f"{_e(data.validity_banner)}</strong></p>")
+    parts.append(f'<p class="sentence">{_e(data.sentence)}</p>')
     # Summary box.
     phi_html = (f'<div class="phi-value">{g.phi:.2f}</div>'
                 f'<div class="phi-text">{_e(_BAND_TEXT[band])}</div>'
@@ -1347,12 +1366,22 @@ def render_html(data: ReportData) -> str:
         '<div class="summary-grid"><div class="headline">'
         f'<div class="label">Weakest load case</div><div class="big">{_e(name)}</div>'
         '<div class="label">Load to failure (linear, onset of failure)</div>'
-        f'<div class="big">{_e(load)}<span class="sub">{_e(_fmt_bw(g.failure_BW))}</span></div>'
+        f'<div class="big">{_e(load)}<span class="sub">{_e(_see_text(data))}</span>'
+        f'<span class="sub">{_e(_fmt_bw(g.failure_BW))}</span></div>'
         f"<div>{_e(where[0].upper() + where[1:])}.</div></div>"
         f'<div class="phi-card" style="background:{card_colour}">'
         f'<div class="label">Load-to-strength ratio <span class="keep">φ</span> ({_e(name)})'
         f"</div>{phi_html}</div></div>"
         f'<table class="scores">{score_rows}</table></section>')
+    # CT slices through the failure point.
+    if data.slices_png:
+        b64 = base64.b64encode(data.slices_png).decode("ascii")
+        parts.append(f'<figure><img alt="CT slices through the failure point" '
+                     f'src="data:image/png;base64,{b64}" style="max-width:760px">'
+                     f"<figcaption>{_e(data.slices_caption)}</figcaption></figure>")
+    else:
+        parts.append('<p class="nc">CT slices not shown: the analysed CT was not found '
+                     "unchanged where result.json records it.</p>")
     # Picture.
     parts.append("<h2>1. Femur, risk factor and critical region</h2>")
     if data.picture_png:
@@ -1452,7 +1481,7 @@ def render_html(data: ReportData) -> str:
         parts.append(f"<dt>{_e(term)}</dt><dd>{_e(text)}</dd>")
     parts.append("</dl>")
     # Provenance.
-    parts.append('<h2 class="newpage">6. Provenance</h2>')
+    parts.append('<h2 class="newpage">Appendix: provenance</h2>')
     parts.append("<h3>Warnings of the run</h3>")
     if data.warnings:
         parts.extend(f'<div class="warn">{_e(w)}</div>' for w in data.warnings)
@@ -1763,8 +1792,8 @@ def _summary_box(flow: _PdfFlow, data: ReportData) -> None:
                 parse_math=False)
         ax.text(x0 + 12, ty + 36, "LOAD TO FAILURE (LINEAR, ONSET OF FAILURE)", fontsize=7,
                 color=_MUTED, va="top")
-        ax.text(x0 + 12, ty + 46, f"{load}   {_fmt_bw(g.failure_BW)}", fontsize=16,
-                fontweight="bold", color=_INK, va="top", parse_math=False)
+        ax.text(x0 + 12, ty + 46, f"{load} {_see_text(data)}   {_fmt_bw(g.failure_BW)}",
+                fontsize=15, fontweight="bold", color=_INK, va="top", parse_math=False)
         for k, line in enumerate(_wrap(where[0].upper() + where[1:] + ".", w - cw - 24, 9.0)):
             ax.text(x0 + 12, ty + 72 + 12 * k, line, fontsize=9, color=_INK, va="top",
                     parse_math=False)
@@ -1800,8 +1829,8 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
     flow.text("OSTEOFE - CT-BASED FINITE-ELEMENT ANALYSIS", size=7.5, colour=_MUTED)
     flow.text("Femoral strength report", size=20, bold=True, colour=_ACCENT)
     mass = f"{data.body_mass_kg:g} kg" if data.body_mass_kg else NOT_COMPUTED
-    flow.text(f"Case {data.case_id}    Body mass {mass}    Report {data.generated_utc}",
-              size=9, bold=True)
+    flow.text(f"Case {data.case_id}    {_side_text(data).capitalize()}    Body mass {mass}    "
+              f"Report {data.generated_utc}", size=9, bold=True)
     flow.space(6)
 
     def banner(ax: Axes, y: float) -> None:
@@ -1817,7 +1846,15 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
     if data.validity_banner:
         flow.text(data.validity_banner, size=9, bold=True, colour="#b42318")
         flow.space(4)
+    flow.text(data.sentence, size=10, bold=True)
+    flow.space(4)
     _summary_box(flow, data)
+    if data.slices_png:
+        flow.image(data.slices_png, max_height=240, caption=data.slices_caption)
+    else:
+        flow.text("CT slices not shown: the analysed CT was not found unchanged where "
+                  "result.json records it.", colour=_MUTED, italic=True)
+    flow.new_page()  # page 1 is the summary; the details follow
     flow.heading("1. Femur, risk factor and critical region")
     if data.picture_png:
         flow.image(data.picture_png, max_height=290,
@@ -1908,7 +1945,7 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
         flow.text(text, size=8.5)
         flow.space(3)
 
-    flow.heading("6. Provenance")
+    flow.heading("Appendix: provenance")
     flow.heading("Warnings of the run", level=3)
     if data.warnings:
         for warning in data.warnings:
@@ -2008,6 +2045,19 @@ def read_result(result_dir: str | Path) -> tuple[dict[str, Any], str]:
     return result, hashlib.sha256(raw).hexdigest()
 
 
+def _slices(result: StrengthResult) -> tuple[bytes, str] | None:
+    """CT slices through the failure point, when the analysed CT is still there unchanged."""
+    from osteofe.report_page1 import analysed_ct, ct_slices_png
+
+    ct = analysed_ct(result.provenance.inputs)
+    if ct is None:
+        return None
+    try:
+        return ct_slices_png(ct, result.governing.critical_point_mm)
+    except OsteofeError:
+        return None
+
+
 def write_report(
     result_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -2039,10 +2089,11 @@ def write_report(
     """
     folder = Path(result_dir)
     result, sha = read_result(folder)
+    typed = _typed(result)
     picture_path = folder / "femur_risk.png"
     picture = picture_path.read_bytes() if picture_path.is_file() else None
-    data = collect_report_data(result, risk, picture_png=picture, result_sha256=sha,
-                               generated=generated)
+    data = collect_report_data(typed, risk, picture_png=picture, result_sha256=sha,
+                               generated=generated, ct_slices=_slices(typed))
     out = Path(out_dir) if out_dir is not None else folder
     with staged_output(out, final_last=REPORT_HTML) as stage:
         pages = render_pdf(data, stage / REPORT_PDF, page_png_dir=stage if page_png else None)

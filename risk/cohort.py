@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_write_text as _atomic_write_text
+from fea.loads import GRAVITY_M_S2  # 1 BW = m * 9.81 N, defined once (DESIGN.md 3)
 from risk.errors import CohortError, MirelsError
 from risk.mirels import MirelsScore, lesion_item, pain_item, site_item, size_item
 
@@ -66,8 +67,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 StrArray = npt.NDArray[np.str_]
 
-#: Standard gravity used for body weight, 1 BW = m * 9.81 N (DESIGN.md section 3).
-GRAVITY_M_S2 = 9.81
 #: Largest accepted relative difference between failure_load_BW and failure_load_N / (m g).
 BW_TOLERANCE = 0.01
 

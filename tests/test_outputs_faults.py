@@ -169,7 +169,7 @@ def test_disk_full_at_the_final_write_keeps_the_earlier_result(phantom, earlier,
     out = tmp_path / "result"
     shutil.copytree(earlier, out)
     before = _files(out)
-    monkeypatch.setattr("osteofe.pipeline.write_json", _disk_full)
+    monkeypatch.setattr("osteofe.pipeline.atomic_write_text", _disk_full)
     _expect_error(_args(phantom, out), capsys, f"cannot write the results to {out}",
                   "No space left on device", "nothing was written", "free disk space")
     assert _files(out) == before
@@ -180,7 +180,7 @@ def test_disk_full_at_the_final_write_keeps_the_earlier_result(phantom, earlier,
 def test_disk_full_at_the_final_write_of_a_first_run_writes_nothing(phantom, tmp_path, capsys,
                                                                    monkeypatch) -> None:
     out = tmp_path / "result"
-    monkeypatch.setattr("osteofe.pipeline.write_json", _disk_full)
+    monkeypatch.setattr("osteofe.pipeline.atomic_write_text", _disk_full)
     _expect_error(_args(phantom, out), capsys, "No space left on device")
     assert list(tmp_path.iterdir()) == []
 

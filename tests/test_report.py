@@ -147,7 +147,7 @@ def test_html_is_self_contained(report):
     assert "@import" not in html and "url(" not in html
     assert "default-src 'none'" in html  # the browser may load nothing from outside
     sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) == 2  # the femur picture and the ratio chart
+    assert len(sources) == 3  # the CT slices, the femur picture and the ratio chart
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1])
