@@ -543,6 +543,25 @@ def _lesion_options(parser: argparse.ArgumentParser, default_site: str | None) -
                         help="lesion type (default lytic)")
 
 
+def _manifest_schema() -> str:
+    """The manifest's column table, from :mod:`osteofe.cohort`'s docstring.
+
+    The module is parsed, not imported: building the parser must stay fast.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("osteofe.cohort")
+    try:
+        assert spec is not None and spec.origin is not None
+        doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
+        lines = (doc or "").splitlines()
+        rules = [i for i, line in enumerate(lines) if line.startswith("=====")]
+        return "\n".join(lines[rules[0]:rules[-1] + 1])
+    except (AssertionError, IndexError, OSError, SyntaxError):
+        return "see the documentation of osteofe.cohort"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -661,9 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        metavar="ACTION")
     cohort_run = cohort_sub.add_parser(
         "run", help="run the FE pipeline for every case of a manifest (resumable)",
-        description="MANIFEST.csv columns: case_id, ct, labels, body_mass_kg, side, and "
-        "optionally bone_label, lesion_labels, calibration, Mirels items, outcome. Finished "
-        "cases are skipped on a rerun; a failed case is reported without stopping the others.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Finished cases are skipped on a rerun; a failed case is reported "
+        "without stopping the others.\n\nThe manifest (CSV, one row per femur):\n\n"
+        + _manifest_schema())
     cohort_run.add_argument("manifest", type=Path, help="cohort manifest (CSV)")
     cohort_run.add_argument("--out", type=Path, required=True, help="output folder")
     cohort_run.add_argument("--workers", "--jobs", type=int, dest="workers",

@@ -57,7 +57,7 @@ from meshing.segmentation import (
     resolve_bone_label,
     select_femur,
 )
-from meshing.types import CTVolume, TetMesh
+from meshing.types import CTVolume, LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
 from osteofe.guards import (
@@ -72,6 +72,7 @@ from osteofe.guards import (
 )
 from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
 from osteofe.parallel import on_root
+from osteofe.report_page1 import ct_fingerprint
 from osteofe.result import (
     CaseResult,
     FractureProbability,
@@ -251,6 +252,8 @@ class PreparedModel:
         validity: Whether the model suits its load cases
             (:func:`osteofe.guards.check_model_extent`): ``valid``, ``banner``, ``reasons``.
         segmentation: Source and confidence of automatic labels (None for given labels).
+        ct_fingerprint: Format-independent record of the analysed CT
+            (:func:`osteofe.report_page1.ct_fingerprint`), for ``report --dicom-study``.
     """
 
     mesh: TetMesh
@@ -269,6 +272,7 @@ class PreparedModel:
     cut: DistalCut | None = None
     validity: dict[str, Any] | None = None
     segmentation: dict[str, Any] | None = None
+    ct_fingerprint: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -474,7 +478,7 @@ def prepare_model(
                          model.to_dict() | {"calibration_origin": calibration_origin},
                          timings, warnings, lesion_risk, modulus_points,
                          _estimate_record(resources), cut, validity=validity,
-                         segmentation=auto)
+                         segmentation=auto, ct_fingerprint=ct_fingerprint(ct))
 
 
 def automatic_labels(ct: CTVolume, request: StrengthRequest
@@ -958,6 +962,7 @@ def run_strength(
                                   for c in cases}},
         "resources": prepared.resources,
         "segmentation": prepared.segmentation or {"source": "given"},
+        "ct_fingerprint": prepared.ct_fingerprint,
     }
     result = StrengthResult(
         case_id=request.case_id, body_mass_kg=request.body_mass_kg, cases=tuple(cases),

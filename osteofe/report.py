@@ -2112,6 +2112,7 @@ def make_report(
     include_patient_identifiers: bool = False,
     retain_uids: bool = False,
     risk: Mapping[str, Any] | None = None,
+    check_study: bool = True,
 ) -> dict[str, Path]:
     """``osteofe report``: the HTML and PDF report, and optionally the PDF as DICOM.
 
@@ -2126,14 +2127,26 @@ def make_report(
         retain_uids: Keep the study's UIDs (and references to the CT) in a de-identified
             ``report.dcm`` instead of new ones (see :func:`osteofe.dicom_export.export_dicom`).
         risk: Optional clinical scores (see :func:`collect_report_data`).
+        check_study: Refuse a ``dicom_study`` that is not the analysed CT (geometry and HU
+            distribution against result.json's ``ct_fingerprint``,
+            :func:`osteofe.report_page1.check_same_scan`) before anything is written. Off
+            only to file a report elsewhere on purpose.
 
     Returns:
         ``{"html": ..., "pdf": ...}`` plus ``"dicom"`` when ``dicom_study`` is given.
 
     Raises:
         ReportError: If ``result.json`` is missing or malformed.
-        InputError: If ``dicom_study`` holds no readable DICOM study.
+        InputError: If ``dicom_study`` holds no readable DICOM study, or is not the CT that
+            was analysed (nothing is written).
     """
+    if dicom_study is not None and check_study:
+        from meshing.imaging import read_ct
+        from osteofe.report_page1 import check_same_scan
+
+        typed = _typed(read_result(result_dir)[0])
+        check_same_scan(typed.records.get("ct_fingerprint"), read_ct(dicom_study),
+                        f"--dicom-study {dicom_study}")
     paths = write_report(result_dir, out_dir, risk=risk)
     if dicom_study is not None:
         from osteofe.dicom_export import export_dicom

@@ -334,8 +334,11 @@ class FractureProbability:
     record: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> FractureProbability:
-        """From the ``fracture_probability`` record of result.json."""
+    def from_dict(cls, doc: Mapping[str, Any] | float) -> FractureProbability:
+        """From the ``fracture_probability`` record of result.json (or a bare probability)."""
+        if isinstance(doc, int | float) and not isinstance(doc, bool):
+            doc = {"probability": float(doc)}
+        assert isinstance(doc, Mapping)
         raw = doc.get("interval")
         interval = None
         if isinstance(raw, Mapping) and raw.get("lower") is not None:

@@ -117,3 +117,16 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert _Progress(STAGES, True).bar is None
+
+
+def test_manifest_schema_is_in_cohort_help_and_in_the_readme(capsys):
+    from pathlib import Path
+
+    with pytest.raises(SystemExit):
+        main(["cohort", "run", "--help"])
+    shown = capsys.readouterr().out
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for column in ("case_id", "body_mass_kg", "bone_label", "lesion_labels",
+                   "calibration_slope", "follow_up_months"):
+        assert column in shown and column in readme
+    assert "femur label value or name (default: inferred, see CLI)" in readme

@@ -52,14 +52,21 @@ class SourceUids:
         return [self.study, self.series, self.frame, *self.instances]
 
 
-def write_ct_series(folder: Path, slices: int = 2) -> SourceUids:
-    """A small CT series of a made-up patient; returns its UIDs."""
+def write_ct_series(folder: Path, slices: int = 2, ct: Any = None) -> SourceUids:
+    """A small CT series of a made-up patient; returns its UIDs.
+
+    With ``ct`` (a :class:`meshing.types.CTVolume` on an axis-aligned LPS grid) the series
+    holds that volume, one slice per k (HU stored as int16 with intercept -1024).
+    """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     folder.mkdir(parents=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     instances: list[str] = []
+    if ct is not None:
+        slices = ct.grid.shape[2]
+        stored = np.rint(np.asarray(ct.hu) + 1024.0).astype(np.int16)
     for k in range(slices):
         ds = Dataset()
         ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -73,14 +80,22 @@ def write_ct_series(folder: Path, slices: int = 2) -> SourceUids:
         ds.SeriesNumber, ds.InstanceNumber = 3, k + 1
         ds.Manufacturer, ds.DeviceSerialNumber = "ACME", "SN-31337"
         ds.InstitutionName = "St. Elsewhere"
-        ds.ImagePositionPatient = [0.0, 0.0, 1.25 * k]
+        if ct is None:
+            ds.ImagePositionPatient = [0.0, 0.0, 1.25 * k]
+            ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 1.25
+            ds.Rows = ds.Columns = 4
+        else:
+            sx, sy, sz = (float(s) for s in ct.grid.spacing)
+            position = np.asarray(ct.grid.origin) + np.array([0.0, 0.0, sz * k])
+            ds.ImagePositionPatient = [float(v) for v in position]
+            ds.PixelSpacing, ds.SliceThickness = [sy, sx], sz
+            ds.Rows, ds.Columns = ct.grid.shape[1], ct.grid.shape[0]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 1.25
-        ds.Rows = ds.Columns = 4
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = np.full((4, 4), 1024 + 100 * k, dtype=np.int16).tobytes()
+        ds.PixelData = (np.full((4, 4), 1024 + 100 * k, dtype=np.int16) if ct is None
+                        else np.ascontiguousarray(stored[:, :, k].T)).tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
         meta.MediaStorageSOPInstanceUID = sop_uid

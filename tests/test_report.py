@@ -434,10 +434,33 @@ def test_secondary_capture_reads_in_simpleitk(report, dicom_source, tmp_path):
     assert reader.GetMetaData("0010|0010").strip() == "rep01"
 
 
-def test_make_report_writes_the_dicom_beside_the_report(run_dir, dicom_source, tmp_path):
+def _analysed_series(run_dir: Path, folder: Path):
+    """The CT that run_dir analysed, written as a DICOM series (as a scanner would)."""
+    from test_dicom_privacy import write_ct_series
+
+    from meshing.imaging import read_ct
+
+    result = json.loads((run_dir / "result.json").read_text())
+    return write_ct_series(folder, ct=read_ct(result["inputs"]["ct"]["path"]))
+
+
+def test_report_dicom_study_must_be_the_analysed_ct(run_dir, dicom_source, tmp_path):
+    # Another patient's study: refused before anything is written.
+    with pytest.raises(InputError, match="is not the CT that was analysed") as info:
+        make_report(run_dir, tmp_path / "out", dicom_study=dicom_source)
+    assert "voxel counts" in str(info.value) and info.value.hint
+    assert not (tmp_path / "out").exists()
+    # The analysed CT as a DICOM series (NIfTI -> DICOM keeps geometry and HU): accepted.
+    _analysed_series(run_dir, tmp_path / "series")
+    paths = make_report(run_dir, tmp_path / "ok", dicom_study=tmp_path / "series")
+    assert paths["dicom"].is_file()
+
+
+def test_make_report_writes_the_dicom_beside_the_report(run_dir, tmp_path):
     import pydicom
 
-    paths = make_report(run_dir, tmp_path / "out", dicom_study=dicom_source)
+    _analysed_series(run_dir, tmp_path / "series")
+    paths = make_report(run_dir, tmp_path / "out", dicom_study=tmp_path / "series")
     assert sorted(paths) == ["dicom", "html", "pdf"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "report.dcm", "report.html", "report.pdf"]
@@ -456,9 +479,9 @@ def _report_cli(run_dir: Path, out: Path, capsys, *extra: str) -> tuple[int, str
 def test_report_cli_dicom_privacy_modes(mode, run_dir, tmp_path, capsys):
     """`osteofe report --dicom-study`: new UIDs unless --retain-uids / identifiers are asked."""
     import pydicom
-    from test_dicom_privacy import PATIENT, write_ct_series
+    from test_dicom_privacy import PATIENT
 
-    uids = write_ct_series(tmp_path / "ct")
+    uids = _analysed_series(run_dir, tmp_path / "ct")
     out = tmp_path / "out"
     extra = [] if mode == "default" else [f"--{mode}"]
     code, err = _report_cli(run_dir, out, capsys, "--dicom-study", str(tmp_path / "ct"),
