@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray, IntArray
 from meshing.errors import InputError
 from meshing.quality import jacobian_determinants
 from meshing.types import TetMesh
@@ -70,8 +71,6 @@ __all__ = [
     "read_inp",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Nodes per element of the element types osteofe solves.
 ELEMENT_NODES: dict[str, int] = {"C3D4": 4, "C3D10": 10}

@@ -42,9 +42,11 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_write_text
+from core.types import FloatArray, IntArray
 from fea.loads import LoadPatch
 from fea.topology import face_normals_and_areas
 from material.binning import bin_moduli
+from meshing import inp
 from meshing.errors import OsteofeError
 from meshing.types import TetMesh
 
@@ -63,8 +65,6 @@ __all__ = [
     "write_inp",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: osteofe solver names -> the ``SOLVER=`` value of CalculiX's ``*STATIC`` card. PARDISO and
 #: PaStiX exist only in ccx builds linked against them (Debian's ccx 2.20 is not).
@@ -87,8 +87,6 @@ _TRI_EDGES = np.array([[0, 1], [1, 2], [2, 0]], dtype=np.int64)
 
 #: First line of the machine-readable deck description written by :func:`write_inp`.
 _META_PREFIX = "** osteofe-meta: "
-#: Values per line of node/element id lists (keeps lines well under ccx's 132 characters).
-_IDS_PER_LINE = 10
 #: Lines of ccx output quoted in error messages.
 _TAIL_LINES = 15
 
@@ -241,28 +239,6 @@ def _find_edges(edges: IntArray, query: IntArray) -> IntArray:
 # -- deck writing ------------------------------------------------------------------------
 
 
-#: Real numbers are written with 13 significant digits: CalculiX reads each number from a
-#: field of at most 20 characters, and "-1.234567890123e-05" (13 digits) is 19 long.
-def _format_rows(rows: npt.NDArray[np.generic], fmt: str) -> str:
-    """Rows formatted line by line with ``fmt`` (numpy.savetxt into a string)."""
-    if rows.shape[0] == 0:
-        return ""
-    buf = io.StringIO()
-    np.savetxt(buf, rows, fmt=fmt)
-    return buf.getvalue()
-
-
-def _id_lines(ids: IntArray) -> str:
-    """1-based ids as comma-separated lines of at most ``_IDS_PER_LINE`` values."""
-    ids = np.asarray(ids, dtype=np.int64)
-    full = (ids.size // _IDS_PER_LINE) * _IDS_PER_LINE
-    text = _format_rows(ids[:full].reshape(-1, _IDS_PER_LINE), "%d")
-    text = text.replace(" ", ", ")
-    if full < ids.size:
-        text += ", ".join(str(int(i)) for i in ids[full:]) + "\n"
-    return text
-
-
 def _set_names(supports: Sequence[Support]) -> dict[str, str]:
     """A unique, CalculiX-safe node set name per support (upper case, [A-Z0-9_])."""
     names: dict[str, str] = {}
@@ -318,7 +294,7 @@ def _boundary_text(mesh: TetMesh, support: Support, set_name: str,
         np.tile(comp + 1, nodes.size),
         prescribed.T[:, comp].reshape(-1),
     ])
-    return _format_rows(rows, "%d, %d, %d, %.13g")
+    return inp.format_rows(rows, "%d, %d, %d, %.13g")
 
 
 def _nodal_forces(mesh: TetMesh, patches: Sequence[LoadPatch],
@@ -353,8 +329,7 @@ def _nodal_forces(mesh: TetMesh, patches: Sequence[LoadPatch],
 def _cload_text(forces: FloatArray) -> str:
     node, comp = np.nonzero(forces)
     rows = np.column_stack([node + 1, comp + 1, forces[node, comp]])
-    return "*CLOAD, OP=NEW\n" + _format_rows(rows, "%d, %d, %.13g")
-
+    return "*CLOAD, OP=NEW\n" + inp.format_rows(rows, "%d, %d, %.13g")
 
 
 def write_inp(
@@ -446,23 +421,15 @@ def write_inp(
         f"osteofe linear-elastic model ({etype}, {m} elements, {num_mat} materials)\n",
         *([] if heading is None else [" ".join(heading.split()) + "\n"]),
         _META_PREFIX + json.dumps(meta) + "\n",
-        "*NODE, NSET=NALL\n",
-        _format_rows(np.column_stack([np.arange(1, mesh.num_nodes + 1), mesh.points]),
-                     "%d, %.13g, %.13g, %.13g"),
+        inp.node_block(mesh.points),
     ]
     # Elements grouped by material: one *ELEMENT block (and element set) per material.
-    order = np.argsort(mat_index, kind="stable")
     cells = mesh.cells[:, VTK_TO_C3D10] if order2 else mesh.cells
-    rows = np.column_stack([order + 1, cells[order] + 1])
-    lines = np.asarray(_format_rows(rows, ", ".join(["%d"] * rows.shape[1])).splitlines(),
-                       dtype=object)
-    starts = np.searchsorted(mat_index[order], np.arange(num_mat))
-    headers = np.char.add(f"*ELEMENT, TYPE={etype}, ELSET=MAT",
-                          np.arange(1, num_mat + 1).astype(str)).astype(object)
-    parts.append("\n".join(np.insert(lines, starts, headers).tolist()) + "\n")
+    parts.append(inp.element_blocks(cells, mesh.order, mat_index,
+                                    [f"MAT{k}" for k in range(1, num_mat + 1)]))
     parts.append(f"*ELSET, ELSET=EALL, GENERATE\n1, {m}, 1\n")
     ids = np.arange(1, num_mat + 1, dtype=np.float64)
-    parts.append(_format_rows(
+    parts.append(inp.format_rows(
         np.column_stack([ids, keys[:, 0], keys[:, 1], ids, ids]),
         "*MATERIAL, NAME=MAT%d\n*ELASTIC\n%.13g, %.13g\n"
         "*SOLID SECTION, ELSET=MAT%d, MATERIAL=MAT%d",
@@ -474,7 +441,7 @@ def write_inp(
         if nodes.size == 0:
             raise CalculixError(f"support {support.name!r} has no nodes",
                                 hint="support nodes must be nodes of the mesh")
-        parts.append(f"*NSET, NSET={names[support.name]}\n" + _id_lines(nodes + 1))
+        parts.append(f"*NSET, NSET={names[support.name]}\n" + inp.id_lines(nodes + 1))
         boundary.append(_boundary_text(mesh, support, names[support.name], nodes))
 
     for k, case in enumerate(cases):

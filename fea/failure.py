@@ -24,6 +24,7 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from core.types import FloatArray
 from fea.errors import BoundaryConditionError
 from fea.topology import TET_FACES, SurfaceFacets, bone_surface_facets, face_normals_and_areas
 from meshing.types import TetMesh
@@ -31,7 +32,6 @@ from meshing.types import TetMesh
 __all__ = ["SCHILEO_2008", "FailureAnalysis", "StrainCriterion", "StrainLimits",
            "principal_strains", "strain_failure"]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: Barycentric coordinates (on a triangle's three vertices) of the 3-point rule exact to
 #: degree 2 (Strang & Fix), each with weight 1/3 of the area.

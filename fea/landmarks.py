@@ -64,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from core.types import FloatArray
 from fea.errors import LandmarkError
 
 __all__ = [
@@ -80,7 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float64]
 Side = Literal["right", "left"]
 Convention = Literal["LPS", "RAS", "ISB"]
 

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
+from core.types import FloatArray
 from fea.backend import load_backend
 from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
@@ -35,7 +36,6 @@ __all__ = [
     "modulus_quadrature_points",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 DisplacementFunction = Callable[[FloatArray], FloatArray]
 
 load_backend()

@@ -28,12 +28,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray, IntArray
 from material.errors import MaterialError
 
 __all__ = ["ModulusGroups", "bin_moduli"]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def _readonly[T: np.ndarray](array: T) -> T:

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from core.types import BoolArray, FloatArray
 from material.errors import CalibrationError
 from meshing.types import CTVolume, LabelMap
 
@@ -63,8 +64,6 @@ __all__ = [
     "phantomless_calibration",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Plausible calibration slopes in g/cm^3 per HU. Phantom fits on clinical scanners give
 #: about 0.6e-3 to 1.2e-3 (K2HPO4 or HA equivalent); a slope outside this window almost

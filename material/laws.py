@@ -64,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.citation import Citation
+from core.types import FloatArray
 from material.calibration import LinearCalibration, PhantomMaterial
 from material.errors import CalibrationError, MaterialLawError
 
@@ -94,7 +95,6 @@ __all__ = [
     "law_from_config",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: Which density a law takes: QCT-equivalent mineral, ash, or apparent (wet) density.
 DensityKind = Literal["qct", "ash", "app"]

@@ -36,6 +36,7 @@ import numpy.typing as npt
 from numba import njit
 from scipy.special import roots_jacobi, roots_legendre
 
+from core.types import FloatArray
 from material.calibration import check_ct_is_rescaled
 from material.errors import MappingError
 from material.laws import MaterialModel, extrapolation_report
@@ -55,7 +56,6 @@ __all__ = [
     "world_to_index_affine",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: How a cell gets its modulus: from its mean HU ("hu_average"), as the mean of the moduli
 #: at its quadrature points ("modulus_average", Bonemat's "E integration"), or from the HU of

@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.types import BoolArray, FloatArray
 from material.errors import MaterialError
 from material.laws import Citation, MaterialModel
 from meshing.errors import InputError
@@ -67,8 +68,6 @@ __all__ = [
     "rigidity_profile",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: The rigidities CTRA compares: axial, minimum bending, torsional.
 RigidityKind = Literal["EA", "EI_min", "GJ"]

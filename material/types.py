@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MaterialField"]
+from core.types import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
+__all__ = ["MaterialField"]
 
 
 def _readonly_vector(name: str, values: npt.ArrayLike, size: int | None) -> FloatArray:

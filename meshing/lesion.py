@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from core.types import BoolArray, FloatArray, IntArray
 from meshing.errors import InputError
 from meshing.types import CTVolume, ImageGrid
 
@@ -84,9 +85,6 @@ __all__ = [
     "mirels_site_from_position",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: Radiological lesion types (the Mirels "lesion" item categories).
 LesionKind = Literal["lytic", "blastic", "mixed"]

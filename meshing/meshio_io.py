@@ -60,6 +60,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_path
+from meshing import inp
 from meshing.errors import InputError
 from meshing.msh import read_msh_isolated
 from meshing.quality import jacobian_determinants, topology_check
@@ -670,27 +671,17 @@ def _write_meshio(out: Path, mesh: TetMesh, arrays: Mapping[str, np.ndarray]) ->
 def _write_inp(out: Path, mesh: TetMesh, tag_names: Mapping[int, str] | None) -> None:
     """Abaqus/CalculiX deck: nodes, elements (ELSET EALL), one ELSET per tag."""
     names = {**TAG_NAMES, **dict(tag_names or {})}
-    element = "C3D4" if mesh.order == 1 else "C3D10"  # C3D10 order = VTK order
-    with atomic_path(out, suffix=".inp") as tmp, open(tmp, "w") as fh:
-        fh.write(f"** osteofe mesh: {mesh.num_nodes} nodes, {mesh.num_cells} {element} "
-                 "elements, coordinates in mm\n*NODE, NSET=NALL\n")
-        ids = np.arange(1, mesh.num_nodes + 1)
-        np.savetxt(fh, np.column_stack([ids, mesh.points]), delimiter=", ",
-                   fmt=["%d", "%.17g", "%.17g", "%.17g"])
-        fh.write(f"*ELEMENT, TYPE={element}, ELSET=EALL\n")
-        np.savetxt(fh, np.column_stack([np.arange(1, mesh.num_cells + 1), mesh.cells + 1]),
-                   fmt="%d", delimiter=", ")
-        for tag in np.unique(mesh.cell_tags):
-            name = names.get(int(tag), f"tag{int(tag)}").upper()
-            fh.write(f"*ELSET, ELSET={name}\n")
-            _write_id_lines(fh, np.flatnonzero(mesh.cell_tags == tag) + 1)
+    element = inp.element_type(mesh.order)  # C3D10 node order = VTK order
+    text = [f"** osteofe mesh: {mesh.num_nodes} nodes, {mesh.num_cells} {element} "
+            "elements, coordinates in mm\n",
+            inp.node_block(mesh.points, inp.EXACT_FMT),
+            inp.element_blocks(mesh.cells, mesh.order, np.zeros(mesh.num_cells, np.int64),
+                               ["EALL"])]
+    for tag in np.unique(mesh.cell_tags):
+        name = names.get(int(tag), f"tag{int(tag)}").upper()
+        text.append(f"*ELSET, ELSET={name}\n"
+                    + inp.id_lines(np.flatnonzero(mesh.cell_tags == tag) + 1, _INP_PER_LINE))
+    with atomic_path(out, suffix=".inp") as tmp:
+        tmp.write_text("".join(text))
     _LOG.info("write_mesh: %s (%d %s elements, ELSETs per tag)", out, mesh.num_cells, element)
 
-
-def _write_id_lines(fh: Any, ids: np.ndarray) -> None:
-    """Ids, at most 16 per line, comma separated, no trailing comma."""
-    full = ids.shape[0] - ids.shape[0] % _INP_PER_LINE
-    if full:
-        np.savetxt(fh, ids[:full].reshape(-1, _INP_PER_LINE), fmt="%d", delimiter=", ")
-    if full < ids.shape[0]:
-        fh.write(", ".join(str(int(i)) for i in ids[full:]) + "\n")

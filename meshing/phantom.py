@@ -40,6 +40,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from core.atomic import atomic_write_text
+from core.types import FloatArray
 from meshing.errors import InputError
 from meshing.imaging import write_ct, write_labels
 from meshing.types import CTVolume, ImageGrid, LabelMap
@@ -54,7 +55,6 @@ __all__ = [
     "write_phantom",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 Vec3 = tuple[float, float, float]
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray
 from meshing.errors import MeshQualityError
 from meshing.types import TetMesh
 
@@ -26,7 +27,6 @@ __all__ = [
     "topology_check",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: The six edges (i, j) of a tetrahedron and, for each, the two vertices (k, l) not on it.
 _EDGES = np.array([[0, 1], [1, 2], [0, 2], [0, 3], [1, 3], [2, 3]])

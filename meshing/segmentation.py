@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from core.types import BoolArray, FloatArray
 from meshing.errors import InputError
 from meshing.imaging import label_mask, require_same_grid
 from meshing.types import CTVolume, ImageGrid, LabelMap
@@ -47,8 +48,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-BoolArray = npt.NDArray[np.bool_]
-FloatArray = npt.NDArray[np.float64]
 
 #: Default metal threshold (HU). Cortical bone stays below about 2000 HU and iodine contrast
 #: below about 1500 HU on clinical scanners, while steel, cobalt-chrome and titanium implants

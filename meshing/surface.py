@@ -29,6 +29,7 @@ import numpy.typing as npt
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
+from core.types import BoolArray
 from meshing.errors import InputError, MeshingError
 from meshing.types import ImageGrid, SurfaceMesh
 
@@ -50,7 +51,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-BoolArray = npt.NDArray[np.bool_]
 
 #: File suffixes :func:`read_surface` accepts.
 SURFACE_SUFFIXES = (".stl", ".ply", ".obj", ".vtk", ".vtp")

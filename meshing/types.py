@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CTVolume", "ImageGrid", "LabelMap", "SurfaceMesh", "TetMesh"]
+from core.types import FloatArray, IntArray
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+__all__ = ["CTVolume", "ImageGrid", "LabelMap", "SurfaceMesh", "TetMesh"]
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

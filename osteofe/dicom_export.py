@@ -53,12 +53,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from core.atomic import atomic_path
 from meshing.errors import InputError, OsteofeError
+from osteofe import __version__
 
 __all__ = [
     "BASIC_PROFILE_CODE",
@@ -179,13 +179,6 @@ def read_source_study(source: str | Path) -> SourceStudy:
     frame = header.get("FrameOfReferenceUID")
     return SourceStudy(study_uid, str(header.get("SeriesInstanceUID", "")),
                        str(frame) if frame else None, tuple(instances), header)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("osteofe")
-    except metadata.PackageNotFoundError:  # pragma: no cover - bare checkout
-        return "0+unknown"
 
 
 def _rgb_pixels(path: Path) -> Any:
@@ -354,7 +347,7 @@ def export_dicom(
                 setattr(ds, keyword, source.header[keyword].value)
     else:
         ds.PatientIdentityRemoved = "YES"
-        methods = [f"osteofe {_version()}"[:64], "no identifier copied; name/ID = case id"]
+        methods = [f"osteofe {__version__}"[:64], "no identifier copied; name/ID = case id"]
         codes = [BASIC_PROFILE_CODE]
         if joins_source:
             methods.append("UIDs retained: source study, CT instances referenced")
@@ -370,7 +363,7 @@ def export_dicom(
     ds.SeriesDescription = _SERIES_DESCRIPTION
     ds.SeriesDate, ds.SeriesTime = date, time
     ds.Manufacturer = "osteofe"
-    ds.SoftwareVersions = _version()
+    ds.SoftwareVersions = __version__
     ds.ConversionType = "WSD"
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = date, time
@@ -408,7 +401,7 @@ def export_dicom(
     meta.MediaStorageSOPInstanceUID = instance_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"OSTEOFE_{_version()}"[:16]
+    meta.ImplementationVersionName = f"OSTEOFE_{__version__}"[:16]
     ds.file_meta = meta
 
     out = Path(out_path)

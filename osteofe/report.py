@@ -34,11 +34,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from meshing.errors import OsteofeError
+from osteofe import __version__
 from osteofe.outputs import staged_output
 from osteofe.report_page1 import plain_sentence
 from osteofe.result import StrengthResult, SweepResult
@@ -856,7 +856,7 @@ def collect_report_data(
         picture_png=picture_png,
         result_sha256=result_sha256,
         generated_utc=when.strftime("%Y-%m-%d %H:%M UTC"),
-        report_version=_version(),
+        report_version=__version__,
         default_calibration=default_cal,
         validity_banner=_validity_banner(typed),
         side=side if side in ("left", "right") else None,
@@ -873,13 +873,6 @@ def _validity_banner(result: StrengthResult) -> str | None:
         return None
     banner = validity.banner or "NOT VALID"
     return banner + (": " + "; ".join(validity.reasons) if validity.reasons else "")
-
-
-def _version() -> str:
-    try:
-        return metadata.version("osteofe")
-    except metadata.PackageNotFoundError:  # pragma: no cover - bare checkout
-        return "0+unknown"
 
 
 # --------------------------------------------------------------------------------------------

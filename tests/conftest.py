@@ -28,6 +28,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def lesion_phantom_run(root: Path, case_id: str, *args: str) -> Path:
+    """A real ``osteofe strength`` run of the phantom with a 12 mm calcar lesion (1 mm voxels,
+    75 kg, 5 mm mesh); ``args`` are further command-line options. Returns the result folder."""
+    from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
+    from osteofe.cli import main
+
+    phantom = write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0),
+                                         LesionParams(site="calcar", radius_mm=12.0)),
+                            root / "phantom")
+    out = root / "result"
+    assert main(["-q", "strength", "--ct", str(phantom["ct"]), "--labels",
+                 str(phantom["labels"]), "--body-weight", "75", "--out", str(out),
+                 "--case-id", case_id, "--mesh-size", "5", *args]) == 0
+    return out
+
+
 @pytest.fixture
 def mpi_tmp_path(tmp_path: Path) -> Iterator[Path]:
     """A temporary directory shared by all ranks (rank 0's ``tmp_path``)."""

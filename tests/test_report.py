@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import lesion_phantom_run
 
 from meshing.errors import InputError
-from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
 from osteofe.cli import main
 from osteofe.dicom_export import (
     BASIC_PROFILE_CODE,
@@ -89,16 +89,8 @@ def pdf_page_count(data: bytes) -> int:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real strength run: lesioned phantom, two load cases, a direction sweep, picture."""
-    root = tmp_path_factory.mktemp("report_run")
-    phantom = write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0),
-                                         LesionParams(site="calcar", radius_mm=12.0)),
-                            root / "phantom")
-    out = root / "result"
-    code = main(["-q", "strength", "--ct", str(phantom["ct"]), "--labels",
-                 str(phantom["labels"]), "--body-weight", "75", "--out", str(out),
-                 "--case-id", "rep01", "--mesh-size", "5", "--load", "stance", "stairs_down",
-                 "--sweep", "4"])
-    assert code == 0
+    out = lesion_phantom_run(tmp_path_factory.mktemp("report_run"), "rep01",
+                             "--load", "stance", "stairs_down", "--sweep", "4")
     assert (out / "femur_risk.png").is_file()
     return out
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import lesion_phantom_run
 
 from meshing.errors import InputError
-from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
-from osteofe.cli import _summary_table, main
+from osteofe.cli import _summary_table
 from osteofe.result import METHOD_SEE_N, SCHEMA_VERSION, StrengthResult, schema, validate
 
 pytestmark = pytest.mark.skip_in_parallel
@@ -23,17 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """Lesioned phantom, stance + sideways fall, a 4-direction sweep, decks exported."""
-    root = tmp_path_factory.mktemp("typed_result")
-    phantom = write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.0),
-                                         LesionParams(site="calcar", radius_mm=12.0)),
-                            root / "phantom")
-    out = root / "result"
-    assert main(["-q", "strength", "--ct", str(phantom["ct"]), "--labels",
-                 str(phantom["labels"]), "--body-weight", "75", "--out", str(out),
-                 "--case-id", "typed01", "--mesh-size", "5", "--degree", "1", "--no-picture",
-                 "--load", "stance", "fall", "--sweep", "4", "--pain", "moderate",
-                 "--export-inp"]) == 0
-    return out
+    return lesion_phantom_run(tmp_path_factory.mktemp("typed_result"), "typed01",
+                              "--degree", "1", "--no-picture", "--load", "stance", "fall",
+                              "--sweep", "4", "--pain", "moderate", "--export-inp")
 
 
 def test_result_json_is_valid_against_the_shipped_schema_and_round_trips(run_dir):
