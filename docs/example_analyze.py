@@ -7,6 +7,9 @@ suite runs it too (tests/test_api.py). Each block below is one notebook cell.
 import sys
 from pathlib import Path
 
+# This checkout's packages, also when run as a script from another folder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import osteofe
 from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
 

@@ -36,6 +36,7 @@ __all__ = [
     "METAL_HU",
     "MeshMemoryModel",
     "MetalReport",
+    "crop_along_axis",
     "crop_to_mask",
     "default_lesion_labels",
     "detect_metal",
@@ -167,6 +168,31 @@ _LESION_WORDS = re.compile(r"lesion|metasta|tumou?r|lytic|blastic|osteolys|mixed
                            re.IGNORECASE)
 #: osteofe's own unnamed convention: 0 background, 1 bone, 2 lesion.
 _OSTEOFE_VALUES = frozenset({0, 1, 2})
+
+
+def crop_along_axis(masks: Sequence[BoolArray], grid: ImageGrid, axis: npt.ArrayLike,
+                    level_mm: float) -> list[BoolArray]:
+    """Keep the voxels whose centre lies at or above ``level_mm`` along ``axis`` (a flat cut).
+
+    Used to model the femur only down to a level below the lesser trochanter. The position
+    along the axis is affine in (i, j, k), so it is broadcast rather than listed per voxel.
+
+    Args:
+        masks: Boolean masks on ``grid`` (e.g. bone and lesion).
+        grid: Their voxel grid.
+        axis: (3,) unit direction (world), e.g. the shaft axis pointing proximally.
+        level_mm: Cut level, mm along ``axis`` from the world origin.
+
+    Returns:
+        The masks with the voxels below the cut removed.
+    """
+    direction = np.asarray(axis, dtype=np.float64)
+    steps = grid.index_to_world_matrix.T @ direction
+    ni, nj, nk = grid.shape
+    along = (float(grid.origin @ direction) + steps[0] * np.arange(ni)[:, None, None]
+             + steps[1] * np.arange(nj)[None, :, None] + steps[2] * np.arange(nk)[None, None, :])
+    keep = along >= level_mm
+    return [np.asarray(mask & keep) for mask in masks]
 
 
 def resolve_bone_label(labels: LabelMap, bone: int | str | None,

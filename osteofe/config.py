@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.suggest import did_you_mean
+from fea.types import SolverOptions
 from meshing.errors import InputError
 
 __all__ = [
@@ -345,13 +346,17 @@ class SolverConfig:
         rtol: Relative residual tolerance.
         max_it: Iteration limit.
         petsc_options: Further PETSc options (name -> value), override everything.
+
+    The Krylov method, preconditioner, tolerance and iteration limit default to
+    :class:`fea.types.SolverOptions`' (their one definition); the degree is the pipeline's
+    own choice (P2, see above), where the solver's default is the element's (P1).
     """
 
     degree: int = 2
-    ksp_type: str = "cg"
-    pc_type: str = "gamg"
-    rtol: float = 1e-8
-    max_it: int = 2000
+    ksp_type: str = SolverOptions.ksp_type
+    pc_type: str = SolverOptions.pc_type
+    rtol: float = SolverOptions.rtol
+    max_it: int = SolverOptions.max_it
     petsc_options: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
