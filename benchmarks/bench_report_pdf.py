@@ -18,7 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, save
 
-from osteofe.report import collect_report_data, read_result, render_html, render_pdf
+from osteofe.report import (
+    _slices,
+    _typed,
+    collect_report_data,
+    read_result,
+    render_html,
+    render_pdf,
+)
 
 
 def _pages(pdf: Path, png: Path | None) -> int | None:
@@ -37,7 +44,10 @@ def main() -> None:
     parser.add_argument("result_dir", type=Path)
     args = parser.parse_args()
     result, sha = read_result(args.result_dir)
-    data = collect_report_data(result, result_sha256=sha)
+    typed = _typed(result)
+    picture = args.result_dir / "femur_risk.png"
+    data = collect_report_data(typed, result_sha256=sha, ct_slices=_slices(typed),
+                               picture_png=picture.read_bytes() if picture.is_file() else None)
     rows: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
