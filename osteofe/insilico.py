@@ -1033,9 +1033,10 @@ def _build_all(patients: Sequence[VirtualPatient], root: Path, options: Insilico
 
 
 def _reference_strengths(result_json: Path) -> tuple[float, float | None]:
-    result = json.loads(result_json.read_text())
-    cases = {c["load_case"]: c["failure_load_N"] for c in result["cases"]}
-    return float(cases["stance"]), (None if "fall" not in cases else float(cases["fall"]))
+    from osteofe.result import StrengthResult
+
+    cases = {c.load_case: c.failure_load_N for c in StrengthResult.load(result_json).cases}
+    return cases["stance"], cases.get("fall")
 
 
 def generate_cohort(
