@@ -37,19 +37,20 @@ from fea.loads import (
     ground_contact_nodes,
     head_load_patch,
 )
+from fea.regions import critical_region, distal_exclusion_mm, excluded_nodes
+from fea.sweep import sweep_directions
 from fea.topology import boundary_faces
 from material.calibration import LinearCalibration, check_ct_is_rescaled
 from material.laws import MaterialModel
 from material.mapping import map_material, map_material_qp
-from material.rigidity import ctra
 from material.types import MaterialField
 from meshing.errors import InputError
 from meshing.imaging import align_labels, read_ct, read_labels
-from meshing.lesion import measure_lesion
 from meshing.meshio_io import read_mesh, require_one_piece
 from meshing.phantom import PhantomParams
 from meshing.quality import MeshQuality, check_quality, mesh_quality
 from meshing.segmentation import (
+    crop_along_axis,
     default_lesion_labels,
     detect_metal,
     femur_side_from_labels,
@@ -82,7 +83,7 @@ from osteofe.result import (
     SweepResult,
     Validity,
 )
-from risk.mirels import aci_positive, score_mirels
+from risk.lesion import lesion_measures
 
 if TYPE_CHECKING:
     from fea.solver import CaseSolution
@@ -636,7 +637,8 @@ def _crop_proximal(bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_], c
                    below_mm: float) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Keep the femur down to ``below_mm`` under the lesser trochanter (a flat cut).
 
-    Landmarks come from the mask's iso-surface, before meshing.
+    Landmarks come from the mask's iso-surface, before meshing; the cut is
+    :func:`meshing.segmentation.crop_along_axis`.
     """
     from meshing.surface import clean_mask, extract_surface
 
@@ -648,144 +650,8 @@ def _crop_proximal(bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_], c
                               "mesh.crop_below_lesser_trochanter_mm")
     axis = landmarks.shaft_axis
     level = float(landmarks.lesser_trochanter_mm @ axis) - below_mm
-    # Position along the axis is affine in (i, j, k): broadcast instead of listing voxels.
-    steps = ct.grid.index_to_world_matrix.T @ axis
-    ni, nj, nk = ct.grid.shape
-    along = (float(ct.grid.origin @ axis) + steps[0] * np.arange(ni)[:, None, None]
-             + steps[1] * np.arange(nj)[None, :, None] + steps[2] * np.arange(nk)[None, None, :])
-    keep = along >= level
-    return bone & keep, lesion & keep
-
-
-def lesion_measures(ct: CTVolume, bone: npt.NDArray[np.bool_], lesion: npt.NDArray[np.bool_],
-                    landmarks: FemurLandmarks, model: MaterialModel, pain: str | None,
-                    given: dict[str, str] | None = None) -> dict[str, Any]:
-    """Mirels items measured from the scan, axial cortical involvement and CT rigidity.
-
-    The Mirels total needs the pain item, which only the clinician can give: without it the
-    measured items and the range of possible totals are reported. Items given by hand
-    (``given``: site, lesion, size as points or categories) replace the measured ones.
-    """
-    measured = measure_lesion(ct, bone, lesion, shaft_axis=landmarks.shaft_axis,
-                              axis_point=landmarks.shaft_point_mm,
-                              head_centre=landmarks.head_centre_mm,
-                              lesser_trochanter=landmarks.lesser_trochanter_mm)
-    rigidity = ctra(ct, bone, model, axis=landmarks.shaft_axis,
-                    axis_point=landmarks.head_centre_mm, lesion_mask=lesion)
-    inputs: dict[str, Any] = measured.mirels_inputs()
-    for item, value in (given or {}).items():
-        parsed: Any = int(value) if str(value).isdigit() else value
-        if item == "size":
-            inputs.pop("size_fraction", None)
-            if isinstance(parsed, int):
-                inputs["size_points"] = parsed
-            else:
-                inputs["size_fraction"] = float(parsed)
-        else:
-            inputs[item] = parsed
-    if pain is not None:
-        mirels: dict[str, Any] = score_mirels(**inputs, pain=pain).to_dict()
-    else:
-        low, high = (score_mirels(**inputs, pain=p) for p in (1, 3))
-        mirels = low.to_dict()
-        mirels["items"].pop("pain", None)
-        mirels.update({"total": None, "recommendation": None,
-                       "total_range": [low.total, high.total],
-                       "pain": "not given (pass --pain mild|moderate|functional)"})
-    return {
-        "lesion": measured.to_dict(),
-        "mirels": mirels,
-        "aci_mm": measured.aci_mm,
-        "aci_high_risk": bool(aci_positive(measured.aci_mm)),
-        "ctra": rigidity.to_dict(),
-    }
-
-
-def _distal_exclusion_mm(landmarks: FemurLandmarks, failure_cfg: Any) -> float:
-    """Length above the distal cut left out of the criterion.
-
-    The configured length, but at most a quarter of the bone: a CT may hold only the proximal
-    few centimetres of the femur.
-    """
-    return float(min(failure_cfg.exclude_distal_mm, 0.25 * landmarks.length_mm))
-
-
-def _excluded_nodes(prepared: PreparedModel, load: PlacedLoad, failure_cfg: Any) -> Any:
-    """Nodes where the criterion is not evaluated.
-
-    Near the load patch, the ground contact and the distal fixation (artificial strain
-    concentrations), and nodes surrounded only by lesion cells: the bone yield strains of the
-    criterion do not apply to tumour tissue, so failure is sought in the bone around it.
-    """
-    from scipy.spatial import cKDTree
-
-    mesh = prepared.mesh
-    points = mesh.points
-    level = points @ prepared.landmarks.shaft_axis
-    excluded = level < prepared.landmarks.distal_level_mm + _distal_exclusion_mm(
-        prepared.landmarks, failure_cfg)
-    near = load.patch.nodes if load.ground_nodes is None else np.concatenate(
-        [load.patch.nodes, load.ground_nodes])
-    dist, _ = cKDTree(points[near]).query(points)
-    excluded |= dist <= failure_cfg.exclude_load_margin_mm
-    touches_bone = np.zeros(mesh.num_nodes, dtype=bool)
-    touches_bone[mesh.vertex_cells()[mesh.cell_tags != LESION_TAG].ravel()] = True
-    return excluded | ~touches_bone
-
-
-def sweep_directions(centre: npt.NDArray[np.float64], count: int,
-                     half_angle_deg: float) -> npt.NDArray[np.float64]:
-    """``count`` unit directions spread evenly (golden-angle spiral) over a cone.
-
-    Args:
-        centre: (3,) unit axis of the cone.
-        count: Number of directions (the axis itself is the first).
-        half_angle_deg: Half opening angle of the cone.
-
-    Returns:
-        (count, 3) unit vectors.
-    """
-    axis = centre / np.linalg.norm(centre)
-    helper = np.eye(3)[int(np.argmin(np.abs(axis)))]
-    e1 = np.cross(axis, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(axis, e1)
-    k = np.arange(count)
-    cos_max = np.cos(np.radians(half_angle_deg))
-    # Equal-area spacing on the cap: cos(theta) uniform in [cos_max, 1].
-    cos_t = 1.0 - (1.0 - cos_max) * k / max(count - 1, 1)
-    sin_t = np.sqrt(np.maximum(1.0 - cos_t**2, 0.0))
-    phi = k * np.pi * (3.0 - np.sqrt(5.0))
-    dirs = (cos_t[:, None] * axis + sin_t[:, None] * (np.cos(phi)[:, None] * e1
-                                                     + np.sin(phi)[:, None] * e2))
-    return np.asarray(dirs / np.linalg.norm(dirs, axis=1)[:, None])
-
-
-def critical_region(landmarks: FemurLandmarks, point: npt.NDArray[np.float64]) -> str:
-    """Coarse anatomical region of a point (for reports).
-
-    Head: within 1.1 head radii of its centre. Neck: between the head and the point where the
-    neck axis meets the shaft axis, above the lesser trochanter. Trochanteric region: down to
-    the lesser trochanter (or ~2.6 head radii below the head centre when it was not found).
-    Shaft below.
-    """
-    local = landmarks.frame.to_local(point[None])[0]
-    radius = landmarks.head_radius_mm
-    if float(np.linalg.norm(local)) < 1.1 * radius:
-        return "femoral head"
-    lesser_level = -2.6 * radius
-    if landmarks.lesser_trochanter_mm is not None:
-        lesser_level = float(landmarks.frame.to_local(landmarks.lesser_trochanter_mm[None])[0][2])
-    neck_axis, neck_base = landmarks.neck_axis, landmarks.neck_shaft_point_mm
-    if neck_axis is not None and neck_base is not None and local[2] > lesser_level:
-        along = float((landmarks.head_centre_mm - point) @ neck_axis)
-        if 0.0 < along < float(np.linalg.norm(landmarks.head_centre_mm - neck_base)):
-            return "femoral neck"
-    elif neck_axis is None and float(np.linalg.norm(local)) < 2.2 * radius:
-        return "femoral neck"
-    if local[2] > lesser_level:
-        return "trochanteric region"
-    return "subtrochanteric / shaft"
+    bone, lesion = crop_along_axis([bone, lesion], ct.grid, axis, level)
+    return bone, lesion
 
 
 def _versions() -> dict[str, str]:
@@ -890,7 +756,7 @@ def run_strength(
         for name, load in prepared.loads.items():
             sol = solutions[name]
             criterion = StrainCriterion(
-                prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config.failure),
+                prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
                 limits=limits, soft_tags=(LESION_TAG,))
             analysis = criterion.evaluate(_surface_input(sol))
             analyses[name] = analysis
@@ -927,7 +793,7 @@ def run_strength(
                                 "(E, yield, plateau end strain, softening slope, minimum "
                                 "stress; LAW_SETS['keyak2005'])",
                 })
-    distal_excluded = _distal_exclusion_mm(prepared.landmarks, config.failure)
+    distal_excluded = distal_exclusion_mm(prepared.landmarks, config.failure.exclude_distal_mm)
     records: dict[str, Any] = {
         "mesh": {"num_nodes": prepared.mesh.num_nodes, "num_cells": prepared.mesh.num_cells,
                  "num_lesion_cells": int(np.count_nonzero(prepared.mesh.cell_tags == LESION_TAG)),
@@ -1011,6 +877,17 @@ def run_strength(
 
     # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
     return on_root(comm, write)
+
+
+def _excluded_nodes(prepared: PreparedModel, load: PlacedLoad, config: Config
+                    ) -> npt.NDArray[np.bool_]:
+    """Where the criterion is not evaluated in one load case (fea.regions.excluded_nodes)."""
+    near = load.patch.nodes if load.ground_nodes is None else np.concatenate(
+        [load.patch.nodes, load.ground_nodes])
+    return excluded_nodes(prepared.mesh, prepared.landmarks, near,
+                          exclude_distal_mm=config.failure.exclude_distal_mm,
+                          exclude_load_margin_mm=config.failure.exclude_load_margin_mm,
+                          soft_tag=LESION_TAG)
 
 
 def _surface_input(solution: CaseSolution) -> npt.NDArray[np.float64]:
@@ -1185,31 +1062,12 @@ def _fracture_probability(model_path: Path, result: StrengthResult, *,
     return out
 
 
-def keyak2005_softening(rho_ash: npt.NDArray[np.float64], poisson_ratio: float,
-                        floor_mpa: float) -> Any:
-    """Per-cell Keyak 2005 softening curves from ash density (LAW_SETS['keyak2005'])."""
-    from fea.nonlinear import SofteningMaterial
-    from material.laws import LAW_SETS, LAWS
-
-    laws = {q: LAWS[name] for q, name in LAW_SETS["keyak2005"].items()}
-    rho = np.maximum(np.asarray(rho_ash, dtype=np.float64), 0.0)
-    modulus = np.maximum(laws["E"](rho), floor_mpa)
-    # Marrow/lesion cells at the floor keep a small yield stress so that they stay elastic-
-    # soft rather than yielding at zero stress.
-    yield_stress = np.maximum(laws["yield_stress"](rho), 1e-3 * modulus)
-    return SofteningMaterial(
-        E_MPa=modulus, yield_stress_MPa=yield_stress,
-        plateau_end_strain=laws["plateau_end_strain"](rho),
-        softening_modulus_MPa=np.minimum(laws["softening_modulus"](rho), 0.0),
-        min_stress_MPa=np.maximum(laws["min_stress"](rho), 0.0),
-        poisson_ratio=poisson_ratio, source=str(LAW_SETS["keyak2005"]))
-
-
 def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolution,
                     linear_failure_n: float, options: Any, config: Config,
                     comm: MPI.Comm) -> Any:
     """Displacement-controlled softening analysis of one load case."""
     from fea.nonlinear import displacement_controlled_failure
+    from fea.softening import keyak2005_softening
     from fea.solver import Support
 
     if config.nonlinear.method == "plasticity":
