@@ -507,7 +507,7 @@ def automatic_labels(ct: CTVolume, request: StrengthRequest
     record = seg.confidence()
     present = {FEMUR_LABELS[f.side][0]: f.side for f in seg.femurs if f.accepted} or {
         v: n.split("_")[-1] for v, n in seg.labels.names.items() if n.startswith("femur")}
-    key = _label_value(request.bone_label)
+    key = None if request.bone_label is None else _label_value(request.bone_label)
     wanted = {FEMUR_LABELS["left"][0]: "left", FEMUR_LABELS["right"][0]: "right",
               "femur_left": "left", "femur_right": "right"}.get(key)
     side = request.side or wanted
