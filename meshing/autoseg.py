@@ -45,6 +45,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
+from core.types import BoolArray
 from meshing.errors import InputError
 from meshing.imaging import TOTALSEGMENTATOR_V2_LABELS
 from meshing.types import CTVolume, LabelMap
@@ -65,7 +66,6 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 
-BoolArray = npt.NDArray[np.bool_]
 F32 = npt.NDArray[np.float32]
 
 #: Side -> (label value, name) as TotalSegmentator v2 (see ``TOTALSEGMENTATOR_V2_LABELS``).
@@ -776,7 +776,6 @@ def mean_surface_distance(a: npt.ArrayLike, b: npt.ArrayLike,
     to_x = ndimage.distance_transform_edt(~sx, sampling=step)
     d = np.concatenate([np.asarray(to_y)[sx], np.asarray(to_x)[sy]])
     return float(d.mean())
-
 
 
 # --------------------------------------------------------------------------------------------

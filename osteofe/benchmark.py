@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray
 from meshing.errors import InputError
 from osteofe.outputs import json_default, staged_output
 from risk.calibration import (
@@ -101,7 +102,6 @@ __all__ = [
     "run_benchmark",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: Predictor key -> label used in tables and plots.
 PREDICTORS: Mapping[str, str] = {

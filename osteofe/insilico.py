@@ -92,6 +92,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from core.types import FloatArray
 from fea.loads import body_weight_newton
 from meshing.errors import InputError
 from meshing.phantom import LesionParams, Phantom, PhantomParams, make_phantom, write_phantom
@@ -116,7 +117,6 @@ __all__ = [
     "sample_patients",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: The label of every synthetic record.
 DATA_ORIGIN = "SYNTHETIC"

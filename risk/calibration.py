@@ -52,6 +52,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core.types import FloatArray, IntArray
 from risk.clustered import group_codes
 from risk.cohort import atomic_write_text
 from risk.competing import HORIZONS_MONTHS, horizon_risk
@@ -91,8 +92,6 @@ __all__ = [
     "save_model",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: ``format`` field of every model file.
 FORMAT = "osteofe-risk-model"

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from core.types import FloatArray, IntArray
 from risk.errors import MetricsError
 
 __all__ = [
@@ -38,9 +39,6 @@ __all__ = [
     "group_codes",
     "resample_weights",
 ]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 def group_codes(groups: Iterable[Hashable] | None, n: int) -> IntArray:

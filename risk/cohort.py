@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_write_text as _atomic_write_text
+from core.types import FloatArray, IntArray
 from fea.loads import GRAVITY_M_S2  # 1 BW = m * 9.81 N, defined once (DESIGN.md 3)
 from risk.errors import CohortError, MirelsError
 from risk.mirels import MirelsScore, lesion_item, pain_item, site_item, size_item
@@ -63,8 +64,6 @@ __all__ = [
     "write_cohort",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 StrArray = npt.NDArray[np.str_]
 
 #: Largest accepted relative difference between failure_load_BW and failure_load_N / (m g).

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray, IntArray
 from risk.errors import MetricsError
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "horizon_risk",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Horizons at which risks are reported, months (surgical decisions in metastatic disease
 #: weigh the next 3-6 months; median survival after a femoral metastasis is ~6-12 months).

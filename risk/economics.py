@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from core.types import FloatArray
 from risk.errors import MetricsError
 from risk.mirels import MIRELS_FIX_MIN, Citation
 
@@ -42,7 +43,6 @@ __all__ = [
     "evaluate_strategies",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 #: Sources of the default inputs (``verified=False``: recalled, not checked here).
 ECONOMIC_SOURCES: Mapping[str, Citation] = MappingProxyType({c.key: c for c in (

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from core.types import FloatArray
 from risk.clustered import group_codes
 from risk.errors import ConvergenceError, ModelError
 
@@ -51,7 +52,6 @@ __all__ = [
     "state_to_model",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 
 STATE_FORMAT = "osteofe-federated-state"
 SUMMARY_FORMAT = "osteofe-centre-summary"

@@ -34,6 +34,7 @@ from sklearn import metrics as sk_metrics
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from core.types import FloatArray, IntArray
 from risk.errors import ConvergenceError, MetricsError
 
 __all__ = [
@@ -56,8 +57,6 @@ __all__ = [
     "wilson_interval",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 #: Probabilities are clipped to [eps, 1 - eps] before taking logits.
 LOGIT_EPS = 1e-12

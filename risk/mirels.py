@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.citation import Citation
+from core.types import BoolArray, FloatArray
 from risk.errors import MirelsError, RiskError
 
 __all__ = [
@@ -86,8 +87,6 @@ __all__ = [
     "size_item",
 ]
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 #: The four Mirels items, in the order of the paper's table.
 MirelsItemName = Literal["site", "pain", "lesion", "size"]
