@@ -41,7 +41,7 @@ def main() -> None:
         paths = write_phantom(phantom, Path(tmp) / "phantom")
         start = time.perf_counter()
         result = run_strength(StrengthRequest(paths["ct"], paths["labels"], 75.0), config,
-                              Path(tmp) / "out", calibration=calibration)
+                              Path(tmp) / "out", calibration=calibration).to_dict()
         wall = time.perf_counter() - start
     timings = result["timings_s"]
     nonlinear_s = timings.get("nonlinear", 0.0)

@@ -52,7 +52,7 @@ def main() -> None:
             start = time.perf_counter()
             result = run_strength(StrengthRequest(paths["ct"], paths["labels"], 75.0), config,
                                   Path(tmp) / f"run_{size}", calibration=calibration,
-                                  picture=False)
+                                  picture=False).to_dict()
             wall = time.perf_counter() - start
             row = {"size_mm": size, "cells": result["mesh"]["num_cells"],
                    "dofs": result["solver"]["num_dofs"], "wall_s": round(wall, 2), "cases": {}}

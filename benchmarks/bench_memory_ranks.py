@@ -104,7 +104,7 @@ def _single(args: argparse.Namespace) -> int:
             yield
         mark(name)
 
-    original_on_root = pipeline._on_root
+    original_on_root = pipeline.on_root
     calls = {"n": 0}
 
     def on_root(c: Any, fn: Any, **kwargs: Any) -> Any:
@@ -137,7 +137,7 @@ def _single(args: argparse.Namespace) -> int:
     if args.before:  # the set-up as it was: GAMG keeps its product data
         args.petsc_option = [*args.petsc_option, "mat_product_clear=0"]
     pipeline._timed = timed
-    pipeline._on_root = on_root
+    pipeline.on_root = on_root
     solver.ElasticModel.__init__ = init  # type: ignore[method-assign]
     solver.ElasticModel.solve = solve  # type: ignore[method-assign]
 
@@ -156,7 +156,7 @@ def _single(args: argparse.Namespace) -> int:
                                        work / "phantom" / "labels.nii.gz", body_mass_kg=70.0)
     t0 = time.perf_counter()
     result = pipeline.run_strength(request, config, work / f"out_{comm.size}", comm=comm,
-                                   picture=False)
+                                   picture=False).to_dict()
     wall = time.perf_counter() - t0
     peak = sampler.stop()
     record = {"rank": comm.rank, "peak_rss_mb": round(peak / MB, 1), "stages": stages,

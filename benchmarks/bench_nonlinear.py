@@ -28,7 +28,7 @@ def _run(config: Config, tmp: Path, tag: str, calibration: LinearCalibration,
          paths: dict[str, Path]) -> dict:
     start = time.perf_counter()
     result = run_strength(StrengthRequest(paths["ct"], paths["labels"], 75.0), config,
-                          tmp / f"out_{tag}", calibration=calibration)
+                          tmp / f"out_{tag}", calibration=calibration).to_dict()
     wall = time.perf_counter() - start
     case = next(c for c in result["cases"] if "nonlinear" in c)
     nl = case["nonlinear"]

@@ -44,7 +44,7 @@ def main() -> None:
             for key, count in (("one_case", 0), ("sweep", args.directions)):
                 config = base.override("load", sweep_directions=count)
                 result = run_strength(request, config, Path(tmp) / key,
-                                      calibration=calibration, picture=False)
+                                      calibration=calibration, picture=False).to_dict()
                 runs[key].append(_stage_s(result))
                 if count:
                     sweep = result["cases"][0]["direction_sweep"]

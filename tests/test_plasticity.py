@@ -239,7 +239,7 @@ def test_phantom_nonlinear_peak_is_mesh_independent(tmp_path) -> None:
         config = (Config().override("mesh", size_mm=size).override("load", cases=("stance",))
                   .override("nonlinear", enabled=True))
         result = run_strength(StrengthRequest(paths["ct"], paths["labels"], 75.0), config,
-                              tmp_path / f"out_{size}", calibration=calibration)
+                              tmp_path / f"out_{size}", calibration=calibration).to_dict()
         nonlinear = result["cases"][0]["nonlinear"]
         # Measured (benchmarks/results/nonlinear_refinement.json): neither peak is bracketed
         # by load control (a lower bound): that must be said in the warnings.
