@@ -71,7 +71,12 @@ from risk.calibration import (
     StrengthRiskModel,
     grouped_cross_val_predict,
 )
-from risk.clustered import clustered_auc_difference, clustered_rates
+from risk.clustered import (
+    clustered_auc_difference,
+    clustered_rates,
+    group_codes,
+    resample_weights,
+)
 from risk.cohort import Cohort, read_cohort
 from risk.competing import (
     HORIZONS_MONTHS,
@@ -361,12 +366,18 @@ def _calibration_entry(y: npt.NDArray[np.int64], prob: FloatArray | None, note: 
     return entry
 
 
-def _calibration_bins(y: npt.NDArray[np.int64], prob: FloatArray, level: float
+def _calibration_bins(y: npt.NDArray[np.int64], prob: FloatArray, level: float,
+                      groups: npt.ArrayLike, n_boot: int, seed: int
                       ) -> dict[str, list[float]]:
-    """Quantile bins of predicted probability: mean prediction, observed rate, Wilson CI.
+    """Quantile bins of predicted probability: mean prediction, observed rate and its CI.
 
     The bins and their means are :func:`sklearn.calibration.calibration_curve`
-    (``strategy="quantile"``); the counts behind the Wilson intervals use the same edges.
+    (``strategy="quantile"``). ``lower``/``upper`` are percentile intervals of the observed
+    fraction per bin under the patient cluster bootstrap (bin edges fixed, patients
+    resampled with all their femurs, :func:`risk.clustered.resample_weights`; replicates
+    without a femur in a bin left out of that bin); ``wilson_lower``/``wilson_upper`` are
+    the per-femur Wilson intervals (Wilson 1927), which treat a patient's femurs as
+    independent, for comparison.
     """
     from sklearn.calibration import calibration_curve
 
@@ -379,12 +390,23 @@ def _calibration_bins(y: npt.NDArray[np.int64], prob: FloatArray, level: float
     keep = counts > 0
     out: dict[str, list[float]] = {"predicted": [float(v) for v in predicted],
                                    "observed": [float(v) for v in observed],
-                                   "lower": [], "upper": [],
+                                   "lower": [], "upper": [], "wilson_lower": [],
+                                   "wilson_upper": [],
                                    "n": [float(c) for c in counts[keep]]}
     for e, c in zip(events[keep], counts[keep], strict=True):
         lo, hi = wilson_interval(round(float(e)), int(c), level)
-        out["lower"].append(lo)
-        out["upper"].append(hi)
+        out["wilson_lower"].append(lo)
+        out["wilson_upper"].append(hi)
+    weights = resample_weights(group_codes(np.asarray(groups).tolist(), y.size), n_boot, seed)
+    member = (ids[None, :] == np.flatnonzero(keep)[:, None]).astype(np.float64)  # (bins, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = (weights @ (member * y).T) / (weights @ member.T)  # (B, bins)
+    alpha = 1.0 - level
+    for j in range(rates.shape[1]):
+        ok = rates[np.isfinite(rates[:, j]), j]
+        lo, hi = np.quantile(ok, [alpha / 2.0, 1.0 - alpha / 2.0])
+        out["lower"].append(float(lo))
+        out["upper"].append(float(hi))
     if not np.allclose(np.asarray(out["observed"]), events[keep] / counts[keep]):
         raise BenchmarkError("calibration bins disagree with scikit-learn's",
                              "report this as a bug")
@@ -408,9 +430,13 @@ def _died(cohort: Cohort) -> npt.NDArray[np.int64] | None:
     return np.array([int(v) for v in values], dtype=np.int64)
 
 
-def _competing_entry(cohort: Cohort, fe_prob: FloatArray, fe_model: StrengthRiskModel
+def _competing_entry(cohort: Cohort, fe_prob: FloatArray, fe_model: StrengthRiskModel,
+                     level: float = 0.95, n_boot: int = 2000, seed: int = 0
                      ) -> dict[str, Any]:
     """Aalen-Johansen curves by risk group and cause-specific Cox models (fracture, death).
+
+    The curves' pointwise intervals are patient cluster-bootstrap percentile intervals
+    (:func:`risk.competing.cumulative_incidence` with the patient ids).
 
     The Cox models (covariate: the full FE model's log-odds) are stored with the FE model so
     that a patient's report can give the fracture risk within expected survival.
@@ -434,8 +460,14 @@ def _competing_entry(cohort: Cohort, fe_prob: FloatArray, fe_model: StrengthRisk
     for key, labels in group_sets.items():
         curves[key] = [{"group": c.group, "cause": c.cause, "n": c.n, "time": c.time,
                         "cif": c.cif, "lower": c.lower, "upper": c.upper,
+                        "n_patients": c.n_clusters,
                         "at": {f"{h:g}": list(v) for h, v in c.at_horizons.items()}}
-                       for c in cumulative_incidence(time, cause, labels.tolist())]
+                       for c in cumulative_incidence(time, cause, labels.tolist(),
+                                                     clusters=cohort.groups.tolist(),
+                                                     seed=seed, n_bootstrap=n_boot,
+                                                     level=level)]
+    entry["interval"] = ("pointwise percentile interval of the patient cluster bootstrap "
+                         f"({n_boot} replicates, patients resampled within each group)")
     entry["aalen_johansen"] = curves
     log_odds = fe_model.decision_function(cohort.features("failure_load_BW"))
     try:
@@ -489,9 +521,12 @@ def _incidence_plot(entry: Mapping[str, Any], synthetic: bool) -> bytes:
             ax.step(c["time"], c["cif"], where="post", color=colour,
                     ls="-" if c["cause"] == "fracture" else "--", lw=1.6,
                     label=f"{c['cause']}: {c['group']} (n={c['n']})")
+            ax.fill_between(c["time"], c["lower"], c["upper"], step="post", color=colour,
+                            alpha=0.10 if c["cause"] == "fracture" else 0.05, lw=0)
         for h in entry["horizons_months"]:
             ax.axvline(h, color="0.8", lw=0.8)
-        ax.set(xlabel="months", ylabel="cumulative incidence", ylim=(0, 1),
+        ax.set(xlabel="months", ylabel="cumulative incidence (95% patient-bootstrap CI)",
+               ylim=(0, 1),
                title=_title(f"Aalen-Johansen by {'FE' if key == 'fe' else 'Mirels'}",
                             synthetic))
         ax.legend(fontsize=6.5)
@@ -591,7 +626,7 @@ def _calibration_plot(bins: Mapping[str, Mapping[str, list[float]]], synthetic: 
             "Mirels logistic (out of fold)"
         ax.errorbar(pred, obs, yerr=err, fmt="o-", color=colour, capsize=3, label=label)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability of fracture",
-           ylabel="observed fraction fractured (95% Wilson CI)",
+           ylabel="observed fraction fractured (95% patient-bootstrap CI)",
            title=_title("Calibration (quantile bins)", synthetic))
     ax.legend(loc="upper left", fontsize=8)
     return _png(fig)
@@ -715,7 +750,8 @@ def _competing_blocks(report: _Report, entry: Mapping[str, Any]) -> None:
         return
     report.para(f"{entry['n_fractures']} fractures, {entry['n_deaths']} deaths without "
                 f"fracture, {entry['n_censored']} censored alive. Cumulative incidence "
-                "(Aalen-Johansen, 95 % pointwise CI) at the horizons:")
+                "(Aalen-Johansen; pointwise 95 % CI of the patient cluster bootstrap) at the "
+                "horizons:")
     rows = []
     for curves in entry["aalen_johansen"].values():
         for c in curves:
@@ -873,7 +909,11 @@ _METHODS = (
     "a scikit-learn pipeline; CalibratedClassifierCV is not stacked on it (a second sigmoid "
     "on a logistic model's log-odds only refits the same map; isotonic overfits cohorts of "
     "<= 15 fractures). Calibration bins: sklearn.calibration.calibration_curve, quantile "
-    "strategy.",
+    "strategy; the interval of each bin's observed fraction is a patient cluster-bootstrap "
+    "percentile interval (per-femur Wilson intervals kept in summary.json for comparison).",
+    "Aalen-Johansen cumulative incidence (lifelines) with pointwise patient cluster-bootstrap "
+    "percentile intervals (patients resampled within each risk group, the estimator refitted "
+    "on every replicate).",
 )
 
 
@@ -989,16 +1029,17 @@ def run_benchmark(
                                                        cohort.groups, folds, seed)
     calibration = {"fe": _calibration_entry(y, fe_prob, "StrengthRiskModel, out of fold"),
                    "mirels": _calibration_entry(y, mirels_prob, mirels_note)}
-    bins = {"fe_probability": _calibration_bins(y, fe_prob, level)}
+    bins = {"fe_probability": _calibration_bins(y, fe_prob, level, groups, n_boot, seed)}
     if mirels_prob is not None:
-        bins["mirels_probability"] = _calibration_bins(y, mirels_prob, level)
+        bins["mirels_probability"] = _calibration_bins(y, mirels_prob, level, groups, n_boot,
+                                                       seed)
 
     decision = _decision_curves(y, fe_prob, mirels_prob, scores)
     try:
         inputs = EconomicInputs.from_mapping(economics or {})
     except MetricsError as exc:
         raise BenchmarkError(exc.message, exc.hint) from None
-    competing = _competing_entry(cohort, fe_prob, fe_model)
+    competing = _competing_entry(cohort, fe_prob, fe_model, level, n_boot, seed)
     per_femur_horizon = competing.pop("per_femur_fracture_before_death", None)
     economic = _economics_entry(y, fe_prob, totals, inputs)
     summary: dict[str, Any] = {

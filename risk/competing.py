@@ -8,7 +8,10 @@ a binary "fractured during follow-up" mixes follow-up lengths. This module
   (:func:`event_codes`: 1 fracture, 2 death without fracture, 0 censored alive);
 - estimates the cumulative incidence of each cause by risk group with the Aalen-Johansen
   estimator (:func:`cumulative_incidence`, ``lifelines.AalenJohansenFitter``; Aalen &
-  Johansen 1978, Scand J Stat 5:141);
+  Johansen 1978, Scand J Stat 5:141), with pointwise percentile intervals of the **patient
+  cluster bootstrap** (patients resampled with both femurs; Field & Welsh 2007, J R Stat Soc
+  B 69:369): the replicates are the same estimator on weighted femurs
+  (:func:`aalen_johansen_replicates`, all replicates at once in numpy);
 - fits cause-specific Cox models (:func:`fit_cause_specific`, ``lifelines.CoxPHFitter``, the
   other cause censored; Prentice et al. 1978, Biometrics 34:541; Putter, Fiocco & Geskus
   2007, Stat Med 26:2389), with patient-clustered robust standard errors;
@@ -31,12 +34,14 @@ import numpy as np
 import numpy.typing as npt
 
 from core.types import FloatArray, IntArray
+from risk.clustered import group_codes, resample_weights
 from risk.errors import MetricsError
 
 __all__ = [
     "HORIZONS_MONTHS",
     "CauseSpecificModel",
     "IncidenceCurve",
+    "aalen_johansen_replicates",
     "cumulative_incidence",
     "event_codes",
     "fit_cause_specific",
@@ -92,10 +97,14 @@ class IncidenceCurve:
         cause: ``"fracture"`` or ``"death"``.
         time: Step times, months, shape (m,).
         cif: Cumulative incidence at those times, shape (m,).
-        lower: Lower pointwise 95 % bound (lifelines' delta-method interval), shape (m,).
+        lower: Lower pointwise percentile bound of the cluster bootstrap (patients resampled
+            within the group; femurs when no clusters were given), shape (m,).
         upper: Upper bound, shape (m,).
         n: Femurs in the group.
         at_horizons: Horizon (months) -> (cif, lower, upper).
+        n_clusters: Patients in the group (the resampled units).
+        n_bootstrap: Bootstrap replicates.
+        level: Confidence level of the bounds.
     """
 
     group: str
@@ -106,6 +115,49 @@ class IncidenceCurve:
     upper: FloatArray
     n: int
     at_horizons: Mapping[float, tuple[float, float, float]]
+    n_clusters: int
+    n_bootstrap: int
+    level: float
+
+
+def aalen_johansen_replicates(time: FloatArray, cause: IntArray, code: int,
+                              weights: FloatArray, grid: FloatArray) -> FloatArray:
+    """Aalen-Johansen cumulative incidence of ``code`` for many femur weightings at once.
+
+    With weights ``w`` (a bootstrap replicate's multiplicities) at the distinct times
+    ``u_k``: ``Y_k = sum_i w_i [T_i >= u_k]``, ``D_k`` the weighted events of any cause,
+    ``D1_k`` those of ``code``, and ``CIF(t) = sum_{u_k <= t} S(u_k-) D1_k / Y_k`` with
+    ``S(u_k-) = prod_{j<k} (1 - D_j / Y_j)`` (Aalen & Johansen 1978): lifelines'
+    ``AalenJohansenFitter`` formula, which unit weights reproduce. Times after a replicate's
+    last femur carry its last value.
+
+    Args:
+        time: Months, shape (n,) (the times lifelines used, jitter included).
+        cause: 0/1/2 codes, shape (n,).
+        code: Cause of interest.
+        weights: Femur weights, shape (B, n).
+        grid: Months at which to read the curves, shape (g,).
+
+    Returns:
+        Shape (B, g), float64.
+    """
+    order = np.argsort(time, kind="stable")
+    t_sorted = time[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(t_sorted) > 0])
+    w = weights[:, order]
+    c = cause[order]
+    at_time = np.add.reduceat(w, starts, axis=1)  # (B, m) weight observed at u_k
+    at_risk = np.cumsum(at_time[:, ::-1], axis=1)[:, ::-1]
+    d_all = np.add.reduceat(w * (c != 0), starts, axis=1)
+    d_code = np.add.reduceat(w * (c == code), starts, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hazard = np.where(at_risk > 0, d_all / np.where(at_risk > 0, at_risk, 1.0), 0.0)
+        jump = np.where(at_risk > 0, d_code / np.where(at_risk > 0, at_risk, 1.0), 0.0)
+    surv = np.cumprod(1.0 - hazard, axis=1)
+    before = np.hstack([np.ones((w.shape[0], 1)), surv[:, :-1]])
+    cif = np.hstack([np.zeros((w.shape[0], 1)), np.cumsum(before * jump, axis=1)])
+    idx = np.searchsorted(t_sorted[starts], grid, side="right")  # 0: before the first time
+    return cif[:, idx]
 
 
 def _step_at(time: FloatArray, values: FloatArray, t: float) -> float:
@@ -115,26 +167,37 @@ def _step_at(time: FloatArray, values: FloatArray, t: float) -> float:
 
 def cumulative_incidence(time: npt.ArrayLike, cause: npt.ArrayLike,
                          groups: Sequence[Hashable] | None = None, *,
-                         horizons: Sequence[float] = HORIZONS_MONTHS, seed: int = 0
+                         clusters: Sequence[Hashable] | None = None,
+                         horizons: Sequence[float] = HORIZONS_MONTHS, seed: int = 0,
+                         n_bootstrap: int = 2000, level: float = 0.95
                          ) -> list[IncidenceCurve]:
     """Aalen-Johansen cumulative incidence of fracture and of death, per group.
 
-    ``lifelines.AalenJohansenFitter`` breaks tied event times by a tiny jitter (seeded here,
-    ``jitter_level`` 1e-4 months) and gives delta-method pointwise intervals.
+    The estimate is ``lifelines.AalenJohansenFitter``'s, which breaks tied event times of
+    different causes by a tiny jitter (seeded here, ``jitter_level`` 1e-4 months). The
+    pointwise intervals are percentile intervals of a cluster bootstrap: within each group
+    the patients (``clusters``) are resampled with replacement, each with all its femurs in
+    the group, and the same estimator is refitted on the jittered times
+    (:func:`aalen_johansen_replicates`); fracture and death share the replicates.
 
     Args:
         time: Months to event or censoring, shape (n,).
         cause: 0 censored, 1 fracture, 2 death (:func:`event_codes`), shape (n,).
         groups: Risk group label per femur (None: one group ``"all"``).
+        clusters: Patient id per femur; None resamples femurs (the naive bootstrap, which
+            treats the two femurs of a patient as independent: for comparison only).
         horizons: Months at which to read the curves.
-        seed: Seed of the jitter.
+        seed: Seed of the jitter and of the bootstrap (group ``i`` uses ``seed + i``).
+        n_bootstrap: Replicates, >= 100.
+        level: Confidence level, in (0, 1).
 
     Returns:
-        Curves for every group (sorted labels) and both causes.
+        Curves for every group (sorted labels) and both causes; a cause without any event in
+        a group gets a zero curve (bounds 0).
 
     Raises:
-        MetricsError: A group without any event of a cause still gets a zero curve; an empty
-            input is refused.
+        MetricsError: An empty input, inconsistent lengths, ``n_bootstrap`` < 100 or a level
+            outside (0, 1).
     """
     from lifelines import AalenJohansenFitter
 
@@ -143,30 +206,42 @@ def cumulative_incidence(time: npt.ArrayLike, cause: npt.ArrayLike,
     if t.size == 0 or t.shape != c.shape:
         raise MetricsError("cumulative incidence needs one time and cause per femur",
                            "pass non-empty arrays of equal length")
+    if n_bootstrap < 100:
+        raise MetricsError(f"n_bootstrap must be >= 100, got {n_bootstrap!r}", "use 2000")
+    if not 0.0 < level < 1.0:
+        raise MetricsError(f"level must be in (0, 1), got {level!r}", "use level=0.95")
     names: list[str] = (["all"] * t.size if groups is None
                         else [str(g) for g in np.asarray(groups, dtype=object).ravel()])
     labels = np.array(names, dtype=np.str_)
+    if labels.size != t.size:
+        raise MetricsError(f"groups has {labels.size} entries for {t.size} femurs",
+                           "pass one risk group per femur")
+    codes_all = group_codes(clusters, t.size)
+    alpha = 1.0 - level
     out = []
-    for label in sorted(set(labels.tolist())):
+    for i, label in enumerate(sorted(set(labels.tolist()))):
         mask = labels == label
+        codes = group_codes(codes_all[mask].tolist(), int(mask.sum()))
+        weights = resample_weights(codes, n_bootstrap, seed + i)
         for code, name in ((FRACTURE, "fracture"), (DEATH, "death")):
             if not np.any(c[mask] == code):
                 grid = np.array([0.0])
                 cif = low = up = np.zeros(1)
             else:
-                ajf = AalenJohansenFitter(seed=seed, jitter_level=1e-4, calculate_variance=True)
+                ajf = AalenJohansenFitter(seed=seed, jitter_level=1e-4, calculate_variance=False)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "tied event times were jittered"
                     ajf.fit(t[mask], c[mask], event_of_interest=code)
                 frame = ajf.cumulative_density_
                 grid = frame.index.to_numpy(dtype=np.float64)
                 cif = frame.iloc[:, 0].to_numpy(dtype=np.float64)
-                ci = ajf.confidence_interval_
-                low = np.nan_to_num(ci.iloc[:, 0].to_numpy(dtype=np.float64), nan=0.0)
-                up = np.nan_to_num(ci.iloc[:, 1].to_numpy(dtype=np.float64), nan=1.0)
+                jittered = np.asarray(ajf.durations, dtype=np.float64)
+                reps = aalen_johansen_replicates(jittered, c[mask], code, weights, grid)
+                low, up = np.quantile(reps, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
             at = {float(h): (_step_at(grid, cif, h), _step_at(grid, low, h),
                              _step_at(grid, up, h)) for h in horizons}
-            out.append(IncidenceCurve(str(label), name, grid, cif, low, up, int(mask.sum()), at))
+            out.append(IncidenceCurve(str(label), name, grid, cif, low, up, int(mask.sum()), at,
+                                      int(codes.max()) + 1, int(n_bootstrap), float(level)))
     return out
 
 

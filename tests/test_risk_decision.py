@@ -34,7 +34,13 @@ from risk.clustered import (
     group_codes,
     resample_weights,
 )
-from risk.competing import cumulative_incidence, event_codes, fit_cause_specific, horizon_risk
+from risk.competing import (
+    aalen_johansen_replicates,
+    cumulative_incidence,
+    event_codes,
+    fit_cause_specific,
+    horizon_risk,
+)
 from risk.economics import EconomicInputs, evaluate_strategies
 from risk.errors import ModelError
 from risk.federated import federated_fit
@@ -295,6 +301,79 @@ def test_economics_hand_case() -> None:
     assert fix_all.fixed == 100.0
     with pytest.raises(Exception, match="unknown economic input"):
         EconomicInputs.from_mapping({"cost_of_coffee": 3.0})
+
+
+def _width(curve: object, h: float = 6.0) -> float:
+    _, lo, hi = curve.at_horizons[h]  # type: ignore[attr-defined]
+    return float(hi - lo)
+
+
+def test_aalen_johansen_point_and_unit_weights_equal_lifelines() -> None:
+    import warnings
+
+    from lifelines import AalenJohansenFitter
+
+    _, t, cause = _competing_cohort(240, seed=3)  # times rounded to 1e-3: tied events
+    fx, death = cumulative_incidence(t, cause, n_bootstrap=200)
+    for curve, code in ((fx, 1), (death, 2)):
+        ajf = AalenJohansenFitter(seed=0, jitter_level=1e-4, calculate_variance=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ajf.fit(t, cause, event_of_interest=code)
+        ref = ajf.cumulative_density_.iloc[:, 0]
+        for h in (3.0, 6.0):
+            expected = float(ref[ref.index <= h].iloc[-1])
+            assert curve.at_horizons[h][0] == pytest.approx(expected, abs=1e-12)
+            assert curve.at_horizons[h][1] <= expected <= curve.at_horizons[h][2]
+    # The replicate estimator with unit weights is lifelines' estimator on distinct times.
+    td = t + np.arange(t.size) * 1e-7
+    ajf = AalenJohansenFitter(calculate_variance=False).fit(td, cause, event_of_interest=1)
+    grid = ajf.cumulative_density_.index.to_numpy(float)
+    ones = aalen_johansen_replicates(td, cause, 1, np.ones((1, td.size)), grid)[0]
+    assert np.max(np.abs(ones - ajf.cumulative_density_.iloc[:, 0].to_numpy())) < 1e-12
+
+
+def test_clustered_aalen_johansen_wider_with_bilateral_cases() -> None:
+    _, t1, c1 = _competing_cohort(150, seed=9)
+    t, cause = np.repeat(t1, 2), np.repeat(c1, 2)  # both femurs: same time, same outcome
+    patients = np.repeat([f"P{i:03d}" for i in range(150)], 2)
+    clustered = cumulative_incidence(t, cause, clusters=patients.tolist(), n_bootstrap=1000)
+    naive = cumulative_incidence(t, cause, n_bootstrap=1000)
+    for cl, nv in zip(clustered, naive, strict=True):
+        assert cl.at_horizons[6.0][0] == nv.at_horizons[6.0][0]
+        assert cl.n_clusters == 150 and nv.n_clusters == 300
+        # perfect within-patient correlation: the true SE is sqrt(2) times the naive one
+        assert _width(cl) > 1.25 * _width(nv)
+        assert _width(cl) == pytest.approx(math.sqrt(2.0) * _width(nv), rel=0.2)
+
+
+def test_clustered_aalen_johansen_equals_naive_with_one_femur_per_patient() -> None:
+    _, t, cause = _competing_cohort(300, seed=6)
+    ids = [f"P{i:03d}" for i in np.random.default_rng(0).permutation(300)]
+    clustered = cumulative_incidence(t, cause, clusters=ids, n_bootstrap=2000, seed=1)
+    naive = cumulative_incidence(t, cause, n_bootstrap=2000, seed=2)
+    for cl, nv in zip(clustered, naive, strict=True):
+        for h in (3.0, 6.0):  # Monte-Carlo error of a 2000-replicate percentile width ~4 %
+            assert _width(cl, h) == pytest.approx(_width(nv, h), rel=0.15)
+
+
+def test_calibration_bins_cluster_bootstrap_wider_than_wilson_with_bilateral_cases() -> None:
+    from osteofe.benchmark import _calibration_bins
+
+    rng = np.random.default_rng(4)
+    p1 = rng.uniform(0.05, 0.9, 150)
+    y1 = (rng.random(150) < p1).astype(np.int64)
+    prob, y = np.repeat(p1, 2), np.repeat(y1, 2)
+    patients = np.repeat(np.arange(150), 2)
+    clustered = _calibration_bins(y, prob, 0.95, patients, 1000, 0)
+    naive = _calibration_bins(y, prob, 0.95, np.arange(300), 1000, 0)
+    width = {k: np.subtract(b["upper"], b["lower"]) for k, b in
+             (("cl", clustered), ("nv", naive))}
+    wilson = np.subtract(clustered["wilson_upper"], clustered["wilson_lower"])
+    assert np.allclose(width["nv"], wilson, rtol=0.25)  # femur bootstrap ~ Wilson
+    assert np.all(width["cl"] > 1.2 * width["nv"])
+    assert np.all(np.array(clustered["lower"]) <= np.array(clustered["observed"]))
+    assert np.all(np.array(clustered["observed"]) <= np.array(clustered["upper"]))
 
 
 # ---------------------------------------------------------------------------------------------
