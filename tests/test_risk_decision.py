@@ -443,7 +443,7 @@ def test_patient_report_shows_interval_horizon_risk_and_contributions() -> None:
     result = {"case_id": "p1", "body_mass_kg": 70.0,
               "cases": [{"load_case": "stance", "failure_load_N": 2100.0,
                          "applied_load_N": 2000.0, "failure_mode": "tension",
-                         "critical_region": "neck"}],
+                         "critical_region": "neck", "critical_point_mm": [0.0, 0.0, 0.0]}],
               "fracture_probability": doc, "warnings": []}
     html = render_html(collect_report_data(result))
     p, lo, hi = (round(100 * doc[k]) for k in ("probability", "lower", "upper"))
