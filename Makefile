@@ -46,7 +46,7 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy fea meshing material risk osteofe
+	$(VENV)/bin/mypy core fea meshing material risk osteofe
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
