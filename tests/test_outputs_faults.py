@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -333,6 +334,9 @@ def _mpi(fault: str, args: list[str], timeout: float = 120) -> tuple[int, str, f
 
 
 def _one_line(err: str, prefix: str) -> str:
+    # mpiexec forwards the two ranks' stderr in chunks, so the harness's own "rank N exits C"
+    # marker (printed after main returns) can land inside the other rank's line.
+    err = re.sub(r"(rank \d+ exits \d+)", r"\n\1\n", err)
     lines = [line for line in err.splitlines() if line.startswith(prefix)]
     assert len(lines) == 1, err
     return lines[0]
