@@ -45,6 +45,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
+from core.atomic import atomic_path
 from core.types import BoolArray
 from meshing.errors import InputError
 from meshing.imaging import TOTALSEGMENTATOR_V2_LABELS
@@ -816,13 +817,8 @@ def write_segmentation(ct_path: str | os.PathLike[str], out: str | os.PathLike[s
     else:
         seg = segment_femurs(read_ct(ct_path))
     record = seg.confidence() | {"ct": str(ct_path), "labels": str(out)}
-    target = confidence_path(out)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    try:
+    # The confidence record replaces an earlier one only once the label map is written.
+    with atomic_path(confidence_path(out)) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
         write_labels(seg.labels, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
     return record
