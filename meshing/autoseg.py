@@ -49,6 +49,7 @@ from core.atomic import atomic_path
 from core.types import BoolArray
 from meshing.errors import InputError
 from meshing.imaging import TOTALSEGMENTATOR_V2_LABELS
+from meshing.segmentation import METAL_HU
 from meshing.types import CTVolume, LabelMap
 
 __all__ = [
@@ -139,7 +140,7 @@ class AutoSegParams:
     lesion_min_hu: float = 0.0
     lesion_min_mm3: float = 500.0
     lesion_contrast_hu: float = 120.0
-    metal_hu: float = 3000.0
+    metal_hu: float = METAL_HU
     close_surface: bool = True
     refine_head: bool = True
     head_margin_voxels: float = 0.5
