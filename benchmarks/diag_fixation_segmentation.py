@@ -36,13 +36,11 @@ def _slab_cut(points: npt.NDArray[np.float64], boundary: npt.NDArray[np.int64],
               landmarks: FemurLandmarks, *, depth_mm: float = 2.0) -> loads.DistalCut:
     """The fallback branch of ``distal_cut`` (surface within ``depth_mm`` of the lowest point)."""
     found = _ORIGINAL(points, boundary, landmarks, depth_mm=depth_mm)
-    axis = np.asarray(landmarks.shaft_axis, dtype=np.float64)
-    nodes = np.unique(boundary)
-    fixed = nodes[points[nodes] @ axis < landmarks.distal_level_mm + depth_mm]
+    slab = loads.distal_slab(points, boundary, landmarks, depth_mm=depth_mm)
     print(f"distal_cut: planar={found.planar} area={found.area_mm2:.0f} mm^2 "
-          f"nodes={found.nodes.size}; fixed instead: {fixed.size} nodes within {depth_mm} mm",
-          file=sys.stderr)
-    return loads.DistalCut(fixed, points[fixed].mean(axis=0), np.negative(axis), 0.0, False)
+          f"nodes={found.nodes.size}; fixed instead: {slab.nodes.size} nodes within "
+          f"{depth_mm} mm", file=sys.stderr)
+    return slab
 
 
 if __name__ == "__main__":

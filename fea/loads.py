@@ -29,6 +29,7 @@ __all__ = [
     "direction_from_angles",
     "distal_cut",
     "distal_fixed_nodes",
+    "distal_slab",
     "fall_case",
     "fall_direction",
     "fall_support",
@@ -446,6 +447,31 @@ def distal_cut(
             cut = end
         return DistalCut(np.unique(boundary[cut]), centre, normal, float(areas[cut].sum()),
                          True)
+    return distal_slab(points, boundary, landmarks, depth_mm=depth_mm)
+
+
+def distal_slab(
+    points: npt.NDArray[np.float64],
+    boundary: npt.NDArray[np.int64],
+    landmarks: FemurLandmarks,
+    *,
+    depth_mm: float = 2.0,
+) -> DistalCut:
+    """The surface within ``depth_mm`` of the most distal level (an end that is no flat cut).
+
+    Args:
+        points: (n, 3) node coordinates, mm.
+        boundary: (f, 3) boundary triangles.
+        landmarks: Landmarks giving the shaft axis and distal level.
+        depth_mm: Thickness of the slab from the most distal point.
+
+    Returns:
+        The slab as a non-planar :class:`DistalCut`.
+
+    Raises:
+        BoundaryConditionError: when fewer than 3 nodes are found.
+    """
+    axis = np.asarray(landmarks.shaft_axis, dtype=float)
     nodes = np.unique(boundary)
     fixed = nodes[points[nodes] @ axis < landmarks.distal_level_mm + depth_mm]
     if fixed.size < 3:
@@ -453,8 +479,7 @@ def distal_cut(
             "fewer than 3 nodes at the distal cut to fix",
             hint="the mesh must end in a distal cut (crop the femur below the trochanters)",
         )
-    return DistalCut(fixed, points[fixed].mean(axis=0), -np.asarray(axis, dtype=float),
-                     0.0, False)
+    return DistalCut(fixed, points[fixed].mean(axis=0), -axis, 0.0, False)
 
 
 def distal_fixed_nodes(
