@@ -13,7 +13,8 @@ from mpi4py import MPI
 from material.calibration import LinearCalibration
 from meshing.phantom import LesionParams, PhantomParams, make_phantom, write_phantom
 from osteofe.config import Config
-from osteofe.outputs import write_json
+from osteofe.outputs import check_output_dir, write_json
+from osteofe.parallel import on_root
 from osteofe.pipeline import StrengthRequest, run_strength
 from osteofe.result import StrengthResult
 
@@ -37,7 +38,12 @@ def build_phantom(
     voxel_mm: float | None = None,
     noise_hu: float | None = None,
 ) -> dict[str, Path]:
-    """Write the phantom CT, labels and truth JSON into ``out_dir`` (rank 0 only)."""
+    """Write the phantom CT, labels and truth JSON into ``out_dir`` (rank 0 only).
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written (checked before the phantom is built).
+    """
+    check_output_dir(out_dir)
     params = PhantomParams()
     if voxel_mm is not None:
         params = replace(params, voxel_size_mm=voxel_mm)
@@ -62,9 +68,14 @@ def run_demo(
     """Build the phantom intact and lesioned, compute both strengths, write summary.json.
 
     Collective under MPI (phantoms are built on rank 0). Returns the summary dictionary.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written (checked on rank 0 before any work, on
+            every rank).
     """
     comm = MPI.COMM_WORLD
     out = Path(out_dir)
+    on_root(comm, lambda: check_output_dir(out), broadcast=False)
     config = config or Config()
     results: list[StrengthResult] = []
     truths: list[dict[str, Any]] = []

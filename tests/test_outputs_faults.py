@@ -96,6 +96,20 @@ def test_out_that_is_an_existing_file_is_refused(phantom, tmp_path, capsys) -> N
 
 
 @serial
+@pytest.mark.parametrize("command", ["demo", "phantom"])
+def test_demo_and_phantom_refuse_an_unusable_out_before_any_work(command, tmp_path,
+                                                                 capsys) -> None:
+    out = tmp_path / "out"
+    out.write_text("my notes")
+    start = time.perf_counter()
+    _expect_error([command, "--out", str(out)], capsys,
+                  f"output folder {out} is an existing file")
+    assert time.perf_counter() - start < 5, "refused only after building the phantom"
+    assert out.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@serial
 def test_out_below_a_file_is_refused(phantom, tmp_path, capsys) -> None:
     (tmp_path / "file").write_text("x")
     out = tmp_path / "file" / "sub" / "out"
