@@ -48,7 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from core.types import BoolArray, FloatArray
+from core.types import BoolArray, FloatArray, freeze_arrays
 from material.errors import MaterialError
 from material.laws import Citation, MaterialModel
 from meshing.errors import InputError
@@ -147,13 +147,6 @@ class RigidityError(MaterialError):
     """The rigidity analysis cannot run on the inputs given."""
 
 
-def _freeze(record: object, *names: str) -> None:
-    """Make the named array fields of a frozen record read-only copies."""
-    for name in names:
-        value = np.array(getattr(record, name), copy=True)
-        value.flags.writeable = False
-        object.__setattr__(record, name, value)
-
 
 def _readonly_copy(array: npt.ArrayLike) -> FloatArray:
     out = np.array(array, dtype=np.float64, copy=True)
@@ -201,7 +194,7 @@ class RigidityProfile:
     poisson_ratio: float
 
     def __post_init__(self) -> None:
-        _freeze(self, "positions_mm", "EA_N", "EI_min_Nmm2", "EI_max_Nmm2", "GJ_Nmm2",
+        freeze_arrays(self, "positions_mm", "EA_N", "EI_min_Nmm2", "EI_max_Nmm2", "GJ_Nmm2",
                 "area_mm2", "centroid_mm", "axis", "axis_point")
 
     def values(self, kind: RigidityKind | Literal["EI_max"]) -> FloatArray:
@@ -384,7 +377,7 @@ class ReferenceFemur:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bone_mask", _mask(self.bone_mask, self.ct, "bone_mask"))
-        _freeze(self, "bone_mask", "axis", "axis_point")
+        freeze_arrays(self, "bone_mask", "axis", "axis_point")
 
 
 @dataclass(frozen=True)
@@ -428,7 +421,7 @@ class CTRAResult:
     derivation: str
 
     def __post_init__(self) -> None:
-        _freeze(self, "positions_mm")
+        freeze_arrays(self, "positions_mm")
         object.__setattr__(self, "reductions", MappingProxyType(
             {k: _readonly_copy(v) for k, v in self.reductions.items()}))
 

@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from core.types import BoolArray, FloatArray, IntArray
+from core.types import BoolArray, FloatArray, IntArray, freeze_arrays
 from meshing.errors import InputError
 from meshing.types import CTVolume, ImageGrid
 
@@ -189,13 +189,6 @@ class LesionError(InputError):
     """A lesion or bone mask, axis or option cannot be measured as given."""
 
 
-def _freeze(record: object, *names: str) -> None:
-    """Make the named array fields of a frozen record read-only float/bool copies."""
-    for name in names:
-        value = np.array(getattr(record, name), copy=True)
-        value.flags.writeable = False
-        object.__setattr__(record, name, value)
-
 
 # --------------------------------------------------------------------------------------------
 # Sections perpendicular to an axis.
@@ -240,7 +233,7 @@ class SectionFrame:
     slice_mm: float
 
     def __post_init__(self) -> None:
-        _freeze(self, "axis", "axis_point", "basis")
+        freeze_arrays(self, "axis", "axis_point", "basis")
 
     @classmethod
     def build(cls, grid: ImageGrid, axis: npt.ArrayLike, axis_point: npt.ArrayLike,
@@ -651,7 +644,7 @@ class SizeFraction:
     slice_mm: float
 
     def __post_init__(self) -> None:
-        _freeze(self, "direction", "levels_mm", "fractions")
+        freeze_arrays(self, "direction", "levels_mm", "fractions")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (arrays as lists)."""
@@ -736,7 +729,7 @@ class CorticalInvolvement:
     slice_mm: float
 
     def __post_init__(self) -> None:
-        _freeze(self, "levels_mm", "involved", "circumferential")
+        freeze_arrays(self, "levels_mm", "involved", "circumferential")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (arrays as lists, NaN as None)."""
@@ -1018,7 +1011,7 @@ class LesionMeasurements:
     derivations: Mapping[str, str]
 
     def __post_init__(self) -> None:
-        _freeze(self, "centroid_mm")
+        freeze_arrays(self, "centroid_mm")
 
     def mirels_inputs(self) -> dict[str, Any]:
         """Keyword arguments for ``risk.mirels.score_mirels`` (add ``pain=``)."""

@@ -40,7 +40,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from core.atomic import atomic_write_text
-from core.types import FloatArray
+from core.types import FloatArray, json_plain
 from meshing.errors import InputError
 from meshing.imaging import write_ct, write_labels
 from meshing.types import CTVolume, ImageGrid, LabelMap
@@ -230,7 +230,7 @@ class PhantomParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary of all parameters (tuples become lists)."""
-        return _jsonable(asdict(self))
+        return json_plain(asdict(self))
 
 
 def _bad(name: str, value: object, need: str) -> InputError:
@@ -371,7 +371,7 @@ class LesionParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary of the lesion parameters."""
-        return _jsonable(asdict(self))
+        return json_plain(asdict(self))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,7 +441,7 @@ class PhantomTruth:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (arrays become lists), with the world convention named."""
-        out = _jsonable(asdict(self))
+        out = json_plain(asdict(self))
         out["world"] = "ITK/DICOM LPS patient coordinates, mm"
         out["calibration"] = "rho_QCT [g/cm^3 K2HPO4-eq] = intercept + slope * HU"
         return out
@@ -464,19 +464,6 @@ class Phantom:
     truth: PhantomTruth
     params: PhantomParams | None = None
     lesion_params: LesionParams | None = None
-
-
-def _jsonable(value: Any) -> Any:
-    """Recursively turn tuples/arrays/numpy scalars into plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1014,7 +1001,7 @@ def _truth(g: _Geometry, p: PhantomParams, grid: ImageGrid, labels: npt.NDArray[
         calibration_intercept=p.calibration_intercept,
         distal_cut_z_mm=lowest,
         nominal_hu=nominal,
-        lesion=_jsonable(lesion_info) if lesion_info is not None else None,
+        lesion=json_plain(lesion_info) if lesion_info is not None else None,
     )
 
 

@@ -32,8 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from core.types import json_plain
 from fea.loads import body_weight_newton
 from meshing.errors import InputError
 
@@ -74,21 +73,6 @@ _TYPED = frozenset({
 
 def _floats(values: Sequence[Any]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready deep copy (mappings to dicts, sequences and arrays to lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _need(doc: Mapping[str, Any], key: str, where: str) -> Any:
@@ -195,9 +179,9 @@ class CaseResult:
 
     def __post_init__(self) -> None:
         # JSON-plain copies: the object equals its own round trip through result.json.
-        object.__setattr__(self, "extras", _plain(self.extras))
+        object.__setattr__(self, "extras", json_plain(self.extras))
         if self.nonlinear is not None:
-            object.__setattr__(self, "nonlinear", _plain(self.nonlinear))
+            object.__setattr__(self, "nonlinear", json_plain(self.nonlinear))
 
     @property
     def load_to_strength_ratio(self) -> float:
@@ -226,12 +210,12 @@ class CaseResult:
             "critical_region": self.critical_region,
             "peak_tension_strain": self.peak_tension_strain,
             "peak_compression_strain": self.peak_compression_strain,
-            **_plain(self.extras),
+            **json_plain(self.extras),
         }
         if self.sweep is not None:
             doc["direction_sweep"] = self.sweep.to_dict(body_weight_n)
         if self.nonlinear is not None:
-            doc["nonlinear"] = _plain(self.nonlinear)
+            doc["nonlinear"] = json_plain(self.nonlinear)
         return doc
 
     @classmethod
@@ -314,7 +298,7 @@ class LesionMeasures:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lesion_risk`` record (as it was read or measured)."""
-        return _plain(self.record)
+        return json_plain(self.record)
 
 
 @dataclass(frozen=True)
@@ -352,7 +336,7 @@ class FractureProbability:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``fracture_probability`` record."""
-        return _plain(self.record)
+        return json_plain(self.record)
 
 
 @dataclass(frozen=True)
@@ -381,7 +365,7 @@ class Validity:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``validity`` record."""
-        return _plain(self.record) or {"valid": self.valid, "banner": self.banner,
+        return json_plain(self.record) or {"valid": self.valid, "banner": self.banner,
                                        "reasons": list(self.reasons)}
 
 
@@ -442,16 +426,18 @@ class StrengthResult:
     schema_version: str = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "records", _plain(self.records))
+        object.__setattr__(self, "records", json_plain(self.records))
         object.__setattr__(self, "provenance", Provenance(
-            inputs=_plain(self.provenance.inputs), versions=_plain(self.provenance.versions),
-            machine=_plain(self.provenance.machine), config=_plain(self.provenance.config),
-            timings_s=_plain(self.provenance.timings_s),
+            inputs=json_plain(self.provenance.inputs),
+            versions=json_plain(self.provenance.versions),
+            machine=json_plain(self.provenance.machine),
+            config=json_plain(self.provenance.config),
+            timings_s=json_plain(self.provenance.timings_s),
             outputs=tuple(self.provenance.outputs)))
         for name in ("lesion", "fracture_probability", "validity"):
             part = getattr(self, name)
             if part is not None:
-                object.__setattr__(self, name, replace(part, record=_plain(part.record)))
+                object.__setattr__(self, name, replace(part, record=json_plain(part.record)))
         if not self.cases:
             raise InputError("a strength result needs at least one load case",
                              hint="configure load.cases (e.g. --load stance fall)")
@@ -543,16 +529,16 @@ class StrengthResult:
             "body_weight_N": bw,
             "cases": [c.to_dict(bw) for c in self.cases],
         }
-        doc.update(_plain(self.records))
+        doc.update(json_plain(self.records))
         doc["lesion_risk"] = None if self.lesion is None else self.lesion.to_dict()
         doc["fracture_probability"] = (None if self.fracture_probability is None
                                        else self.fracture_probability.to_dict())
         doc["warnings"] = list(self.warnings)
         doc["validity"] = self.validity.to_dict()
         prov = self.provenance
-        doc["config"] = _plain(prov.config)
+        doc["config"] = json_plain(prov.config)
         if prov.inputs:
-            doc["inputs"] = _plain(prov.inputs)
+            doc["inputs"] = json_plain(prov.inputs)
         if prov.versions:
             doc["versions"] = dict(prov.versions)
         if prov.machine:
