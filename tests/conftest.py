@@ -1,10 +1,15 @@
-"""Shared fixtures: the real data folder, MPI-safe temporary directories."""
+"""Shared fixtures and helpers: the real data folder, MPI-safe temporary directories,
+rotation matrices, the CalculiX marker, the CLI-refusal check."""
 
 from __future__ import annotations
 
+import math
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +31,42 @@ def shared_data() -> Path:
         pytest.skip(f"real data not found at {SHARED_DATA} (it is not redistributable; "
                     "see ../shared/data/README.md)")
     return SHARED_DATA
+
+
+#: Skip a test that runs CalculiX where ``ccx`` is not installed.
+needs_ccx = pytest.mark.skipif(shutil.which("ccx") is None,
+                               reason="CalculiX (ccx) not installed: apt-get install calculix-ccx")
+
+_AXES = {"x": (1.0, 0.0, 0.0), "y": (0.0, 1.0, 0.0), "z": (0.0, 0.0, 1.0)}
+
+
+def rotation(axis: str | npt.ArrayLike, angle_deg: float) -> npt.NDArray[np.float64]:
+    """(3, 3) right-handed rotation by ``angle_deg`` about ``axis`` (Rodrigues' formula).
+
+    ``axis`` is ``"x"``, ``"y"``, ``"z"`` or any non-zero 3-vector (normalised here).
+    """
+    a = np.asarray(_AXES[axis] if isinstance(axis, str) else axis, dtype=np.float64)
+    a = a / np.linalg.norm(a)
+    t = math.radians(angle_deg)
+    k = np.array([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]])
+    return np.eye(3) + math.sin(t) * k + (1.0 - math.cos(t)) * (k @ k)
+
+
+def cli_refuses(args: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI; expect exit 3, one ``error:`` line with a hint, and nothing written.
+
+    Returns:
+        The error line.
+    """
+    from osteofe.cli import EXIT_INPUT, main
+
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "(hint: " in lines[0], err
+    assert not out.exists(), f"{out} was created"
+    return lines[0]
 
 
 def lesion_phantom_run(root: Path, case_id: str, *args: str) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_ccx
 from mpi4py import MPI
 
 from fea.abaqus import (
@@ -27,9 +27,6 @@ from meshing.structured import box_mesh
 from meshing.types import TetMesh
 from osteofe.cli import main
 from osteofe.solve_tool import run_solve
-
-needs_ccx = pytest.mark.skipif(shutil.which("ccx") is None,
-                               reason="CalculiX (ccx) not installed: apt-get install calculix-ccx")
 
 #: Abaqus faces S1-S4 of a tetrahedron (0-based corners).
 FACES = np.array([[0, 1, 2], [0, 3, 1], [1, 3, 2], [2, 3, 0]])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_ccx
 
 from fea.calculix import (
     CalculixError,
@@ -22,9 +22,6 @@ from fea.topology import boundary_faces, face_normals_and_areas
 from material.binning import bin_moduli
 from meshing.structured import box_mesh
 from meshing.types import TetMesh
-
-needs_ccx = pytest.mark.skipif(shutil.which("ccx") is None,
-                               reason="CalculiX (ccx) not installed: apt-get install calculix-ccx")
 
 #: CalculiX/Abaqus C3D10: corners 1-4, then the mid-nodes of edges 1-2, 2-3, 3-1, 1-4, 2-4,
 #: 3-4 (CalculiX User's Manual, element C3D10), here 0-based.

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import cli_refuses
 
 from meshing.errors import InputError
 from meshing.phantom import Phantom, PhantomParams, make_phantom
@@ -264,17 +265,6 @@ def phantom_files(phantom: Phantom, tmp_path_factory: pytest.TempPathFactory) ->
             "ct_in_metres": write_ct(CTVolume(metres, phantom.ct.hu), folder / "ct_m.nii.gz")}
 
 
-def _cli_refuses(args: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI, expect exit code 3 with one error line; no output folder. The line."""
-    from osteofe.cli import EXIT_INPUT, main
-
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code == EXIT_INPUT, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "(hint: " in lines[0], err
-    assert not out.exists() and not (out / "result.json").exists()
-    return lines[0]
 
 
 def _no_meshing(*args: Any, **kwargs: Any) -> Any:
@@ -286,7 +276,7 @@ def test_cli_refuses_a_ct_with_its_voxel_size_in_metres(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct_in_metres"]),
+    line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct_in_metres"]),
                          "--labels", str(phantom_files["labels"]), "--body-weight", "75",
                          "--out", str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
     assert "voxel size along axis i is 0.0015 mm" in line
@@ -299,7 +289,7 @@ def test_cli_refuses_an_analysis_over_the_memory_limit(
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     monkeypatch.setenv(guards.MEMORY_LIMIT_ENV, "0.1")
     out = tmp_path / "out"
-    line = _cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--labels",
+    line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--labels",
                          str(phantom_files["labels"]), "--body-weight", "75", "--out",
                          str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
     assert "this analysis would need ~" in line
@@ -319,7 +309,7 @@ def test_cli_checks_a_user_mesh_before_solving_it(
                            TetMesh(box.points, box.cells, np.ones(box.num_cells, np.int32)))
     monkeypatch.setenv(guards.MEMORY_LIMIT_ENV, "0.1")
     out = tmp_path / "out"
-    line = _cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--mesh",
+    line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--mesh",
                          str(mesh_file), "--body-weight", "75", "--out", str(out),
                          "--no-picture"], out, capsys)
     # the estimate counts the user's tetrahedra (a mask-based one would not know them), at the
@@ -333,7 +323,7 @@ def test_cli_checks_a_deck_before_solving_it(
     deck = Path(__file__).parent / "fuzz_corpus" / "seeds" / "deck--seed.inp"
     monkeypatch.setenv(guards.MEMORY_LIMIT_ENV, "0.1")
     out = tmp_path / "out"
-    line = _cli_refuses(["-q", "solve", str(deck), "--out", str(out)], out, capsys)
+    line = cli_refuses(["-q", "solve", str(deck), "--out", str(out)], out, capsys)
     assert "to solve ~" in line and "~6 tetrahedra, P1]" in line
 
 

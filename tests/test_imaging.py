@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import rotation
 
 from meshing.errors import ImageReadError, InputError
 from meshing.imaging import (
@@ -27,21 +27,11 @@ from meshing.imaging import (
 )
 from meshing.types import CTVolume, ImageGrid, LabelMap
 
-
-def _rotation(axis: list[float], angle_deg: float) -> np.ndarray:
-    """Rodrigues rotation matrix."""
-    a = np.asarray(axis, dtype=float)
-    a /= np.linalg.norm(a)
-    t = math.radians(angle_deg)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
 ROTATED_GRID = ImageGrid(
     shape=(13, 17, 19),
     spacing=np.array([0.7, 0.9, 1.3]),
     origin=np.array([-12.5, 40.25, 100.0]),
-    direction=_rotation([1.0, 2.0, 3.0], 30.0),
+    direction=rotation([1.0, 2.0, 3.0], 30.0),
 )
 
 
@@ -565,7 +555,7 @@ def test_slicer_seg_nrrd_single_and_flattened_layers(
 
 def test_totalsegmentator_folder_of_masks(tmp_path: Path) -> None:
     grid = ImageGrid((6, 5, 4), np.array([1.5, 1.5, 3.0]), np.array([-4.0, 2.0, 7.0]),
-                     _rotation([0.0, 0.0, 1.0], 90.0))
+                     rotation([0.0, 0.0, 1.0], 90.0))
     voxels = {"femur_left": (1, 1, 1), "femur_right": (4, 1, 1), "hip_left": (1, 3, 3),
               "spleen": (2, 2, 2)}
     for name, ijk in voxels.items():
@@ -623,7 +613,7 @@ def test_align_labels_nearest_neighbour_on_rotated_grids(
 ) -> None:
     ct_grid = ImageGrid((20, 18, 16), np.array([1.0, 1.1, 1.2]), np.array([0.3, -0.2, 0.1]))
     label_grid = ImageGrid((9, 8, 7), np.array([2.3, 2.1, 2.9]), np.array([1.7, 2.2, 3.9]),
-                           _rotation([1.0, -1.0, 2.0], 17.0))
+                           rotation([1.0, -1.0, 2.0], 17.0))
     rng = np.random.default_rng(4)
     arr = rng.integers(0, 4, size=label_grid.shape).astype(np.int32)
     labels = LabelMap(label_grid, arr, names={1: "a", 2: "b", 3: "c"})

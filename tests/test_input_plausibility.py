@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import cli_refuses
 
 from meshing.errors import InputError
 from meshing.imaging import write_ct, write_labels
@@ -42,15 +43,6 @@ def _no_reading(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the run was not refused before reading the CT")
 
 
-def _refused(args: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI; expect exit 3, one ``error:`` line with a hint, and nothing written."""
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code == EXIT_INPUT, err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "(hint: " in lines[0], err
-    assert not out.exists(), f"{out} was created"
-    return lines[0]
 
 
 def _strength(ct: Path, out: Path, *extra: str, labels: Path | None = None) -> list[str]:
@@ -108,7 +100,7 @@ def test_segmentation_given_as_the_ct_is_refused_before_meshing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["labels_as_ct"], out, labels=files["labels"]), out, capsys)
+    line = cli_refuses(_strength(files["labels_as_ct"], out, labels=files["labels"]), out, capsys)
     assert "the femur mask does not sit on bone in the CT" in line
     assert "no dense bone: 99th percentile 1 HU, a femur reaches at least 300 HU" in line
     assert "is --ct the segmentation?" in line
@@ -121,7 +113,7 @@ def test_labels_shifted_by_50_mm_are_refused(
         monkeypatch: pytest.MonkeyPatch, axis: int, mm: float) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, labels=files[f"labels_shift_{axis}_{mm:+.0f}"]),
+    line = cli_refuses(_strength(files["ct"], out, labels=files[f"labels_shift_{axis}_{mm:+.0f}"]),
                     out, capsys)
     assert "does not sit on bone in the CT" in line
     # along the shaft the mask still overlaps bone: its outline no longer follows it
@@ -134,7 +126,7 @@ def test_an_all_air_ct_is_refused(files: dict[str, Path], tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["air_ct"], out, labels=files["labels"]), out, capsys)
+    line = cli_refuses(_strength(files["air_ct"], out, labels=files["labels"]), out, capsys)
     assert "median -1000 HU, a femur's lies within -100..1000 HU" in line
     assert "100% of it is air" in line and "is it empty or the wrong series?" in line
 
@@ -144,7 +136,7 @@ def test_an_int8_clipped_ct_is_refused(files: dict[str, Path], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["int8_ct"], out, labels=files["labels"]), out, capsys)
+    line = cli_refuses(_strength(files["int8_ct"], out, labels=files["labels"]), out, capsys)
     assert "99th percentile 127 HU, a femur reaches at least 300 HU" in line
     assert "exported as 8-bit (int8)" in line
 
@@ -213,7 +205,7 @@ def test_a_mesh_of_disconnected_pieces_is_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--mesh", str(femur_mesh["stray"])), out, capsys)
+    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["stray"])), out, capsys)
     assert "stray.vtu: the mesh is 2 pieces (" in line
     assert " and 6 cells) that share no node" in line
 
@@ -222,7 +214,7 @@ def test_coincident_nodes_that_do_not_make_one_solid_are_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--mesh", str(femur_mesh["doubled"])), out,
+    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["doubled"])), out,
                     capsys)
     assert "coincident duplicate node(s)" in line and "does not make one valid solid" in line
     assert "shared by more than two cells" in line
@@ -232,7 +224,7 @@ def test_a_mesh_in_other_world_axes_is_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--mesh", str(femur_mesh["ras"])), out, capsys)
+    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["ras"])), out, capsys)
     assert "ras.vtu: " in line and "of its cells lie outside the CT" in line
     assert "RAS meshes have x and y negated" in line
 
@@ -265,7 +257,7 @@ def test_require_one_piece_on_small_meshes() -> None:
 def test_side_contradicting_the_anatomy_is_refused(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--side", "left", labels=files["labels"]), out,
+    line = cli_refuses(_strength(files["ct"], out, "--side", "left", labels=files["labels"]), out,
                     capsys)
     assert "the side given is left, but the femur in the image is a right femur" in line
     assert "manifest's side column" in line
@@ -276,7 +268,7 @@ def test_side_contradicting_the_label_name_is_refused_before_meshing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--side", "right", "--bone-label", "femur_left",
+    line = cli_refuses(_strength(files["ct"], out, "--side", "right", "--bone-label", "femur_left",
                               labels=files["labels_left"]), out, capsys)
     assert "the side given is right, but the selected label is a left femur" in line
 
@@ -295,7 +287,7 @@ def test_a_side_that_agrees_runs(files: dict[str, Path], tmp_path: Path) -> None
 def test_a_femur_stub_is_refused_without_allow_partial(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    line = _refused(_strength(files["stub_ct"], out, labels=files["stub_labels"]), out, capsys)
+    line = cli_refuses(_strength(files["stub_ct"], out, labels=files["stub_labels"]), out, capsys)
     assert "the femur model is too short for the load case" in line
     assert "the lesser trochanter was not found and the model ends" in line
     assert "--allow-partial" in line
@@ -388,7 +380,7 @@ def test_a_bad_risk_model_is_refused_before_reading_the_ct(
         message: str) -> None:
     monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--risk-model", str(risk_models[model]),
+    line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models[model]),
                               labels=files["labels"]), out, capsys)
     assert message in line
 
@@ -398,7 +390,7 @@ def test_a_risk_model_needing_a_lesion_is_refused_before_meshing(
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--risk-model", str(risk_models["aci"]),
+    line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models["aci"]),
                               labels=files["labels"]), out, capsys)
     assert "needs lesion feature(s) ['aci_mm'], but no lesion is labelled" in line
 
@@ -437,7 +429,7 @@ def test_an_unknown_law_on_the_command_line_is_refused_before_reading(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--law", "nosuchlaw", labels=files["labels"]),
+    line = cli_refuses(_strength(files["ct"], out, "--law", "nosuchlaw", labels=files["labels"]),
                     out, capsys)
     assert "material.law = 'nosuchlaw' is invalid" in line
 
@@ -449,7 +441,7 @@ def test_a_chain_the_default_line_cannot_feed_is_refused_before_reading(
     config = tmp_path / "ha.toml"
     config.write_text('[material]\nchain = "schileo2008"\n')
     out = tmp_path / "out"
-    line = _refused(_strength(files["ct"], out, "--config", str(config),
+    line = cli_refuses(_strength(files["ct"], out, "--config", str(config),
                               labels=files["labels"]), out, capsys)
     assert "do not fit the calibration 'osteofe_phantom_line'" in line
     assert "expects HA-equivalent density" in line
@@ -471,7 +463,7 @@ def test_real_right_femur_sits_on_bone_and_is_a_stub(
     args = ["-q", "strength", "--ct", str(ct_path), "--labels", str(seg_path), "--bone-label",
             "femur_right", "--body-weight", "75", "--no-picture"]
     refused = tmp_path / "refused"
-    line = _refused([*args, "--out", str(refused)], refused, capsys)
+    line = cli_refuses([*args, "--out", str(refused)], refused, capsys)
     # the 54 mm piece of the example passes the bone check and fails the extent check
     assert "too short for the load case" in line and "does not sit on bone" not in line
     out = tmp_path / "partial"
@@ -492,7 +484,7 @@ def test_real_labels_shifted_by_50_mm_are_refused(
     shifted = write_labels(LabelMap(_shifted(labels.grid, 50.0, 0), labels.labels, labels.names),
                            tmp_path / "shifted.nrrd")
     out = tmp_path / "out"
-    line = _refused(["-q", "strength", "--ct", str(ct_path), "--labels", str(shifted),
+    line = cli_refuses(["-q", "strength", "--ct", str(ct_path), "--labels", str(shifted),
                      "--bone-label", "femur_right", "--body-weight", "75", "--out", str(out)],
                     out, capsys)
     assert "does not sit on bone" in line and "boundary does not follow the bone's edge" in line
@@ -505,7 +497,7 @@ def test_real_side_contradicting_the_label_name_is_refused(
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     ct_path, seg_path = real_ct
     out = tmp_path / "out"
-    line = _refused(["-q", "strength", "--ct", str(ct_path), "--labels", str(seg_path),
+    line = cli_refuses(["-q", "strength", "--ct", str(ct_path), "--labels", str(seg_path),
                      "--bone-label", "femur_right", "--side", "left", "--body-weight", "75",
                      "--out", str(out)], out, capsys)
     assert "the side given is left, but the selected label is a right femur" in line

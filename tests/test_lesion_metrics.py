@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from conftest import rotation
 
 from meshing.lesion import (
     COMPONENT_MIN_FRACTION,
@@ -38,14 +39,6 @@ VOXEL_MM = 1.0
 BONE_HU = 1500.0
 
 
-def _rotation(axis: str, deg: float) -> npt.NDArray[np.float64]:
-    a = math.radians(deg)
-    c, s = math.cos(a), math.sin(a)
-    if axis == "x":
-        return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
 class _Body:
@@ -148,8 +141,8 @@ def test_endosteal_lesion_involves_the_cortex_only_with_a_deeper_shell() -> None
 def test_oblique_axis_on_a_rotated_grid() -> None:
     """The same wedge in a tube tilted 8 deg, on a grid with rotated direction cosines."""
     h = 0.5
-    axis = _rotation("y", 8.0) @ np.array([0.0, 0.0, 1.0])
-    direction = _rotation("z", 25.0) @ _rotation("x", 10.0)
+    axis = rotation("y", 8.0) @ np.array([0.0, 0.0, 1.0])
+    direction = rotation("z", 25.0) @ rotation("x", 10.0)
     centre = np.array([4.0, -3.0, 7.0])
     body = _Body(h, 13.0, 18.0, axis=axis, direction=direction, centre=centre)
     tube = body.tube(12.0, 8.0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import needs_ccx
 
 from meshing import volume
 from meshing.errors import InputError
@@ -153,7 +153,7 @@ def test_inp_round_trip_tags_as_elsets(tmp_path: Path, caplog: pytest.LogCapture
     assert data["set:EALL"].all()
 
 
-@pytest.mark.skipif(shutil.which("ccx") is None, reason="CalculiX (ccx) is not installed")
+@needs_ccx
 def test_calculix_accepts_written_deck(tmp_path: Path,
                                        tagged: tuple[TetMesh, dict[str, np.ndarray]]) -> None:
     mesh, _ = tagged

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from conftest import rotation
 
 from material.calibration import LinearCalibration
 from material.laws import MaterialModel
@@ -40,14 +41,6 @@ E_FLOOR = float(MODEL.modulus(-1000.0))
 NU = MODEL.poisson_ratio
 
 
-def _rotation(axis: str, deg: float) -> npt.NDArray[np.float64]:
-    a = math.radians(deg)
-    c, s = math.cos(a), math.sin(a)
-    if axis == "x":
-        return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
 def _tube(h: float, outer: float, inner: float, length: float, *,
@@ -114,10 +107,10 @@ def test_tube_closed_forms_on_axial_slices() -> None:
 def test_tube_closed_forms_on_an_oblique_axis() -> None:
     """A tube tilted 7 deg on a grid with rotated direction cosines: within 2% away from
     its ends, with sections perpendicular to the tube's own axis."""
-    axis = _rotation("y", 7.0) @ np.array([0.0, 0.0, 1.0])
+    axis = rotation("y", 7.0) @ np.array([0.0, 0.0, 1.0])
     centre = np.array([3.0, -2.0, 5.0])
     grid, tube, _ = _tube(0.3, 8.0, 5.0, 10.0, axis=axis,
-                          direction=_rotation("z", 20.0) @ _rotation("x", 10.0), centre=centre)
+                          direction=rotation("z", 20.0) @ rotation("x", 10.0), centre=centre)
     profile = rigidity_profile(_ct(grid, (tube, BONE_HU)), tube, MODEL, axis=axis,
                                axis_point=centre)
     inside = np.abs(profile.positions_mm) < 4.5
@@ -189,7 +182,7 @@ def test_contralateral_reference_aligned_by_axis_points() -> None:
     grid, tube, cyl = _tube(h, outer, inner, 8.4)
     wedge = tube & (np.abs(cyl["theta"]) < 45.0) & (np.abs(cyl["z"]) <= 2.0)
     ct = _ct(grid, (tube, BONE_HU), (wedge, -1000.0))
-    axis = _rotation("x", 5.0) @ np.array([0.0, 0.0, 1.0])
+    axis = rotation("x", 5.0) @ np.array([0.0, 0.0, 1.0])
     centre = np.array([40.0, 10.0, -7.0])
     ref_grid, ref_tube, _ = _tube(h, outer, inner, 12.0, axis=axis, centre=centre)
     reference = ReferenceFemur(_ct(ref_grid, (ref_tube, BONE_HU)), ref_tube, axis, centre,

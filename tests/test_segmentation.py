@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from meshing.errors import InputError
 from meshing.imaging import label_mask, read_ct, read_totalsegmentator
@@ -22,17 +23,8 @@ from meshing.segmentation import (
 )
 from meshing.types import CTVolume, ImageGrid, LabelMap
 
-
-def _rotation(axis: list[float], angle_deg: float) -> np.ndarray:
-    a = np.asarray(axis, dtype=float)
-    a /= np.linalg.norm(a)
-    t = math.radians(angle_deg)
-    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
 GRID = ImageGrid((20, 16, 12), np.array([0.8, 1.1, 2.0]), np.array([-30.0, 12.5, 80.0]),
-                 _rotation([2.0, -1.0, 1.0], 40.0))
+                 rotation([2.0, -1.0, 1.0], 40.0))
 
 
 def _two_femurs() -> LabelMap:

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
+from conftest import rotation
 
 from meshing.errors import InputError, MeshingError
 from meshing.surface import (
@@ -33,11 +33,6 @@ VOXEL = 0.8
 SphereMask = tuple[np.ndarray, ImageGrid]
 
 
-def _rotation(axis: npt.ArrayLike, angle_deg: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    a = math.radians(angle_deg)
-    return np.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * (k @ k)
 
 
 def _world_of_voxels(grid: ImageGrid) -> np.ndarray:
@@ -142,7 +137,7 @@ def test_decimation_towards_target_edge(sphere_mask: SphereMask) -> None:
 @pytest.mark.parametrize("reflect", [False, True])
 def test_rotated_anisotropic_grid_places_surface_in_world(reflect: bool) -> None:
     """An ellipsoid aligned with the WORLD axes, sampled on a rotated, anisotropic grid."""
-    direction = _rotation([1.0, 2.0, 3.0], 35.0)
+    direction = rotation([1.0, 2.0, 3.0], 35.0)
     if reflect:
         direction = direction @ np.diag([1.0, -1.0, 1.0])  # left-handed index frame
     spacing = np.array([0.6, 0.8, 1.1])
