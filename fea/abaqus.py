@@ -1100,37 +1100,41 @@ class _Parser:
             self.dloads.append(_Target(label, elem, line, (), magnitude, int(kind[1]) - 1))
 
     # -- assembling the model
+    def sorted_unique(self, what: str, ids: list[IntArray], rows: list[npt.NDArray[Any]],
+                      lines: list[IntArray]) -> tuple[IntArray, npt.NDArray[Any], IntArray]:
+        """The ``what`` (node or element) ids, their rows and deck lines, sorted by id.
+
+        Args:
+            what: ``"node"`` or ``"element"`` (for the message).
+            ids: Blocks of (n_i,) ids as read.
+            rows: Blocks of (n_i, k) rows (coordinates or connectivity).
+            lines: Blocks of (n_i,) 1-based deck lines of the definitions.
+
+        Raises:
+            AbaqusError: At the later definition of the first id defined twice.
+        """
+        all_ids, all_rows, all_lines = np.concatenate(ids), np.concatenate(rows), \
+            np.concatenate(lines)
+        order = np.argsort(all_ids, kind="stable")
+        all_ids, all_rows, all_lines = all_ids[order], all_rows[order], all_lines[order]
+        dup = np.flatnonzero(all_ids[1:] == all_ids[:-1])
+        if dup.size:
+            k = int(dup[0])
+            first, second = sorted((int(all_lines[k]), int(all_lines[k + 1])))
+            raise self.error(second, f"{what} {all_ids[k]} is defined twice (also at "
+                             f"{self.where(first)})", hint=f"{what} ids must be unique")
+        return all_ids, all_rows, all_lines
+
     def model(self, path: Path) -> AbaqusModel:
         if not self.node_ids:
             raise AbaqusError(f"{path.name} defines no *NODE", hint="is this an Abaqus deck?")
         if not self.elem_ids or self.elem_type is None:
             raise AbaqusError(f"{path.name} defines no *ELEMENT",
                               hint="osteofe solves C3D4/C3D10 tetrahedra")
-        ids = np.concatenate(self.node_ids)
-        xyz = np.concatenate(self.node_xyz)
-        lines = np.concatenate(self.node_lines)
-        order = np.argsort(ids, kind="stable")
-        ids, xyz, lines = ids[order], xyz[order], lines[order]
-        dup = np.flatnonzero(ids[1:] == ids[:-1])
-        if dup.size:
-            k = int(dup[0])
-            raise self.error(int(max(lines[k], lines[k + 1])),
-                             f"node {ids[k]} is defined twice (also at "
-                             f"{self.where(int(min(lines[k], lines[k + 1])))})",
-                             hint="node ids must be unique")
-
-        eids = np.concatenate(self.elem_ids)
-        conn = np.concatenate(self.elem_conn)
-        elines = np.concatenate(self.elem_lines)
-        eorder = np.argsort(eids, kind="stable")
-        eids, conn, elines = eids[eorder], conn[eorder], elines[eorder]
-        edup = np.flatnonzero(eids[1:] == eids[:-1])
-        if edup.size:
-            k = int(edup[0])
-            raise self.error(int(max(elines[k], elines[k + 1])),
-                             f"element {eids[k]} is defined twice (also at "
-                             f"{self.where(int(min(elines[k], elines[k + 1])))})",
-                             hint="element ids must be unique")
+        ids, xyz, _ = self.sorted_unique("node", self.node_ids, self.node_xyz,
+                                         self.node_lines)
+        eids, conn, elines = self.sorted_unique("element", self.elem_ids, self.elem_conn,
+                                                self.elem_lines)
         position = _lookup(ids, conn)
         if np.any(position < 0):
             row, col = (int(v[0]) for v in np.nonzero(position < 0))
