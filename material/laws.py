@@ -342,8 +342,58 @@ class DensityChain:
         }
 
 
+class _DensityLaw:
+    """What every density -> property law shares.
+
+    Evaluation with rho clamped at 0 and the JSON description; the fields are declared by the
+    frozen dataclasses that derive from it (:class:`PowerLaw`, :class:`PiecewiseLaw`).
+    """
+
+    name: str
+    quantity: Quantity
+    density_kind: DensityKind
+    citation: Citation
+    valid_range: tuple[float, float] | None
+    range_note: str
+
+    def __call__(self, rho: npt.ArrayLike) -> FloatArray:
+        """Evaluate the law.
+
+        Args:
+            rho: Any shape, density of kind :attr:`density_kind` in g/cm^3 (negative values
+                are clamped to 0).
+
+        Returns:
+            float64 array of the same shape, in MPa.
+        """
+        return self._evaluate(np.maximum(np.asarray(rho, dtype=np.float64), 0.0))
+
+    def _evaluate(self, rho: FloatArray) -> FloatArray:
+        raise NotImplementedError
+
+    def formula(self) -> str:
+        """The law as text."""
+        raise NotImplementedError
+
+    def _more_sources(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description with the formula and source(s)."""
+        return {
+            "name": self.name,
+            "quantity": self.quantity,
+            "density_kind": self.density_kind,
+            "formula": self.formula(),
+            "source": self.citation.to_dict(),
+            **self._more_sources(),
+            "valid_range_g_cm3": self.valid_range,
+            "range_note": self.range_note,
+        }
+
+
 @dataclass(frozen=True)
-class PowerLaw:
+class PowerLaw(_DensityLaw):
     """``y = offset + coefficient * rho^exponent`` with rho clamped at 0.
 
     Attributes:
@@ -369,17 +419,8 @@ class PowerLaw:
     valid_range: tuple[float, float] | None = None
     range_note: str = ""
 
-    def __call__(self, rho: npt.ArrayLike) -> FloatArray:
-        """Evaluate the law.
-
-        Args:
-            rho: Any shape, density of kind :attr:`density_kind` in g/cm^3.
-
-        Returns:
-            float64 array of the same shape, in MPa.
-        """
-        rho_arr = np.maximum(np.asarray(rho, dtype=np.float64), 0.0)
-        return np.asarray(self.offset + self.coefficient * rho_arr**self.exponent)
+    def _evaluate(self, rho: FloatArray) -> FloatArray:
+        return np.asarray(self.offset + self.coefficient * rho**self.exponent)
 
     def formula(self) -> str:
         """The law as text, e.g. ``E = 6850 * rho_app^1.49 [MPa]``."""
@@ -391,21 +432,10 @@ class PowerLaw:
             text += f" + {self.offset:g}"
         return text + " [MPa]"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description with the formula and source."""
-        return {
-            "name": self.name,
-            "quantity": self.quantity,
-            "density_kind": self.density_kind,
-            "formula": self.formula(),
-            "source": self.citation.to_dict(),
-            "valid_range_g_cm3": self.valid_range,
-            "range_note": self.range_note,
-        }
 
 
 @dataclass(frozen=True)
-class PiecewiseLaw:
+class PiecewiseLaw(_DensityLaw):
     """A density law made of power-law pieces joined at density breakpoints.
 
     Piece ``i`` applies on ``[breakpoints[i-1], breakpoints[i])`` (the first from 0, the last
@@ -453,21 +483,12 @@ class PiecewiseLaw:
                     hint="make every piece use the law's quantity and density kind",
                 )
 
-    def __call__(self, rho: npt.ArrayLike) -> FloatArray:
-        """Evaluate the law.
-
-        Args:
-            rho: Any shape, density of kind :attr:`density_kind` in g/cm^3.
-
-        Returns:
-            float64 array of the same shape, in MPa.
-        """
-        rho_arr = np.maximum(np.asarray(rho, dtype=np.float64), 0.0)
-        which = np.searchsorted(np.asarray(self.breakpoints), rho_arr, side="right")
-        out = np.empty_like(rho_arr)
+    def _evaluate(self, rho: FloatArray) -> FloatArray:
+        which = np.searchsorted(np.asarray(self.breakpoints), rho, side="right")
+        out = np.empty_like(rho)
         for index, piece in enumerate(self.pieces):  # a loop over pieces, not elements
             mask = which == index
-            out[mask] = piece(rho_arr[mask])
+            out[mask] = piece(rho[mask])
         return out
 
     def formula(self) -> str:
@@ -482,18 +503,8 @@ class PiecewiseLaw:
             parts.append(f"{piece.formula()} on rho_{self.density_kind} in {interval}")
         return "; ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description with the formula and sources."""
-        return {
-            "name": self.name,
-            "quantity": self.quantity,
-            "density_kind": self.density_kind,
-            "formula": self.formula(),
-            "source": self.citation.to_dict(),
-            "piece_sources": [piece.citation.to_dict() for piece in self.pieces],
-            "valid_range_g_cm3": self.valid_range,
-            "range_note": self.range_note,
-        }
+    def _more_sources(self) -> dict[str, Any]:
+        return {"piece_sources": [piece.citation.to_dict() for piece in self.pieces]}
 
 
 #: A density -> property law.
