@@ -93,6 +93,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from core.textfile import read_utf8
 from meshing.errors import InputError, OsteofeError
 from osteofe.cohort_engines import ArrayTaskSummary
 from osteofe.config import Config
@@ -234,14 +235,7 @@ def read_manifest(path: str | Path) -> Manifest:
         ManifestError: On the first problem, naming the line, case and column.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ManifestError(f"cannot read manifest {p}: {exc.strerror}",
-                            "check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"manifest {p} is not UTF-8 text: {exc.reason}",
-                            "save it as CSV UTF-8") from exc
+    text = read_utf8(p, what="manifest", error=ManifestError, fix="save it as CSV UTF-8")
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_write_text as _atomic_write_text
+from core.textfile import read_utf8
 from core.types import FloatArray, IntArray
 from fea.loads import GRAVITY_M_S2  # 1 BW = m * 9.81 N, defined once (DESIGN.md 3)
 from risk.errors import CohortError, MirelsError
@@ -551,14 +552,8 @@ def read_cohort(path: str | Path) -> Cohort:
             duplicated (patient_id, side); the message names the line, patient and column.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CohortError(f"cannot read cohort table {p}: {exc.strerror}",
-                          "check the path") from exc
-    except UnicodeDecodeError as exc:
-        raise CohortError(f"{p} is not UTF-8 text: {exc.reason}",
-                          "save the table as CSV UTF-8") from exc
+    text = read_utf8(p, what="cohort table", error=CohortError,
+                     fix="save the table as CSV UTF-8")
     return _parse(text, str(p))
 
 
