@@ -455,9 +455,23 @@ class PredictionInterval:
 
 
 class _LogisticRiskModel(ClassifierMixin, BaseEstimator):
-    """Fitting, bootstrap covariance, prediction, intervals, contributions and JSON."""
+    """Fitting, bootstrap covariance, prediction, intervals, contributions and JSON.
+
+    Its ``__init__`` stores the fitting parameters every model has (scikit-learn's contract:
+    parameters only, no validation); see :class:`StrengthRiskModel` for their meaning.
+    """
 
     _kind: ClassVar[str]
+
+    def __init__(self, penalty: Literal["none", "l2"] = "none", C: float = 1.0,
+                 n_bootstrap: int = 100, seed: int | None = 0, max_iter: int = 100,
+                 tol: float = 1e-10) -> None:
+        self.penalty = penalty
+        self.C = C
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
+        self.max_iter = max_iter
+        self.tol = tol
 
     # fitted attributes (set by fit / from_json; annotations only, no class values)
     pipeline_: Pipeline
@@ -941,16 +955,6 @@ class StrengthRiskModel(_LogisticRiskModel):
 
     _kind: ClassVar[str] = "StrengthRiskModel"
 
-    def __init__(self, penalty: Literal["none", "l2"] = "none", C: float = 1.0,
-                 n_bootstrap: int = 100, seed: int | None = 0, max_iter: int = 100,
-                 tol: float = 1e-10) -> None:
-        self.penalty = penalty
-        self.C = C
-        self.n_bootstrap = n_bootstrap
-        self.seed = seed
-        self.max_iter = max_iter
-        self.tol = tol
-
     def fit(self, X: object, y: npt.ArrayLike, groups: Iterable[Hashable] | None = None,
             origin: str = "unspecified") -> Self:
         """Fit the pipeline and the bootstrap coefficient covariance.
@@ -1013,15 +1017,11 @@ class MirelsBaseline(_LogisticRiskModel):
                  penalty: Literal["none", "l2"] = "none", C: float = 1.0,
                  n_bootstrap: int = 100, seed: int | None = 0, max_iter: int = 100,
                  tol: float = 1e-10) -> None:
+        super().__init__(penalty=penalty, C=C, n_bootstrap=n_bootstrap, seed=seed,
+                         max_iter=max_iter, tol=tol)
         self.mapping = mapping
         self.threshold = threshold
         self.probabilities = probabilities
-        self.penalty = penalty
-        self.C = C
-        self.n_bootstrap = n_bootstrap
-        self.seed = seed
-        self.max_iter = max_iter
-        self.tol = tol
 
     def _prepare(self, X: object) -> FloatArray:
         return _mirels_totals(X)[:, None]
