@@ -217,16 +217,20 @@ def _check_femur_mesh(path: Path, size_mm: float) -> None:
     assert 395.0 < extent.max() < 420.0
 
 
-@pytest.mark.data
-def test_real_femur_coarse_mesh(shared_data: Path) -> None:
-    _check_femur_mesh(shared_data / "femur_surfaces" / "tlem2_femur_r.stl", 8.0)
+_REAL_FEMURS = ("tlem2_femur_r", "tlem2ct_femur_r", "vakhum_femur_r")
+
+
+def _real_femur_sizes(coarse_mm: float, fine_mm: float) -> list[Any]:
+    """One femur at a coarse size (fast), every femur at a fine size (``slow``)."""
+    return [pytest.param(_REAL_FEMURS[0], coarse_mm, id=f"{_REAL_FEMURS[0]}-{coarse_mm:g}mm"),
+            *(pytest.param(name, fine_mm, marks=pytest.mark.slow, id=f"{name}-{fine_mm:g}mm")
+              for name in _REAL_FEMURS)]
 
 
 @pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["tlem2_femur_r", "tlem2ct_femur_r", "vakhum_femur_r"])
-def test_real_femurs_at_6mm(shared_data: Path, name: str) -> None:
-    _check_femur_mesh(shared_data / "femur_surfaces" / f"{name}.stl", 6.0)
+@pytest.mark.parametrize(("name", "size_mm"), _real_femur_sizes(8.0, 6.0))
+def test_real_femur_meshes(shared_data: Path, name: str, size_mm: float) -> None:
+    _check_femur_mesh(shared_data / "femur_surfaces" / f"{name}.stl", size_mm)
 
 
 @pytest.mark.data
@@ -401,15 +405,9 @@ def _check_femur_p2(path: Path, size_mm: float) -> None:
 
 
 @pytest.mark.data
-def test_real_femur_p2_coarse(shared_data: Path) -> None:
-    _check_femur_p2(shared_data / "femur_surfaces" / "tlem2_femur_r.stl", 10.0)
-
-
-@pytest.mark.data
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["tlem2_femur_r", "tlem2ct_femur_r", "vakhum_femur_r"])
-def test_real_femurs_p2_at_4mm(shared_data: Path, name: str) -> None:
-    _check_femur_p2(shared_data / "femur_surfaces" / f"{name}.stl", 4.0)
+@pytest.mark.parametrize(("name", "size_mm"), _real_femur_sizes(10.0, 4.0))
+def test_real_femur_p2_meshes(shared_data: Path, name: str, size_mm: float) -> None:
+    _check_femur_p2(shared_data / "femur_surfaces" / f"{name}.stl", size_mm)
 
 
 def test_mesh_from_surface_falls_back_to_gmsh_on_sharp_edges(
