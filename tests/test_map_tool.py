@@ -278,30 +278,35 @@ def test_mesh_in_metres_is_scaled(inputs: Inputs, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _refused(ct_path: Path, mesh_path: Path, out: Path, error: type[OsteofeError], match: str,
+             **options: Any) -> OsteofeError:
+    """``run_map`` (this file's defaults, changed by ``options``) raises ``error`` matching
+    ``match`` and writes nothing into ``out``'s folder. Returns the error."""
+    out.parent.mkdir(exist_ok=True)
+    kwargs: dict[str, Any] = {"calibration": CALIBRATION, "law": "morgan2003_neck",
+                              "mode": "hu_average", "quadrature_degree": 2, **options}
+    with pytest.raises(error, match=match) as info:
+        run_map(ct_path, mesh_path, out, **kwargs)
+    _no_output(out.parent)
+    return info.value
+
+
 def test_unrescaled_ct_is_refused(inputs: Inputs, tmp_path: Path) -> None:
     _, mesh_path, ct, _ = inputs
     stored = np.random.default_rng(0).integers(0, 4096, size=ct.grid.shape)
     raw = CTVolume(ct.grid, stored.astype(np.float32))
     raw_path = write_ct(raw, tmp_path / "raw" / "raw.nii.gz")
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    with pytest.raises(CalibrationError, match=r"raw 0\.\.4095 storage") as info:
-        run_map(raw_path, mesh_path, out_dir / "m.vtu", calibration=CALIBRATION,
-                law="morgan2003_neck", mode="hu_average", quadrature_degree=2)
-    assert "RescaleSlope" in info.value.hint
-    _no_output(out_dir)
+    err = _refused(raw_path, mesh_path, tmp_path / "out" / "m.vtu", CalibrationError,
+                   r"raw 0\.\.4095 storage")
+    assert "RescaleSlope" in err.hint
 
 
 def test_negative_slope_is_refused(inputs: Inputs, tmp_path: Path) -> None:
     ct_path, mesh_path, _, _ = inputs
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    with pytest.raises(CalibrationError, match="density must grow with HU") as info:
-        run_map(ct_path, mesh_path, out_dir / "m.inp",
-                calibration={"slope": -0.0008, "intercept": -0.01}, law="morgan2003_neck",
-                mode="hu_average", quadrature_degree=2, groups=4)
-    assert "wrong order" in info.value.hint
-    _no_output(out_dir)
+    err = _refused(ct_path, mesh_path, tmp_path / "out" / "m.inp", CalibrationError,
+                   "density must grow with HU",
+                   calibration={"slope": -0.0008, "intercept": -0.01}, groups=4)
+    assert "wrong order" in err.hint
 
 
 def test_mesh_outside_ct_is_refused(inputs: Inputs, tmp_path: Path) -> None:
@@ -309,23 +314,17 @@ def test_mesh_outside_ct_is_refused(inputs: Inputs, tmp_path: Path) -> None:
     mirrored = tmp_path / "mirrored.vtu"  # a mesh exported in RAS instead of LPS
     meshio.write(mirrored, meshio.Mesh(mesh.points * np.array([-1.0, -1.0, 1.0]),
                                        [("tetra", mesh.cells)]))
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    with pytest.raises(MappingError, match=f"{mesh.num_cells} of {mesh.num_cells} cells lie "
-                       "outside the CT") as info:
-        run_map(ct_path, mirrored, out_dir / "m.xdmf", calibration=CALIBRATION,
-                law="morgan2003_neck", mode="hu_average", quadrature_degree=2)
-    assert "coordinate system" in info.value.hint
-    _no_output(out_dir)
+    err = _refused(ct_path, mirrored, tmp_path / "out" / "m.xdmf", MappingError,
+                   f"{mesh.num_cells} of {mesh.num_cells} cells lie outside the CT")
+    assert "coordinate system" in err.hint
 
 
 def test_bad_requests_are_refused(inputs: Inputs, tmp_path: Path) -> None:
     ct_path, mesh_path, _, mesh = inputs
     out_dir = tmp_path / "out"
-    out_dir.mkdir()
     surface = tmp_path / "surface.vtu"
     meshio.write(surface, meshio.Mesh(mesh.points, [("triangle", mesh.cells[:, :3])]))
-    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+    cases: list[tuple[dict[str, Any], type[OsteofeError], str]] = [
         (dict(out=out_dir / "m.stl"), InputError, "cannot write the mapped mesh"),
         (dict(mesh=surface), InputError, "contains no tetrahedra"),
         (dict(law="morgan"), OsteofeError, "unknown material law 'morgan'"),
@@ -334,9 +333,5 @@ def test_bad_requests_are_refused(inputs: Inputs, tmp_path: Path) -> None:
         (dict(calibration={"slope": 0.0008}), CalibrationError, "both slope and intercept"),
     ]
     for change, error, match in cases:
-        kwargs: dict[str, Any] = {"ct": ct_path, "mesh": mesh_path, "out": out_dir / "m.vtu",
-                  "calibration": CALIBRATION, "law": "morgan2003_neck", **change}
-        with pytest.raises(error, match=match):
-            run_map(kwargs.pop("ct"), kwargs.pop("mesh"), kwargs.pop("out"), mode="hu_average",
-                    quadrature_degree=2, **kwargs)
-        _no_output(out_dir)
+        kwargs: dict[str, Any] = {"mesh": mesh_path, "out": out_dir / "m.vtu", **change}
+        _refused(ct_path, kwargs.pop("mesh"), kwargs.pop("out"), error, match, **kwargs)
