@@ -551,9 +551,9 @@ def _finished_result(case: ManifestCase, case_dir: Path, fingerprint: str, ct_sh
         result = StrengthResult.load(case_dir / "result.json")
     except OsteofeError:
         return None
-    inputs = result.provenance.inputs
-    if (inputs.get("ct", {}).get("sha256") != ct_sha
-            or inputs.get("labels", {}).get("sha256") != labels_sha):
+    files = result.provenance.files
+    recorded = {name: files[name].sha256 if name in files else None for name in ("ct", "labels")}
+    if recorded != {"ct": ct_sha, "labels": labels_sha}:
         return None
     return result
 

@@ -78,6 +78,7 @@ from osteofe.result import (
     CaseResult,
     FractureProbability,
     LesionMeasures,
+    NonlinearResult,
     Provenance,
     StrengthResult,
     SweepResult,
@@ -780,19 +781,20 @@ def run_strength(
                                         entry.failure_load_N, options, config, comm)
                 if config.nonlinear.method == "plasticity":
                     curves[name] = curve[0]
-                    cases[index] = replace(entry, nonlinear=_plasticity_entry(
-                        curve, entry, body_weight_n))
+                    cases[index] = replace(entry, nonlinear=NonlinearResult.from_dict(
+                        _plasticity_entry(curve, entry, body_weight_n)))
                     prepared.warnings.extend(f"nonlinear ({name}): {note}"
                                              for note in curve[0].notes)
                     continue
                 curves[name] = curve
-                cases[index] = replace(entry, nonlinear=curve.to_dict() | {
+                cases[index] = replace(entry, nonlinear=NonlinearResult.from_dict(
+                    curve.to_dict() | {
                     "failure_load_BW": curve.peak_force_n / body_weight_n,
                     "nonlinear_to_linear_ratio": curve.peak_force_n / entry.failure_load_N,
                     "material": "Keyak et al. 2005 softening curve from rho_ash "
                                 "(E, yield, plateau end strain, softening slope, minimum "
                                 "stress; LAW_SETS['keyak2005'])",
-                })
+                }))
     distal_excluded = distal_exclusion_mm(prepared.landmarks, config.failure.exclude_distal_mm)
     records: dict[str, Any] = {
         "mesh": {"num_nodes": prepared.mesh.num_nodes, "num_cells": prepared.mesh.num_cells,

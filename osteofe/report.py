@@ -41,7 +41,14 @@ from meshing.errors import OsteofeError
 from osteofe import __version__
 from osteofe.outputs import staged_output
 from osteofe.report_page1 import plain_sentence
-from osteofe.result import StrengthResult, SweepResult
+from osteofe.result import (
+    CtraRecord,
+    FractureProbability,
+    MirelsRecord,
+    NonlinearResult,
+    StrengthResult,
+    SweepResult,
+)
 from risk.mirels import (
     CITATIONS,
     MIRELS_FIX_MIN,
@@ -337,10 +344,6 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _text(value: Any, default: str = "") -> str:
-    return value if isinstance(value, str) else default
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -380,43 +383,18 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _nonlinear_source(name: str, raw_case: dict[str, Any],
-                      result: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The nonlinear record of a case: in the case, or at the top level by case name."""
-    own = raw_case.get("nonlinear")
-    if isinstance(own, dict):
-        return own
-    top = result.get("nonlinear")
-    if not isinstance(top, dict):
-        return None
-    if isinstance(top.get("cases"), dict) and isinstance(top["cases"].get(name), dict):
-        return dict(top["cases"][name])
-    if isinstance(top.get(name), dict):
-        return dict(top[name])
-    if top.get("load_case") == name or ("load_case" not in top and len(
-            [c for c in result.get("cases", []) if isinstance(c, dict)]) == 1):
-        return top
-    return None
-
-
-def _nonlinear_view(raw: dict[str, Any] | None, applied: float | None,
+def _nonlinear_view(nl: NonlinearResult | None, applied: float | None,
                     body_n: float | None) -> NonlinearView | None:
-    if raw is None:
+    if nl is None or nl.failure_load_N is None:
         return None
-    load = _num(raw.get("failure_load_N")) or _num(raw.get("peak_force_N"))
-    if load is None or load <= 0.0:
-        return None
-    bw = _num(raw.get("failure_load_BW"))
+    load = nl.failure_load_N
+    bw = nl.failure_load_BW
     if bw is None and body_n:
         bw = load / body_n
-    phi = _num(raw.get("load_to_strength_ratio"))
+    phi = nl.load_to_strength_ratio
     if phi is None and applied is not None:
         phi = applied / load
-    peak = raw.get("peak_reached")
-    notes = raw.get("notes")
-    note_list = (notes,) if isinstance(notes, str) else tuple(
-        n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
-    return NonlinearView(load, bw, phi, peak if isinstance(peak, bool) else None, note_list)
+    return NonlinearView(load, bw, phi, nl.peak_reached, nl.notes)
 
 
 def _sweep_view(sweep: SweepResult | None, applied: float, body_n: float
@@ -430,10 +408,9 @@ def _sweep_view(sweep: SweepResult | None, applied: float, body_n: float
 
 def _cases(result: StrengthResult) -> list[CaseView]:
     """The load cases of the typed result as the report shows them."""
-    doc = result.to_dict()
     body_n = result.body_weight_N
     out: list[CaseView] = []
-    for case, raw in zip(result.cases, doc["cases"], strict=True):
+    for case in result.cases:
         applied = case.applied_load_N
         out.append(CaseView(
             name=case.load_case, applied_N=applied, applied_BW=applied / body_n,
@@ -443,8 +420,7 @@ def _cases(result: StrengthResult) -> list[CaseView]:
             peak_tension=_num(case.peak_tension_strain),
             peak_compression=_num(case.peak_compression_strain),
             sweep=_sweep_view(case.sweep, applied, body_n),
-            nonlinear=_nonlinear_view(_nonlinear_source(case.load_case, raw, doc), applied,
-                                      body_n),
+            nonlinear=_nonlinear_view(case.nonlinear, applied, body_n),
         ))
     return out
 
@@ -463,26 +439,10 @@ def _typed(result: StrengthResult | Mapping[str, Any]) -> StrengthResult:
         raise ReportError(exc.message, hint=exc.hint) from exc
 
 
-def _risk_sources(result: Mapping[str, Any], risk: Mapping[str, Any] | None) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for key in ("lesion_risk", "risk"):  # the pipeline's scan-derived measures, then others
-        merged.update({k: v for k, v in _dict(result.get(key)).items() if v is not None})
-    for key in ("mirels", "aci_mm", "ctra", "ctra_reduction", "fracture_probability"):
-        if result.get(key) is not None:
-            merged[key] = result[key]
-    if risk:
-        merged.update({k: v for k, v in risk.items() if v is not None})
-    return merged
-
-
 def _as_plain(value: Any) -> Any:
     """Objects with ``to_dict`` (e.g. :class:`risk.mirels.MirelsScore`) become dicts."""
     to_dict = getattr(value, "to_dict", None)
     return to_dict() if callable(to_dict) else value
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _recommendation_range(low: int, high: int) -> str:
@@ -491,25 +451,26 @@ def _recommendation_range(low: int, high: int) -> str:
 
 
 def _mirels_view(raw: Any) -> MirelsView | None:
+    """A Mirels score given to the report.
+
+    A total, a :class:`risk.mirels.MirelsScore` or its ``to_dict()``.
+    """
     raw = _as_plain(raw)
     given = _num(raw)
     if given is not None:
         if given.is_integer() and 4 <= given <= 12:
             return MirelsView(int(given), None, mirels_recommendation(int(given)), ())
         return None
-    doc = _dict(raw)
-    raw_items = doc.get("items")
+    return _mirels_record_view(MirelsRecord.from_dict(raw))
+
+
+def _mirels_record_view(record: MirelsRecord) -> MirelsView | None:
     by_name: dict[str, MirelsItemView] = {}
-    item_list = list(raw_items.values()) if isinstance(raw_items, dict) else \
-        raw_items if isinstance(raw_items, list) else []
-    for item in item_list:
-        item = _dict(item)
-        points = _int(item.get("points"))
-        name = _text(item.get("name"))
-        if name in ("site", "pain", "lesion", "size") and points in (1, 2, 3):
-            by_name[name] = MirelsItemView(name, points, _text(item.get("category")),
-                                           _text(item.get("derivation")))
-    note = _text(doc.get("pain")) if "pain" not in by_name else ""
+    for item in record.items:
+        if item.name in ("site", "pain", "lesion", "size") and item.points in (1, 2, 3):
+            by_name[item.name] = MirelsItemView(item.name, item.points, item.category,
+                                                item.derivation)
+    note = record.pain if "pain" not in by_name else ""
     items = []
     for name in ("site", "pain", "lesion", "size"):
         if name in by_name:
@@ -517,7 +478,7 @@ def _mirels_view(raw: Any) -> MirelsView | None:
         elif by_name:
             items.append(MirelsItemView(name, None, "not given",
                                         note or "not given"))
-    total = _int(doc.get("total"))
+    total = record.total
     if len(by_name) == 4:
         total = sum(i.points or 0 for i in by_name.values())
     if total is not None and 4 <= total <= 12:
@@ -527,11 +488,7 @@ def _mirels_view(raw: Any) -> MirelsView | None:
         return None
     known = sum(i.points or 0 for i in by_name.values())
     missing = 4 - len(by_name)
-    low, high = known + missing, known + 3 * missing
-    given_range = doc.get("total_range")
-    if isinstance(given_range, list) and len(given_range) == 2 and all(
-            _int(v) is not None for v in given_range):
-        low, high = int(given_range[0]), int(given_range[1])
+    low, high = record.total_range or (known + missing, known + 3 * missing)
     missing_names = [i.name for i in items if i.points is None]
     return MirelsView(None, (low, high), _recommendation_range(low, high), tuple(items),
                       note or f"{', '.join(missing_names)} not given")
@@ -541,37 +498,34 @@ _RIGIDITY_NAMES = {"EA": "axial", "EI_min": "bending", "EI": "bending", "GJ": "t
 
 
 def _ctra_view(raw: Any) -> CtraView | None:
+    """A CTRA given to the report: a loss (fraction or percent) or an analysis' record."""
     raw = _as_plain(raw)
-    doc: dict[str, Any] = {}
-    if _num(raw) is not None:
-        loss = _num(raw)
-        measure = None
-    else:
-        doc = _dict(raw)
-        loss = None
-        measure = _text(doc.get("measure") or doc.get("kind")) or None
-        maxima = _dict(doc.get("max_reduction"))
-        governing = _text(doc.get("governing"))
-        if governing and _num(maxima.get(governing)) is not None:
-            loss = _num(maxima.get(governing))
-            measure = (f"{_RIGIDITY_NAMES[governing]} ({governing})"
-                       if governing in _RIGIDITY_NAMES else governing)
-        for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss", "value"):
-            if loss is None:
-                loss = _num(doc.get(key))
+    loss = _num(raw)
+    return _ctra_record_view(CtraRecord(stated_loss=loss) if loss is not None
+                             else CtraRecord.from_dict(raw))
+
+
+def _ctra_record_view(record: CtraRecord) -> CtraView | None:
+    loss = None
+    measure = record.measure or None
+    governing = record.governing
+    if governing and record.governing_loss is not None:
+        loss = record.governing_loss
+        measure = (f"{_RIGIDITY_NAMES[governing]} ({governing})"
+                   if governing in _RIGIDITY_NAMES else governing)
+    if loss is None:
+        loss = record.stated_loss
     if loss is None:
         return None
     if 1.0 < loss <= 100.0:  # given in percent
         loss /= 100.0
     if not 0.0 <= loss <= 1.0:
         return None
-    threshold = _num(doc.get("threshold"))
-    high = doc.get("high_risk")
+    threshold = record.threshold
     return CtraView(loss, measure,
                     threshold if threshold is not None and 0 < threshold < 1 else CTRA_THRESHOLD,
-                    high if isinstance(high, bool) else None,
-                    _text(doc.get("derivation")), _text(doc.get("reference_description")),
-                    _text(doc.get("threshold_source")))
+                    record.high_risk, record.derivation, record.reference_description,
+                    record.threshold_source)
 
 
 _MODEL_FIELDS = ("name", "model_kind", "kind", "feature_names", "osteofe_version", "sha256",
@@ -579,6 +533,7 @@ _MODEL_FIELDS = ("name", "model_kind", "kind", "feature_names", "osteofe_version
 
 
 def _model_rows(raw: Any) -> tuple[tuple[str, str], ...]:
+    """Rows of a risk model's description (its path, or :mod:`risk.calibration`'s JSON)."""
     if isinstance(raw, str):
         return (("model", raw),)
     doc = _dict(_as_plain(raw))
@@ -599,6 +554,10 @@ def _model_rows(raw: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _probability_view(raw: Any) -> ProbabilityView | None:
+    """A fracture probability given to the report (``risk``).
+
+    A number, a mapping or a :class:`risk.calibration.PredictionInterval`-like object.
+    """
     if _num(raw) is not None:
         p = _num(raw)
         lower = upper = level = None
@@ -619,132 +578,141 @@ def _probability_view(raw: Any) -> ProbabilityView | None:
             lower, upper = _num(interval[0]), _num(interval[1])
         level = _num(doc.get("level"))
         model = _model_rows(doc.get("model", doc.get("calibration")))
+    from risk.presentation import probability_details
+
+    details = probability_details(raw) if isinstance(raw, Mapping) else ()
+    return _checked_probability(p, lower, upper, level, model, details)
+
+
+def _result_probability_view(prob: FractureProbability) -> ProbabilityView | None:
+    """The result's own fracture probability."""
+    lower, upper = prob.interval or (None, None)
+    model = (_model_rows(prob.model_record) if prob.model_record
+             else _model_rows(prob.model) if prob.model else ())
+    return _checked_probability(_num(prob.probability), _num(lower), _num(upper), prob.level,
+                                model, prob.details())
+
+
+def _checked_probability(p: float | None, lower: float | None, upper: float | None,
+                         level: float | None, model: tuple[tuple[str, str], ...],
+                         details: tuple[str, ...]) -> ProbabilityView | None:
     if p is None or not 0.0 <= p <= 1.0:
         return None
     if lower is not None and upper is not None and not 0.0 <= lower <= upper <= 1.0:
         lower = upper = None
-    from risk.presentation import probability_details
-
-    details = probability_details(raw) if isinstance(raw, Mapping) else ()
     return ProbabilityView(p, lower, upper, level, model, details)
 
 
-def _config_rows(config: Any) -> list[tuple[str, str]]:
-    """Every configuration value whose key osteofe's configuration defines."""
-    from osteofe.config import Config
+def _scores(result: StrengthResult, risk: Mapping[str, Any] | None
+            ) -> tuple[MirelsView | None, float | None, CtraView | None,
+                       ProbabilityView | None]:
+    """Mirels, ACI, CTRA and the fracture probability: the result's, or those given."""
+    given = {k: v for k, v in (risk or {}).items() if v is not None}
+    lesion = result.lesion
+    if "mirels" in given:
+        mirels = _mirels_view(given["mirels"])
+    else:
+        mirels = (None if lesion is None or lesion.mirels is None
+                  else _mirels_record_view(lesion.mirels))
+    aci = (_num(_as_plain(given["aci_mm"])) if "aci_mm" in given
+           else None if lesion is None else _num(lesion.aci_mm))
+    if "ctra" in given:
+        ctra = _ctra_view(given["ctra"])
+    elif lesion is not None and lesion.ctra is not None:
+        ctra = _ctra_record_view(lesion.ctra)
+    else:
+        ctra = _ctra_view(given.get("ctra_reduction"))
+    prob = result.fracture_probability
+    if "fracture_probability" in given:
+        probability = _probability_view(given["fracture_probability"])
+    else:
+        probability = None if prob is None else _result_probability_view(prob)
+    return mirels, aci, ctra, probability
 
-    schema = Config().to_dict()
-    rows: list[tuple[str, str]] = []
-    given = _dict(config)
-    for section, keys in schema.items():
-        values = _dict(given.get(section))
-        for key in _dict(keys):
-            if key in values:
-                rows.append((f"{section}.{key}", _plain(values[key])))
-    return rows
 
-
-def _source_ref(doc: Any) -> str:
-    src = _dict(doc)
-    return _text(src.get("reference")) or _text(src.get("key"))
-
-
-def _calibration_rows(result: Mapping[str, Any]) -> tuple[list[tuple[str, str]], bool]:
-    model = _dict(_dict(result.get("material")).get("model"))
-    cal = _dict(model.get("calibration"))
-    rows = [(label, _text(cal.get(key))) for label, key in (
-        ("name", "name"), ("line", "line"), ("phantom material", "material"),
-        ("source", "source")) if _text(cal.get(key))]
-    fit = _dict(cal.get("fit"))
-    numbers = {k: _num(v) for k, v in fit.items() if _num(v) is not None}
-    if numbers:
-        rows.append(("phantom fit", ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())))
-    default = any("no calibration given" in w for w in result.get("warnings", [])
-                  if isinstance(w, str)) or cal.get("name") == "osteofe_phantom_line"
+def _calibration_rows(result: StrengthResult) -> tuple[list[tuple[str, str]], bool]:
+    m = result.material
+    rows = [(label, value) for label, value in (
+        ("name", m.calibration_name), ("line", m.calibration_line),
+        ("phantom material", m.calibration_material), ("source", m.calibration_source))
+        if value]
+    if m.calibration_fit:
+        rows.append(("phantom fit", ", ".join(f"{k} {v:.4g}"
+                                              for k, v in m.calibration_fit.items())))
+    default = any("no calibration given" in w for w in result.warnings) \
+        or m.calibration_name == "osteofe_phantom_line"
     if not rows:
         rows.append(("calibration", "not recorded in result.json"))
     return rows, default
 
 
-def _provenance(result: Mapping[str, Any], probability: ProbabilityView | None,
+def _provenance(result: StrengthResult, probability: ProbabilityView | None,
                 result_sha: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
     sections: list[tuple[str, tuple[tuple[str, str], ...]]] = []
     inputs = [("result.json", result_sha)]
-    for key, doc in _dict(result.get("inputs")).items():
-        sha = _text(_dict(doc).get("sha256"))
-        if sha:
-            inputs.append((f"{key} input", sha))
+    inputs += [(f"{name} input", file.sha256)
+               for name, file in result.provenance.files.items() if file.sha256]
     inputs.append(("note", "SHA-256 of each input file (folders: of their files); paths are "
                            "left out of the report as they may identify the patient"))
     sections.append(("Inputs (SHA-256)", tuple(inputs)))
 
-    material = _dict(result.get("material"))
-    model = _dict(material.get("model"))
-    chain, law = _dict(model.get("density_chain")), _dict(model.get("law"))
+    m = result.material
     rows = [
-        ("CT density to ash density", _text(chain.get("qct_to_ash"))),
-        ("  source", _source_ref(chain.get("qct_to_ash_source"))),
-        ("ash to apparent density", _text(chain.get("ash_to_app"))),
-        ("  source", _source_ref(chain.get("ash_to_app_source"))),
-        ("density-modulus law", _text(law.get("formula"))),
-        ("  source", _source_ref(law.get("source"))),
-        ("Poisson's ratio", _plain(model.get("poisson_ratio"))),
-        ("modulus floor", f"{_plain(model.get('E_floor_MPa'))} MPa"),
+        ("CT density to ash density", m.qct_to_ash),
+        ("  source", m.qct_to_ash_source),
+        ("ash to apparent density", m.ash_to_app),
+        ("  source", m.ash_to_app_source),
+        ("density-modulus law", m.law_formula),
+        ("  source", m.law_source),
+        ("Poisson's ratio", _plain(m.poisson_ratio)),
+        ("modulus floor", f"{_plain(m.E_floor_MPa)} MPa"),
     ]
-    extrap = _dict(_dict(_dict(material.get("summary")).get("description"))
-                   .get("law_extrapolation"))
-    outside = _num(extrap.get("fraction_outside"))
-    if outside is not None:
-        rows.append(("elements outside the law's density range", f"{100 * outside:.0f} %"))
+    if m.fraction_outside_law is not None:
+        rows.append(("elements outside the law's density range",
+                     f"{100 * m.fraction_outside_law:.0f} %"))
     sections.append(("Material model", tuple((k, v) for k, v in rows if v)))
 
-    lesion_risk = _dict(result.get("lesion_risk"))
-    if lesion_risk:
-        lesion = _dict(lesion_risk.get("lesion"))
-        kind_ev, site_ev = _dict(lesion.get("kind_evidence")), _dict(lesion.get("site_evidence"))
-        involvement = _dict(lesion.get("involvement"))
-        ctra_doc = _dict(lesion_risk.get("ctra"))
-        fraction = _num(lesion.get("size_fraction"))
-        circ = _num(involvement.get("circumferential_fraction"))
-        aci_mm = _num(lesion_risk.get("aci_mm"))
+    lesion = result.lesion
+    if lesion is not None:
+        fraction, circ = lesion.size_fraction, lesion.circumferential_fraction
+        aci_mm = _num(lesion.aci_mm)
+        ctra = lesion.ctra or CtraRecord()
         rows = [
-            ("lesion type", _text(lesion.get("kind"))),
-            ("  rule", _text(kind_ev.get("rule"))),
-            ("site", _text(lesion.get("site"))),
-            ("  rule", _text(site_ev.get("rule"))),
-            ("size", f"{fraction:.2f} of the {_text(lesion.get('size_basis'), 'diameter')}"
+            ("lesion type", lesion.kind),
+            ("  rule", lesion.kind_rule),
+            ("site", lesion.site),
+            ("  rule", lesion.site_rule),
+            ("size", f"{fraction:.2f} of the {lesion.size_basis or 'diameter'}"
              if fraction is not None else ""),
             ("axial cortical involvement", f"{aci_mm:.1f} mm" if aci_mm is not None else ""),
             ("largest circumferential involvement", f"{100 * circ:.0f} %"
              if circ is not None else ""),
-            ("CTRA", _text(ctra_doc.get("derivation"))),
-            ("CTRA threshold source", _text(ctra_doc.get("threshold_source"))),
+            ("CTRA", ctra.derivation),
+            ("CTRA threshold source", ctra.threshold_source),
         ]
         sections.append(("Lesion measures from the scan (Mirels items, ACI, CTRA)",
                          tuple((k, v) for k, v in rows if v)))
 
-    crit = _dict(result.get("failure_criterion"))
-    t_lim, c_lim = _num(crit.get("tension_limit")), _num(crit.get("compression_limit"))
+    crit = result.failure_criterion
+    t_lim, c_lim = crit.tension_limit, crit.compression_limit
     rows = [
         ("tension limit", f"{100 * t_lim:.2f} % principal strain" if t_lim else ""),
         ("compression limit", f"{100 * c_lim:.2f} % principal strain" if c_lim else ""),
-        ("averaging patch", f"{_plain(crit.get('patch_area_mm2'))} mm²"
-         if _num(crit.get("patch_area_mm2")) else ""),
-        ("excluded", _text(crit.get("excluded"))),
-        ("source", _text(crit.get("source"))),
+        ("averaging patch", f"{_plain(crit.patch_area_mm2)} mm²"
+         if crit.patch_area_mm2 else ""),
+        ("excluded", crit.excluded),
+        ("source", crit.source),
     ]
     sections.append(("Failure criterion (linear, onset of failure)",
                      tuple((k, v) for k, v in rows if v)))
 
-    bc = _dict(result.get("boundary_conditions"))
-    rows = [("fixation", _text(bc.get("fixed"))), ("load application", _text(bc.get("load")))]
+    bc = result.boundary_conditions
+    rows = [("fixation", bc.fixed), ("load application", bc.load)]
     sources: list[str] = []
-    for case in result.get("cases", []) if isinstance(result.get("cases"), list) else []:
-        definition = _dict(_dict(case).get("load_definition"))
-        src = _text(definition.get("source"))
-        name = _text(definition.get("name"))
-        magnitude = _num(definition.get("magnitude_bw"))
-        magnitude_n = _num(definition.get("magnitude_N"))
+    for case in result.cases:
+        definition = case.load_definition
+        src, name = definition.source, definition.name
+        magnitude, magnitude_n = definition.magnitude_bw, definition.magnitude_N
         size = (f"{magnitude:g} × BW" if magnitude is not None else
                 f"{magnitude_n:g} N" if magnitude_n is not None else "")
         if name and f"load case {name}" not in (r[0] for r in rows):
@@ -754,45 +722,43 @@ def _provenance(result: Mapping[str, Any], probability: ProbabilityView | None,
             sources.append(src)
     sections.append(("Loads and boundary conditions", tuple((k, v) for k, v in rows if v)))
 
-    mesh, solver = _dict(result.get("mesh")), _dict(result.get("solver"))
-    quality = _dict(mesh.get("quality"))
+    mesh, solver = result.mesh, result.solver
     rows = [
-        ("nodes / elements", f"{_plain(mesh.get('num_nodes'))} / {_plain(mesh.get('num_cells'))}"),
-        ("lesion elements", _plain(mesh.get("num_lesion_cells"))),
-        ("element order", _plain(mesh.get("order"))),
-        ("smallest dihedral angle", f"{_num(quality.get('min_dihedral_deg')) or 0:.1f} deg"
-         if _num(quality.get("min_dihedral_deg")) else ""),
-        ("degrees of freedom", _plain(solver.get("num_dofs"))),
-        ("MPI ranks", _plain(solver.get("mpi_ranks"))),
-        ("solver iterations", _plain(solver.get("iterations"))),
-        ("PETSc options", _plain(solver.get("petsc_options"))),
+        ("nodes / elements", f"{_plain(mesh.num_nodes)} / {_plain(mesh.num_cells)}"),
+        ("lesion elements", _plain(mesh.num_lesion_cells)),
+        ("element order", _plain(mesh.order)),
+        ("smallest dihedral angle", f"{mesh.min_dihedral_deg:.1f} deg"
+         if mesh.min_dihedral_deg else ""),
+        ("degrees of freedom", _plain(solver.num_dofs)),
+        ("MPI ranks", _plain(solver.mpi_ranks)),
+        ("solver iterations", _plain(solver.iterations)),
+        ("PETSc options", _plain(solver.petsc_options)),
     ]
     sections.append(("Mesh and solver", tuple((k, v) for k, v in rows if v and v != "not set")))
 
-    lm = _dict(result.get("landmarks"))
-    rows = [(label, _plain(lm.get(key)) + unit) for label, key, unit in (
-        ("side", "side", ""), ("head radius", "head_radius_mm", " mm"),
-        ("neck-shaft angle", "neck_shaft_angle_deg", " deg"),
-        ("anteversion", "anteversion_deg", " deg"),
-        ("femur length in the image", "length_along_shaft_mm", " mm"),
-        ("coordinate convention", "convention", "")) if lm.get(key) is not None]
+    lm = result.landmarks
+    rows = [(label, _plain(value) + unit) for label, value, unit in (
+        ("side", lm.side, ""), ("head radius", lm.head_radius_mm, " mm"),
+        ("neck-shaft angle", lm.neck_shaft_angle_deg, " deg"),
+        ("anteversion", lm.anteversion_deg, " deg"),
+        ("femur length in the image", lm.length_along_shaft_mm, " mm"),
+        ("coordinate convention", lm.convention, "")) if value is not None]
     if rows:
         sections.append(("Landmarks", tuple(rows)))
 
     if probability is not None and probability.model:
         sections.append(("Fracture-probability model (risk calibration)", probability.model))
 
-    sections.append(("Configuration (every parameter)", tuple(_config_rows(
-        result.get("config"))) or (("configuration", "not recorded in result.json"),)))
+    config = tuple((key, _plain(value)) for key, value in result.provenance.config_values())
+    sections.append(("Configuration (every parameter)",
+                     config or (("configuration", "not recorded in result.json"),)))
 
-    versions = _dict(result.get("versions"))
-    rows = [(str(k), str(v)) for k, v in versions.items() if isinstance(v, str)]
-    machine = _dict(result.get("machine"))
-    if _text(machine.get("platform")):
-        rows.append(("platform", _text(machine.get("platform"))))
-    total = _num(_dict(result.get("timings_s")).get("total"))
-    if total is not None:
-        rows.append(("run time", f"{total:.1f} s"))
+    prov = result.provenance
+    rows = [(str(k), str(v)) for k, v in prov.versions.items() if isinstance(v, str)]
+    if prov.platform:
+        rows.append(("platform", prov.platform))
+    if prov.run_time_s is not None:
+        rows.append(("run time", f"{prov.run_time_s:.1f} s"))
     sections.append(("Software (versions that computed the result)",
                      tuple(rows) or (("versions", "not recorded in result.json"),)))
     return sections
@@ -830,28 +796,24 @@ def collect_report_data(
         ReportError: If the result holds no failure load.
     """
     typed = _typed(result)
-    result = typed.to_dict()  # descriptive records (provenance), read by name below
     cases = _cases(typed)
     governing = next(c for c in cases if c.name == typed.governing.load_case)
-    sources = _risk_sources(result, risk)
-    aci = _num(_as_plain(sources.get("aci_mm")))
-    probability = _probability_view(sources.get("fracture_probability"))
-    calibration, default_cal = _calibration_rows(result)
+    mirels, aci, ctra, probability = _scores(typed, risk)
+    calibration, default_cal = _calibration_rows(typed)
     point = tuple(typed.governing.critical_point_mm)
     when = generated or datetime.now(UTC)
-    side = _dict(result.get("landmarks")).get("side")
     return ReportData(
         case_id=typed.case_id or "case",
         body_mass_kg=typed.body_mass_kg,
         cases=tuple(cases),
         governing=governing,
         critical_point_mm=point,
-        mirels=_mirels_view(sources.get("mirels")),
+        mirels=mirels,
         aci_mm=aci if aci is not None and aci >= 0.0 else None,
-        ctra=_ctra_view(sources.get("ctra", sources.get("ctra_reduction"))),
+        ctra=ctra,
         probability=probability,
         calibration=tuple(calibration),
-        provenance=tuple(_provenance(result, probability, result_sha256)),
+        provenance=tuple(_provenance(typed, probability, result_sha256)),
         warnings=typed.warnings,
         picture_png=picture_png,
         result_sha256=result_sha256,
@@ -859,7 +821,7 @@ def collect_report_data(
         report_version=__version__,
         default_calibration=default_cal,
         validity_banner=_validity_banner(typed),
-        side=side if side in ("left", "right") else None,
+        side=typed.landmarks.side,
         failure_see_N=typed.failure_load_see_N,
         slices_png=None if ct_slices is None else ct_slices[0],
         slices_caption="" if ct_slices is None else ct_slices[1],
@@ -2042,7 +2004,7 @@ def _slices(result: StrengthResult) -> tuple[bytes, str] | None:
     """CT slices through the failure point, when the analysed CT is still there unchanged."""
     from osteofe.report_page1 import analysed_ct, ct_slices_png
 
-    ct = analysed_ct(result.provenance.inputs)
+    ct = analysed_ct(result.provenance.files.get("ct"))
     if ct is None:
         return None
     try:
@@ -2138,15 +2100,15 @@ def make_report(
         from osteofe.report_page1 import check_same_scan
 
         typed = _typed(read_result(result_dir)[0])
-        check_same_scan(typed.records.get("ct_fingerprint"), read_ct(dicom_study),
+        check_same_scan(typed.ct_fingerprint, read_ct(dicom_study),
                         f"--dicom-study {dicom_study}")
     paths = write_report(result_dir, out_dir, risk=risk)
     if dicom_study is not None:
         from osteofe.dicom_export import export_dicom
 
-        result, _ = read_result(result_dir)
+        case_id = _typed(read_result(result_dir)[0]).case_id
         paths["dicom"] = export_dicom(
             paths["pdf"], dicom_study, paths["pdf"].with_name("report.dcm"),
-            case_id=_text(result.get("case_id"), "case"),
+            case_id=case_id or "case",
             include_patient_identifiers=include_patient_identifiers, retain_uids=retain_uids)
     return paths

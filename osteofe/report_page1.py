@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from meshing.errors import InputError
 from meshing.types import CTVolume
+from osteofe.result import CtFingerprint, InputFile
 
 __all__ = ["check_same_scan", "ct_fingerprint", "ct_slices_png", "plain_sentence"]
 
@@ -65,7 +65,7 @@ def ct_fingerprint(ct: CTVolume) -> dict[str, Any]:
     }
 
 
-def check_same_scan(recorded: Mapping[str, Any] | None, ct: CTVolume, where: str) -> None:
+def check_same_scan(recorded: CtFingerprint | None, ct: CTVolume, where: str) -> None:
     """Refuse a CT that is not the analysed one.
 
     The geometry must agree (voxel counts exactly, voxel sizes to 0.5 %, the world bounding
@@ -73,32 +73,33 @@ def check_same_scan(recorded: Mapping[str, Any] | None, ct: CTVolume, where: str
     of the standard deviation): conversion keeps them, another scan or series does not.
 
     Args:
-        recorded: ``ct_fingerprint`` of result.json (None: an older result without it).
+        recorded: The result's ``ct_fingerprint`` (None: an older result without it).
         ct: The CT to check, e.g. read from the DICOM study.
         where: How to name that CT in the message.
 
     Raises:
         InputError: naming what differs, or that the result holds no fingerprint.
     """
-    if not recorded:
+    if recorded is None:
         raise InputError(
             f"result.json records no fingerprint of the analysed CT to check {where} against",
             hint="rerun `osteofe strength` with this osteofe version, then the report")
-    now = ct_fingerprint(ct)
-    spacing = min(now["spacing_mm_sorted"])
+    now = CtFingerprint.from_dict(ct_fingerprint(ct))
+    spacing = min(now.spacing_mm_sorted)
     problems = []
-    if now["shape_sorted"] != list(recorded["shape_sorted"]):
-        problems.append(f"voxel counts {now['shape_sorted']} vs {recorded['shape_sorted']}")
-    if not np.allclose(now["spacing_mm_sorted"], recorded["spacing_mm_sorted"], rtol=5e-3):
-        problems.append(f"voxel sizes {now['spacing_mm_sorted']} vs "
-                        f"{recorded['spacing_mm_sorted']} mm")
-    if not np.allclose(now["bounds_mm"], recorded["bounds_mm"], atol=spacing):
+    if now.shape_sorted != recorded.shape_sorted:
+        problems.append(f"voxel counts {list(now.shape_sorted)} vs "
+                        f"{list(recorded.shape_sorted)}")
+    if not np.allclose(now.spacing_mm_sorted, recorded.spacing_mm_sorted, rtol=5e-3):
+        problems.append(f"voxel sizes {list(now.spacing_mm_sorted)} vs "
+                        f"{list(recorded.spacing_mm_sorted)} mm")
+    if not np.allclose(now.bounds_mm, recorded.bounds_mm, atol=spacing):
         problems.append("the scanned region (world bounds) differs")
-    scale = max(float(recorded["hu_std"]), 1.0)
-    if (abs(now["hu_mean"] - recorded["hu_mean"]) > 0.02 * scale
-            or abs(now["hu_std"] - recorded["hu_std"]) > 0.02 * scale):
-        problems.append(f"HU mean/std {now['hu_mean']:.1f}/{now['hu_std']:.1f} vs "
-                        f"{recorded['hu_mean']:.1f}/{recorded['hu_std']:.1f}")
+    scale = max(recorded.hu_std, 1.0)
+    if (abs(now.hu_mean - recorded.hu_mean) > 0.02 * scale
+            or abs(now.hu_std - recorded.hu_std) > 0.02 * scale):
+        problems.append(f"HU mean/std {now.hu_mean:.1f}/{now.hu_std:.1f} vs "
+                        f"{recorded.hu_mean:.1f}/{recorded.hu_std:.1f}")
     if problems:
         raise InputError(f"{where} is not the CT that was analysed: " + "; ".join(problems),
                          hint="give the DICOM series the strength was computed from")
@@ -236,18 +237,16 @@ def plain_sentence(side: str | None, case: str, failure_n: float, see_n: float |
     return text + "."
 
 
-def analysed_ct(inputs: Mapping[str, Any] | None) -> CTVolume | None:
+def analysed_ct(ct_file: InputFile | None) -> CTVolume | None:
     """The analysed CT when its recorded file is still there unchanged, else None."""
     from meshing.imaging import read_ct
     from osteofe.outputs import sha256_file
 
-    entry = (inputs or {}).get("ct") or {}
-    path = entry.get("path")
-    if not path or not Path(path).exists():
+    if ct_file is None or not ct_file.path or not Path(ct_file.path).exists():
         return None
     try:
-        if sha256_file(path) != entry.get("sha256"):
+        if sha256_file(ct_file.path) != ct_file.sha256:
             return None
-        return read_ct(path)
+        return read_ct(ct_file.path)
     except (OSError, InputError):
         return None

@@ -82,6 +82,435 @@ def _need(doc: Mapping[str, Any], key: str, where: str) -> Any:
     return doc[key]
 
 
+# -- descriptive records, read once into typed views ----------------------------------------
+#
+# The records are written back unchanged (``records`` / ``extras`` / ``record``); the views
+# below are what every consumer reads. A field a record does not hold reads as None / "".
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (bools, strings and non-finite values are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _int(value: Any) -> int | None:
+    """An int, or None (bools and other types are not)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+class _CarriesRecord:
+    """A typed view that writes its whole JSON record back unchanged (``record``)."""
+
+    record: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as it was read or measured (JSON-plain)."""
+        return json_plain(self.record)
+
+
+def _reference(doc: Any) -> str:
+    """The printed reference of a :class:`core.citation.Citation` record (else its key)."""
+    src = _map(doc)
+    return _text(src.get("reference")) or _text(src.get("key"))
+
+
+@dataclass(frozen=True)
+class NonlinearResult(_CarriesRecord):
+    """The nonlinear analysis of one load case (:mod:`fea.plasticity`, :mod:`fea.nonlinear`).
+
+    Attributes:
+        failure_load_N: Peak of the force-displacement curve, N (``failure_load_N``, else
+            ``peak_force_N``), or None when the record holds no positive load.
+        failure_load_BW: The same in body weights, as recorded, or None.
+        load_to_strength_ratio: Applied load / nonlinear failure load, as recorded, or None.
+        peak_reached: Whether the curve passed its peak, or None when not recorded.
+        notes: The analysis' notes (why a peak may not be reached, ...).
+        record: The whole record (curve summary, increments, material), written back
+            unchanged.
+    """
+
+    failure_load_N: float | None
+    failure_load_BW: float | None = None
+    load_to_strength_ratio: float | None = None
+    peak_reached: bool | None = None
+    notes: tuple[str, ...] = ()
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> NonlinearResult:
+        """From a case's ``nonlinear`` record."""
+        load = _num(doc.get("failure_load_N")) or _num(doc.get("peak_force_N"))
+        peak = doc.get("peak_reached")
+        notes = doc.get("notes")
+        return cls(
+            failure_load_N=load if load is not None and load > 0.0 else None,
+            failure_load_BW=_num(doc.get("failure_load_BW")),
+            load_to_strength_ratio=_num(doc.get("load_to_strength_ratio")),
+            peak_reached=peak if isinstance(peak, bool) else None,
+            notes=((notes,) if isinstance(notes, str) else tuple(
+                n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()),
+            record=dict(doc))
+
+
+@dataclass(frozen=True)
+class LoadDefinition:
+    """How a load case's force was defined (the case's ``load_definition`` record).
+
+    Attributes:
+        name: The case's name in the load library.
+        magnitude_bw: Magnitude in body weights, or None when given in newtons.
+        magnitude_N: Magnitude in newtons, or None when given in body weights.
+        source: Where the load comes from (citation text).
+    """
+
+    name: str = ""
+    magnitude_bw: float | None = None
+    magnitude_N: float | None = None
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> LoadDefinition:
+        """From the ``load_definition`` record (absent: all empty)."""
+        d = _map(doc)
+        return cls(_text(d.get("name")), _num(d.get("magnitude_bw")), _num(d.get("magnitude_N")),
+                   _text(d.get("source")))
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file of the analysis and its SHA-256 (provenance ``inputs``)."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MaterialRecord:
+    """The CT-to-modulus chain of the run (the ``material`` record).
+
+    Attributes:
+        calibration_name: Name of the CT density calibration.
+        calibration_line: The calibration line as text.
+        calibration_material: Phantom material of the calibration.
+        calibration_source: Where the calibration comes from.
+        calibration_fit: Numbers of the phantom fit (slope, intercept, r2, ...), if fitted.
+        qct_to_ash: CT density to ash density relation, text.
+        qct_to_ash_source: Its reference.
+        ash_to_app: Ash to apparent density relation, text.
+        ash_to_app_source: Its reference.
+        law_formula: Density-modulus law, text.
+        law_source: Its reference.
+        poisson_ratio: Poisson's ratio, or None.
+        E_floor_MPa: Modulus floor, MPa, or None.
+        fraction_outside_law: Fraction of elements outside the law's density range, or None.
+    """
+
+    calibration_name: str = ""
+    calibration_line: str = ""
+    calibration_material: str = ""
+    calibration_source: str = ""
+    calibration_fit: Mapping[str, float] = field(default_factory=dict)
+    qct_to_ash: str = ""
+    qct_to_ash_source: str = ""
+    ash_to_app: str = ""
+    ash_to_app_source: str = ""
+    law_formula: str = ""
+    law_source: str = ""
+    poisson_ratio: float | None = None
+    E_floor_MPa: float | None = None
+    fraction_outside_law: float | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> MaterialRecord:
+        """From the ``material`` record (``model`` and ``summary``, as the pipeline writes)."""
+        model = _map(_map(doc).get("model"))
+        cal = _map(model.get("calibration"))
+        chain, law = _map(model.get("density_chain")), _map(model.get("law"))
+        fit = {k: n for k, v in _map(cal.get("fit")).items() if (n := _num(v)) is not None}
+        extrap = _map(_map(_map(_map(doc).get("summary")).get("description"))
+                      .get("law_extrapolation"))
+        return cls(
+            calibration_name=_text(cal.get("name")), calibration_line=_text(cal.get("line")),
+            calibration_material=_text(cal.get("material")),
+            calibration_source=_text(cal.get("source")), calibration_fit=fit,
+            qct_to_ash=_text(chain.get("qct_to_ash")),
+            qct_to_ash_source=_reference(chain.get("qct_to_ash_source")),
+            ash_to_app=_text(chain.get("ash_to_app")),
+            ash_to_app_source=_reference(chain.get("ash_to_app_source")),
+            law_formula=_text(law.get("formula")), law_source=_reference(law.get("source")),
+            poisson_ratio=_num(model.get("poisson_ratio")),
+            E_floor_MPa=_num(model.get("E_floor_MPa")),
+            fraction_outside_law=_num(extrap.get("fraction_outside")))
+
+
+@dataclass(frozen=True)
+class LandmarksRecord:
+    """The femur's landmarks as the report shows them (the ``landmarks`` record).
+
+    Attributes:
+        side: ``"left"`` or ``"right"``, or None when not recorded.
+        head_radius_mm: Femoral head radius, mm.
+        neck_shaft_angle_deg: Neck-shaft angle, degrees.
+        anteversion_deg: Anteversion, degrees.
+        length_along_shaft_mm: Femur length in the image along the shaft, mm.
+        convention: Coordinate convention of the scanner axes (``"LPS"``).
+    """
+
+    side: str | None = None
+    head_radius_mm: float | None = None
+    neck_shaft_angle_deg: float | None = None
+    anteversion_deg: float | None = None
+    length_along_shaft_mm: float | None = None
+    convention: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> LandmarksRecord:
+        """From the ``landmarks`` record."""
+        d = _map(doc)
+        side = d.get("side")
+        return cls(side=side if side in ("left", "right") else None,
+                   head_radius_mm=_num(d.get("head_radius_mm")),
+                   neck_shaft_angle_deg=_num(d.get("neck_shaft_angle_deg")),
+                   anteversion_deg=_num(d.get("anteversion_deg")),
+                   length_along_shaft_mm=_num(d.get("length_along_shaft_mm")),
+                   convention=_text(d.get("convention")) or None)
+
+
+@dataclass(frozen=True)
+class MeshRecord:
+    """Size and quality of the mesh (the ``mesh`` record).
+
+    Attributes:
+        num_nodes: Nodes.
+        num_cells: Tetrahedra.
+        num_lesion_cells: Tetrahedra tagged as lesion.
+        order: Geometric order (1 linear, 2 quadratic).
+        min_dihedral_deg: Smallest dihedral angle, degrees.
+    """
+
+    num_nodes: int | None = None
+    num_cells: int | None = None
+    num_lesion_cells: int | None = None
+    order: int | None = None
+    min_dihedral_deg: float | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> MeshRecord:
+        """From the ``mesh`` record."""
+        d = _map(doc)
+        return cls(_int(d.get("num_nodes")), _int(d.get("num_cells")),
+                   _int(d.get("num_lesion_cells")), _int(d.get("order")),
+                   _num(_map(d.get("quality")).get("min_dihedral_deg")))
+
+
+@dataclass(frozen=True)
+class SolverRecord:
+    """The linear solver of the run (the ``solver`` record).
+
+    Attributes:
+        num_dofs: Degrees of freedom.
+        mpi_ranks: MPI ranks.
+        iterations: Krylov iterations per load case.
+        petsc_options: The PETSc options used.
+    """
+
+    num_dofs: int | None = None
+    mpi_ranks: int | None = None
+    iterations: Mapping[str, int] = field(default_factory=dict)
+    petsc_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> SolverRecord:
+        """From the ``solver`` record."""
+        d = _map(doc)
+        return cls(_int(d.get("num_dofs")), _int(d.get("mpi_ranks")),
+                   {str(k): v for k, v in _map(d.get("iterations")).items()
+                    if _int(v) is not None},
+                   dict(_map(d.get("petsc_options"))))
+
+
+@dataclass(frozen=True)
+class FailureCriterionRecord:
+    """The strain criterion of the run (the ``failure_criterion`` record).
+
+    Attributes:
+        tension_limit: Principal-strain limit in tension.
+        compression_limit: Principal-strain limit in compression (magnitude).
+        patch_area_mm2: Averaging patch area, mm^2, where recorded.
+        excluded: Which surface is excluded, text.
+        source: Where the limits come from.
+    """
+
+    tension_limit: float | None = None
+    compression_limit: float | None = None
+    patch_area_mm2: float | None = None
+    excluded: str = ""
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> FailureCriterionRecord:
+        """From the ``failure_criterion`` record."""
+        d = _map(doc)
+        return cls(_num(d.get("tension_limit")), _num(d.get("compression_limit")),
+                   _num(d.get("patch_area_mm2")), _text(d.get("excluded")),
+                   _text(d.get("source")))
+
+
+@dataclass(frozen=True)
+class BoundaryRecord:
+    """The fixation and load application of the run (``boundary_conditions`` record).
+
+    Attributes:
+        fixed: How the femur is fixed, text (the record's ``fixed`` entry).
+        load: How the load is applied, text.
+    """
+
+    fixed: str = ""
+    load: str = ""
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> BoundaryRecord:
+        """From the ``boundary_conditions`` record."""
+        d = _map(doc)
+        return cls(_text(d.get("fixed")), _text(d.get("load")))
+
+
+@dataclass(frozen=True)
+class CtFingerprint:
+    """What identifies the analysed CT without its pixels (the ``ct_fingerprint`` record).
+
+    Written by :func:`osteofe.report_page1.ct_fingerprint`.
+
+    Attributes:
+        shape_sorted: The image's shape, sorted.
+        spacing_mm_sorted: Voxel spacing, sorted, mm.
+        bounds_mm: (2, 3) lowest and highest world corner, mm.
+        hu_mean: Mean HU of the image.
+        hu_std: Standard deviation of the HU.
+    """
+
+    shape_sorted: tuple[int, ...]
+    spacing_mm_sorted: tuple[float, ...]
+    bounds_mm: tuple[tuple[float, ...], ...]
+    hu_mean: float
+    hu_std: float
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> CtFingerprint:
+        """From a ``ct_fingerprint`` record."""
+        return cls(tuple(int(n) for n in doc["shape_sorted"]),
+                   _floats(doc["spacing_mm_sorted"]),
+                   tuple(_floats(row) for row in doc["bounds_mm"]),
+                   float(doc["hu_mean"]), float(doc["hu_std"]))
+
+
+@dataclass(frozen=True)
+class MirelsItemRecord:
+    """One item of a Mirels score as recorded (:meth:`risk.mirels.MirelsItem.to_dict`)."""
+
+    name: str
+    points: int | None
+    category: str = ""
+    derivation: str = ""
+
+
+@dataclass(frozen=True)
+class MirelsRecord:
+    """A Mirels score as recorded (:meth:`risk.mirels.MirelsScore.to_dict`).
+
+    Attributes:
+        items: The items as recorded (a dict by name or a list), in that order.
+        total: The total, or None (an item such as pain not given).
+        total_range: (lowest, highest) totals possible without the missing items, or None.
+        pain: Why the pain item is missing, where recorded.
+        recommendation: Mirels' recommendation, or None.
+    """
+
+    items: tuple[MirelsItemRecord, ...] = ()
+    total: int | None = None
+    total_range: tuple[int, int] | None = None
+    pain: str = ""
+    recommendation: str | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> MirelsRecord:
+        """From a ``mirels`` record (a mapping; anything else reads as empty)."""
+        d = _map(doc)
+        raw = d.get("items")
+        listed = list(raw.values()) if isinstance(raw, Mapping) else \
+            raw if isinstance(raw, list) else []
+        items = tuple(MirelsItemRecord(_text(i.get("name")), _int(i.get("points")),
+                                       _text(i.get("category")), _text(i.get("derivation")))
+                      for i in map(_map, listed))
+        rng = d.get("total_range")
+        total_range = ((int(rng[0]), int(rng[1])) if isinstance(rng, list) and len(rng) == 2
+                       and all(_int(v) is not None for v in rng) else None)
+        rec = d.get("recommendation")
+        return cls(items, _int(d.get("total")), total_range, _text(d.get("pain")),
+                   rec if isinstance(rec, str) else None)
+
+
+@dataclass(frozen=True)
+class CtraRecord:
+    """A CT-based rigidity analysis as recorded (:mod:`material.rigidity`; or a bare loss).
+
+    Attributes:
+        max_reduction: Largest rigidity loss per measure (``EA``, ``EI_min``, ``GJ``), 0-1.
+        governing: The measure with the largest loss, or "".
+        stated_loss: A loss given directly (``rigidity_loss``, ``reduction``,
+            ``ctra_reduction``, ``loss`` or ``value``), fraction or percent, or None.
+        measure: Which rigidity a directly given loss is (``measure`` or ``kind``), or "".
+        threshold: High-risk threshold, fraction, where recorded.
+        high_risk: The analysis' verdict, where recorded.
+        derivation: One-line account of the analysis.
+        reference_description: What the lesioned bone was compared with.
+        threshold_source: Citation of the threshold.
+    """
+
+    max_reduction: Mapping[str, float] = field(default_factory=dict)
+    governing: str = ""
+    stated_loss: float | None = None
+    measure: str = ""
+    threshold: float | None = None
+    high_risk: bool | None = None
+    derivation: str = ""
+    reference_description: str = ""
+    threshold_source: str = ""
+
+    @property
+    def governing_loss(self) -> float | None:
+        """The loss of the governing measure, or None."""
+        return self.max_reduction.get(self.governing)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> CtraRecord:
+        """From a ``ctra`` record (a mapping; anything else reads as empty)."""
+        d = _map(doc)
+        stated = next((n for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss",
+                                     "value") if (n := _num(d.get(key))) is not None), None)
+        high = d.get("high_risk")
+        return cls(
+            max_reduction={str(k): n for k, v in _map(d.get("max_reduction")).items()
+                           if (n := _num(v)) is not None},
+            governing=_text(d.get("governing")), stated_loss=stated,
+            measure=_text(d.get("measure") or d.get("kind")), threshold=_num(d.get("threshold")),
+            high_risk=high if isinstance(high, bool) else None,
+            derivation=_text(d.get("derivation")),
+            reference_description=_text(d.get("reference_description")),
+            threshold_source=_text(d.get("threshold_source")))
+
+
 @dataclass(frozen=True)
 class SweepResult:
     """Failure load over a cone of load directions around a case's nominal direction.
@@ -158,10 +587,10 @@ class CaseResult:
         peak_tension_strain: Largest averaged max principal strain under the applied load.
         peak_compression_strain: Most negative averaged min principal strain (negative).
         sweep: Failure load over a cone of directions (``--sweep``), or ``None``.
-        nonlinear: The case's nonlinear (Keyak 2005 softening) record, or ``None``; owned by
-            :mod:`fea.nonlinear` and carried as written.
+        nonlinear: The case's nonlinear (Keyak 2005 softening) analysis, or ``None``.
         extras: Further JSON fields of the case record (load patch, force vector, reactions,
             solver statistics, load definition), written back unchanged.
+        load_definition: How the case's force was defined (read from ``extras``).
     """
 
     load_case: str
@@ -174,14 +603,18 @@ class CaseResult:
     peak_tension_strain: float
     peak_compression_strain: float
     sweep: SweepResult | None = None
-    nonlinear: Mapping[str, Any] | None = None
+    nonlinear: NonlinearResult | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    load_definition: LoadDefinition = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # JSON-plain copies: the object equals its own round trip through result.json.
         object.__setattr__(self, "extras", json_plain(self.extras))
         if self.nonlinear is not None:
-            object.__setattr__(self, "nonlinear", json_plain(self.nonlinear))
+            object.__setattr__(self, "nonlinear",
+                               replace(self.nonlinear, record=json_plain(self.nonlinear.record)))
+        object.__setattr__(self, "load_definition",
+                           LoadDefinition.from_dict(self.extras.get("load_definition")))
 
     @property
     def load_to_strength_ratio(self) -> float:
@@ -215,7 +648,7 @@ class CaseResult:
         if self.sweep is not None:
             doc["direction_sweep"] = self.sweep.to_dict(body_weight_n)
         if self.nonlinear is not None:
-            doc["nonlinear"] = json_plain(self.nonlinear)
+            doc["nonlinear"] = self.nonlinear.to_dict()
         return doc
 
     @classmethod
@@ -235,7 +668,8 @@ class CaseResult:
             peak_tension_strain=float(doc.get("peak_tension_strain", math.nan)),
             peak_compression_strain=float(doc.get("peak_compression_strain", math.nan)),
             sweep=None if sweep is None else SweepResult.from_dict(sweep),
-            nonlinear=None if doc.get("nonlinear") is None else dict(doc["nonlinear"]),
+            nonlinear=(None if doc.get("nonlinear") is None
+                       else NonlinearResult.from_dict(doc["nonlinear"])),
             extras={k: v for k, v in doc.items() if k not in _CASE_TYPED},
         )
 
@@ -258,7 +692,7 @@ class WeakestLoad:
 
 
 @dataclass(frozen=True)
-class LesionMeasures:
+class LesionMeasures(_CarriesRecord):
     """Scan-derived lesion measures next to the FE strength (pipeline's ``lesion_risk``).
 
     Attributes:
@@ -269,6 +703,15 @@ class LesionMeasures:
         mirels_total: Mirels total, 4-12, or ``None`` while the pain item is not given.
         mirels_total_range: (low, high) totals possible without the pain item, or ``None``.
         mirels_recommendation: ``"fix"``, ``"judgement"``, ``"irradiate"`` or ``None``.
+        mirels: The Mirels score with its items, or ``None`` when not scored.
+        ctra: The CT-based rigidity analysis, or ``None`` when not run.
+        kind: Lesion type (``"lytic"``, ``"blastic"``, ``"mixed"``), or "".
+        kind_rule: The rule that decided the type.
+        site: Lesion site (``"peritrochanteric"``, ...), or "".
+        site_rule: The rule that decided the site.
+        size_fraction: Lesion size as a fraction of ``size_basis``, or ``None``.
+        size_basis: What the size is a fraction of (``"diameter"``, ``"cortex"``).
+        circumferential_fraction: Largest circumferential cortical involvement, 0-1.
         record: The whole record (lesion geometry, Mirels items and their derivation, CTRA
             per section), written back unchanged.
     """
@@ -279,6 +722,15 @@ class LesionMeasures:
     mirels_total: int | None
     mirels_total_range: tuple[int, int] | None
     mirels_recommendation: str | None
+    mirels: MirelsRecord | None = None
+    ctra: CtraRecord | None = None
+    kind: str = ""
+    kind_rule: str = ""
+    site: str = ""
+    site_rule: str = ""
+    size_fraction: float | None = None
+    size_basis: str = ""
+    circumferential_fraction: float | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -288,34 +740,56 @@ class LesionMeasures:
         reductions = ((doc.get("ctra") or {}).get("max_reduction") or {})
         rng = mirels.get("total_range")
         total = mirels.get("total")
+        lesion = _map(doc.get("lesion"))
         return cls(
             aci_mm=float(doc["aci_mm"]), aci_high_risk=bool(doc.get("aci_high_risk")),
             ctra_max_reduction=(float(max(reductions.values())) if reductions else None),
             mirels_total=None if total is None else int(total),
             mirels_total_range=None if rng is None else (int(rng[0]), int(rng[1])),
             mirels_recommendation=mirels.get("recommendation"),
+            mirels=MirelsRecord.from_dict(mirels) if isinstance(mirels, Mapping) else None,
+            ctra=CtraRecord.from_dict(doc["ctra"]) if isinstance(doc.get("ctra"), Mapping)
+            else None,
+            kind=_text(lesion.get("kind")),
+            kind_rule=_text(_map(lesion.get("kind_evidence")).get("rule")),
+            site=_text(lesion.get("site")),
+            site_rule=_text(_map(lesion.get("site_evidence")).get("rule")),
+            size_fraction=_num(lesion.get("size_fraction")),
+            size_basis=_text(lesion.get("size_basis")),
+            circumferential_fraction=_num(_map(lesion.get("involvement"))
+                                          .get("circumferential_fraction")),
             record=dict(doc))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``lesion_risk`` record (as it was read or measured)."""
-        return json_plain(self.record)
 
 
 @dataclass(frozen=True)
-class FractureProbability:
+class FractureProbability(_CarriesRecord):
     """A fitted risk model's fracture probability for this femur.
 
     Attributes:
         probability: Point estimate, 0-1.
         model: Path or description of the model file.
         interval: (lower, upper) interval when the model carries uncertainty, else ``None``.
+        level: Confidence level of the interval, where recorded.
+        model_record: The model's own description when the record holds one (name, kind,
+            training, coefficients: :mod:`risk.calibration`'s JSON), else empty.
         record: The whole record (features, notes, contributions), written back unchanged.
     """
 
     probability: float
     model: str
     interval: tuple[float, float] | None
+    level: float | None = None
+    model_record: Mapping[str, Any] = field(default_factory=dict)
     record: Mapping[str, Any] = field(default_factory=dict)
+
+    def details(self) -> tuple[str, ...]:
+        """Horizon risk, per-feature contributions and the training record, one line each.
+
+        Formatted by :func:`risk.presentation.probability_details`.
+        """
+        from risk.presentation import probability_details
+
+        return probability_details(self.record)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any] | float) -> FractureProbability:
@@ -331,12 +805,10 @@ class FractureProbability:
             interval = (float(raw[0]), float(raw[1]))
         elif doc.get("lower") is not None and doc.get("upper") is not None:
             interval = (float(doc["lower"]), float(doc["upper"]))
+        described = doc.get("model", doc.get("calibration"))
         return cls(probability=float(doc["probability"]), model=str(doc.get("model", "")),
-                   interval=interval, record=dict(doc))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``fracture_probability`` record."""
-        return json_plain(self.record)
+                   interval=interval, level=_num(doc.get("level")),
+                   model_record=dict(_map(described)), record=dict(doc))
 
 
 @dataclass(frozen=True)
@@ -380,6 +852,8 @@ class Provenance:
         config: Every configuration value, by section.
         timings_s: Wall time per stage, s.
         outputs: Files written with the result.
+        files: The inputs as :class:`InputFile` records, by name (read from ``inputs``; an
+            entry without a path and hash is left out).
     """
 
     inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -388,6 +862,37 @@ class Provenance:
     config: Mapping[str, Any] = field(default_factory=dict)
     timings_s: Mapping[str, float] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    files: Mapping[str, InputFile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", {
+            name: InputFile(_text(doc.get("path")), _text(doc.get("sha256")))
+            for name, doc in self.inputs.items() if isinstance(doc, Mapping)})
+
+    @property
+    def platform(self) -> str:
+        """The machine's platform string, or ""."""
+        return _text(self.machine.get("platform"))
+
+    @property
+    def run_time_s(self) -> float | None:
+        """Wall time of the whole run, s, or None when not recorded."""
+        return _num(self.timings_s.get("total"))
+
+    def config_values(self) -> tuple[tuple[str, Any], ...]:
+        """Every configuration value whose key osteofe's configuration defines.
+
+        Returns:
+            ``("section.key", value)`` pairs in the order of :class:`osteofe.config.Config`
+            (keys the configuration does not define, e.g. a stray patient name, are left out).
+        """
+        from osteofe.config import Config
+
+        rows: list[tuple[str, Any]] = []
+        for section, keys in Config().to_dict().items():
+            values = _map(self.config.get(section))
+            rows.extend((f"{section}.{key}", values[key]) for key in _map(keys) if key in values)
+        return tuple(rows)
 
 
 @dataclass(frozen=True)
@@ -410,8 +915,16 @@ class StrengthResult:
         records: The descriptive records (``mesh``, ``material``, ``landmarks``,
             ``load_frame``, ``discretisation``, ``boundary_conditions``,
             ``failure_criterion``, ``solver``, ``resources``, and any a later stage adds,
-            such as ``nonlinear`` or ``segmentation``), written back unchanged.
+            such as ``nonlinear`` or ``segmentation``), written back unchanged; consumers
+            read the typed views below instead.
         schema_version: Layout version of the serialisation (:data:`SCHEMA_VERSION`).
+        material: The CT-to-modulus chain (read from ``records``, like the views below).
+        landmarks: Side and the landmarks the report shows.
+        mesh: Mesh size and quality.
+        solver: Degrees of freedom, ranks, iterations, PETSc options.
+        failure_criterion: Strain limits and the excluded surface.
+        boundary_conditions: Fixation and load application.
+        ct_fingerprint: What identifies the analysed CT, or ``None`` when not recorded.
     """
 
     case_id: str
@@ -424,9 +937,26 @@ class StrengthResult:
     provenance: Provenance = field(default_factory=Provenance)
     records: Mapping[str, Any] = field(default_factory=dict)
     schema_version: str = SCHEMA_VERSION
+    material: MaterialRecord = field(init=False, repr=False, compare=False)
+    landmarks: LandmarksRecord = field(init=False, repr=False, compare=False)
+    mesh: MeshRecord = field(init=False, repr=False, compare=False)
+    solver: SolverRecord = field(init=False, repr=False, compare=False)
+    failure_criterion: FailureCriterionRecord = field(init=False, repr=False, compare=False)
+    boundary_conditions: BoundaryRecord = field(init=False, repr=False, compare=False)
+    ct_fingerprint: CtFingerprint | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "records", json_plain(self.records))
+        records = self.records
+        views: dict[str, Any] = {
+            "material": MaterialRecord, "landmarks": LandmarksRecord, "mesh": MeshRecord,
+            "solver": SolverRecord, "failure_criterion": FailureCriterionRecord,
+            "boundary_conditions": BoundaryRecord}
+        for name, view in views.items():  # read once, here
+            object.__setattr__(self, name, view.from_dict(records.get(name)))
+        fingerprint = records.get("ct_fingerprint")
+        object.__setattr__(self, "ct_fingerprint", CtFingerprint.from_dict(fingerprint)
+                           if isinstance(fingerprint, Mapping) else None)
         object.__setattr__(self, "provenance", Provenance(
             inputs=json_plain(self.provenance.inputs),
             versions=json_plain(self.provenance.versions),

@@ -217,8 +217,8 @@ def test_scores_and_nonlinear_in_result_json_are_shown(run_dir, tmp_path):
     shutil.copytree(run_dir, folder)
     result = json.loads((folder / "result.json").read_text())
     result["cases"][0]["nonlinear"] = {"failure_load_N": 8123.0, "peak_reached": True}
-    result["mirels"] = {"total": 8}
-    result["aci_mm"] = 12.0
+    result["lesion_risk"]["mirels"] = {"total": 8}  # where the pipeline writes the scores
+    result["lesion_risk"]["aci_mm"] = 12.0
     result["fracture_probability"] = 0.07
     (folder / "result.json").write_text(json.dumps(result))
     html = write_report(folder, tmp_path / "out")["html"].read_text(encoding="utf-8")
@@ -238,10 +238,10 @@ def test_identifiers_outside_the_whitelist_do_not_leak(run_dir, tmp_path):
     result["landmarks"]["patient"] = FAKE_NAME
     result["config"]["material"]["patient_name"] = FAKE_NAME
     result["cases"][0]["patient"] = FAKE_NAME
-    result["mirels"] = {"items": {n: {"name": n, "points": 2, "category": "x",
-                                      "derivation": "given by user", "patient": FAKE_NAME}
-                                  for n in ("site", "pain", "lesion", "size")},
-                        "total": 8, "patient": FAKE_NAME}
+    result["lesion_risk"]["mirels"] = {
+        "items": {n: {"name": n, "points": 2, "category": "x", "derivation": "given by user",
+                      "patient": FAKE_NAME} for n in ("site", "pain", "lesion", "size")},
+        "total": 8, "patient": FAKE_NAME}
     result["fracture_probability"] = {"probability": 0.2, "patient": FAKE_NAME,
                                       "model": {"model_kind": "logistic",
                                                 "path": f"/home/{FAKE_NAME}/model.json"}}

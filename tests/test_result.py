@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import tomllib
@@ -13,7 +14,15 @@ from conftest import lesion_phantom_run
 
 from meshing.errors import InputError
 from osteofe.cli import _summary_table
-from osteofe.result import METHOD_SEE_N, SCHEMA_VERSION, StrengthResult, schema, validate
+from osteofe.result import (
+    METHOD_SEE_N,
+    SCHEMA_VERSION,
+    CaseResult,
+    LesionMeasures,
+    StrengthResult,
+    schema,
+    validate,
+)
 
 pytestmark = pytest.mark.skip_in_parallel
 
@@ -128,3 +137,91 @@ def test_schema_ships_as_package_data():
     assert "result.schema.json" in config["tool"]["setuptools"]["package-data"]["osteofe"]
     assert "core" in config["tool"]["setuptools"]["packages"]
     assert schema()["properties"]["schema_version"]["pattern"].startswith("^1")
+
+
+#: Modules that consume a result: they read the typed records, never result.json's dicts.
+CONSUMERS = ("osteofe/report.py", "osteofe/report_page1.py", "osteofe/cohort.py",
+             "osteofe/benchmark.py", "osteofe/cli.py", "osteofe/api.py", "osteofe/insilico.py")
+#: The raw JSON carriers of the typed result (only the serialiser and the producer use them).
+RAW_CARRIERS = {"records", "extras", "record"}
+RAW_PROVENANCE = {"inputs", "config", "machine", "timings_s"}
+#: Calls that give a typed result (its variables must not be serialised or subscripted).
+RESULT_SOURCES = {"_typed", "load", "from_dict", "from_json", "run_strength", "load_result",
+                  "analyze"}
+
+
+def _typed_names(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Names that hold a typed result in ``function`` (annotated, or assigned from a call
+    that returns one)."""
+    typed: set[str] = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.arg) and node.annotation is not None \
+                and "StrengthResult" in ast.unparse(node.annotation):
+            typed.add(node.arg)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in RESULT_SOURCES:
+                typed.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return typed
+
+
+def _re_parsing(path: Path) -> list[str]:
+    """Where a consumer module reads a result through its JSON form instead of its type."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and node.attr in RAW_CARRIERS:
+            found.add(f"{where} reads .{node.attr}")
+        elif isinstance(node, ast.Attribute) and node.attr in RAW_PROVENANCE \
+                and isinstance(node.value, ast.Attribute) and node.value.attr == "provenance":
+            found.add(f"{where} reads provenance.{node.attr}")
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        typed = _typed_names(function)
+        for node in ast.walk(function):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("to_dict", "to_json") \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in typed:
+                found.add(f"{where} serialises {node.func.value.id}")
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+                    and node.value.id in typed:
+                found.add(f"{where} subscripts {node.value.id}")
+    return sorted(found)
+
+
+def test_consumers_read_the_typed_records_not_result_json_dicts(tmp_path):
+    found = {m: _re_parsing(ROOT / m) for m in CONSUMERS}
+    assert {m: f for m, f in found.items() if f} == {}
+    # The check sees what it forbids.
+    probe = tmp_path / "consumer.py"
+    probe.write_text("def f(result: StrengthResult):\n    doc = result.to_dict()\n"
+                     "    typed = _typed(doc)\n    return typed['cases'], typed.records,"
+                     " typed.provenance.config\n")
+    assert [line.split(" ", 1)[1] for line in _re_parsing(probe)] == [
+        "serialises result", "reads .records", "reads provenance.config", "subscripts typed"]
+
+
+def test_report_summary_and_cohort_status_do_not_serialise_the_result(run_dir, monkeypatch):
+    from osteofe.cohort import _status_fields
+    from osteofe.report import collect_report_data, render_html
+
+    result = StrengthResult.load(run_dir)
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a consumer went through result.json's dict")
+
+    for cls in (StrengthResult, CaseResult, LesionMeasures):
+        monkeypatch.setattr(cls, "to_dict", refuse)
+    data = collect_report_data(result)
+    html = render_html(data)
+    assert data.side == result.landmarks.side == "right"
+    assert f"{result.mesh.num_nodes} / {result.mesh.num_cells}" in html
+    assert result.provenance.files["ct"].sha256 in html
+    assert f"{100 * result.failure_criterion.tension_limit:.2f} % principal strain" in html
+    assert data.mirels is not None and data.mirels.total == result.lesion.mirels_total
+    assert _status_fields(result)["failure_load_N"] == result.failure_load_N
+    assert "weakest:" in _summary_table([result])
