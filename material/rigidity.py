@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from core.keyed import keyed
 from core.types import BoolArray, FloatArray, freeze_arrays
 from material.errors import MaterialError
 from material.laws import Citation, MaterialModel
@@ -74,68 +75,63 @@ RigidityKind = Literal["EA", "EI_min", "GJ"]
 RIGIDITY_KINDS: tuple[RigidityKind, ...] = ("EA", "EI_min", "GJ")
 
 #: Sources of the method and threshold.
-CITATIONS: Mapping[str, Citation] = MappingProxyType(
-    {
-        c.key: c
-        for c in (
-            Citation(
-                "whealan2000",
-                "Whealan KM, Kwak SD, Tedrow JR, Inoue K, Snyder BD",
-                2000,
-                "Noninvasive imaging predicts failure load of the spine with simulated "
-                "osteolytic defects",
-                "J Bone Joint Surg Am 82(9):1240-1251",
-                None,
-                verified=False,
-                note="origin of the QCT rigidity analysis (EA, EI, GJ from modulus-weighted "
-                "section properties); recalled, not checked against the paper.",
-            ),
-            Citation(
-                "snyder2006",
-                "Snyder BD, Hauser-Kara DA, Hipp JA, Zurakowski D, Hecht AC, Gebhardt MC",
-                2006,
-                "Predicting fracture through benign skeletal lesions with quantitative "
-                "computed tomography",
-                "J Bone Joint Surg Am 88(1):55-70",
-                None,
-                verified=False,
-                note="fracture predicted when the axial, bending or torsional rigidity of a "
-                "section through the lesion is reduced by more than 35% against the "
-                "homologous contralateral section; threshold and author list recalled, not "
-                "checked against the paper.",
-            ),
-            Citation(
-                "leong2010",
-                "Leong NL, Anderson ME, Gebhardt MC, Snyder BD",
-                2010,
-                "Computed tomography-based structural analysis for predicting fracture risk "
-                "in children with benign skeletal neoplasms: comparison of specificity with "
-                "that of plain radiographs",
-                "J Bone Joint Surg Am 92(9):1827-1833",
-                None,
-                verified=False,
-                note="prospective validation: ratio of the rigidity of the affected bone to "
-                "the contralateral at each cross-section; specificity 97% vs 12% for "
-                "radiographic criteria (checked against the abstract, PMC2909715); volume "
-                "and pages from memory.",
-            ),
-            Citation(
-                "damron2016",
-                "Damron TA, Nazarian A, Entezari V, Brown C, Grant W, Calderon N, "
-                "Zurakowski D, Terek RM, Anderson ME, Cheng EY, Aboulafia AJ, Gebhardt MC, "
-                "Snyder BD",
-                2016,
-                "CT-based structural rigidity analysis is more accurate than Mirels scoring "
-                "for fracture prediction in metastatic femoral lesions",
-                "Clin Orthop Relat Res 474(3):643-651",
-                None,
-                verified=False,
-                note="CTRA (> 35% rigidity reduction) sensitivity ~100%, specificity ~61% "
-                "in metastatic femoral lesions (DESIGN.md section 4 [R]); figures, author "
-                "list and pages recalled, not checked.",
-            ),
-        )
-    }
+CITATIONS: Mapping[str, Citation] = keyed(
+    Citation(
+        "whealan2000",
+        "Whealan KM, Kwak SD, Tedrow JR, Inoue K, Snyder BD",
+        2000,
+        "Noninvasive imaging predicts failure load of the spine with simulated "
+        "osteolytic defects",
+        "J Bone Joint Surg Am 82(9):1240-1251",
+        None,
+        verified=False,
+        note="origin of the QCT rigidity analysis (EA, EI, GJ from modulus-weighted "
+        "section properties); recalled, not checked against the paper.",
+    ),
+    Citation(
+        "snyder2006",
+        "Snyder BD, Hauser-Kara DA, Hipp JA, Zurakowski D, Hecht AC, Gebhardt MC",
+        2006,
+        "Predicting fracture through benign skeletal lesions with quantitative "
+        "computed tomography",
+        "J Bone Joint Surg Am 88(1):55-70",
+        None,
+        verified=False,
+        note="fracture predicted when the axial, bending or torsional rigidity of a "
+        "section through the lesion is reduced by more than 35% against the "
+        "homologous contralateral section; threshold and author list recalled, not "
+        "checked against the paper.",
+    ),
+    Citation(
+        "leong2010",
+        "Leong NL, Anderson ME, Gebhardt MC, Snyder BD",
+        2010,
+        "Computed tomography-based structural analysis for predicting fracture risk "
+        "in children with benign skeletal neoplasms: comparison of specificity with "
+        "that of plain radiographs",
+        "J Bone Joint Surg Am 92(9):1827-1833",
+        None,
+        verified=False,
+        note="prospective validation: ratio of the rigidity of the affected bone to "
+        "the contralateral at each cross-section; specificity 97% vs 12% for "
+        "radiographic criteria (checked against the abstract, PMC2909715); volume "
+        "and pages from memory.",
+    ),
+    Citation(
+        "damron2016",
+        "Damron TA, Nazarian A, Entezari V, Brown C, Grant W, Calderon N, "
+        "Zurakowski D, Terek RM, Anderson ME, Cheng EY, Aboulafia AJ, Gebhardt MC, "
+        "Snyder BD",
+        2016,
+        "CT-based structural rigidity analysis is more accurate than Mirels scoring "
+        "for fracture prediction in metastatic femoral lesions",
+        "Clin Orthop Relat Res 474(3):643-651",
+        None,
+        verified=False,
+        note="CTRA (> 35% rigidity reduction) sensitivity ~100%, specificity ~61% "
+        "in metastatic femoral lesions (DESIGN.md section 4 [R]); figures, author "
+        "list and pages recalled, not checked.",
+    ),
 )
 
 #: Relative loss of EA, EI_min or GJ in a section, against the reference, above which CTRA

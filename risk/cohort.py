@@ -40,6 +40,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -48,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.atomic import atomic_write_text as _atomic_write_text
+from core.keyed import keyed
 from core.textfile import read_utf8
 from core.types import FloatArray, IntArray
 from fea.loads import GRAVITY_M_S2  # 1 BW = m * 9.81 N, defined once (DESIGN.md 3)
@@ -93,26 +95,22 @@ class ColumnSpec:
 
 
 #: The schema, in the order :func:`write_cohort` writes the columns.
-COLUMNS: Mapping[str, ColumnSpec] = MappingProxyType(
-    {
-        c.name: c
-        for c in (
-            ColumnSpec("patient_id", True, description="patient identifier"),
-            ColumnSpec("side", True, description="left or right femur"),
-            ColumnSpec("body_mass_kg", True, 20.0, 350.0, "kg", "body mass"),
-            ColumnSpec("failure_load_N", False, 50.0, 50000.0, "N", "FE failure load"),
-            ColumnSpec("failure_load_BW", False, 0.1, 60.0, "BW", "FE failure load / (m g)"),
-            ColumnSpec("mirels_site", False, description="Mirels site: points or category"),
-            ColumnSpec("mirels_pain", False, description="Mirels pain: points or category"),
-            ColumnSpec("mirels_lesion", False, description="Mirels lesion: points or category"),
-            ColumnSpec("mirels_size", False, 1.0, 3.0, "points", "Mirels size points"),
-            ColumnSpec("size_fraction", False, 0.0, 1.0, "", "fraction of cortex involved"),
-            ColumnSpec("aci_mm", False, 0.0, 500.0, "mm", "axial cortical involvement"),
-            ColumnSpec("ctra_reduction", False, 0.0, 1.0, "", "CTRA rigidity loss fraction"),
-            ColumnSpec("fractured", True, 0.0, 1.0, "", "fracture during follow-up (0/1)"),
-            ColumnSpec("follow_up_months", True, 0.0, 600.0, "months", "follow-up"),
-        )
-    }
+COLUMNS: Mapping[str, ColumnSpec] = keyed(
+    ColumnSpec("patient_id", True, description="patient identifier"),
+    ColumnSpec("side", True, description="left or right femur"),
+    ColumnSpec("body_mass_kg", True, 20.0, 350.0, "kg", "body mass"),
+    ColumnSpec("failure_load_N", False, 50.0, 50000.0, "N", "FE failure load"),
+    ColumnSpec("failure_load_BW", False, 0.1, 60.0, "BW", "FE failure load / (m g)"),
+    ColumnSpec("mirels_site", False, description="Mirels site: points or category"),
+    ColumnSpec("mirels_pain", False, description="Mirels pain: points or category"),
+    ColumnSpec("mirels_lesion", False, description="Mirels lesion: points or category"),
+    ColumnSpec("mirels_size", False, 1.0, 3.0, "points", "Mirels size points"),
+    ColumnSpec("size_fraction", False, 0.0, 1.0, "", "fraction of cortex involved"),
+    ColumnSpec("aci_mm", False, 0.0, 500.0, "mm", "axial cortical involvement"),
+    ColumnSpec("ctra_reduction", False, 0.0, 1.0, "", "CTRA rigidity loss fraction"),
+    ColumnSpec("fractured", True, 0.0, 1.0, "", "fracture during follow-up (0/1)"),
+    ColumnSpec("follow_up_months", True, 0.0, 600.0, "months", "follow-up"),
+    key=attrgetter("name"),
 )
 
 _MIRELS_COLUMNS = ("mirels_site", "mirels_pain", "mirels_lesion", "mirels_size", "size_fraction")

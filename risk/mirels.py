@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.citation import Citation
+from core.keyed import keyed
 from core.types import BoolArray, FloatArray
 from risk.errors import MirelsError, RiskError
 
@@ -103,180 +104,175 @@ USER_GIVEN = "given by user"
 # --------------------------------------------------------------------------------------------
 
 #: Every literature source of the risk stage, by key.
-CITATIONS: Mapping[str, Citation] = MappingProxyType(
-    {
-        c.key: c
-        for c in (
-            Citation(
-                "mirels1989",
-                "Mirels H",
-                1989,
-                "Metastatic disease in long bones. A proposed scoring system for diagnosing "
-                "impending pathologic fractures",
-                "Clin Orthop Relat Res (249):256-264",
-                None,
-                note="item points 1-3 for site, pain, lesion type and size (< 1/3, 1/3-2/3, "
-                "> 2/3 of the cortex); >= 9 fix, 8 judgement, <= 7 irradiate. PMID 2684463; "
-                "the journal issue predates DOIs.",
-            ),
-            Citation(
-                "damron2003",
-                "Damron TA, Morgan H, Prakash D, Grant W, Aronowitz J, Heiner J",
-                2003,
-                "Critical evaluation of Mirels' rating system for impending pathologic "
-                "fractures",
-                "Clin Orthop Relat Res (415 Suppl):S201-S207",
-                None,
-                note="12 clinical histories of femoral metastases scored by 53 observers; "
-                "overall sensitivity 91%, specificity 35% (checked against the abstract).",
-            ),
-            Citation(
-                "vanderlinden2004",
-                "Van der Linden YM, Dijkstra PDS, Kroon HM, Lok JJ, Noordijk EM, Leer JWH, "
-                "Marijnen CAM",
-                2004,
-                "Comparative analysis of risk factors for pathological fracture with femoral "
-                "metastases",
-                "J Bone Joint Surg Br 86(4):566-573",
-                "10.1302/0301-620X.86B4.14703",
-                verified=False,
-                note="102 patients, 110 lesions, 14 fractures; axial cortical involvement "
-                "> 30 mm predictive (p = 0.01), checked against the abstract. The author list "
-                "after the third author and the DOI are from memory.",
-            ),
-            Citation(
-                "vanderwal2020",
-                "Van der Wal CWPG, Eggermont F, Fiocco M, Kroon HM, Ayu O, Slot A, Snyers A, "
-                "Rozema T, Verdonschot NJJ, Dijkstra PDS, Tanck E, Van der Linden YM",
-                2020,
-                "Axial cortical involvement of metastatic lesions to identify impending femoral "
-                "fractures; a clinical validation study",
-                "Radiother Oncol 144:59-64",
-                "10.1016/j.radonc.2019.10.009",
-                verified=False,
-                note="100 patients, 14 fractures; ACI >= 30 mm sensitivity 86%, specificity "
-                "50%, PPV 20%, NPV 96% (checked against the abstract); the DOI is from memory.",
-            ),
-            Citation(
-                "eggermont2018",
-                "Eggermont F, Derikx LC, Verdonschot N, van der Geest ICM, de Jong MAA, "
-                "Snyers A, van der Linden YM, Tanck E",
-                2018,
-                "Can patient-specific finite element models better predict fractures in "
-                "metastatic bone disease than experienced clinicians? Towards computational "
-                "modelling in daily clinical practice",
-                "Bone Joint Res 7(6):430-439",
-                "10.1302/2046-3758.76.BJR-2017-0325.R2",
-                note="39 patients, 9 fractures in 7 patients; FE sensitivity 89%, specificity "
-                "79% (checked against the abstract).",
-            ),
-            Citation(
-                "sternheim2020",
-                "Sternheim A, Traub F, Trabelsi N, Dadia S, Gortzak Y, Snir N, Gorfine M, "
-                "Yosibash Z",
-                2020,
-                "When and where do patients with bone metastases actually break their femurs? "
-                "A CT-based finite element analysis",
-                "Bone Joint J 102-B(5):638-645",
-                "10.1302/0301-620X.102B5.BJJ-2019-1328.R2",
-                verified=False,
-                note="sensitivity/specificity on 9 fractured and 24 non-fractured patients: "
-                "strain-fold ratio (threshold 1.48) 100%/67%, Mirels 88%/38% (checked against "
-                "the abstract); the author list and pages are from memory.",
-            ),
-            Citation(
-                "keaveny2008",
-                "Keaveny TM, Bouxsein ML",
-                2008,
-                "Theoretical implications of the biomechanical fracture threshold",
-                "J Bone Miner Res 23(10):1541-1547",
-                "10.1359/jbmr.080406",
-                verified=False,
-                note="load-to-strength ratio (factor of risk) phi = applied load / failure "
-                "load, fracture expected when phi >= 1; the factor of risk goes back to Hayes "
-                "et al. (1991). Volume, pages and DOI from memory.",
-            ),
-            Citation(
-                "hanley1982",
-                "Hanley JA, McNeil BJ",
-                1982,
-                "The meaning and use of the area under a receiver operating characteristic "
-                "(ROC) curve",
-                "Radiology 143(1):29-36",
-                "10.1148/radiology.143.1.7063747",
-                note="AUC equals the Mann-Whitney probability P(score_fx > score_no_fx), ties "
-                "counted 1/2.",
-            ),
-            Citation(
-                "delong1988",
-                "DeLong ER, DeLong DM, Clarke-Pearson DL",
-                1988,
-                "Comparing the areas under two or more correlated receiver operating "
-                "characteristic curves: a nonparametric approach",
-                "Biometrics 44(3):837-845",
-                "10.2307/2531595",
-                note="structural components V10/V01 and the covariance of correlated AUCs.",
-            ),
-            Citation(
-                "sunxu2014",
-                "Sun X, Xu W",
-                2014,
-                "Fast implementation of DeLong's algorithm for comparing the areas under "
-                "correlated receiver operating characteristic curves",
-                "IEEE Signal Process Lett 21(11):1389-1393",
-                "10.1109/LSP.2014.2337313",
-                note="midrank formulation of DeLong's structural components, O(n log n).",
-            ),
-            Citation(
-                "wilson1927",
-                "Wilson EB",
-                1927,
-                "Probable inference, the law of succession, and statistical inference",
-                "J Am Stat Assoc 22(158):209-212",
-                "10.1080/01621459.1927.10502953",
-                note="score confidence interval of a binomial proportion.",
-            ),
-            Citation(
-                "brier1950",
-                "Brier GW",
-                1950,
-                "Verification of forecasts expressed in terms of probability",
-                "Mon Weather Rev 78(1):1-3",
-                "10.1175/1520-0493(1950)078<0001:VOFEIT>2.0.CO;2",
-                note="mean squared difference between forecast probability and outcome.",
-            ),
-            Citation(
-                "cox1958",
-                "Cox DR",
-                1958,
-                "Two further applications of a model for binary regression",
-                "Biometrika 45(3/4):562-565",
-                "10.1093/biomet/45.3-4.562",
-                note="logistic recalibration logit P(y=1) = a + b logit(p): calibration "
-                "intercept a and slope b.",
-            ),
-            Citation(
-                "platt1999",
-                "Platt JC",
-                1999,
-                "Probabilistic outputs for support vector machines and comparisons to "
-                "regularized likelihood methods",
-                "Advances in Large Margin Classifiers, MIT Press, 61-74",
-                None,
-                note="sigmoid (logistic) calibration of a score; preferred over isotonic "
-                "calibration for small samples.",
-            ),
-            Citation(
-                "vickers2006",
-                "Vickers AJ, Elkin EB",
-                2006,
-                "Decision curve analysis: a novel method for evaluating prediction models",
-                "Med Decis Making 26(6):565-574",
-                "10.1177/0272989X06295361",
-                note="net benefit = TP/n - FP/n * pt/(1 - pt) at threshold probability pt.",
-            ),
-        )
-    }
+CITATIONS: Mapping[str, Citation] = keyed(
+    Citation(
+        "mirels1989",
+        "Mirels H",
+        1989,
+        "Metastatic disease in long bones. A proposed scoring system for diagnosing "
+        "impending pathologic fractures",
+        "Clin Orthop Relat Res (249):256-264",
+        None,
+        note="item points 1-3 for site, pain, lesion type and size (< 1/3, 1/3-2/3, "
+        "> 2/3 of the cortex); >= 9 fix, 8 judgement, <= 7 irradiate. PMID 2684463; "
+        "the journal issue predates DOIs.",
+    ),
+    Citation(
+        "damron2003",
+        "Damron TA, Morgan H, Prakash D, Grant W, Aronowitz J, Heiner J",
+        2003,
+        "Critical evaluation of Mirels' rating system for impending pathologic "
+        "fractures",
+        "Clin Orthop Relat Res (415 Suppl):S201-S207",
+        None,
+        note="12 clinical histories of femoral metastases scored by 53 observers; "
+        "overall sensitivity 91%, specificity 35% (checked against the abstract).",
+    ),
+    Citation(
+        "vanderlinden2004",
+        "Van der Linden YM, Dijkstra PDS, Kroon HM, Lok JJ, Noordijk EM, Leer JWH, "
+        "Marijnen CAM",
+        2004,
+        "Comparative analysis of risk factors for pathological fracture with femoral "
+        "metastases",
+        "J Bone Joint Surg Br 86(4):566-573",
+        "10.1302/0301-620X.86B4.14703",
+        verified=False,
+        note="102 patients, 110 lesions, 14 fractures; axial cortical involvement "
+        "> 30 mm predictive (p = 0.01), checked against the abstract. The author list "
+        "after the third author and the DOI are from memory.",
+    ),
+    Citation(
+        "vanderwal2020",
+        "Van der Wal CWPG, Eggermont F, Fiocco M, Kroon HM, Ayu O, Slot A, Snyers A, "
+        "Rozema T, Verdonschot NJJ, Dijkstra PDS, Tanck E, Van der Linden YM",
+        2020,
+        "Axial cortical involvement of metastatic lesions to identify impending femoral "
+        "fractures; a clinical validation study",
+        "Radiother Oncol 144:59-64",
+        "10.1016/j.radonc.2019.10.009",
+        verified=False,
+        note="100 patients, 14 fractures; ACI >= 30 mm sensitivity 86%, specificity "
+        "50%, PPV 20%, NPV 96% (checked against the abstract); the DOI is from memory.",
+    ),
+    Citation(
+        "eggermont2018",
+        "Eggermont F, Derikx LC, Verdonschot N, van der Geest ICM, de Jong MAA, "
+        "Snyers A, van der Linden YM, Tanck E",
+        2018,
+        "Can patient-specific finite element models better predict fractures in "
+        "metastatic bone disease than experienced clinicians? Towards computational "
+        "modelling in daily clinical practice",
+        "Bone Joint Res 7(6):430-439",
+        "10.1302/2046-3758.76.BJR-2017-0325.R2",
+        note="39 patients, 9 fractures in 7 patients; FE sensitivity 89%, specificity "
+        "79% (checked against the abstract).",
+    ),
+    Citation(
+        "sternheim2020",
+        "Sternheim A, Traub F, Trabelsi N, Dadia S, Gortzak Y, Snir N, Gorfine M, "
+        "Yosibash Z",
+        2020,
+        "When and where do patients with bone metastases actually break their femurs? "
+        "A CT-based finite element analysis",
+        "Bone Joint J 102-B(5):638-645",
+        "10.1302/0301-620X.102B5.BJJ-2019-1328.R2",
+        verified=False,
+        note="sensitivity/specificity on 9 fractured and 24 non-fractured patients: "
+        "strain-fold ratio (threshold 1.48) 100%/67%, Mirels 88%/38% (checked against "
+        "the abstract); the author list and pages are from memory.",
+    ),
+    Citation(
+        "keaveny2008",
+        "Keaveny TM, Bouxsein ML",
+        2008,
+        "Theoretical implications of the biomechanical fracture threshold",
+        "J Bone Miner Res 23(10):1541-1547",
+        "10.1359/jbmr.080406",
+        verified=False,
+        note="load-to-strength ratio (factor of risk) phi = applied load / failure "
+        "load, fracture expected when phi >= 1; the factor of risk goes back to Hayes "
+        "et al. (1991). Volume, pages and DOI from memory.",
+    ),
+    Citation(
+        "hanley1982",
+        "Hanley JA, McNeil BJ",
+        1982,
+        "The meaning and use of the area under a receiver operating characteristic "
+        "(ROC) curve",
+        "Radiology 143(1):29-36",
+        "10.1148/radiology.143.1.7063747",
+        note="AUC equals the Mann-Whitney probability P(score_fx > score_no_fx), ties "
+        "counted 1/2.",
+    ),
+    Citation(
+        "delong1988",
+        "DeLong ER, DeLong DM, Clarke-Pearson DL",
+        1988,
+        "Comparing the areas under two or more correlated receiver operating "
+        "characteristic curves: a nonparametric approach",
+        "Biometrics 44(3):837-845",
+        "10.2307/2531595",
+        note="structural components V10/V01 and the covariance of correlated AUCs.",
+    ),
+    Citation(
+        "sunxu2014",
+        "Sun X, Xu W",
+        2014,
+        "Fast implementation of DeLong's algorithm for comparing the areas under "
+        "correlated receiver operating characteristic curves",
+        "IEEE Signal Process Lett 21(11):1389-1393",
+        "10.1109/LSP.2014.2337313",
+        note="midrank formulation of DeLong's structural components, O(n log n).",
+    ),
+    Citation(
+        "wilson1927",
+        "Wilson EB",
+        1927,
+        "Probable inference, the law of succession, and statistical inference",
+        "J Am Stat Assoc 22(158):209-212",
+        "10.1080/01621459.1927.10502953",
+        note="score confidence interval of a binomial proportion.",
+    ),
+    Citation(
+        "brier1950",
+        "Brier GW",
+        1950,
+        "Verification of forecasts expressed in terms of probability",
+        "Mon Weather Rev 78(1):1-3",
+        "10.1175/1520-0493(1950)078<0001:VOFEIT>2.0.CO;2",
+        note="mean squared difference between forecast probability and outcome.",
+    ),
+    Citation(
+        "cox1958",
+        "Cox DR",
+        1958,
+        "Two further applications of a model for binary regression",
+        "Biometrika 45(3/4):562-565",
+        "10.1093/biomet/45.3-4.562",
+        note="logistic recalibration logit P(y=1) = a + b logit(p): calibration "
+        "intercept a and slope b.",
+    ),
+    Citation(
+        "platt1999",
+        "Platt JC",
+        1999,
+        "Probabilistic outputs for support vector machines and comparisons to "
+        "regularized likelihood methods",
+        "Advances in Large Margin Classifiers, MIT Press, 61-74",
+        None,
+        note="sigmoid (logistic) calibration of a score; preferred over isotonic "
+        "calibration for small samples.",
+    ),
+    Citation(
+        "vickers2006",
+        "Vickers AJ, Elkin EB",
+        2006,
+        "Decision curve analysis: a novel method for evaluating prediction models",
+        "Med Decis Making 26(6):565-574",
+        "10.1177/0272989X06295361",
+        note="net benefit = TP/n - FP/n * pt/(1 - pt) at threshold probability pt.",
+    ),
 )
 
 
@@ -369,41 +365,36 @@ class Threshold:
 
 
 #: Published decision thresholds, by key.
-THRESHOLDS: Mapping[str, Threshold] = MappingProxyType(
-    {
-        t.key: t
-        for t in (
-            Threshold(
-                "aci",
-                "axial cortical involvement",
-                30.0,
-                "mm",
-                True,
-                "vanderwal2020",
-                note="Van der Linden et al. 2004 found ACI > 30 mm predictive; Van der Wal et "
-                "al. 2020 validated lesions >= 30 mm as high risk.",
-            ),
-            Threshold(
-                "mirels_fix",
-                "Mirels total score",
-                float(MIRELS_FIX_MIN),
-                "points",
-                True,
-                "mirels1989",
-                note=">= 9: prophylactic fixation recommended.",
-            ),
-            Threshold(
-                "factor_of_risk",
-                "load-to-strength ratio phi",
-                1.0,
-                "",
-                True,
-                "keaveny2008",
-                note="phi = applied load / failure load; fracture expected when the applied "
-                "load reaches the strength.",
-            ),
-        )
-    }
+THRESHOLDS: Mapping[str, Threshold] = keyed(
+    Threshold(
+        "aci",
+        "axial cortical involvement",
+        30.0,
+        "mm",
+        True,
+        "vanderwal2020",
+        note="Van der Linden et al. 2004 found ACI > 30 mm predictive; Van der Wal et "
+        "al. 2020 validated lesions >= 30 mm as high risk.",
+    ),
+    Threshold(
+        "mirels_fix",
+        "Mirels total score",
+        float(MIRELS_FIX_MIN),
+        "points",
+        True,
+        "mirels1989",
+        note=">= 9: prophylactic fixation recommended.",
+    ),
+    Threshold(
+        "factor_of_risk",
+        "load-to-strength ratio phi",
+        1.0,
+        "",
+        True,
+        "keaveny2008",
+        note="phi = applied load / failure load; fracture expected when the applied "
+        "load reaches the strength.",
+    ),
 )
 
 
@@ -440,66 +431,61 @@ class OperatingPoint:
 
 
 #: Published clinical operating points on metastatic femurs, by key.
-OPERATING_POINTS: Mapping[str, OperatingPoint] = MappingProxyType(
-    {
-        p.key: p
-        for p in (
-            OperatingPoint(
-                "damron2003_mirels",
-                "Mirels",
-                "Mirels total >= 9",
-                0.91,
-                0.35,
-                "damron2003",
-                n_patients=12,
-                note="12 clinical histories scored by 53 observers (pooled over observers).",
-            ),
-            OperatingPoint(
-                "vanderwal2020_aci",
-                "ACI",
-                "axial cortical involvement >= 30 mm",
-                0.86,
-                0.50,
-                "vanderwal2020",
-                n_patients=100,
-                n_fractures=14,
-                note="conventional radiographs, three observers.",
-            ),
-            OperatingPoint(
-                "eggermont2018_fe",
-                "Nijmegen FE",
-                "FE failure load below the high-risk threshold",
-                0.89,
-                0.79,
-                "eggermont2018",
-                n_patients=39,
-                n_fractures=9,
-                note="9 fractures in 7 patients; non-linear patient-specific FE.",
-            ),
-            OperatingPoint(
-                "sternheim2020_sfr",
-                "Strain-fold ratio",
-                "CT-FEA strain-fold ratio >= 1.48",
-                1.00,
-                0.67,
-                "sternheim2020",
-                n_patients=33,
-                n_fractures=9,
-                note="9 fractured and 24 non-fractured patients without prophylactic fixation.",
-            ),
-            OperatingPoint(
-                "sternheim2020_mirels",
-                "Mirels",
-                "Mirels score (same cohort as the strain-fold ratio)",
-                0.88,
-                0.38,
-                "sternheim2020",
-                n_patients=33,
-                n_fractures=9,
-                note="the Mirels comparator of the same 33 patients.",
-            ),
-        )
-    }
+OPERATING_POINTS: Mapping[str, OperatingPoint] = keyed(
+    OperatingPoint(
+        "damron2003_mirels",
+        "Mirels",
+        "Mirels total >= 9",
+        0.91,
+        0.35,
+        "damron2003",
+        n_patients=12,
+        note="12 clinical histories scored by 53 observers (pooled over observers).",
+    ),
+    OperatingPoint(
+        "vanderwal2020_aci",
+        "ACI",
+        "axial cortical involvement >= 30 mm",
+        0.86,
+        0.50,
+        "vanderwal2020",
+        n_patients=100,
+        n_fractures=14,
+        note="conventional radiographs, three observers.",
+    ),
+    OperatingPoint(
+        "eggermont2018_fe",
+        "Nijmegen FE",
+        "FE failure load below the high-risk threshold",
+        0.89,
+        0.79,
+        "eggermont2018",
+        n_patients=39,
+        n_fractures=9,
+        note="9 fractures in 7 patients; non-linear patient-specific FE.",
+    ),
+    OperatingPoint(
+        "sternheim2020_sfr",
+        "Strain-fold ratio",
+        "CT-FEA strain-fold ratio >= 1.48",
+        1.00,
+        0.67,
+        "sternheim2020",
+        n_patients=33,
+        n_fractures=9,
+        note="9 fractured and 24 non-fractured patients without prophylactic fixation.",
+    ),
+    OperatingPoint(
+        "sternheim2020_mirels",
+        "Mirels",
+        "Mirels score (same cohort as the strain-fold ratio)",
+        0.88,
+        0.38,
+        "sternheim2020",
+        n_patients=33,
+        n_fractures=9,
+        note="the Mirels comparator of the same 33 patients.",
+    ),
 )
 
 
