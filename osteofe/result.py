@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,23 @@ class _CarriesRecord:
         return json_plain(self.record)
 
 
+#: How a field of a typed view is read from its record, by its annotation.
+_READERS: dict[str, Any] = {"float | None": _num, "int | None": _int, "str": _text}
+
+
+def _read_fields(cls: type, doc: Any, **given: Any) -> dict[str, Any]:
+    """The fields of the view ``cls`` read from the record ``doc`` by their names.
+
+    A field annotated ``float | None``, ``int | None`` or ``str`` is read as that type (a
+    missing or wrong-typed value gives None or ""); the fields in ``given`` are taken as
+    given. Returns the keyword arguments of ``cls``.
+    """
+    d = _map(doc)
+    out = {f.name: _READERS[str(f.type)](d.get(f.name)) for f in fields(cls)
+           if f.init and str(f.type) in _READERS and f.name not in given}
+    return out | given
+
+
 def _reference(doc: Any) -> str:
     """The printed reference of a :class:`core.citation.Citation` record (else its key)."""
     src = _map(doc)
@@ -182,9 +199,7 @@ class LoadDefinition:
     @classmethod
     def from_dict(cls, doc: Any) -> LoadDefinition:
         """From the ``load_definition`` record (absent: all empty)."""
-        d = _map(doc)
-        return cls(_text(d.get("name")), _num(d.get("magnitude_bw")), _num(d.get("magnitude_N")),
-                   _text(d.get("source")))
+        return cls(**_read_fields(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -279,12 +294,8 @@ class LandmarksRecord:
         """From the ``landmarks`` record."""
         d = _map(doc)
         side = d.get("side")
-        return cls(side=side if side in ("left", "right") else None,
-                   head_radius_mm=_num(d.get("head_radius_mm")),
-                   neck_shaft_angle_deg=_num(d.get("neck_shaft_angle_deg")),
-                   anteversion_deg=_num(d.get("anteversion_deg")),
-                   length_along_shaft_mm=_num(d.get("length_along_shaft_mm")),
-                   convention=_text(d.get("convention")) or None)
+        return cls(**_read_fields(cls, d, side=side if side in ("left", "right") else None,
+                                  convention=_text(d.get("convention")) or None))
 
 
 @dataclass(frozen=True)
@@ -308,10 +319,8 @@ class MeshRecord:
     @classmethod
     def from_dict(cls, doc: Any) -> MeshRecord:
         """From the ``mesh`` record."""
-        d = _map(doc)
-        return cls(_int(d.get("num_nodes")), _int(d.get("num_cells")),
-                   _int(d.get("num_lesion_cells")), _int(d.get("order")),
-                   _num(_map(d.get("quality")).get("min_dihedral_deg")))
+        quality = _map(_map(doc).get("quality"))
+        return cls(**_read_fields(cls, doc, min_dihedral_deg=_num(quality.get("min_dihedral_deg"))))
 
 
 @dataclass(frozen=True)
@@ -361,10 +370,7 @@ class FailureCriterionRecord:
     @classmethod
     def from_dict(cls, doc: Any) -> FailureCriterionRecord:
         """From the ``failure_criterion`` record."""
-        d = _map(doc)
-        return cls(_num(d.get("tension_limit")), _num(d.get("compression_limit")),
-                   _num(d.get("patch_area_mm2")), _text(d.get("excluded")),
-                   _text(d.get("source")))
+        return cls(**_read_fields(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -382,8 +388,7 @@ class BoundaryRecord:
     @classmethod
     def from_dict(cls, doc: Any) -> BoundaryRecord:
         """From the ``boundary_conditions`` record."""
-        d = _map(doc)
-        return cls(_text(d.get("fixed")), _text(d.get("load")))
+        return cls(**_read_fields(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -500,15 +505,11 @@ class CtraRecord:
         stated = next((n for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss",
                                      "value") if (n := _num(d.get(key))) is not None), None)
         high = d.get("high_risk")
-        return cls(
-            max_reduction={str(k): n for k, v in _map(d.get("max_reduction")).items()
-                           if (n := _num(v)) is not None},
-            governing=_text(d.get("governing")), stated_loss=stated,
-            measure=_text(d.get("measure") or d.get("kind")), threshold=_num(d.get("threshold")),
-            high_risk=high if isinstance(high, bool) else None,
-            derivation=_text(d.get("derivation")),
-            reference_description=_text(d.get("reference_description")),
-            threshold_source=_text(d.get("threshold_source")))
+        return cls(**_read_fields(
+            cls, d, max_reduction={str(k): n for k, v in _map(d.get("max_reduction")).items()
+                                   if (n := _num(v)) is not None},
+            stated_loss=stated, measure=_text(d.get("measure") or d.get("kind")),
+            high_risk=high if isinstance(high, bool) else None))
 
 
 @dataclass(frozen=True)
