@@ -1334,14 +1334,8 @@ class _Parser:
             entries.append((nodes, record.components[0], record.value,
                             labels.index(record.label)))
         if entries:
-            nodes = np.concatenate([e[0] for e in entries])
-            comps = np.concatenate([np.full(e[0].size, e[1]) for e in entries])
-            values = np.concatenate([np.full(e[0].size, e[2]) for e in entries])
-            source = np.concatenate([np.full(e[0].size, e[3]) for e in entries])
-            key = nodes * 3 + comps
-            _, last = np.unique(key[::-1], return_index=True)
-            keep = key.size - 1 - last
-            if keep.size < key.size:
+            nodes, comps, values, source, keep = _last_per_slot(entries, 3)
+            if keep.size < nodes.size:
                 self.notes.append("some nodes get several *CLOAD values for one dof: the "
                                   "last one applies (Abaqus semantics)")
             forces[nodes[keep], comps[keep]] = values[keep]
@@ -1368,13 +1362,7 @@ class _Parser:
                                  "defined", hint="define the *ELSET or fix the name")
             face_entries.append((cells, record.face, record.value, labels.index(record.label)))
         if face_entries:
-            cells = np.concatenate([e[0] for e in face_entries])
-            faces = np.concatenate([np.full(e[0].size, e[1]) for e in face_entries])
-            values = np.concatenate([np.full(e[0].size, e[2]) for e in face_entries])
-            source = np.concatenate([np.full(e[0].size, e[3]) for e in face_entries])
-            key = cells * 4 + faces
-            _, last = np.unique(key[::-1], return_index=True)
-            keep = key.size - 1 - last
+            cells, faces, values, source, keep = _last_per_slot(face_entries, 4)
             for index, label in enumerate(labels):
                 mine = keep[source[keep] == index]
                 part = face_pressure_forces(mesh, cells[mine], faces[mine], values[mine])
@@ -1399,6 +1387,28 @@ class _Parser:
 def _is_id(token: str) -> bool:
     """Whether a token is a node/element id: ASCII digits, optionally after a '+'."""
     return _ID_TOKEN.fullmatch(token) is not None
+
+
+def _last_per_slot(entries: list[tuple[IntArray, int, float, int]], slots: int
+                   ) -> tuple[IntArray, IntArray, FloatArray, IntArray, IntArray]:
+    """Flatten load entries and find the one that applies to each (target, slot).
+
+    Args:
+        entries: ``(targets, slot, value, source)`` per load line, in deck order: node or cell
+            indices, the dof (0-2) or face (0-3), the value and the index of its set name.
+        slots: Slots per target (3 dofs, 4 faces).
+
+    Returns:
+        Targets, slots, values and sources of every entry, one per target, and the indices of
+        the last entry of each (target, slot) (Abaqus: the last definition applies).
+    """
+    targets = np.concatenate([e[0] for e in entries])
+    slot = np.concatenate([np.full(e[0].size, e[1]) for e in entries])
+    values = np.concatenate([np.full(e[0].size, e[2]) for e in entries])
+    source = np.concatenate([np.full(e[0].size, e[3]) for e in entries])
+    key = targets * slots + slot
+    _, last = np.unique(key[::-1], return_index=True)
+    return targets, slot, values, source, key.size - 1 - last
 
 
 def _lookup(sorted_ids: IntArray, query: npt.ArrayLike) -> IntArray:
