@@ -550,39 +550,31 @@ _MORGAN_RANGE_NOTE = ("apparent density range of the paper's specimens, recalled
                       "specimens only, so cortical bone is always an extrapolation")
 
 
-def _keyak1998_modulus() -> PiecewiseLaw:
-    keyak, keller = CITATIONS["keyak1998"], CITATIONS["keller1994"]
-    name = "keyak1998_modulus"
+def _keyak1998(name: str, quantity: Quantity,
+               pieces: tuple[tuple[float, float, Citation, float], ...],
+               breakpoints: tuple[float, ...]) -> PiecewiseLaw:
+    """A Keyak et al. 1998 piecewise law of ash density.
+
+    Args:
+        name: Registry key; piece ``i`` is named ``"<name>[i]"``.
+        quantity: What the law gives.
+        pieces: ``(coefficient, exponent, citation, offset)`` of each power-law piece.
+        breakpoints: Ash densities where the pieces meet, g/cm^3.
+    """
     return PiecewiseLaw(
         name,
-        "E",
+        quantity,
         "ash",
-        (
-            PowerLaw(f"{name}[0]", "E", "ash", 33900.0, 2.20, keller),
-            PowerLaw(f"{name}[1]", "E", "ash", 5307.0, 1.0, keyak, offset=469.0),
-            PowerLaw(f"{name}[2]", "E", "ash", 10200.0, 2.01, keller),
-        ),
-        (0.27, 0.6),
-        keyak,
+        tuple(PowerLaw(f"{name}[{i}]", quantity, "ash", coefficient, exponent, citation,
+                       offset=offset)
+              for i, (coefficient, exponent, citation, offset) in enumerate(pieces)),
+        breakpoints,
+        CITATIONS["keyak1998"],
         range_note=_NOT_TRANSCRIBED,
     )
 
 
-def _keyak1998_yield() -> PiecewiseLaw:
-    keyak, keller = CITATIONS["keyak1998"], CITATIONS["keller1994"]
-    name = "keyak1998_yield"
-    return PiecewiseLaw(
-        name,
-        "yield_stress",
-        "ash",
-        (
-            PowerLaw(f"{name}[0]", "yield_stress", "ash", 137.0, 1.88, keller),
-            PowerLaw(f"{name}[1]", "yield_stress", "ash", 114.0, 1.72, keller),
-        ),
-        (0.317,),
-        keyak,
-        range_note=_NOT_TRANSCRIBED,
-    )
+_KEYAK, _KELLER = CITATIONS["keyak1998"], CITATIONS["keller1994"]
 
 
 #: Density -> property laws, by name.
@@ -597,8 +589,11 @@ LAWS: dict[str, Law] = {
                  valid_range=(0.09, 0.75), range_note=_MORGAN_RANGE_NOTE),
         PowerLaw("keller1994_femur", "E", "ash", 10500.0, 2.29, CITATIONS["keller1994"],
                  range_note=_NOT_TRANSCRIBED),
-        _keyak1998_modulus(),
-        _keyak1998_yield(),
+        _keyak1998("keyak1998_modulus", "E",
+                   ((33900.0, 2.20, _KELLER, 0.0), (5307.0, 1.0, _KEYAK, 469.0),
+                    (10200.0, 2.01, _KELLER, 0.0)), (0.27, 0.6)),
+        _keyak1998("keyak1998_yield", "yield_stress",
+                   ((137.0, 1.88, _KELLER, 0.0), (114.0, 1.72, _KELLER, 0.0)), (0.317,)),
         PowerLaw("keyak2005_modulus", "E", "ash", 14900.0, 1.86, CITATIONS["keyak2005"],
                  range_note=_NOT_TRANSCRIBED),
         PowerLaw("keyak2005_yield", "yield_stress", "ash", 102.0, 1.80, CITATIONS["keyak2005"],
