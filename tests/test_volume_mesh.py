@@ -111,17 +111,22 @@ def test_order2_box_mid_nodes_and_conformity(box: SurfaceMesh) -> None:
     assert mesh_quality(mesh).num_inverted == 0
 
 
-def test_order2_curved_sphere_moves_boundary_mid_nodes_only(sphere: SurfaceMesh) -> None:
-    straight = volume.tetrahedralize(sphere, size_mm=5.0, order=2, optimize_netgen=False)
-    curved = volume.tetrahedralize(sphere, size_mm=5.0, order=2, curved=True,
-                                   optimize_netgen=False)
+def _straight_and_curved_p2(mesher: Any, sphere: SurfaceMesh) -> tuple[TetMesh, TetMesh]:
+    """P2 meshes of the sphere without and with curving; checks that curving moved only
+    boundary mid-nodes, onto the sphere, and inverted nothing."""
+    straight = mesher(sphere, size_mm=5.0, order=2, optimize_netgen=False)
+    curved = mesher(sphere, size_mm=5.0, order=2, curved=True, optimize_netgen=False)
     assert _edge_mid_distance(straight).max() < 1e-9
-    offsets = _edge_mid_distance(curved)
-    moved = np.unique(curved.cells[:, 4:][offsets > 1e-9])
+    moved = np.unique(curved.cells[:, 4:][_edge_mid_distance(curved) > 1e-9])
     assert moved.size > 0
     # Moved mid-nodes lie on the (triangulated) sphere, not on the chord inside it.
     assert np.abs(np.linalg.norm(curved.points[moved], axis=1) - 20.0).max() < 0.05
     assert mesh_quality(curved).num_inverted == 0
+    return straight, curved
+
+
+def test_order2_curved_sphere_moves_boundary_mid_nodes_only(sphere: SurfaceMesh) -> None:
+    _straight_and_curved_p2(volume.tetrahedralize, sphere)
 
 
 def test_raw_fallback_keeps_given_triangles(sphere: SurfaceMesh, monkeypatch: pytest.MonkeyPatch,
@@ -326,15 +331,7 @@ def test_curvature_sizing_refines_the_tight_end() -> None:
 
 
 def test_mesh_from_surface_curved_p2_lies_on_the_surface(sphere: SurfaceMesh) -> None:
-    straight = volume.mesh_from_surface(sphere, size_mm=5.0, order=2, optimize_netgen=False)
-    curved = volume.mesh_from_surface(sphere, size_mm=5.0, order=2, curved=True,
-                                      optimize_netgen=False)
-    assert _edge_mid_distance(straight).max() < 1e-9
-    moved = np.unique(curved.cells[:, 4:][_edge_mid_distance(curved) > 1e-9])
-    assert moved.size > 0
-    # Moved mid-nodes lie on the input (triangulated) sphere.
-    assert np.abs(np.linalg.norm(curved.points[moved], axis=1) - 20.0).max() < 0.05
-    assert mesh_quality(curved).num_inverted == 0
+    straight, curved = _straight_and_curved_p2(volume.mesh_from_surface, sphere)
     # The curved boundary encloses the sphere better: compare quadratic volumes.
     assert abs(_p2_volume(curved) - _p2_volume(straight)) > 0.0
     exact = 4.0 / 3.0 * math.pi * 20.0**3
