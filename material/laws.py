@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -112,6 +112,22 @@ _QUANTITY_SYMBOL: dict[str, str] = {"E": "E", "yield_stress": "S_y", "min_stress
 # The table, part 1: sources.
 # --------------------------------------------------------------------------------------------
 
+#: Schileo et al. 2008 on density: the source of the ash/apparent ratio (and, as
+#: ``schileo2008_ash``, of a CT-to-ash line; the same paper, cited for two values).
+_SCHILEO_2008_DENSITY = Citation(
+    "schileo2008",
+    "Schileo E, Dall'Ara E, Taddei F, Malandrino A, Schotkamp T, Baleani M, Viceconti M",
+    2008,
+    "An accurate estimation of bone density improves the accuracy of subject-specific "
+    "finite element models",
+    "J Biomech 41(11):2483-2491",
+    "10.1016/j.jbiomech.2008.05.017",
+    note="ash/apparent density ratio 0.598 +- 0.004 (cortical) and 0.598 +- 0.036 "
+    "(small trabecular specimens), i.e. a constant 0.6 (checked against the abstract; "
+    "the DOI is from memory). Not the same paper as Schileo et al. 2008, J Biomech "
+    "41:356 (the principal-strain failure criterion).",
+)
+
 #: Every literature source used by this module, by key.
 CITATIONS: dict[str, Citation] = {
     c.key: c
@@ -162,29 +178,10 @@ CITATIONS: dict[str, Citation] = {
             note="E, yield and softened-plateau laws as quoted in DESIGN.md section 4; the DOI "
             "is from memory",
         ),
-        Citation(
-            "schileo2008",
-            "Schileo E, Dall'Ara E, Taddei F, Malandrino A, Schotkamp T, Baleani M, "
-            "Viceconti M",
-            2008,
-            "An accurate estimation of bone density improves the accuracy of subject-specific "
-            "finite element models",
-            "J Biomech 41(11):2483-2491",
-            "10.1016/j.jbiomech.2008.05.017",
-            note="ash/apparent density ratio 0.598 +- 0.004 (cortical) and 0.598 +- 0.036 "
-            "(small trabecular specimens), i.e. a constant 0.6 (checked against the abstract; "
-            "the DOI is from memory). Not the same paper as Schileo et al. 2008, J Biomech "
-            "41:356 (the principal-strain failure criterion).",
-        ),
-        Citation(
-            "schileo2008_ash",
-            "Schileo E, Dall'Ara E, Taddei F, Malandrino A, Schotkamp T, Baleani M, "
-            "Viceconti M",
-            2008,
-            "An accurate estimation of bone density improves the accuracy of subject-specific "
-            "finite element models",
-            "J Biomech 41(11):2483-2491",
-            "10.1016/j.jbiomech.2008.05.017",
+        _SCHILEO_2008_DENSITY,
+        replace(
+            _SCHILEO_2008_DENSITY,
+            key="schileo2008_ash",
             verified=False,
             note="rho_ash = 0.079 + 0.877 rho_QCT with rho_QCT from a hydroxyapatite phantom "
             "(European Spine Phantom); coefficients recalled, not checked against the paper",
