@@ -1051,12 +1051,21 @@ class _Parser:
             if comps:
                 self.boundaries.append(_Target(label, node, line, comps, value))
 
-    def cload(self, block: _Block) -> None:
+    def step_loads(self, block: _Block, records: list[_Target]
+                   ) -> list[tuple[str, int | None, list[str], int]]:
+        """The target lines of a load block (*CLOAD, *DLOAD) of the current step.
+
+        Raises:
+            AbaqusError: If the block is outside a *STEP or its OP is not NEW or MOD.
+        """
         if not self.in_step:
-            raise self.error(block.line, "*CLOAD outside a *STEP",
+            raise self.error(block.line, f"*{block.keyword} outside a *STEP",
                              hint="loads belong to a step: write them after *STATIC")
-        self.op_new(block, self.cloads)
-        for label, node, rest, line in self.targets(block, block.data, block.data_lines):
+        self.op_new(block, records)
+        return self.targets(block, block.data, block.data_lines)
+
+    def cload(self, block: _Block) -> None:
+        for label, node, rest, line in self.step_loads(block, self.cloads):
             try:
                 dof, magnitude = int(rest[0]), float(rest[1]) if len(rest) > 1 else 0.0
             except (ValueError, IndexError):
@@ -1076,11 +1085,7 @@ class _Parser:
             self.cloads.append(_Target(label, node, line, (dof - 1,), magnitude))
 
     def dload(self, block: _Block) -> None:
-        if not self.in_step:
-            raise self.error(block.line, "*DLOAD outside a *STEP",
-                             hint="loads belong to a step: write them after *STATIC")
-        self.op_new(block, self.dloads)
-        for label, elem, rest, line in self.targets(block, block.data, block.data_lines):
+        for label, elem, rest, line in self.step_loads(block, self.dloads):
             kind = rest[0].upper() if rest else ""
             if kind not in ("P1", "P2", "P3", "P4"):
                 self.unsupported_here(f"*DLOAD {self.term(line, kind) if kind else '(no type)'}",
