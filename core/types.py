@@ -6,14 +6,16 @@ Also the two helpers every frozen record of arrays uses: read-only array fields
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BoolArray", "FloatArray", "IntArray", "freeze_arrays", "json_plain"]
+__all__ = ["ArrayRecord", "BoolArray", "FloatArray", "IntArray", "freeze_arrays", "json_plain"]
 
 #: float64 array (coordinates in mm, moduli in MPa, strains, ...).
 FloatArray = npt.NDArray[np.float64]
@@ -53,3 +55,25 @@ def json_plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+class ArrayRecord:
+    """Base of a frozen dataclass record of numbers and arrays.
+
+    The fields named in ``ARRAYS`` become read-only copies (:func:`freeze_arrays`);
+    :meth:`to_dict` gives every field in order, JSON-plain.
+    """
+
+    ARRAYS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        freeze_arrays(self, *self.ARRAYS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (arrays as lists, a non-finite scalar as None)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = json_plain(getattr(self, f.name))
+            out[f.name] = None if isinstance(value, float) and not math.isfinite(value) \
+                else value
+        return out

@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from core.types import BoolArray, FloatArray, IntArray, freeze_arrays
+from core.types import ArrayRecord, BoolArray, FloatArray, IntArray, freeze_arrays
 from meshing.errors import InputError
 from meshing.types import CTVolume, ImageGrid
 
@@ -613,7 +613,7 @@ def _group_extremes(slab: IntArray, values: FloatArray) -> tuple[IntArray, Float
 
 
 @dataclass(frozen=True)
-class SizeFraction:
+class SizeFraction(ArrayRecord):
     """Fraction of the bone's diameter taken by the lesion, in sections along the axis.
 
     In each slab the lesion and the bone are projected on :data:`PROJECTION_DIRECTIONS`
@@ -643,21 +643,7 @@ class SizeFraction:
     fractions: FloatArray
     slice_mm: float
 
-    def __post_init__(self) -> None:
-        freeze_arrays(self, "direction", "levels_mm", "fractions")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (arrays as lists)."""
-        return {
-            "fraction": self.fraction,
-            "level_mm": self.level_mm,
-            "direction": self.direction.tolist(),
-            "lesion_width_mm": self.lesion_width_mm,
-            "bone_width_mm": self.bone_width_mm,
-            "levels_mm": self.levels_mm.tolist(),
-            "fractions": self.fractions.tolist(),
-            "slice_mm": self.slice_mm,
-        }
+    ARRAYS = ("direction", "levels_mm", "fractions")
 
 
 def _size_fraction(band: _Band) -> SizeFraction:
@@ -689,7 +675,7 @@ def _size_fraction(band: _Band) -> SizeFraction:
 
 
 @dataclass(frozen=True)
-class CorticalInvolvement:
+class CorticalInvolvement(ArrayRecord):
     """Axial and circumferential involvement of the cortex by the lesion.
 
     A slab is involved when at least one lesion voxel lies in the cortical shell (depth <=
@@ -728,29 +714,7 @@ class CorticalInvolvement:
     cortex_mm: float
     slice_mm: float
 
-    def __post_init__(self) -> None:
-        freeze_arrays(self, "levels_mm", "involved", "circumferential")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (arrays as lists, NaN as None)."""
-
-        def num(x: float) -> float | None:
-            return None if not math.isfinite(x) else float(x)
-
-        return {
-            "aci_mm": self.aci_mm,
-            "span_mm": self.span_mm,
-            "first_level_mm": num(self.first_level_mm),
-            "last_level_mm": num(self.last_level_mm),
-            "involved_slices": self.involved_slices,
-            "circumferential_fraction": self.circumferential_fraction,
-            "circumferential_level_mm": num(self.circumferential_level_mm),
-            "levels_mm": self.levels_mm.tolist(),
-            "involved": self.involved.tolist(),
-            "circumferential": self.circumferential.tolist(),
-            "cortex_mm": self.cortex_mm,
-            "slice_mm": self.slice_mm,
-        }
+    ARRAYS = ("levels_mm", "involved", "circumferential")
 
 
 def _involvement(band: _Band) -> CorticalInvolvement:

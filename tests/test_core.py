@@ -14,7 +14,7 @@ from core.citation import Citation
 from core.errors import InputError
 from core.keyed import keyed
 from core.textfile import read_utf8
-from core.types import FloatArray, freeze_arrays, json_plain
+from core.types import ArrayRecord, FloatArray, freeze_arrays, json_plain
 
 
 def test_keyed_keeps_the_order_is_read_only_and_refuses_a_key_twice():
@@ -43,6 +43,22 @@ def test_freeze_arrays_copies_and_makes_read_only():
     assert record.values.tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match="read-only"):
         record.values[0] = 3.0
+
+
+@dataclass(frozen=True)
+class _Measure(ArrayRecord):
+    level_mm: float
+    levels_mm: FloatArray
+    count: int
+
+    ARRAYS = ("levels_mm",)
+
+
+def test_array_record_freezes_its_arrays_and_writes_every_field_in_order():
+    m = _Measure(float("nan"), np.array([1.0, 2.5]), 3)
+    assert not m.levels_mm.flags.writeable
+    assert m.to_dict() == {"level_mm": None, "levels_mm": [1.0, 2.5], "count": 3}
+    assert list(m.to_dict()) == ["level_mm", "levels_mm", "count"]
 
 
 def test_json_plain_gives_what_json_writes():
