@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from core.types import json_plain
 from fea.loads import body_weight_newton
@@ -136,6 +136,23 @@ def _read_fields(cls: type, doc: Any, **given: Any) -> dict[str, Any]:
     return out | given
 
 
+class _RecordView:
+    """A typed view of one record of result.json.
+
+    Its plain fields are read by name (:func:`_read_fields`); :meth:`_derived` gives the
+    others (nested or renamed values) from the record.
+    """
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Self:
+        """From the record (a mapping; anything else reads as empty)."""
+        return cls(**_read_fields(cls, doc, **cls._derived(_map(doc))))
+
+    @classmethod
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
 def _reference(doc: Any) -> str:
     """The printed reference of a :class:`core.citation.Citation` record (else its key)."""
     src = _map(doc)
@@ -181,7 +198,7 @@ class NonlinearResult(_CarriesRecord):
 
 
 @dataclass(frozen=True)
-class LoadDefinition:
+class LoadDefinition(_RecordView):
     """How a load case's force was defined (the case's ``load_definition`` record).
 
     Attributes:
@@ -195,11 +212,6 @@ class LoadDefinition:
     magnitude_bw: float | None = None
     magnitude_N: float | None = None
     source: str = ""
-
-    @classmethod
-    def from_dict(cls, doc: Any) -> LoadDefinition:
-        """From the ``load_definition`` record (absent: all empty)."""
-        return cls(**_read_fields(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -270,7 +282,7 @@ class MaterialRecord:
 
 
 @dataclass(frozen=True)
-class LandmarksRecord:
+class LandmarksRecord(_RecordView):
     """The femur's landmarks as the report shows them (the ``landmarks`` record).
 
     Attributes:
@@ -290,16 +302,14 @@ class LandmarksRecord:
     convention: str | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any) -> LandmarksRecord:
-        """From the ``landmarks`` record."""
-        d = _map(doc)
-        side = d.get("side")
-        return cls(**_read_fields(cls, d, side=side if side in ("left", "right") else None,
-                                  convention=_text(d.get("convention")) or None))
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        side = doc.get("side")
+        return {"side": side if side in ("left", "right") else None,
+                "convention": _text(doc.get("convention")) or None}
 
 
 @dataclass(frozen=True)
-class MeshRecord:
+class MeshRecord(_RecordView):
     """Size and quality of the mesh (the ``mesh`` record).
 
     Attributes:
@@ -317,40 +327,36 @@ class MeshRecord:
     min_dihedral_deg: float | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any) -> MeshRecord:
-        """From the ``mesh`` record."""
-        quality = _map(_map(doc).get("quality"))
-        return cls(**_read_fields(cls, doc, min_dihedral_deg=_num(quality.get("min_dihedral_deg"))))
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return {"min_dihedral_deg": _num(_map(doc.get("quality")).get("min_dihedral_deg"))}
 
 
 @dataclass(frozen=True)
-class SolverRecord:
+class SolverRecord(_RecordView):
     """The linear solver of the run (the ``solver`` record).
 
     Attributes:
         num_dofs: Degrees of freedom.
         mpi_ranks: MPI ranks.
-        iterations: Krylov iterations per load case.
-        petsc_options: The PETSc options used.
+        iterations: Krylov iterations per load case, or None when not recorded.
+        petsc_options: The PETSc options used, or None when not recorded.
     """
 
     num_dofs: int | None = None
     mpi_ranks: int | None = None
-    iterations: Mapping[str, int] = field(default_factory=dict)
-    petsc_options: Mapping[str, Any] = field(default_factory=dict)
+    iterations: Mapping[str, int] | None = None
+    petsc_options: Mapping[str, Any] | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any) -> SolverRecord:
-        """From the ``solver`` record."""
-        d = _map(doc)
-        return cls(_int(d.get("num_dofs")), _int(d.get("mpi_ranks")),
-                   {str(k): v for k, v in _map(d.get("iterations")).items()
-                    if _int(v) is not None},
-                   dict(_map(d.get("petsc_options"))))
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        its, options = doc.get("iterations"), doc.get("petsc_options")
+        return {"iterations": ({str(k): v for k, v in its.items() if _int(v) is not None}
+                               if isinstance(its, Mapping) else None),
+                "petsc_options": dict(options) if isinstance(options, Mapping) else None}
 
 
 @dataclass(frozen=True)
-class FailureCriterionRecord:
+class FailureCriterionRecord(_RecordView):
     """The strain criterion of the run (the ``failure_criterion`` record).
 
     Attributes:
@@ -367,14 +373,9 @@ class FailureCriterionRecord:
     excluded: str = ""
     source: str = ""
 
-    @classmethod
-    def from_dict(cls, doc: Any) -> FailureCriterionRecord:
-        """From the ``failure_criterion`` record."""
-        return cls(**_read_fields(cls, doc))
-
 
 @dataclass(frozen=True)
-class BoundaryRecord:
+class BoundaryRecord(_RecordView):
     """The fixation and load application of the run (``boundary_conditions`` record).
 
     Attributes:
@@ -384,11 +385,6 @@ class BoundaryRecord:
 
     fixed: str = ""
     load: str = ""
-
-    @classmethod
-    def from_dict(cls, doc: Any) -> BoundaryRecord:
-        """From the ``boundary_conditions`` record."""
-        return cls(**_read_fields(cls, doc))
 
 
 @dataclass(frozen=True)
@@ -421,7 +417,7 @@ class CtFingerprint:
 
 
 @dataclass(frozen=True)
-class MirelsItemRecord:
+class MirelsItemRecord(_RecordView):
     """One item of a Mirels score as recorded (:meth:`risk.mirels.MirelsItem.to_dict`)."""
 
     name: str
@@ -431,7 +427,7 @@ class MirelsItemRecord:
 
 
 @dataclass(frozen=True)
-class MirelsRecord:
+class MirelsRecord(_RecordView):
     """A Mirels score as recorded (:meth:`risk.mirels.MirelsScore.to_dict`).
 
     Attributes:
@@ -449,25 +445,20 @@ class MirelsRecord:
     recommendation: str | None = None
 
     @classmethod
-    def from_dict(cls, doc: Any) -> MirelsRecord:
-        """From a ``mirels`` record (a mapping; anything else reads as empty)."""
-        d = _map(doc)
-        raw = d.get("items")
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        raw, rng, rec = doc.get("items"), doc.get("total_range"), doc.get("recommendation")
         listed = list(raw.values()) if isinstance(raw, Mapping) else \
             raw if isinstance(raw, list) else []
-        items = tuple(MirelsItemRecord(_text(i.get("name")), _int(i.get("points")),
-                                       _text(i.get("category")), _text(i.get("derivation")))
-                      for i in map(_map, listed))
-        rng = d.get("total_range")
-        total_range = ((int(rng[0]), int(rng[1])) if isinstance(rng, list) and len(rng) == 2
-                       and all(_int(v) is not None for v in rng) else None)
-        rec = d.get("recommendation")
-        return cls(items, _int(d.get("total")), total_range, _text(d.get("pain")),
-                   rec if isinstance(rec, str) else None)
+        return {
+            "items": tuple(MirelsItemRecord.from_dict(item) for item in listed),
+            "total_range": ((int(rng[0]), int(rng[1])) if isinstance(rng, list)
+                            and len(rng) == 2 and all(_int(v) is not None for v in rng)
+                            else None),
+            "recommendation": rec if isinstance(rec, str) else None}
 
 
 @dataclass(frozen=True)
-class CtraRecord:
+class CtraRecord(_RecordView):
     """A CT-based rigidity analysis as recorded (:mod:`material.rigidity`; or a bare loss).
 
     Attributes:
@@ -499,17 +490,16 @@ class CtraRecord:
         return self.max_reduction.get(self.governing)
 
     @classmethod
-    def from_dict(cls, doc: Any) -> CtraRecord:
-        """From a ``ctra`` record (a mapping; anything else reads as empty)."""
-        d = _map(doc)
-        stated = next((n for key in ("rigidity_loss", "reduction", "ctra_reduction", "loss",
-                                     "value") if (n := _num(d.get(key))) is not None), None)
-        high = d.get("high_risk")
-        return cls(**_read_fields(
-            cls, d, max_reduction={str(k): n for k, v in _map(d.get("max_reduction")).items()
-                                   if (n := _num(v)) is not None},
-            stated_loss=stated, measure=_text(d.get("measure") or d.get("kind")),
-            high_risk=high if isinstance(high, bool) else None))
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        high = doc.get("high_risk")
+        return {
+            "max_reduction": {str(k): n for k, v in _map(doc.get("max_reduction")).items()
+                              if (n := _num(v)) is not None},
+            "stated_loss": next((n for key in ("rigidity_loss", "reduction", "ctra_reduction",
+                                               "loss", "value")
+                                 if (n := _num(doc.get(key))) is not None), None),
+            "measure": _text(doc.get("measure") or doc.get("kind")),
+            "high_risk": high if isinstance(high, bool) else None}
 
 
 @dataclass(frozen=True)
