@@ -277,8 +277,8 @@ def test_cli_refuses_a_ct_with_its_voxel_size_in_metres(
     monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
     out = tmp_path / "out"
     line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct_in_metres"]),
-                         "--labels", str(phantom_files["labels"]), "--body-weight", "75",
-                         "--out", str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
+                       "--labels", str(phantom_files["labels"]), "--body-weight", "75",
+                       "--out", str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
     assert "voxel size along axis i is 0.0015 mm" in line
     assert "in metres (1.5 mm?)" in line and "pixel spacing and slice thickness" in line
 
@@ -290,8 +290,8 @@ def test_cli_refuses_an_analysis_over_the_memory_limit(
     monkeypatch.setenv(guards.MEMORY_LIMIT_ENV, "0.1")
     out = tmp_path / "out"
     line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--labels",
-                         str(phantom_files["labels"]), "--body-weight", "75", "--out",
-                         str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
+                       str(phantom_files["labels"]), "--body-weight", "75", "--out",
+                       str(out), "--mesh-size", "5", "--no-picture"], out, capsys)
     assert "this analysis would need ~" in line
     assert "OSTEOFE_MEMORY_LIMIT_GB=0.1 allows 0.10 GB" in line
     assert "coarser --mesh-size" in line and "raise OSTEOFE_MEMORY_LIMIT_GB" in line
@@ -310,8 +310,8 @@ def test_cli_checks_a_user_mesh_before_solving_it(
     monkeypatch.setenv(guards.MEMORY_LIMIT_ENV, "0.1")
     out = tmp_path / "out"
     line = cli_refuses(["-q", "strength", "--ct", str(phantom_files["ct"]), "--mesh",
-                         str(mesh_file), "--body-weight", "75", "--out", str(out),
-                         "--no-picture"], out, capsys)
+                       str(mesh_file), "--body-weight", "75", "--out", str(out),
+                       "--no-picture"], out, capsys)
     # the estimate counts the user's tetrahedra (a mask-based one would not know them), at the
     # default P2 discretisation
     assert f"~{box.num_cells:,} tetrahedra, P2]" in line and "to solve ~" in line

@@ -45,6 +45,18 @@ def _no_reading(*args: Any, **kwargs: Any) -> Any:
 
 
 
+@pytest.fixture
+def no_meshing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run gets as far as meshing (it must be refused before)."""
+    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+
+
+@pytest.fixture
+def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the run gets as far as reading the CT (it must be refused before)."""
+    monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
+
+
 def _strength(ct: Path, out: Path, *extra: str, labels: Path | None = None) -> list[str]:
     args = ["-q", "strength", "--ct", str(ct), "--body-weight", "75", "--out", str(out)]
     if labels is not None:
@@ -95,10 +107,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # -- the femur must sit on bone -----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("no_meshing")
 def test_segmentation_given_as_the_ct_is_refused_before_meshing(
-        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["labels_as_ct"], out, labels=files["labels"]), out, capsys)
     assert "the femur mask does not sit on bone in the CT" in line
@@ -108,33 +119,31 @@ def test_segmentation_given_as_the_ct_is_refused_before_meshing(
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("mm", [-50.0, 50.0])
+@pytest.mark.usefixtures("no_meshing")
 def test_labels_shifted_by_50_mm_are_refused(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch, axis: int, mm: float) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+        axis: int, mm: float) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, labels=files[f"labels_shift_{axis}_{mm:+.0f}"]),
-                    out, capsys)
+                       out, capsys)
     assert "does not sit on bone in the CT" in line
     # along the shaft the mask still overlaps bone: its outline no longer follows it
     assert "boundary does not follow the bone's edge" in line or "of it is air" in line
     assert "labels made on this very scan" in line
 
 
+@pytest.mark.usefixtures("no_meshing")
 def test_an_all_air_ct_is_refused(files: dict[str, Path], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["air_ct"], out, labels=files["labels"]), out, capsys)
     assert "median -1000 HU, a femur's lies within -100..1000 HU" in line
     assert "100% of it is air" in line and "is it empty or the wrong series?" in line
 
 
+@pytest.mark.usefixtures("no_meshing")
 def test_an_int8_clipped_ct_is_refused(files: dict[str, Path], tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["int8_ct"], out, labels=files["labels"]), out, capsys)
     assert "99th percentile 127 HU, a femur reaches at least 300 HU" in line
@@ -215,7 +224,7 @@ def test_coincident_nodes_that_do_not_make_one_solid_are_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["doubled"])), out,
-                    capsys)
+                       capsys)
     assert "coincident duplicate node(s)" in line and "does not make one valid solid" in line
     assert "shared by more than two cells" in line
 
@@ -258,18 +267,17 @@ def test_side_contradicting_the_anatomy_is_refused(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--side", "left", labels=files["labels"]), out,
-                    capsys)
+                       capsys)
     assert "the side given is left, but the femur in the image is a right femur" in line
     assert "manifest's side column" in line
 
 
+@pytest.mark.usefixtures("no_meshing")
 def test_side_contradicting_the_label_name_is_refused_before_meshing(
-        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--side", "right", "--bone-label", "femur_left",
-                              labels=files["labels_left"]), out, capsys)
+                       labels=files["labels_left"]), out, capsys)
     assert "the side given is right, but the selected label is a left femur" in line
 
 
@@ -374,24 +382,24 @@ def risk_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ("mirels", "needs the Mirels total, which needs the pain item"),
     ("unknown", "needs feature(s) ['shoe_size'] that osteofe strength does not compute"),
 ])
+@pytest.mark.usefixtures("no_reading")
 def test_a_bad_risk_model_is_refused_before_reading_the_ct(
         files: dict[str, Path], risk_models: dict[str, Path], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model: str,
+        capsys: pytest.CaptureFixture[str], model: str,
         message: str) -> None:
-    monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models[model]),
-                              labels=files["labels"]), out, capsys)
+                       labels=files["labels"]), out, capsys)
     assert message in line
 
 
+@pytest.mark.usefixtures("no_meshing")
 def test_a_risk_model_needing_a_lesion_is_refused_before_meshing(
         files: dict[str, Path], risk_models: dict[str, Path], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models["aci"]),
-                              labels=files["labels"]), out, capsys)
+                       labels=files["labels"]), out, capsys)
     assert "needs lesion feature(s) ['aci_mm'], but no lesion is labelled" in line
 
 
@@ -424,25 +432,23 @@ def test_config_check_refuses_what_the_run_would_fail_on(
     assert err.startswith("error: ") and message in err and "(hint: " in err
 
 
+@pytest.mark.usefixtures("no_reading")
 def test_an_unknown_law_on_the_command_line_is_refused_before_reading(
-        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--law", "nosuchlaw", labels=files["labels"]),
-                    out, capsys)
+                       out, capsys)
     assert "material.law = 'nosuchlaw' is invalid" in line
 
 
+@pytest.mark.usefixtures("no_reading")
 def test_a_chain_the_default_line_cannot_feed_is_refused_before_reading(
-        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
+        files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "ha.toml"
     config.write_text('[material]\nchain = "schileo2008"\n')
     out = tmp_path / "out"
     line = cli_refuses(_strength(files["ct"], out, "--config", str(config),
-                              labels=files["labels"]), out, capsys)
+                       labels=files["labels"]), out, capsys)
     assert "do not fit the calibration 'osteofe_phantom_line'" in line
     assert "expects HA-equivalent density" in line
 
@@ -485,19 +491,18 @@ def test_real_labels_shifted_by_50_mm_are_refused(
                            tmp_path / "shifted.nrrd")
     out = tmp_path / "out"
     line = cli_refuses(["-q", "strength", "--ct", str(ct_path), "--labels", str(shifted),
-                     "--bone-label", "femur_right", "--body-weight", "75", "--out", str(out)],
-                    out, capsys)
+                       "--bone-label", "femur_right", "--body-weight", "75", "--out", str(out)],
+                       out, capsys)
     assert "does not sit on bone" in line and "boundary does not follow the bone's edge" in line
 
 
 @pytest.mark.data
+@pytest.mark.usefixtures("no_meshing")
 def test_real_side_contradicting_the_label_name_is_refused(
-        real_ct: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("osteofe.pipeline.mesh_from_mask", _no_meshing)
+        real_ct: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ct_path, seg_path = real_ct
     out = tmp_path / "out"
     line = cli_refuses(["-q", "strength", "--ct", str(ct_path), "--labels", str(seg_path),
-                     "--bone-label", "femur_right", "--side", "left", "--body-weight", "75",
-                     "--out", str(out)], out, capsys)
+                       "--bone-label", "femur_right", "--side", "left", "--body-weight", "75",
+                       "--out", str(out)], out, capsys)
     assert "the side given is left, but the selected label is a right femur" in line
