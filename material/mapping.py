@@ -294,6 +294,19 @@ def _corner_indices(
             out[a, r] = matrix[r, 0] * dx + matrix[r, 1] * dy + matrix[r, 2] * dz
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _quadrature_hu(hu: np.ndarray, corners: np.ndarray, bary: np.ndarray,
+                   q: int) -> float:  # pragma: no cover
+    """Trilinear HU at quadrature point ``q`` of a cell with (4, 3) index-space ``corners``."""
+    x = (bary[q, 0] * corners[0, 0] + bary[q, 1] * corners[1, 0]
+         + bary[q, 2] * corners[2, 0] + bary[q, 3] * corners[3, 0])
+    y = (bary[q, 0] * corners[0, 1] + bary[q, 1] * corners[1, 1]
+         + bary[q, 2] * corners[2, 1] + bary[q, 3] * corners[3, 1])
+    z = (bary[q, 0] * corners[0, 2] + bary[q, 1] * corners[1, 2]
+         + bary[q, 2] * corners[2, 2] + bary[q, 3] * corners[3, 2])
+    return _trilinear(hu, x, y, z)
+
+
 @njit(cache=True, nogil=True)
 def _cell_mean_hu_kernel(
     points: np.ndarray,
@@ -323,13 +336,7 @@ def _cell_mean_hu_kernel(
         _corner_indices(points, tets, cell, matrix, origin, corners)
         acc = 0.0
         for q in range(nq):
-            x = (bary[q, 0] * corners[0, 0] + bary[q, 1] * corners[1, 0]
-                 + bary[q, 2] * corners[2, 0] + bary[q, 3] * corners[3, 0])
-            y = (bary[q, 0] * corners[0, 1] + bary[q, 1] * corners[1, 1]
-                 + bary[q, 2] * corners[2, 1] + bary[q, 3] * corners[3, 1])
-            z = (bary[q, 0] * corners[0, 2] + bary[q, 1] * corners[1, 2]
-                 + bary[q, 2] * corners[2, 2] + bary[q, 3] * corners[3, 2])
-            acc += weights[q] * _trilinear(hu, x, y, z)
+            acc += weights[q] * _quadrature_hu(hu, corners, bary, q)
         out[cell] = acc
     return out
 
@@ -354,13 +361,7 @@ def _point_hu_kernel(
     for cell in range(m):
         _corner_indices(points, tets, cell, matrix, origin, corners)
         for q in range(nq):
-            x = (bary[q, 0] * corners[0, 0] + bary[q, 1] * corners[1, 0]
-                 + bary[q, 2] * corners[2, 0] + bary[q, 3] * corners[3, 0])
-            y = (bary[q, 0] * corners[0, 1] + bary[q, 1] * corners[1, 1]
-                 + bary[q, 2] * corners[2, 1] + bary[q, 3] * corners[3, 1])
-            z = (bary[q, 0] * corners[0, 2] + bary[q, 1] * corners[1, 2]
-                 + bary[q, 2] * corners[2, 2] + bary[q, 3] * corners[3, 2])
-            out[cell, q] = _trilinear(hu, x, y, z)
+            out[cell, q] = _quadrature_hu(hu, corners, bary, q)
     return out
 
 
