@@ -93,7 +93,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from core.textfile import read_utf8
+from core.textfile import canonical_header, read_utf8
 from meshing.errors import InputError, OsteofeError
 from osteofe.cohort_engines import ArrayTaskSummary
 from osteofe.config import Config
@@ -278,22 +278,12 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def _manifest_header(path: Path, header: Sequence[str]) -> list[str]:
-    canonical = {c.lower(): c for c in (*MANIFEST_COLUMNS, *_COHORT_COLUMNS)}
-    columns = []
-    for i, raw in enumerate(header):
-        name = raw.strip()
-        key = _ALIASES.get(name.lower(), name.lower())
-        name = canonical.get(key, name)
-        if not name:
-            raise ManifestError(f"{path}: line 1: column {i + 1} has an empty header",
-                                "name every column")
-        if name in columns:
-            raise ManifestError(f"{path}: line 1: column {name!r} appears twice",
-                                "keep one column of each name")
+    columns = canonical_header(path, header, (*MANIFEST_COLUMNS, *_COHORT_COLUMNS),
+                               error=ManifestError, aliases=_ALIASES)
+    for name in columns:
         if name in _RESULT_COLUMNS:
             raise ManifestError(f"{path}: line 1: column {name!r} is an output of the run",
                                 "remove it from the manifest (the FE analysis computes it)")
-        columns.append(name)
     missing = [c for c in ("case_id", "ct", "labels", "body_mass_kg", "side")
                if c not in columns]
     if missing:

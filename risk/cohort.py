@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from core.atomic import atomic_write_text as _atomic_write_text
 from core.keyed import keyed
-from core.textfile import read_utf8
+from core.textfile import canonical_header, read_utf8
 from core.types import FloatArray, IntArray
 from fea.loads import GRAVITY_M_S2  # 1 BW = m * 9.81 N, defined once (DESIGN.md 3)
 from risk.errors import CohortError, MirelsError
@@ -408,18 +408,7 @@ def _mirels_for_row(row: _Row) -> MirelsScore:
 
 
 def _canonical_headers(path: str, header: Sequence[str]) -> list[str]:
-    lookup = {name.lower(): name for name in COLUMNS}
-    names = [lookup.get(h.strip().lower(), h.strip()) for h in header]
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name == "":
-            raise CohortError(f"{path}: line 1: column {i + 1} has an empty header",
-                              "name every column (or delete the empty one)")
-        if name in seen:
-            raise CohortError(f"{path}: line 1: column {name!r} appears twice",
-                              "keep one column of each name")
-        seen.add(name)
-    return names
+    return canonical_header(path, header, COLUMNS, error=CohortError)
 
 
 def _parse(text: str, path: str) -> Cohort:

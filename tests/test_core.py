@@ -13,7 +13,7 @@ import pytest
 from core.citation import Citation
 from core.errors import InputError
 from core.keyed import keyed
-from core.textfile import read_utf8
+from core.textfile import canonical_header, read_utf8
 from core.types import ArrayRecord, FloatArray, freeze_arrays, json_plain
 
 
@@ -78,3 +78,14 @@ def test_read_utf8_drops_the_bom_and_names_the_file(tmp_path):
     assert info.value.hint == "save it as CSV UTF-8"
     with pytest.raises(InputError, match="cannot read table"):
         read_utf8(tmp_path / "missing.csv", what="table")
+
+
+def test_canonical_header_spells_the_schema_and_refuses_empty_or_repeated_columns():
+    names = ("case_id", "body_mass_kg", "lesion_labels")
+    assert canonical_header("m.csv", [" Case_ID", "BODY_MASS_KG", "lesion_label", "notes "],
+                            names, aliases={"lesion_label": "lesion_labels"}) == [
+        "case_id", "body_mass_kg", "lesion_labels", "notes"]
+    with pytest.raises(InputError, match=r"m\.csv: line 1: column 2 has an empty header"):
+        canonical_header("m.csv", ["case_id", " "], names)
+    with pytest.raises(InputError, match="column 'case_id' appears twice"):
+        canonical_header("m.csv", ["case_id", "CASE_ID"], names)
