@@ -262,17 +262,31 @@ def _grid_problems(grid: Any) -> list[str]:
     return problems
 
 
+def _image_problems(image: Any, kind: str, array: str, dtype: Any) -> tuple[list[str], bool]:
+    """Problems of an image a reader returned, and whether its values may be checked further.
+
+    Checks its type (``kind``, a :mod:`meshing.types` class name), its grid and the dtype and
+    shape of its ``array`` field.
+    """
+    import meshing.types
+
+    if not isinstance(image, getattr(meshing.types, kind)):
+        return [f"not a {kind}: {type(image).__name__}"], False
+    problems = _grid_problems(image.grid)
+    values = getattr(image, array)
+    if values.dtype != dtype or values.shape != image.grid.shape or values.ndim != 3:
+        what = {"hu": "HU", "labels": "label"}[array]
+        problems.append(f"bad {what} array: {values.dtype} {values.shape} on grid "
+                        f"{image.grid.shape}")
+        return problems, False
+    return problems, True
+
+
 def _ct_problems(ct: Any) -> list[str]:
     import numpy as np
 
-    from meshing.types import CTVolume
-
-    if not isinstance(ct, CTVolume):
-        return [f"not a CTVolume: {type(ct).__name__}"]
-    problems = _grid_problems(ct.grid)
-    if ct.hu.dtype != np.float32 or ct.hu.shape != ct.grid.shape or ct.hu.ndim != 3:
-        problems.append(f"bad HU array: {ct.hu.dtype} {ct.hu.shape} on grid {ct.grid.shape}")
-    elif not _finite(ct.hu):
+    problems, ok = _image_problems(ct, "CTVolume", "hu", np.float32)
+    if ok and not _finite(ct.hu):
         problems.append(f"non-finite HU: {int((~np.isfinite(ct.hu)).sum())}")
     return problems
 
@@ -282,14 +296,11 @@ def _labels_problems(labels: Any) -> list[str]:
 
     from meshing.types import LabelMap
 
+    problems, ok = _image_problems(labels, "LabelMap", "labels", np.int32)
     if not isinstance(labels, LabelMap):
-        return [f"not a LabelMap: {type(labels).__name__}"]
-    problems = _grid_problems(labels.grid)
-    arr = labels.labels
-    if arr.dtype != np.int32 or arr.shape != labels.grid.shape:
-        problems.append(f"bad label array: {arr.dtype} {arr.shape} on grid {labels.grid.shape}")
-    elif arr.size and int(arr.min()) < 0:
-        problems.append(f"negative label: {int(arr.min())}")
+        return problems
+    if ok and labels.labels.size and int(labels.labels.min()) < 0:
+        problems.append(f"negative label: {int(labels.labels.min())}")
     if not all(isinstance(k, int) and isinstance(v, str) for k, v in labels.names.items()):
         problems.append(f"bad names: {labels.names!r}")
     return problems
