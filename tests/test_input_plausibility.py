@@ -57,6 +57,17 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("osteofe.pipeline.read_ct", _no_reading)
 
 
+def _strength_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], ct: Path, *extra: str,
+                      labels: Path | None = None) -> str:
+    """The error line of ``osteofe strength`` on ``ct``, which must be refused.
+
+    ``labels`` and the ``extra`` options are given too; the run writes into
+    ``tmp_path / "out"``, which must not be created (:func:`conftest.cli_refuses`).
+    """
+    out = tmp_path / "out"
+    return cli_refuses(_strength(ct, out, *extra, labels=labels), out, capsys)
+
+
 def _strength(ct: Path, out: Path, *extra: str, labels: Path | None = None) -> list[str]:
     args = ["-q", "strength", "--ct", str(ct), "--body-weight", "75", "--out", str(out)]
     if labels is not None:
@@ -110,8 +121,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.usefixtures("no_meshing")
 def test_segmentation_given_as_the_ct_is_refused_before_meshing(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["labels_as_ct"], out, labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["labels_as_ct"], labels=files["labels"])
     assert "the femur mask does not sit on bone in the CT" in line
     assert "no dense bone: 99th percentile 1 HU, a femur reaches at least 300 HU" in line
     assert "is --ct the segmentation?" in line
@@ -123,9 +133,8 @@ def test_segmentation_given_as_the_ct_is_refused_before_meshing(
 def test_labels_shifted_by_50_mm_are_refused(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
         axis: int, mm: float) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, labels=files[f"labels_shift_{axis}_{mm:+.0f}"]),
-                       out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"],
+                             labels=files[f"labels_shift_{axis}_{mm:+.0f}"])
     assert "does not sit on bone in the CT" in line
     # along the shaft the mask still overlaps bone: its outline no longer follows it
     assert "boundary does not follow the bone's edge" in line or "of it is air" in line
@@ -135,8 +144,7 @@ def test_labels_shifted_by_50_mm_are_refused(
 @pytest.mark.usefixtures("no_meshing")
 def test_an_all_air_ct_is_refused(files: dict[str, Path], tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["air_ct"], out, labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["air_ct"], labels=files["labels"])
     assert "median -1000 HU, a femur's lies within -100..1000 HU" in line
     assert "100% of it is air" in line and "is it empty or the wrong series?" in line
 
@@ -144,8 +152,7 @@ def test_an_all_air_ct_is_refused(files: dict[str, Path], tmp_path: Path,
 @pytest.mark.usefixtures("no_meshing")
 def test_an_int8_clipped_ct_is_refused(files: dict[str, Path], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["int8_ct"], out, labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["int8_ct"], labels=files["labels"])
     assert "99th percentile 127 HU, a femur reaches at least 300 HU" in line
     assert "exported as 8-bit (int8)" in line
 
@@ -213,8 +220,7 @@ def test_coincident_nodes_are_merged_and_reported(
 def test_a_mesh_of_disconnected_pieces_is_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["stray"])), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["stray"]))
     assert "stray.vtu: the mesh is 2 pieces (" in line
     assert " and 6 cells) that share no node" in line
 
@@ -222,9 +228,7 @@ def test_a_mesh_of_disconnected_pieces_is_refused(
 def test_coincident_nodes_that_do_not_make_one_solid_are_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["doubled"])), out,
-                       capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["doubled"]))
     assert "coincident duplicate node(s)" in line and "does not make one valid solid" in line
     assert "shared by more than two cells" in line
 
@@ -232,8 +236,7 @@ def test_coincident_nodes_that_do_not_make_one_solid_are_refused(
 def test_a_mesh_in_other_world_axes_is_refused(
         files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--mesh", str(femur_mesh["ras"])), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["ras"]))
     assert "ras.vtu: " in line and "of its cells lie outside the CT" in line
     assert "RAS meshes have x and y negated" in line
 
@@ -265,9 +268,8 @@ def test_require_one_piece_on_small_meshes() -> None:
 
 def test_side_contradicting_the_anatomy_is_refused(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--side", "left", labels=files["labels"]), out,
-                       capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--side", "left",
+                             labels=files["labels"])
     assert "the side given is left, but the femur in the image is a right femur" in line
     assert "manifest's side column" in line
 
@@ -275,9 +277,8 @@ def test_side_contradicting_the_anatomy_is_refused(
 @pytest.mark.usefixtures("no_meshing")
 def test_side_contradicting_the_label_name_is_refused_before_meshing(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--side", "right", "--bone-label", "femur_left",
-                       labels=files["labels_left"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--side", "right", "--bone-label",
+                             "femur_left", labels=files["labels_left"])
     assert "the side given is right, but the selected label is a left femur" in line
 
 
@@ -294,8 +295,7 @@ def test_a_side_that_agrees_runs(files: dict[str, Path], tmp_path: Path) -> None
 
 def test_a_femur_stub_is_refused_without_allow_partial(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["stub_ct"], out, labels=files["stub_labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["stub_ct"], labels=files["stub_labels"])
     assert "the femur model is too short for the load case" in line
     assert "the lesser trochanter was not found and the model ends" in line
     assert "--allow-partial" in line
@@ -387,9 +387,8 @@ def test_a_bad_risk_model_is_refused_before_reading_the_ct(
         files: dict[str, Path], risk_models: dict[str, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str], model: str,
         message: str) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models[model]),
-                       labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--risk-model", str(risk_models[model]),
+                             labels=files["labels"])
     assert message in line
 
 
@@ -397,9 +396,8 @@ def test_a_bad_risk_model_is_refused_before_reading_the_ct(
 def test_a_risk_model_needing_a_lesion_is_refused_before_meshing(
         files: dict[str, Path], risk_models: dict[str, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--risk-model", str(risk_models["aci"]),
-                       labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--risk-model", str(risk_models["aci"]),
+                             labels=files["labels"])
     assert "needs lesion feature(s) ['aci_mm'], but no lesion is labelled" in line
 
 
@@ -435,9 +433,8 @@ def test_config_check_refuses_what_the_run_would_fail_on(
 @pytest.mark.usefixtures("no_reading")
 def test_an_unknown_law_on_the_command_line_is_refused_before_reading(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--law", "nosuchlaw", labels=files["labels"]),
-                       out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--law", "nosuchlaw",
+                             labels=files["labels"])
     assert "material.law = 'nosuchlaw' is invalid" in line
 
 
@@ -446,9 +443,8 @@ def test_a_chain_the_default_line_cannot_feed_is_refused_before_reading(
         files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "ha.toml"
     config.write_text('[material]\nchain = "schileo2008"\n')
-    out = tmp_path / "out"
-    line = cli_refuses(_strength(files["ct"], out, "--config", str(config),
-                       labels=files["labels"]), out, capsys)
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--config", str(config),
+                             labels=files["labels"])
     assert "do not fit the calibration 'osteofe_phantom_line'" in line
     assert "expects HA-equivalent density" in line
 
