@@ -217,28 +217,21 @@ def test_coincident_nodes_are_merged_and_reported(
                                                     rel=1e-6)
 
 
-def test_a_mesh_of_disconnected_pieces_is_refused(
-        files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["stray"]))
-    assert "stray.vtu: the mesh is 2 pieces (" in line
-    assert " and 6 cells) that share no node" in line
-
-
-def test_coincident_nodes_that_do_not_make_one_solid_are_refused(
-        files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["doubled"]))
-    assert "coincident duplicate node(s)" in line and "does not make one valid solid" in line
-    assert "shared by more than two cells" in line
-
-
-def test_a_mesh_in_other_world_axes_is_refused(
-        files: dict[str, Path], femur_mesh: dict[str, Any], tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh["ras"]))
-    assert "ras.vtu: " in line and "of its cells lie outside the CT" in line
-    assert "RAS meshes have x and y negated" in line
+@pytest.mark.parametrize(("mesh", "expected"), [
+    pytest.param("stray", ("stray.vtu: the mesh is 2 pieces (", " and 6 cells) that share no node"),
+                 id="disconnected pieces"),
+    pytest.param("doubled", ("coincident duplicate node(s)", "does not make one valid solid",
+                             "shared by more than two cells"),
+                 id="coincident nodes that do not make one solid"),
+    pytest.param("ras", ("ras.vtu: ", "of its cells lie outside the CT",
+                         "RAS meshes have x and y negated"), id="other world axes"),
+])
+def test_a_bad_mesh_is_refused(files: dict[str, Path], femur_mesh: dict[str, Any],
+                               tmp_path: Path, capsys: pytest.CaptureFixture[str], mesh: str,
+                               expected: tuple[str, ...]) -> None:
+    line = _strength_refused(tmp_path, capsys, files["ct"], "--mesh", str(femur_mesh[mesh]))
+    for text in expected:
+        assert text in line
 
 
 def test_require_one_piece_on_small_meshes() -> None:
