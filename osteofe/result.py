@@ -18,8 +18,14 @@ Derived values are computed here, once:
 Descriptive records that other stages own and still extend (mesh, material, landmarks,
 boundary conditions, solver, resources, configuration; the nonlinear analysis, risk model
 intervals and contributions, the segmentation's source) are carried as JSON mappings in
-:attr:`StrengthResult.records` / :attr:`CaseResult.extras` and written back unchanged, so that
-a field one stage adds survives a round trip without a change here.
+:attr:`StrengthResult.records` / :attr:`CaseResult.extras` / ``record`` and written back
+unchanged, so that a field one stage adds survives a round trip without a change here. What
+consumers read of them is parsed once, when the result is built, into typed views
+(:class:`MaterialRecord`, :class:`LandmarksRecord`, :class:`MeshRecord`, :class:`SolverRecord`,
+:class:`FailureCriterionRecord`, :class:`BoundaryRecord`, :class:`CtFingerprint`,
+:class:`LoadDefinition`, :class:`NonlinearResult`, :class:`MirelsRecord`, :class:`CtraRecord`,
+:class:`InputFile` and :meth:`Provenance.config_values`); consumers use those attributes, never
+the mappings (``tests/test_result.py`` checks the consumer modules).
 """
 
 from __future__ import annotations
@@ -39,10 +45,23 @@ from meshing.errors import InputError
 __all__ = [
     "METHOD_SEE_N",
     "SCHEMA_VERSION",
+    "BoundaryRecord",
     "CaseResult",
+    "CtFingerprint",
+    "CtraRecord",
+    "FailureCriterionRecord",
     "FractureProbability",
+    "InputFile",
+    "LandmarksRecord",
     "LesionMeasures",
+    "LoadDefinition",
+    "MaterialRecord",
+    "MeshRecord",
+    "MirelsItemRecord",
+    "MirelsRecord",
+    "NonlinearResult",
     "Provenance",
+    "SolverRecord",
     "StrengthResult",
     "SweepResult",
     "Validity",
