@@ -29,7 +29,7 @@ def test_the_documented_example_runs_and_prints_the_typed_result(tmp_path, monke
     assert f"Mirels {result.lesion.mirels_total}/12" in printed
     # The phantom's own line was used, so no generic-calibration warning.
     assert not any("no calibration given" in w for w in result.warnings)
-    assert result.records["material"]["model"]["calibration"]["name"] == "api"
+    assert result.material.calibration_name == "api"
 
 
 def test_the_package_exports_the_api_lazily():
