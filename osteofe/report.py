@@ -707,7 +707,8 @@ def _provenance(result: StrengthResult, probability: ProbabilityView | None,
                      tuple((k, v) for k, v in rows if v)))
 
     bc = result.boundary_conditions
-    rows = [("fixation", bc.fixed), ("load application", bc.load)]
+    rows = [("distal fixation", bc.distal), ("load application", bc.load),
+            ("sideways fall supports", bc.fall_protocol)]
     sources: list[str] = []
     for case in result.cases:
         definition = case.load_definition

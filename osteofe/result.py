@@ -398,12 +398,19 @@ class BoundaryRecord(_RecordView):
     """The fixation and load application of the run (``boundary_conditions`` record).
 
     Attributes:
-        fixed: How the femur is fixed, text (the record's ``fixed`` entry).
+        distal: How the distal end is fixed, text (the record's ``distal`` entry).
         load: How the load is applied, text.
+        fall_protocol: The sideways-fall supports and their source, text ("" without a fall
+            case; the record's ``fall.protocol``).
     """
 
-    fixed: str = ""
+    distal: str = ""
     load: str = ""
+    fall_protocol: str = ""
+
+    @classmethod
+    def _derived(cls, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return {"fall_protocol": _text(_map(doc.get("fall")).get("protocol"))}
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,9 @@ def test_html_holds_the_key_numbers_of_the_result(run_dir, report):
     for warning in result["warnings"]:
         assert warning in html
     assert result["material"]["model"]["calibration"]["line"] in html
+    # The supports as applied (the pipeline's boundary_conditions record).
+    assert html_escape(result["boundary_conditions"]["distal"]) in html
+    assert html_escape(result["boundary_conditions"]["load"]) in html
     assert "not validated for clinical decisions" in html
 
 
