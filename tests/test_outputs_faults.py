@@ -501,8 +501,10 @@ def test_sigkill_of_a_staging_writer_leaves_a_folder_the_next_write_removes(tmp_
 
 @serial
 def test_any_other_file_system_error_is_a_message_not_a_traceback(tmp_path, capsys) -> None:
+    # A folder where the phantom's CT file goes: the writer's own OSError, past the checks.
     out = tmp_path / "phantom"
-    out.write_text("my notes")
-    _expect_error(["-q", "phantom", "--out", str(out)], capsys, "File exists", str(out),
-                  "check that the path exists and is writable")
-    assert out.read_text() == "my notes"
+    (out / "ct.nii.gz").mkdir(parents=True)
+    line = _expect_error(["-q", "phantom", "--out", str(out)], capsys, "Is a directory",
+                         "check that the folder is writable")
+    assert "ct.nii.gz" in line
+    assert (out / "ct.nii.gz").is_dir()
