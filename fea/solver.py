@@ -61,7 +61,11 @@ FieldRows = npt.NDArray[Any] | tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
 _COORD_TOL_MM = 1e-6
 #: Options read by objects PETSc creates inside the GAMG set-up without the KSP's prefix
 #: (the Galerkin product's coarse matrix): set unprefixed for the set-up only.
-_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear"})
+#: ``matptap_via`` picks that product's algorithm: ``allatonce`` does without the A P
+#: intermediate whose transient is the peak of a run per rank under MPI (946k P2 DOFs on 2
+#: ranks: 2313 -> 1822 MB on the largest rank) but made the set-up 15x slower there
+#: (benchmarks/results/memory_ranks_allatonce.json): a knob for memory-bound runs only.
+_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear", "matptap_via"})
 #: Vertices of basix's reference tetrahedron (points of the P2 corner-strain evaluation).
 _REFERENCE_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                 [0.0, 0.0, 1.0]])
@@ -655,7 +659,8 @@ class ElasticModel:
         external.destroy()
         if not gather:
             nodes, blocks = self._node_dof_map
-            return CaseSolution(self.u.x.array.reshape(-1, 3)[blocks], self._local_strain(),
+            return CaseSolution(np.asarray(self.u.x.array.reshape(-1, 3)[blocks],
+                                           dtype=np.float64), self._local_strain(),
                                 reactions, stats, set_reactions, self._local_vertex_strain(),
                                 node_ids=nodes, cell_ids=self.original_cells)
         return CaseSolution(self._gather_displacement(), self._gather_strain(), reactions, stats,
@@ -712,8 +717,8 @@ class ElasticModel:
         """(c, 3, 3) strain of this rank's owned cells (rows: ``original_cells``)."""
         strain = dolfinx.fem.Function(self._strain_space)
         strain.interpolate(self._strain_expr)
-        return np.array(strain.x.array.reshape(-1, 9)[: self.num_local_cells]
-                        ).reshape(-1, 3, 3)
+        return np.array(strain.x.array.reshape(-1, 9)[: self.num_local_cells],
+                        dtype=np.float64).reshape(-1, 3, 3)
 
     def _gather_strain(self) -> FloatArray:
         return _allgather_rows(self.comm, self.original_cells, self._local_strain(),
@@ -739,7 +744,7 @@ class ElasticModel:
         corners = self.mesh.vertex_cells()[self.original_cells]
         order = np.argmax(corners[:, :, None] == geometry[:, None, :], axis=2)
         local = np.take_along_axis(values, order[:, :, None], axis=1)
-        return local.reshape(-1, 4, 3, 3)
+        return np.asarray(local, dtype=np.float64).reshape(-1, 4, 3, 3)
 
     def _gather_displacement(self) -> FloatArray:
         nodes, blocks = self._node_dof_map
@@ -788,12 +793,9 @@ class ElasticModel:
             return np.asarray(np.asarray(field, dtype=np.float64)[wanted])
 
         def space(kind: str, shape: tuple[int, ...]) -> Any:
-            value_shape = shape if shape else None
-            if kind == "point":
-                return dolfinx.fem.functionspace(self.domain, ("Lagrange", 1, value_shape)
-                                                 if shape else ("Lagrange", 1))
-            return dolfinx.fem.functionspace(self.domain, ("DG", 0, value_shape)
-                                             if shape else ("DG", 0))
+            family, degree = ("Lagrange", 1) if kind == "point" else ("DG", 0)
+            return dolfinx.fem.functionspace(
+                self.domain, (family, degree, shape) if shape else (family, degree))
 
         functions = []
         for kind, data, wanted, num in (
