@@ -155,6 +155,18 @@ def _single(args: argparse.Namespace) -> int:
         "fe_assemble_matrix", solver.dolfinx.fem.petsc.assemble_matrix)
     solver.ElasticModel._set_up_solver = after(  # type: ignore[method-assign]
         "fe_gamg_setup", solver.ElasticModel._set_up_solver)
+    import fea.failure as failure
+
+    original_surface = failure.StrainCriterion.surface_strain
+
+    def surface_strain(self: Any, *a: Any, **k: Any) -> Any:
+        out = original_surface(self, *a, **k)
+        # The (k, 3, 3) surface tensors every rank gets (Allreduce under MPI).
+        fields["criterion_surface_tensor_bytes"] = int(out.nbytes)
+        fields["evaluated_surface_nodes"] = int(out.shape[0])
+        return out
+
+    failure.StrainCriterion.surface_strain = surface_strain  # type: ignore[method-assign]
     if args.before:  # the set-up as it was: GAMG keeps its product data
         args.petsc_option = [*args.petsc_option, "mat_product_clear=0"]
     pipeline._timed = timed
