@@ -73,6 +73,22 @@ def test_distributed_criterion_equals_the_gathered_one(degree):
                                rtol=1e-12, atol=1e-15)
 
 
+def test_mean_displacement_of_a_node_set_is_the_gathered_one():
+    """The secant nonlinear method's head displacement, from a distributed solution."""
+    from osteofe.distributed import mean_displacement
+
+    _, model, patch = _bent_box(1)
+    gathered = model.solve([patch])
+    local = model.solve([patch], gather=False)
+    model.destroy()
+    nodes = np.concatenate([patch.nodes, patch.nodes[:3]])  # repeats count twice
+    expected = gathered.displacement_mm[nodes].mean(axis=0)
+    np.testing.assert_allclose(mean_displacement(local, nodes, _world()), expected,
+                               rtol=1e-12)
+    np.testing.assert_allclose(mean_displacement(gathered, nodes, _world()), expected,
+                               rtol=1e-14)
+
+
 def test_rows_for_redistributes_any_partition():
     """Rows held in one distribution arrive where another wants them (Alltoallv path)."""
     from fea.solver import _rows_for
@@ -129,16 +145,13 @@ def test_xdmf_written_by_all_ranks_reads_back_the_solution(mpi_tmp_path):
 @pytest.fixture(scope="module")
 def small_phantom(tmp_path_factory):
     from meshing.phantom import PhantomParams, make_phantom, write_phantom
+    from osteofe.parallel import on_root
 
-    comm = _world()
-    root = None
-    if comm.rank == 0:
+    def write() -> dict:
         root = tmp_path_factory.mktemp("phantom")
-        write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.5)), root)
-    from pathlib import Path
+        return write_phantom(make_phantom(PhantomParams(voxel_size_mm=1.5)), root)
 
-    root = Path(comm.bcast(None if root is None else str(root), root=0))
-    return {"ct": root / "ct.nii.gz", "labels": root / "labels.nii.gz"}
+    return on_root(_world(), write)  # an error on rank 0 is raised on every rank
 
 
 @pytest.mark.skipif(_world().size < 2,
@@ -153,7 +166,7 @@ def test_two_ranks_write_the_serial_fields_and_failure_loads(small_phantom, mpi_
     from osteofe.config import Config
     from osteofe.pipeline import StrengthRequest, run_strength
 
-    config = (Config().override("mesh", size_mm=6.0)
+    config = (Config().override("mesh", size_mm=8.0)
               .override("load", cases=("stance", "fall")))
     request = StrengthRequest(small_phantom["ct"], small_phantom["labels"], body_mass_kg=75.0)
     parallel = run_strength(request, config, mpi_tmp_path / "mpi", comm=comm, picture=False)
