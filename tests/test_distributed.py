@@ -157,7 +157,7 @@ def small_phantom(tmp_path_factory):
 @pytest.mark.skipif(_world().size < 2,
                     reason="needs mpiexec -n 2 (compares a 2-rank run with a serial one)")
 def test_two_ranks_write_the_serial_fields_and_failure_loads(small_phantom, mpi_tmp_path):
-    """stance + fall on 2 ranks vs the same analysis serially (COMM_SELF, rank 0)."""
+    """fall + stance on 2 ranks vs the same analysis serially (COMM_SELF, rank 0)."""
     comm = _world()
     h5py = pytest.importorskip("h5py")
     import meshio
@@ -167,7 +167,7 @@ def test_two_ranks_write_the_serial_fields_and_failure_loads(small_phantom, mpi_
     from osteofe.pipeline import StrengthRequest, run_strength
 
     config = (Config().override("mesh", size_mm=8.0)
-              .override("load", cases=("stance", "fall")))
+              .override("load", cases=("fall", "stance")))
     request = StrengthRequest(small_phantom["ct"], small_phantom["labels"], body_mass_kg=75.0)
     parallel = run_strength(request, config, mpi_tmp_path / "mpi", comm=comm, picture=False)
     names = sorted(p.name for p in (mpi_tmp_path / "mpi").iterdir())
@@ -185,7 +185,8 @@ def test_two_ranks_write_the_serial_fields_and_failure_loads(small_phantom, mpi_
     with h5py.File(mpi_tmp_path / "mpi" / "fields.h5", "r") as h5:
         points = h5["Mesh/mesh/geometry"][...]
         data = {k: h5[f"Function/{k}/0"][...] for k in h5["Function"]}
-    # The fall model is solved rotated: its fields are written on the world-axes mesh.
+    # The fall model (solved rotated, the first: its mesh is the output mesh) is written in
+    # world axes; the stance fields come from the other model's partition.
     order, reference = np.lexsort(points.T), np.lexsort(vtu.points.T)
     np.testing.assert_allclose(points[order], vtu.points[reference], atol=1e-9)
     for case in ("stance", "fall"):
