@@ -128,10 +128,11 @@ def _rows_for(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[An
               wanted: npt.NDArray[np.int64], num_rows: int) -> FloatArray:
     """Rows ``wanted`` of a distributed array of which each rank holds rows ``ids`` (collective).
 
-    Every row must be held by exactly one rank. Where each rank already holds the rows it
-    wants (the same partition), nothing is sent; otherwise each row goes straight to the
-    rank that wants it (``Alltoallv``), through a (num_rows,) int32 table of who wants it.
-    Returns (wanted.size, ...) float64.
+    Every wanted row must be held by exactly one rank; held rows no rank wants (the mid-edge
+    nodes of a 10-node mesh, when only corners are written) are dropped. Where each rank
+    already holds the rows it wants (the same partition), nothing is sent; otherwise each
+    row goes straight to the rank that wants it (``Alltoallv``), through a (num_rows,) int32
+    table of who wants it. Returns (wanted.size, ...) float64.
     """
     shape = values.shape[1:]
     width = int(np.prod(shape))
@@ -149,8 +150,8 @@ def _rows_for(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[An
     del everyone
     dest = owner[ids]
     del owner
-    if np.any(dest < 0):
-        raise ValueError("rows given that no rank wants")
+    keep = dest >= 0
+    ids, flat, dest = ids[keep], flat[keep], dest[keep]
     order = np.argsort(dest, kind="stable")
     send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
     recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
