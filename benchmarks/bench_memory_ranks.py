@@ -1,7 +1,7 @@
 """Memory per MPI rank of one whole strength analysis: 2 ranks vs serial, and where it goes.
 
 Usage: .venv/bin/python benchmarks/bench_memory_ranks.py [--mesh-size 1.55] [--ranks 1 2]
-       [--voxel 0.8] [--name memory_ranks]
+       [--voxel 0.8] [--name memory_ranks] [--imports-probe]
 
 The phantom femur (``--voxel`` mm voxels) is analysed by ``osteofe.pipeline.run_strength``
 (P2, stance, no picture) at ``--mesh-size`` mm elements (1.55 mm: about 1e6 DOFs), once per
@@ -206,6 +206,27 @@ def _single(args: argparse.Namespace) -> int:
     return 0
 
 
+def _imports_probe() -> int:
+    """RSS after the analysis' imports, then after the libraries only preparation loads."""
+    import dolfinx_solver  # noqa: F401  (before dolfinx/petsc4py)
+
+    import fea.solver  # noqa: F401
+    import osteofe.pipeline  # noqa: F401
+
+    base = _rss() / MB
+    import gmsh  # noqa: F401
+    import numba  # noqa: F401
+    import pyvista  # noqa: F401
+    import SimpleITK  # noqa: F401
+    import vtk  # noqa: F401
+
+    more = _rss() / MB
+    print(f"RSS after the analysis' imports {base:.0f} MB; + gmsh, SimpleITK, numba, pyvista, "
+          f"vtk (loaded by the preparation on rank 0 only): {more:.0f} MB "
+          f"(+{more - base:.0f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every rank count in its own mpiexec; compare the peaks; write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="memory_ranks")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--imports-probe", action="store_true",
+                        help="only print the RSS the preparation's libraries add (rank 0's "
+                             "residue through the solve)")
     args = parser.parse_args(argv)
+    if args.imports_probe:
+        return _imports_probe()
     if args.single:
         return _single(args)
 
