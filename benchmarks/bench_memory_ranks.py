@@ -1,7 +1,7 @@
 """Memory per MPI rank of one whole strength analysis: 2 ranks vs serial, and where it goes.
 
 Usage: .venv/bin/python benchmarks/bench_memory_ranks.py [--mesh-size 1.55] [--ranks 1 2]
-       [--voxel 0.8] [--name memory_ranks]
+       [--voxel 0.8] [--name memory_ranks] [--imports-probe]
 
 The phantom femur (``--voxel`` mm voxels) is analysed by ``osteofe.pipeline.run_strength``
 (P2, stance, no picture) at ``--mesh-size`` mm elements (1.55 mm: about 1e6 DOFs), once per
@@ -10,10 +10,14 @@ belongs to that run alone. In each rank a thread samples the resident set size (
 every 20 ms); the peak RSS per rank is the larger of that and ``getrusage`` maxrss.
 To show where the memory goes, the RSS of every rank is also recorded at the end of each
 pipeline stage (``read``, ``mesh``, ``material``, ... timed by ``osteofe.pipeline``), after
-the prepared model reached the rank (``broadcast``), after the FE model was built
-(``fe_model``: DOLFINx mesh, spaces, matrix, GAMG) and after each solve (``solve``, with
-the bytes of the displacement/strain fields gathered on every rank), plus the bytes of
-the full TetMesh each rank holds.
+the prepared model reached the rank (``broadcast``), after the FE model's DOLFINx mesh
+(``fe_create_mesh``), matrix (``fe_assemble_matrix``) and GAMG set-up (``fe_gamg_setup``),
+after the whole FE model (``fe_model``) and after each solve (``solve``, with the bytes of
+the displacement/strain fields this rank holds: all of them serially, its own rows under
+MPI), plus the bytes of the full TetMesh each rank holds. Each record's ``peak_so_far_mb``
+is ``getrusage`` maxrss at that point (exact high-water mark), ``sampled_peak_mb`` the
+sampler's: a transient inside C code that holds the GIL (PETSc's GAMG set-up) is seen by
+maxrss only.
 
 Target (issue "scale out"): peak RSS per rank on 2 ranks <= 0.6 x the serial peak.
 Writes benchmarks/results/<name>.json.
@@ -93,8 +97,10 @@ def _single(args: argparse.Namespace) -> int:
     fields: dict[str, int] = {}
 
     def mark(stage: str, **extra: Any) -> None:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         stages.append({"stage": stage, "rss_mb": round(sampler.rss() / MB, 1),
-                       "peak_so_far_mb": round(sampler.peak / MB, 1), **extra})
+                       "peak_so_far_mb": round(max(sampler.peak, maxrss) / MB, 1),
+                       "sampled_peak_mb": round(sampler.peak / MB, 1), **extra})
 
     original_timed = pipeline._timed
 
@@ -127,13 +133,40 @@ def _single(args: argparse.Namespace) -> int:
 
     def solve(self: Any, *a: Any, **k: Any) -> Any:
         sol = original_solve(self, *a, **k)
-        gathered = sum(int(getattr(sol, n).nbytes) for n in
-                       ("displacement_mm", "strain", "vertex_strain")
-                       if getattr(sol, n, None) is not None)
-        fields["gathered_fields_bytes_per_solve"] = gathered
-        mark("solve", gathered_mb=round(gathered / MB, 1))
+        held = sum(int(getattr(sol, n).nbytes) for n in
+                   ("displacement_mm", "strain", "vertex_strain")
+                   if getattr(sol, n, None) is not None)
+        # Gathered (serial) or this rank's rows only (distributed, under MPI).
+        fields["field_bytes_per_solve_this_rank"] = held
+        fields["fields_distributed"] = bool(getattr(sol, "distributed", False))
+        mark("solve", fields_mb_this_rank=round(held / MB, 1))
         return sol
 
+    def after(name: str, fn: Any) -> Any:
+        def wrapped(*a: Any, **k: Any) -> Any:
+            out = fn(*a, **k)
+            mark(name)
+            return out
+        return wrapped
+
+    # Sub-stages of the FE model (C code holding the GIL: only maxrss sees their transients).
+    solver.dolfinx.mesh.create_mesh = after("fe_create_mesh", solver.dolfinx.mesh.create_mesh)
+    solver.dolfinx.fem.petsc.assemble_matrix = after(
+        "fe_assemble_matrix", solver.dolfinx.fem.petsc.assemble_matrix)
+    solver.ElasticModel._set_up_solver = after(  # type: ignore[method-assign]
+        "fe_gamg_setup", solver.ElasticModel._set_up_solver)
+    import fea.failure as failure
+
+    original_surface = failure.StrainCriterion.surface_strain
+
+    def surface_strain(self: Any, *a: Any, **k: Any) -> Any:
+        out = original_surface(self, *a, **k)
+        # The (k, 3, 3) surface tensors every rank gets (Allreduce under MPI).
+        fields["criterion_surface_tensor_bytes"] = int(out.nbytes)
+        fields["evaluated_surface_nodes"] = int(out.shape[0])
+        return out
+
+    failure.StrainCriterion.surface_strain = surface_strain  # type: ignore[method-assign]
     if args.before:  # the set-up as it was: GAMG keeps its product data
         args.petsc_option = [*args.petsc_option, "mat_product_clear=0"]
     pipeline._timed = timed
@@ -173,6 +206,27 @@ def _single(args: argparse.Namespace) -> int:
     return 0
 
 
+def _imports_probe() -> int:
+    """RSS after the analysis' imports, then after the libraries only preparation loads."""
+    import dolfinx_solver  # noqa: F401  (before dolfinx/petsc4py)
+
+    import fea.solver  # noqa: F401
+    import osteofe.pipeline  # noqa: F401
+
+    base = _rss() / MB
+    import gmsh  # noqa: F401
+    import numba  # noqa: F401
+    import pyvista  # noqa: F401
+    import SimpleITK  # noqa: F401
+    import vtk  # noqa: F401
+
+    more = _rss() / MB
+    print(f"RSS after the analysis' imports {base:.0f} MB; + gmsh, SimpleITK, numba, pyvista, "
+          f"vtk (loaded by the preparation on rank 0 only): {more:.0f} MB "
+          f"(+{more - base:.0f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every rank count in its own mpiexec; compare the peaks; write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -188,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="memory_ranks")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--imports-probe", action="store_true",
+                        help="only print the RSS the preparation's libraries add (rank 0's "
+                             "residue through the solve)")
     args = parser.parse_args(argv)
+    if args.imports_probe:
+        return _imports_probe()
     if args.single:
         return _single(args)
 

@@ -211,8 +211,7 @@ class StrainCriterion:
         outer_node[facets.faces[~facets.interior].ravel()] = True
         self._on_wall_only = wall_node & ~outer_node
         normals, areas = face_normals_and_areas(mesh.points, facets.faces)
-        # Samples: 3 per face; their cell, the cell-local corners of the face and weights.
-        self._sample_cells = np.repeat(facets.cells, 3)
+        # Samples: 3 per face; the cell-local corners of the face and weights.
         self._face_corners = TET_FACES[facets.opposite]  # (f, 3) local corner indices
         points = np.einsum("qj,fjd->fqd", _FACE_RULE, mesh.points[facets.faces]).reshape(-1, 3)
         weights = np.repeat(areas / 3.0, 3)
@@ -224,24 +223,52 @@ class StrainCriterion:
                                           points, sample_normals, weights,
                                           limits.averaging_radius_mm)
 
-    def _samples(self, strain: FloatArray) -> FloatArray:
-        """(s, 9) strain at the surface samples from per-cell or per-corner strains."""
+    def _samples(self, strain: FloatArray, faces: npt.NDArray[np.int64] | None = None,
+                 rows: npt.NDArray[np.int64] | None = None) -> FloatArray:
+        """(s, 9) strain at the surface samples from per-cell or per-corner strains.
+
+        ``faces``/``rows``: only the samples of these faces, whose cells are rows ``rows``
+        of ``strain`` (a rank's part); default all faces, ``strain`` indexed by cell.
+        """
+        cells = self.facets.cells if rows is None else rows
+        corners_of = self._face_corners if faces is None else self._face_corners[faces]
         if strain.ndim == 3:  # (m, 3, 3): constant per cell
-            return np.asarray(strain.reshape(-1, 9)[self._sample_cells])
+            return np.asarray(strain.reshape(-1, 9)[np.repeat(cells, 3)])
         if strain.shape[1:] != (4, 3, 3):
             raise ValueError(f"strain must be (m, 3, 3) or (m, 4, 3, 3), got {strain.shape}")
-        corners = strain.reshape(strain.shape[0], 4, 9)[self.facets.cells[:, None],
-                                                        self._face_corners]  # (f, 3, 9)
+        corners = strain.reshape(strain.shape[0], 4, 9)[cells[:, None], corners_of]  # (f, 3, 9)
         return np.asarray(np.einsum("qj,fjc->fqc", _FACE_RULE, corners).reshape(-1, 9))
 
-    def surface_strain(self, strain: FloatArray) -> FloatArray:
+    def surface_strain(self, strain: FloatArray, cell_ids: npt.NDArray[np.int64] | None = None,
+                       comm: Any = None) -> FloatArray:
         """(k, 3, 3) averaged strain tensors at the evaluated nodes (linear in the input).
 
         Args:
             strain: (m, 3, 3) per cell (P1), or (m, 4, 3, 3) at each cell's corners (P2,
                 :attr:`fea.solver.CaseSolution.vertex_strain`).
+            cell_ids: For a distributed strain (each rank holds some cells' rows, every cell
+                on exactly one rank): (c,) mesh cell of each row of ``strain``. Each rank
+                averages the samples of its cells' faces; the (k, 9) partial sums are added
+                over ``comm`` (``Allreduce``), so that every rank gets the same tensors
+                without any rank holding the whole field. Collective then.
+            comm: The MPI communicator of a distributed strain.
         """
-        return np.asarray((self._average @ self._samples(strain)).reshape(-1, 3, 3))
+        if cell_ids is None:
+            return np.asarray((self._average @ self._samples(strain)).reshape(-1, 3, 3))
+        if comm is None:
+            raise ValueError("a distributed strain (cell_ids) needs its communicator")
+        from mpi4py import MPI
+
+        row_of_cell = np.full(self.mesh.num_cells, -1, dtype=np.int64)
+        row_of_cell[np.asarray(cell_ids, dtype=np.int64)] = np.arange(len(cell_ids))
+        rows = row_of_cell[self.facets.cells]
+        faces = np.flatnonzero(rows >= 0)
+        columns = (3 * faces[:, None] + np.arange(3)).ravel()
+        partial = np.ascontiguousarray(
+            self._average[:, columns] @ self._samples(strain, faces, rows[faces]))
+        total = np.empty_like(partial)
+        comm.Allreduce(partial, total, op=MPI.SUM)
+        return total.reshape(-1, 3, 3)
 
     def evaluate_surface(self, node_strain: FloatArray) -> FailureAnalysis:
         """Criterion from averaged strain tensors at the evaluated surface nodes (k, 3, 3)."""
@@ -272,9 +299,14 @@ class StrainCriterion:
             critical_on_defect_wall=bool(self._on_wall_only[critical]),
         )
 
-    def evaluate(self, strain: FloatArray) -> FailureAnalysis:
-        """Criterion for a strain field ((m, 3, 3) per cell or (m, 4, 3, 3) per corner)."""
-        return self.evaluate_surface(self.surface_strain(strain))
+    def evaluate(self, strain: FloatArray, cell_ids: npt.NDArray[np.int64] | None = None,
+                 comm: Any = None) -> FailureAnalysis:
+        """Criterion for a strain field ((m, 3, 3) per cell or (m, 4, 3, 3) per corner).
+
+        ``cell_ids``/``comm``: a distributed strain (:meth:`surface_strain`); the result,
+        then the same on every rank, is the one of the whole field.
+        """
+        return self.evaluate_surface(self.surface_strain(strain, cell_ids, comm))
 
 
 def _restrict(facets: SurfaceFacets, boundary: npt.NDArray[np.int64]) -> SurfaceFacets:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,10 +55,17 @@ from petsc4py import PETSc as _PETSc  # noqa: E402
 # petsc4py's stubs disagree with its runtime (enums, Comm types): use it untyped.
 PETSc: Any = _PETSc
 
+#: A field to write: the full array (the same on every rank), or (ids, rows) of this rank.
+FieldRows = npt.NDArray[Any] | tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+
 _COORD_TOL_MM = 1e-6
 #: Options read by objects PETSc creates inside the GAMG set-up without the KSP's prefix
 #: (the Galerkin product's coarse matrix): set unprefixed for the set-up only.
-_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear"})
+#: ``matptap_via`` picks that product's algorithm: ``allatonce`` does without the A P
+#: intermediate whose transient is the peak of a run per rank under MPI (946k P2 DOFs on 2
+#: ranks: 2313 -> 1822 MB on the largest rank) but made the set-up 15x slower there
+#: (benchmarks/results/memory_ranks_allatonce.json): a knob for memory-bound runs only.
+_UNPREFIXED_OPTIONS = frozenset({"mat_product_clear", "matptap_via"})
 #: Vertices of basix's reference tetrahedron (points of the P2 corner-strain evaluation).
 _REFERENCE_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                 [0.0, 0.0, 1.0]])
@@ -114,6 +122,50 @@ def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDAr
     out = np.zeros((num_rows, width))
     out[all_ids] = received
     return out.reshape(num_rows, *shape)
+
+
+def _rows_for(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[Any],
+              wanted: npt.NDArray[np.int64], num_rows: int) -> FloatArray:
+    """Rows ``wanted`` of a distributed array of which each rank holds rows ``ids`` (collective).
+
+    Every wanted row must be held by exactly one rank; held rows no rank wants (the mid-edge
+    nodes of a 10-node mesh, when only corners are written) are dropped. Where each rank
+    already holds the rows it wants (the same partition), nothing is sent; otherwise each
+    row goes straight to the rank that wants it (``Alltoallv``), through a (num_rows,) int32
+    table of who wants it. Returns (wanted.size, ...) float64.
+    """
+    shape = values.shape[1:]
+    width = int(np.prod(shape))
+    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1, width)
+    same = bool(ids.size == wanted.size and np.array_equal(np.sort(ids), np.sort(wanted)))
+    if comm.allreduce(same, op=MPI.LAND):
+        out = np.empty((wanted.size, width))
+        out[np.argsort(wanted)] = flat[np.argsort(ids)]
+        return out.reshape(wanted.size, *shape)
+    counts = np.asarray(comm.allgather(int(wanted.size)), dtype=np.int64)
+    everyone = np.empty(int(counts.sum()), dtype=np.int64)
+    comm.Allgatherv(np.ascontiguousarray(wanted, dtype=np.int64), [everyone, counts])
+    owner = np.full(num_rows, -1, dtype=np.int32)
+    owner[everyone] = np.repeat(np.arange(comm.size, dtype=np.int32), counts)
+    del everyone
+    dest = owner[ids]
+    del owner
+    keep = dest >= 0
+    ids, flat, dest = ids[keep], flat[keep], dest[keep]
+    order = np.argsort(dest, kind="stable")
+    send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
+    recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
+    recv_ids = np.empty(int(recv_counts.sum()), dtype=np.int64)
+    comm.Alltoallv([np.ascontiguousarray(ids[order], dtype=np.int64), send_counts],
+                   [recv_ids, recv_counts])
+    recv = np.empty((recv_ids.size, width))
+    comm.Alltoallv([np.ascontiguousarray(flat[order]), send_counts * width],
+                   [recv, recv_counts * width])
+    lookup_full = np.full(num_rows, -1, dtype=np.int64)
+    lookup_full[wanted] = np.arange(wanted.size)
+    out = np.empty((wanted.size, width))
+    out[lookup_full[recv_ids]] = recv
+    return out.reshape(wanted.size, *shape)
 
 
 def modulus_quadrature_points(degree: int) -> FloatArray:
@@ -552,6 +604,7 @@ class ElasticModel:
         patches: Sequence[LoadPatch | NodalForces],
         *,
         reaction_sets: Mapping[str, npt.ArrayLike] | None = None,
+        gather: bool = True,
     ) -> CaseSolution:
         """Solve one load case (collective).
 
@@ -561,9 +614,13 @@ class ElasticModel:
                 comes from prescribed displacements.
             reaction_sets: Optional name -> node indices: report the total reaction force on
                 the constrained dofs of each set's nodes (``CaseSolution.set_reactions_n``).
+            gather: Return the fields gathered on every rank (full arrays, the mesh's
+                numbering). False keeps them distributed: each rank gets the rows of the
+                nodes and cells it owns (``CaseSolution.node_ids``/``cell_ids``), nothing
+                is communicated; reactions are totals on every rank either way.
 
         Returns:
-            Displacements, strains and reactions, gathered on every rank.
+            Displacements, strains and reactions.
 
         Raises:
             BoundaryConditionError: when a nodal force acts on a node without a dof.
@@ -601,6 +658,12 @@ class ElasticModel:
         reactions, set_reactions = self._reactions(external, reaction_sets or {})
         b.destroy()
         external.destroy()
+        if not gather:
+            nodes, blocks = self._node_dof_map
+            return CaseSolution(np.asarray(self.u.x.array.reshape(-1, 3)[blocks],
+                                           dtype=np.float64), self._local_strain(),
+                                reactions, stats, set_reactions, self._local_vertex_strain(),
+                                node_ids=nodes, cell_ids=self.original_cells)
         return CaseSolution(self._gather_displacement(), self._gather_strain(), reactions, stats,
                             set_reactions, self._gather_vertex_strain())
 
@@ -651,15 +714,26 @@ class ElasticModel:
             out[support.name] = np.asarray(self.comm.allreduce(total, op=MPI.SUM))
         return out, set_totals
 
-    def _gather_strain(self) -> FloatArray:
+    def _local_strain(self) -> FloatArray:
+        """(c, 3, 3) strain of this rank's owned cells (rows: ``original_cells``)."""
         strain = dolfinx.fem.Function(self._strain_space)
         strain.interpolate(self._strain_expr)
-        local = strain.x.array.reshape(-1, 9)[: self.num_local_cells]
-        return _allgather_rows(self.comm, self.original_cells, local,
-                               self.mesh.num_cells).reshape(-1, 3, 3)
+        return np.array(strain.x.array.reshape(-1, 9)[: self.num_local_cells],
+                        dtype=np.float64).reshape(-1, 3, 3)
+
+    def _gather_strain(self) -> FloatArray:
+        return _allgather_rows(self.comm, self.original_cells, self._local_strain(),
+                               self.mesh.num_cells)
 
     def _gather_vertex_strain(self) -> FloatArray | None:
         """(m, 4, 3, 3) strain at every cell's corners in the mesh's node order (degree 2)."""
+        local = self._local_vertex_strain()
+        if local is None:
+            return None
+        return _allgather_rows(self.comm, self.original_cells, local, self.mesh.num_cells)
+
+    def _local_vertex_strain(self) -> FloatArray | None:
+        """(c, 4, 3, 3) corner strains of this rank's owned cells (degree 2), else None."""
         if self._vertex_strain_expr is None:
             return None
         cells = np.arange(self.num_local_cells, dtype=np.int32)
@@ -671,14 +745,84 @@ class ElasticModel:
         corners = self.mesh.vertex_cells()[self.original_cells]
         order = np.argmax(corners[:, :, None] == geometry[:, None, :], axis=2)
         local = np.take_along_axis(values, order[:, :, None], axis=1)
-        del values
-        return _allgather_rows(self.comm, self.original_cells, local,
-                               self.mesh.num_cells).reshape(-1, 4, 3, 3)
+        return np.asarray(local, dtype=np.float64).reshape(-1, 4, 3, 3)
 
     def _gather_displacement(self) -> FloatArray:
         nodes, blocks = self._node_dof_map
         values = self.u.x.array.reshape(-1, 3)[blocks]
         return _allgather_rows(self.comm, nodes, values, self.mesh.num_nodes)
+
+    def write_xdmf(self, path: str | Path, point_data: Mapping[str, FieldRows],
+                   cell_data: Mapping[str, FieldRows], *,
+                   rotation: npt.NDArray[np.float64] | None = None) -> None:
+        """Write the mesh and fields to XDMF + HDF5 (``path``, ``path.with_suffix('.h5')``).
+
+        Collective: every rank writes its own cells and nodes into the one file pair
+        (DOLFINx's parallel HDF5); nothing is gathered. The mesh is this model's DOLFINx
+        mesh (its P1 geometry), in world axes when ``rotation`` is given (the model was
+        solved at ``points @ rotation.T``, :class:`fea.loads.FallSupport`); the values are
+        written as given (give them in world axes).
+
+        Args:
+            path: The ``.xdmf`` file to write (replaced).
+            point_data: Name -> values at the mesh's corner nodes: either the full (n, ...)
+                array (the same on every rank), or ``(node_ids, values)`` with the rows each
+                rank holds (a distributed solution's ``node_ids``, any model's partition).
+                Scalars and 3-vectors.
+            cell_data: Name -> per-cell values, full (m, ...) or ``(cell_ids, values)``;
+                scalars, 3-vectors or (3, 3) tensors.
+            rotation: (3, 3) rotation of this model's mesh (a fall), or None.
+        """
+        from dolfinx.io import XDMFFile
+
+        p1 = dolfinx.fem.functionspace(self.domain, ("Lagrange", 1))
+        imap = p1.dofmap.index_map
+        geometry = np.asarray(self.domain.geometry.dofmaps[0], dtype=np.int64)[:, :4]
+        original = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)
+        p1_dofs = np.asarray(p1.dofmap.list, dtype=np.int64)
+        p1_node = np.full(imap.size_local + imap.num_ghosts, -1, dtype=np.int64)
+        p1_node[p1_dofs.ravel()] = original[geometry[: p1_dofs.shape[0]]].ravel()
+        owned_nodes = p1_node[: imap.size_local]
+        if np.any(owned_nodes < 0):
+            raise ValueError("mesh nodes without a P1 dof: cannot write point data")
+
+        def rows(field: FieldRows, wanted: npt.NDArray[np.int64], num: int) -> FloatArray:
+            if isinstance(field, tuple):
+                ids, values = field
+                return _rows_for(self.comm, np.asarray(ids, dtype=np.int64), np.asarray(values),
+                                 wanted, num)
+            return np.asarray(np.asarray(field, dtype=np.float64)[wanted])
+
+        def space(kind: str, shape: tuple[int, ...]) -> Any:
+            family, degree = ("Lagrange", 1) if kind == "point" else ("DG", 0)
+            return dolfinx.fem.functionspace(
+                self.domain, (family, degree, shape) if shape else (family, degree))
+
+        functions = []
+        for kind, data, wanted, num in (
+                ("point", point_data, owned_nodes, self.mesh.num_nodes),
+                ("cell", cell_data, self.original_cells, self.mesh.num_cells)):
+            for name, field in data.items():
+                values = rows(field, wanted, num)
+                shape = tuple(values.shape[1:])
+                function = dolfinx.fem.Function(space(kind, shape), name=name)
+                width = int(np.prod(shape)) if shape else 1
+                array = function.x.array.reshape(-1, width)
+                array[: wanted.size] = values.reshape(wanted.size, width)
+                function.x.scatter_forward()
+                functions.append(function)
+        x = self.domain.geometry.x
+        saved = None if rotation is None else x.copy()
+        try:
+            if rotation is not None:
+                x[:] = x @ np.asarray(rotation, dtype=np.float64)
+            with XDMFFile(self.comm, str(path), "w") as xdmf:
+                xdmf.write_mesh(self.domain)
+                for function in functions:
+                    xdmf.write_function(function, 0.0)
+        finally:
+            if saved is not None:
+                x[:] = saved
 
     @property
     def num_dofs(self) -> int:

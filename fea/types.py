@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.types import FloatArray
+from core.types import FloatArray, IntArray
 
 __all__ = ["CaseSolution", "DisplacementFunction", "NodalForces", "SolveStats", "SolverOptions",
            "Support"]
@@ -193,6 +193,12 @@ class CaseSolution:
         vertex_strain: (m, 4, 3, 3) strain at each cell's four corner nodes (in the order of
             ``mesh.vertex_cells()``) for degree 2, where the strain is linear in each cell;
             None for degree 1 (constant per cell: ``strain``).
+        node_ids: None for a gathered solution (every row above, on every rank). For a
+            distributed one (``ElasticModel.solve(gather=False)``): (k,) int64 mesh node of
+            each row of ``displacement_mm``, the nodes whose dofs this rank owns; the rows
+            of all ranks together are every node once.
+        cell_ids: None, or (c,) int64 mesh cell of each row of ``strain`` and
+            ``vertex_strain``: this rank's owned cells (distributed solution).
     """
 
     displacement_mm: FloatArray
@@ -201,6 +207,13 @@ class CaseSolution:
     stats: SolveStats
     set_reactions_n: dict[str, FloatArray] = field(default_factory=dict)
     vertex_strain: FloatArray | None = None
+    node_ids: IntArray | None = None
+    cell_ids: IntArray | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """True when the rows are this rank's part only (``node_ids``/``cell_ids``)."""
+        return self.cell_ids is not None
 
     def rotated_back(self, rotation: FloatArray) -> CaseSolution:
         """This solution, computed on a mesh rotated by ``rotation``, in world axes.
@@ -219,11 +232,14 @@ class CaseSolution:
         return CaseSolution(self.displacement_mm @ r, strain,
                             {k: v @ r for k, v in self.reactions_n.items()}, self.stats,
                             {k: v @ r for k, v in self.set_reactions_n.items()},
-                            tensor(self.vertex_strain))
+                            tensor(self.vertex_strain), self.node_ids, self.cell_ids)
 
     @staticmethod
     def combine(units: Sequence[CaseSolution], weights: npt.ArrayLike) -> CaseSolution:
-        """Linear combination of solutions of one model (superposition of load cases)."""
+        """Linear combination of solutions of one model (superposition of load cases).
+
+        Distributed solutions of one model share their rows (``node_ids``/``cell_ids``).
+        """
         w = np.asarray(weights, dtype=np.float64)
 
         def mix(values: Sequence[FloatArray]) -> FloatArray:
@@ -243,4 +259,4 @@ class CaseSolution:
             mix([u.displacement_mm for u in units]), mix([u.strain for u in units]),
             {k: mix([u.reactions_n[k] for u in units]) for k in units[0].reactions_n}, stats,
             {k: mix([u.set_reactions_n[k] for u in units]) for k in units[0].set_reactions_n},
-            vertex)
+            vertex, units[0].node_ids, units[0].cell_ids)

@@ -69,7 +69,7 @@ MIN_FREE_MB = 200
 #: a rerun removes the ones it does not write again.
 RESULT_FILES: tuple[str, ...] = (
     "result.json", "fields.vtu", "model.inp", "model_*.inp", "femur_risk.png",
-    "force_displacement_*.csv",
+    "fields.xdmf", "fields.h5", "force_displacement_*.csv",
     "force_displacement_*.png", "report.html", "report.pdf", "report_page_*.png", "report.dcm",
 )
 #: Age after which an owner-less (older osteofe) staging folder counts as abandoned, s.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,14 @@ from meshing.segmentation import (
 from meshing.types import CTVolume, LabelMap, TetMesh
 from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
+from osteofe.distributed import (
+    FIELD_FILES,
+    field_data,
+    fields_prestage,
+    mean_displacement,
+    move_fields,
+    release_freed_memory,
+)
 from osteofe.guards import (
     ResourceEstimate,
     check_femur_on_bone,
@@ -706,6 +715,9 @@ def run_strength(
     total_start = time.perf_counter()
     prepared = on_root(comm, lambda: prepare_model(request, config, calibration, step,
                                                     ranks=comm.size))
+    release_freed_memory()  # rank 0's reading/meshing arrays, before the FE model
+    distributed = comm.size > 1  # fields stay on the rank that owns them (osteofe.distributed)
+    fields_model: tuple[Any, Any] | None = None
     timings = dict(prepared.timings_s)
 
     step("solving")
@@ -734,7 +746,8 @@ def run_strength(
                 forces = ([magnitude * axis for axis in np.eye(3)] if sweep_count
                           else [load.patch.force_n])
                 to_solver = np.eye(3) if rotation is None else rotation
-                units = [_in_world(model.solve([replace(load.patch, force_n=to_solver @ f)]),
+                units = [_in_world(model.solve([replace(load.patch, force_n=to_solver @ f)],
+                                               gather=not distributed),
                                    rotation) for f in forces]
                 if sweep_count:
                     unit_solutions[name] = units
@@ -744,6 +757,9 @@ def run_strength(
             num_dofs = model.num_dofs
             solver_timings.update({f"{key}_{k}": v for k, v in model.timings_s.items()})
             model.destroy()
+            if distributed and fields_model is None:  # its mesh and partition for the output
+                fields_model = (model, rotation)
+            del model
     timings.update({f"solver_{k}": round(v, 4) for k, v in solver_timings.items()})
 
     step("failure criterion")
@@ -759,11 +775,11 @@ def run_strength(
             criterion = StrainCriterion(
                 prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
                 limits=limits, soft_tags=(LESION_TAG,))
-            analysis = criterion.evaluate(_surface_input(sol))
+            analysis = criterion.evaluate(_surface_input(sol), sol.cell_ids, comm)
             analyses[name] = analysis
             sweep = None if not sweep_count else _direction_sweep(
                 prepared, load, criterion, unit_solutions[name], sweep_count,
-                config.load.sweep_half_angle_deg)
+                config.load.sweep_half_angle_deg, comm)
             cases.append(_case_entry(prepared, load, sol, analysis, sweep))
     governing = min(cases, key=lambda c: c.failure_load_N)
     curves: dict[str, Any] = {}
@@ -856,7 +872,10 @@ def run_strength(
                                       "processor": platform.machine()})
         step("writing outputs")
         with staged_output(out_dir, owned=RESULT_FILES) as stage, _timed(timings, "write"):
-            _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
+            if prestage is None:
+                _write_fields(stage / "fields.vtu", prepared, solutions, analyses)
+            else:  # written by all ranks (below)
+                move_fields(prestage, stage)
             if export_inp:
                 _export_inp(stage, prepared)
             for name, curve in curves.items():
@@ -877,8 +896,21 @@ def run_strength(
                 write_report(stage)  # reads stage/result.json: the report of this result
         return final
 
-    # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
-    return on_root(comm, write)
+    prestage: Path | None = None
+    if fields_model is not None:  # every rank writes its part of fields.xdmf/.h5
+        prestage = on_root(comm, lambda: fields_prestage(out_dir))
+    try:
+        if fields_model is not None and prestage is not None:
+            with _timed(timings, "write_fields"):
+                point_data, cell_data = field_data(prepared.material, prepared.mesh.cell_tags,
+                                                   solutions, analyses)
+                fields_model[0].write_xdmf(prestage / FIELD_FILES[0], point_data, cell_data,
+                                           rotation=fields_model[1])
+        # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
+        return on_root(comm, write)
+    finally:
+        if prestage is not None and comm.rank == 0:
+            shutil.rmtree(prestage, ignore_errors=True)
 
 
 def _excluded_nodes(prepared: PreparedModel, load: PlacedLoad, config: Config
@@ -973,11 +1005,11 @@ def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
 
 
 def _direction_sweep(prepared: PreparedModel, load: PlacedLoad, criterion: StrainCriterion,
-                     units: list[CaseSolution], count: int, half_angle_deg: float
-                     ) -> SweepResult:
+                     units: list[CaseSolution], count: int, half_angle_deg: float,
+                     comm: MPI.Comm) -> SweepResult:
     """Failure load over a cone of load directions on the same patch (superposition)."""
     magnitude = float(np.linalg.norm(load.patch.force_n))
-    surface = [criterion.surface_strain(_surface_input(u)) for u in units]
+    surface = [criterion.surface_strain(_surface_input(u), u.cell_ids, comm) for u in units]
     directions = sweep_directions(load.patch.force_n / magnitude, count, half_angle_deg)
     loads_n = np.empty(count)
     for i, direction in enumerate(directions):
@@ -1078,7 +1110,7 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
     force = load.patch.force_n
     direction = force / np.linalg.norm(force)
     # Linear head stiffness along the load gives the scale of the displacement increments.
-    head_disp = float(np.mean(linear.displacement_mm[load.patch.nodes] @ direction))
+    head_disp = float(mean_displacement(linear, load.patch.nodes, comm) @ direction)
     stiffness = float(np.linalg.norm(force)) / max(head_disp, 1e-12)
     step_mm = config.nonlinear.step_fraction * linear_failure_n / stiffness
     extra = (() if load.ground_nodes is None
