@@ -58,6 +58,7 @@ __all__ = [
     "AutoSegParams",
     "FemurConfidence",
     "FemurSegmentation",
+    "LesionCandidate",
     "confidence_path",
     "dice",
     "mean_surface_distance",
@@ -114,6 +115,14 @@ class AutoSegParams:
         lesion_min_mm3: Smallest lesion candidate kept.
         lesion_contrast_hu: A candidate is at least this much darker than the femur's mean
             within ~10 mm.
+        lesion_envelope_mm: Radius of the ball the femur is morphologically closed with to
+            find lytic defects open through the cortex (a lesion that breaches the cortex
+            leaves a notch in the bone mask; the closing bridges openings up to about twice
+            this radius).
+        lesion_min_inside: A candidate lies at least this fraction inside the bone mask (a
+            defect of the bone, not a surface concavity such as the trochanteric fossa).
+        breach_min_fraction: A candidate breaches the cortex when at least this fraction of
+            its boundary faces extra-osseous tissue (outside the closed femur).
         edge_hu_per_mm: Gradient magnitude of an edge voxel in the head search (HU/mm).
         head_candidates: Hough maxima judged by their joint-space contrast.
         head_margin_voxels: On coarse scans the head is the joint sphere grown by this many
@@ -140,6 +149,9 @@ class AutoSegParams:
     lesion_min_hu: float = 0.0
     lesion_min_mm3: float = 500.0
     lesion_contrast_hu: float = 120.0
+    lesion_envelope_mm: float = 12.0
+    lesion_min_inside: float = 0.3
+    breach_min_fraction: float = 0.05
     metal_hu: float = METAL_HU
     close_surface: bool = True
     refine_head: bool = True
@@ -203,6 +215,38 @@ class FemurConfidence:
 
 
 @dataclass(frozen=True)
+class LesionCandidate:
+    """One automatic lytic lesion candidate.
+
+    Attributes:
+        side: Femur it lies in ("left" / "right").
+        volume_mm3: Volume (voxels inside the closed femur), mm^3.
+        centroid_mm: (3,) float64 world (LPS) centroid, mm.
+        inside_fraction: Share of its voxels inside the femur's bone mask (the rest fill a
+            notch of the bone surface: bone replaced by tumour through the cortex).
+        breach_fraction: Share of its boundary faces that face extra-osseous tissue
+            (outside the femur closed with a ball of ``lesion_envelope_mm``): 0 for a
+            lesion contained in the marrow, its cortical opening for one that breaches.
+        breaches_cortex: ``breach_fraction >= breach_min_fraction``.
+    """
+
+    side: str
+    volume_mm3: float
+    centroid_mm: npt.NDArray[np.float64]
+    inside_fraction: float
+    breach_fraction: float
+    breaches_cortex: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {"side": self.side, "volume_mm3": round(self.volume_mm3, 1),
+                "centroid_mm": [round(float(x), 2) for x in self.centroid_mm],
+                "inside_fraction": round(self.inside_fraction, 3),
+                "breach_fraction": round(self.breach_fraction, 3),
+                "breaches_cortex": self.breaches_cortex}
+
+
+@dataclass(frozen=True)
 class FemurSegmentation:
     """Result of :func:`segment_femurs`.
 
@@ -213,6 +257,7 @@ class FemurSegmentation:
         lesion_voxels: Number of lesion-candidate voxels.
         method: "classical" or "totalsegmentator".
         wall_s: Seconds spent.
+        lesions: The lesion candidates, each with its cortical-breach measure.
     """
 
     labels: LabelMap
@@ -221,6 +266,7 @@ class FemurSegmentation:
     method: str
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    lesions: tuple[LesionCandidate, ...] = ()
 
     def confidence(self) -> dict[str, Any]:
         """The confidence report (JSON-ready)."""
@@ -228,7 +274,8 @@ class FemurSegmentation:
                 "femurs": [f.to_dict() for f in self.femurs],
                 "lesion_candidates": {"label": LESION_CANDIDATE_LABEL, "name": "lesion",
                                       "voxels": self.lesion_voxels, "automatic": True,
-                                      "used_for_mirels": False},
+                                      "used_for_mirels": False,
+                                      "candidates": [c.to_dict() for c in self.lesions]},
                 "wall_s": round(self.wall_s, 2), **self.extra}
 
 
@@ -597,6 +644,7 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     out = np.zeros(hu.shape, dtype=np.int32)
     confidences = []
     lesion = np.zeros(hu.shape, dtype=bool)
+    lesions: list[tuple[str, dict[str, Any]]] = []
     for _n, side, contrast, centre, radius in heads:
         femur = basins == code[side]
         if not half_max:
@@ -651,7 +699,12 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
             accepted=not reasons, reasons=tuple(reasons)))
         if not reasons:
             out[femur] = label
-            lesion |= _lesion_candidates(hu, femur, spacing, params)
+            found_lesion, records = _lesion_candidates(hu, femur, spacing, params)
+            # a candidate that breaches the cortex fills its notch of the bone surface: it
+            # is part of the femur's label map (as lesion), as a reader would draw it
+            out[found_lesion & (out == 0)] = label
+            lesion |= found_lesion
+            lesions.extend((side, r) for r in records)
     out[lesion & (out > 0)] = LESION_CANDIDATE_LABEL
     accepted = [c for c in confidences if c.accepted]
     if refuse and not accepted:
@@ -663,24 +716,74 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     if lesion.any():
         names[LESION_CANDIDATE_LABEL] = "lesion"
     labels = LabelMap(grid=ct.grid, labels=_from_canonical(out, perm, flips), names=names)
+    candidates = []
+    for side, r in lesions:
+        centroid = np.zeros(3)
+        centroid[list(perm)] = [(ct.grid.shape[perm[a]] - 1 - r["centroid"][a]) if flips[a]
+                                else r["centroid"][a] for a in range(3)]
+        candidates.append(LesionCandidate(
+            side=side, volume_mm3=r["volume_mm3"],
+            centroid_mm=np.asarray(ct.grid.index_to_world(centroid), dtype=np.float64),
+            inside_fraction=r["inside_fraction"], breach_fraction=r["breach_fraction"],
+            breaches_cortex=r["breach_fraction"] >= params.breach_min_fraction))
     return FemurSegmentation(labels=labels, femurs=tuple(confidences),
                              lesion_voxels=int(np.count_nonzero(out == LESION_CANDIDATE_LABEL)),
-                             method="classical", wall_s=time.perf_counter() - start)
+                             method="classical", wall_s=time.perf_counter() - start,
+                             lesions=tuple(candidates))
+
+
+def _closed(mask: BoolArray, spacing: npt.NDArray[np.float64], radius: float) -> BoolArray:
+    """Morphological closing with a ball of ``radius`` mm, the mask itself always kept.
+
+    Exact Euclidean (distance transforms: a dilation, then an erosion), on the mask's
+    bounding box padded with background so that the image border acts as outside.
+    """
+    found = np.argwhere(mask)
+    out = mask.copy()
+    if found.size == 0:
+        return out
+    pad = np.ceil(radius / spacing).astype(int) + 2
+    lo = np.maximum(found.min(axis=0) - pad, 0)
+    hi = np.minimum(found.max(axis=0) + pad + 1, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub = np.pad(mask[box], [(int(p), int(p)) for p in pad])
+    grown = np.asarray(ndimage.distance_transform_edt(~sub, sampling=spacing)) <= radius
+    shut = np.asarray(ndimage.distance_transform_edt(grown, sampling=spacing)) > radius
+    inner = tuple(slice(int(p), int(p) + (int(b) - int(a)))
+                  for p, a, b in zip(pad, lo, hi, strict=True))
+    out[box] |= shut[inner]
+    return out
 
 
 def _lesion_candidates(hu: F32, femur: BoolArray, spacing: npt.NDArray[np.float64],
-                       params: AutoSegParams) -> BoolArray:
-    """Lytic lesion candidates: soft-tissue-dense pieces inside a femur, darker than its bone.
+                       params: AutoSegParams) -> tuple[BoolArray, list[dict[str, Any]]]:
+    """Lytic lesion candidates of one femur, and whether each breaches the cortex.
 
-    A voxel is a candidate when it lies inside the femur (one voxel off its surface), its
+    A lytic metastasis replaces bone by soft tissue; one that breaches the cortex leaves a
+    notch in the bone mask, open to the soft tissue outside. So the femur is first closed
+    morphologically with a ball of ``lesion_envelope_mm`` (Euclidean distance transforms:
+    a dilation then an erosion), which bridges such openings; candidate voxels lie in the
+    closed femur, off its outermost voxel layer. A voxel is a candidate when its
     smoothed HU (Gaussian, 1 mm) is between ``lesion_min_hu`` (fatty marrow is lower) and
-    ``lesion_max_hu``, and it is at least ``lesion_contrast_hu`` darker than the femur's
-    mean within ~10 mm (normalised Gaussian convolution over the femur): a hole in the bone,
-    not a bone that is low everywhere. Pieces that reach the femur's lowest slab (the
-    medullary canal leaving the image) and pieces smaller than ``lesion_min_mm3`` are
-    dropped. Candidates are offered, never used: see the module docstring.
+    ``lesion_max_hu``, and it is at least ``lesion_contrast_hu`` darker than the femur's mean
+    within ~10 mm (normalised Gaussian convolution over the femur): a hole in the bone, not
+    a bone that is low everywhere. Pieces (6-connected) that reach the femur's lowest slab
+    (the medullary canal leaving the image), pieces smaller than ``lesion_min_mm3`` and
+    pieces less than ``lesion_min_inside`` inside the bone mask (surface concavities) are
+    dropped. For each piece the breach fraction is the share of its voxel faces that face
+    the outermost voxel layer of the closed femur or beyond: 0 for a lesion inside the
+    marrow under at least one voxel of cortex, the relative size of the cortical opening
+    for one that breaches the cortex or thins it below one voxel (cortical destruction is
+    what Mirels' size item and the axial cortical involvement measure).
+    Candidates are offered, never used: see the module docstring.
+
+    Returns:
+        (mask of candidate voxels in the closed femur, one record per candidate: voxel-index
+        ``centroid`` in the canonical axes, ``volume_mm3``, ``inside_fraction``,
+        ``breach_fraction``).
     """
-    inside = ndimage.binary_erosion(femur, _FACE)
+    closed = _closed(femur, spacing, params.lesion_envelope_mm)
+    inside = np.asarray(ndimage.binary_erosion(closed, _FACE))
     sigma_fine = 1.0 / spacing
     sigma_wide = 10.0 / spacing
     smooth = ndimage.gaussian_filter(hu, sigma_fine)
@@ -691,15 +794,41 @@ def _lesion_candidates(hu: F32, femur: BoolArray, spacing: npt.NDArray[np.float6
     low &= smooth <= local - params.lesion_contrast_hu
     pieces, count = ndimage.label(low, structure=_FACE)
     if count == 0:
-        return np.zeros(hu.shape, dtype=bool)
-    sizes = np.asarray(ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, count + 1)))
-    keep = set((np.flatnonzero(sizes * float(np.prod(spacing)) >= params.lesion_min_mm3)
-                + 1).tolist())
+        return np.zeros(hu.shape, dtype=bool), []
+    index = np.arange(1, count + 1)
+    sizes = np.asarray(ndimage.sum_labels(np.ones_like(pieces), pieces, index))
+    in_bone = np.asarray(ndimage.sum_labels(femur, pieces, index)) / np.maximum(sizes, 1)
+    keep = set((np.flatnonzero((sizes * float(np.prod(spacing)) >= params.lesion_min_mm3)
+                               & (in_bone >= params.lesion_min_inside)) + 1).tolist())
     bottom = np.flatnonzero(femur.any(axis=(0, 1)))
     if bottom.size:
         slab = max(1, round(params.slab_mm / spacing[2]))
         keep -= set(np.unique(pieces[:, :, bottom[0]:bottom[0] + slab]).tolist())
-    return np.asarray(np.isin(pieces, sorted(keep)))
+    kept = sorted(keep)
+    if not kept:
+        return np.zeros(hu.shape, dtype=bool), []
+    # boundary faces of each piece, split by what lies across them (vectorised per axis)
+    faces_all = np.zeros(count + 1)
+    faces_out = np.zeros(count + 1)
+    for axis in range(3):
+        for step in (1, -1):
+            across = np.roll(pieces, -step, axis=axis)
+            outside = np.roll(~inside, -step, axis=axis)
+            edge = [slice(None)] * 3
+            edge[axis] = slice(-1, None) if step == 1 else slice(0, 1)
+            across[tuple(edge)] = 0  # no wrap-around: the image border is outside
+            outside[tuple(edge)] = True
+            face = (pieces > 0) & (across != pieces)
+            faces_all += np.bincount(pieces[face], minlength=count + 1)
+            faces_out += np.bincount(pieces[face & outside], minlength=count + 1)
+    centroids = ndimage.center_of_mass(np.ones_like(pieces), pieces, kept)
+    voxel_mm3 = float(np.prod(spacing))
+    records = [{"centroid": np.asarray(c, dtype=np.float64),
+                "volume_mm3": float(sizes[n - 1]) * voxel_mm3,
+                "inside_fraction": float(in_bone[n - 1]),
+                "breach_fraction": float(faces_out[n] / max(faces_all[n], 1.0))}
+               for n, c in zip(kept, centroids, strict=True)]
+    return np.asarray(np.isin(pieces, kept)), records
 
 
 # --------------------------------------------------------------------------------------------

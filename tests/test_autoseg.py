@@ -93,6 +93,37 @@ def test_lytic_lesion_candidate_is_a_separate_label() -> None:
     assert seg.confidence()["lesion_candidates"]["used_for_mirels"] is False
 
 
+def test_lesion_candidate_breaching_the_cortex_vs_inside_the_marrow() -> None:
+    """A lytic lesion through the inferior neck cortex (the phantom's calcar site, centred
+    4 mm inside the cortex, radius 10 mm) breaches it; one on the neck axis (radius 8 mm, in
+    a neck of ~15 mm radius) is enclosed by bone. The truth comes from the phantom's labels:
+    lesion voxels face to face with tissue outside the bone."""
+    params = PhantomParams(voxel_size_mm=1.5, distal_cut_mm=120.0, noise_sd_hu=10.0)
+    for site, radius, breaches in (("calcar", 10.0, True), ("neck", 8.0, False)):
+        phantom = make_phantom(params, LesionParams(site=site, radius_mm=radius))
+        lesion = phantom.labels.labels == 2
+        outside = phantom.labels.labels == 0
+        touching = np.zeros_like(lesion)
+        for axis in range(3):
+            for step in (1, -1):
+                touching |= lesion & np.roll(outside, step, axis=axis)
+        assert bool(touching.any()) is breaches  # the phantom is what the test assumes
+        seg = segment_femurs(phantom.ct)
+        (candidate,) = seg.lesions
+        found = seg.labels.labels == LESION_CANDIDATE_LABEL
+        # measured: calcar 731 of 734 candidate voxels in the lesion, breach fraction 0.23,
+        # 0.79 inside the bone mask; neck 571 of 584, breach 0.0, all inside
+        assert np.count_nonzero(found & lesion) >= 0.9 * np.count_nonzero(found)
+        assert np.count_nonzero(found & lesion) >= 0.5 * np.count_nonzero(lesion)
+        assert candidate.breaches_cortex is breaches
+        if breaches:
+            assert candidate.breach_fraction >= 0.1 and candidate.inside_fraction < 1.0
+        else:
+            assert candidate.breach_fraction == 0.0 and candidate.inside_fraction == 1.0
+        record = seg.confidence()["lesion_candidates"]["candidates"]
+        assert record == [candidate.to_dict()]
+
+
 def test_refuses_a_ct_without_bone() -> None:
     grid = ImageGrid(shape=(20, 20, 20), spacing=np.ones(3), origin=np.zeros(3))
     with pytest.raises(InputError, match="no bone"):
