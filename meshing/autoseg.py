@@ -43,14 +43,13 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from core.atomic import atomic_path
 from core.types import BoolArray
 from meshing.errors import InputError
 from meshing.imaging import TOTALSEGMENTATOR_V2_LABELS
 from meshing.segmentation import METAL_HU
-from meshing.types import CTVolume, LabelMap
+from meshing.types import CTVolume, ImageGrid, LabelMap
 
 __all__ = [
     "FEMUR_LABELS",
@@ -133,6 +132,13 @@ class AutoSegParams:
             slab (a proximal femur scan holds at most ~250 mm of femur below the head).
         refine_head: Refine the head sphere by a least-squares fit to its edge voxels.
         close_surface: On coarse scans, close one-voxel clefts of the femur (6-neighbourhood).
+        work_spacing_mm: Scans finer than this are segmented on a working grid of block
+            means (exact partial-volume averaging, an integer number of voxels per axis:
+            ``floor(work_spacing_mm / spacing)``, so the working voxels are at most this
+            size) and the labels are mapped back voxel for voxel (TotalSegmentator --fast
+            works at 3 mm). 1.5 mm: scans of 0.75 mm and coarser run on their own grid; at
+            2 mm the 2 mm joint space of the 1 mm benchmark phantom is lost (Dice 0.92).
+            0: always the native grid.
         metal_hu: Voxels above this are metal (``meshing.segmentation.METAL_HU``); a femur
             holding more than 0.1% of them is not accepted.
     """
@@ -164,6 +170,7 @@ class AutoSegParams:
     half_max_below_mm: float = 2.0
     soft_tissue_hu: float = 40.0
     cap_from_neck_deg: float = 90.0
+    work_spacing_mm: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -329,13 +336,25 @@ def _hysteresis(hu: F32, low: float, high: float) -> BoolArray:
 
 
 def _fill(mask: BoolArray) -> BoolArray:
-    """Fill holes slice by slice along each axis (open marrow canals), then in 3-D."""
-    out = mask.copy()
+    """Fill holes slice by slice along each axis (open marrow canals), then in 3-D.
+
+    Works on the mask's bounding box grown by one voxel (holes lie inside it).
+    """
+    found = np.argwhere(mask)
+    if found.size == 0:
+        return mask.copy()
+    lo = np.maximum(found.min(axis=0) - 1, 0)
+    hi = np.minimum(found.max(axis=0) + 2, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub = mask[box].copy()
     for axis in (2, 1, 0):
-        moved = np.moveaxis(out, axis, 0)
+        moved = np.moveaxis(sub, axis, 0)
         for n in range(moved.shape[0]):
-            moved[n] = ndimage.binary_fill_holes(moved[n])
-    return np.asarray(ndimage.binary_fill_holes(out))
+            if moved[n].any():
+                moved[n] = ndimage.binary_fill_holes(moved[n])
+    out = mask.copy()
+    out[box] = ndimage.binary_fill_holes(sub)
+    return out
 
 
 def _shell_kernels(radius: float, spacing: npt.NDArray[np.float64], thick: float
@@ -432,6 +451,36 @@ def _edges(x: F32, spacing: npt.NDArray[np.float64], threshold: float
     return edges, unit, weight
 
 
+class _Convolver:
+    """``fftconvolve(x, k, mode="same")`` for many kernels, with ``x``'s transform reused.
+
+    Args:
+        x: The image.
+        largest: Shape of the largest kernel to come (the padding avoids wrap-around for it
+            and every smaller one).
+    """
+
+    def __init__(self, x: F32, largest: tuple[int, ...]) -> None:
+        from scipy import fft
+
+        self._fft = fft
+        self.n = np.asarray(x.shape)
+        self.shape = [int(fft.next_fast_len(int(a + b - 1), real=True))
+                      for a, b in zip(x.shape, largest, strict=True)]
+        self.spectrum = fft.rfftn(x, self.shape)
+
+    def same(self, kernels: tuple[F32, ...]) -> list[F32]:
+        """The "same"-size convolution of the image with each kernel."""
+        out = []
+        for k in kernels:
+            full = self._fft.irfftn(self.spectrum * self._fft.rfftn(k, self.shape), self.shape)
+            start = (np.asarray(k.shape) - 1) // 2
+            out.append(np.asarray(full[tuple(slice(int(a), int(a + m))
+                                             for a, m in zip(start, self.n, strict=True))],
+                                  dtype=np.float32))
+        return out
+
+
 def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[np.float64],
                   direction: int | None, params: AutoSegParams
                   ) -> tuple[float, npt.NDArray[np.float64], float]:
@@ -449,6 +498,7 @@ def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[n
         np.abs(lat) <= 90.0) & (dz >= 10.0) & (dz <= params.head_above_shaft_mm) & (
         np.abs(dy) <= 60.0)
     thick = float(max(spacing.max(), 2.0))
+    correlate = _Convolver(x, _shell_kernels(float(radii[-1]), spacing, thick)[0].shape)
     hough, valley = [], []
     for radius in radii:
         target = np.rint(edges + radius * unit / spacing).astype(np.int64)
@@ -456,9 +506,8 @@ def _find_head_in(x: F32, spacing: npt.NDArray[np.float64], shaft: npt.NDArray[n
         flat = np.ravel_multi_index(tuple(target[ok].T), x.shape)
         votes = np.bincount(flat, weights=weight[ok], minlength=x.size).reshape(x.shape)
         hough.append(np.where(box, ndimage.gaussian_filter(votes, 1.0) / radius**2, 0.0))
-        ki, kg, ko = _shell_kernels(float(radius), spacing, thick)
-        score = (np.minimum(fftconvolve(x, ki, mode="same"), fftconvolve(x, ko, mode="same"))
-                 - fftconvolve(x, kg, mode="same"))
+        inner, gap, outer = correlate.same(_shell_kernels(float(radius), spacing, thick))
+        score = np.minimum(inner, outer) - gap
         valley.append(np.where(box, score, -np.inf))
     h_all = np.stack(hough)
     v_all = np.stack(valley)
@@ -542,6 +591,63 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     import time
 
     start = time.perf_counter()
+    factor = _work_factor(ct.grid, params.work_spacing_mm)
+    if np.any(factor > 1):
+        work = _segment(_block_mean_ct(ct, factor), params, refuse=refuse, start=start)
+        labels = _block_repeat(work.labels.labels, factor, ct.grid.shape)
+        return FemurSegmentation(
+            labels=LabelMap(grid=ct.grid, labels=labels, names=work.labels.names),
+            femurs=work.femurs,
+            lesion_voxels=int(np.count_nonzero(labels == LESION_CANDIDATE_LABEL)),
+            method=work.method, wall_s=time.perf_counter() - start,
+            extra=work.extra | {"working_grid": {
+                "voxels_per_block": factor.tolist(),
+                "spacing_mm": [round(float(v), 3) for v in work.labels.grid.spacing],
+                "shape": list(work.labels.grid.shape)}},
+            lesions=work.lesions)
+    return _segment(ct, params, refuse=refuse, start=start)
+
+
+def _work_factor(grid: ImageGrid, work_spacing_mm: float) -> npt.NDArray[np.int64]:
+    """Voxels per working block along each image axis (1 = native)."""
+    spacing = np.asarray(grid.spacing, dtype=np.float64)
+    if work_spacing_mm <= 0.0:
+        return np.ones(3, dtype=np.int64)
+    return np.maximum(np.floor(work_spacing_mm / spacing + 1e-9), 1).astype(np.int64)
+
+
+def _block_mean_ct(ct: CTVolume, factor: npt.NDArray[np.int64]) -> CTVolume:
+    """The CT averaged over blocks of ``factor`` voxels (edge blocks padded by replication)."""
+    hu = np.asarray(ct.hu, dtype=np.float32)
+    n = np.asarray(hu.shape)
+    blocks = (n + factor - 1) // factor
+    padded = np.pad(hu, [(0, int(b * f - m)) for b, f, m in zip(blocks, factor, n,
+                                                                  strict=True)], mode="edge")
+    f0, f1, f2 = (int(f) for f in factor)
+    b0, b1, b2 = (int(b) for b in blocks)
+    mean = padded.reshape(b0, f0, b1, f1, b2, f2).mean(axis=(1, 3, 5), dtype=np.float32)
+    spacing = np.asarray(ct.grid.spacing) * factor
+    direction = np.asarray(ct.grid.direction, dtype=np.float64).reshape(3, 3)
+    origin = np.asarray(ct.grid.origin) + direction @ (0.5 * (factor - 1)
+                                                       * np.asarray(ct.grid.spacing))
+    grid = ImageGrid(shape=(b0, b1, b2), spacing=spacing, origin=origin, direction=direction)
+    return CTVolume(grid=grid, hu=np.ascontiguousarray(mean))
+
+
+def _block_repeat(labels: npt.NDArray[Any], factor: npt.NDArray[np.int64],
+                  shape: tuple[int, int, int]) -> npt.NDArray[np.int32]:
+    """Working-grid labels back on the native grid: each block's value on its voxels."""
+    out = np.asarray(labels, dtype=np.int32)
+    for axis, f in enumerate(factor):
+        out = np.repeat(out, int(f), axis=axis)
+    return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
+
+
+def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float
+             ) -> FemurSegmentation:
+    """:func:`segment_femurs` on the grid it is given."""
+    import time
+
     perm, flips = _canonical(ct)
     hu = _to_canonical(np.asarray(ct.hu, dtype=np.float32), perm, flips)
     spacing = np.asarray(ct.grid.spacing, dtype=np.float64)[list(perm)]
@@ -777,11 +883,32 @@ def _lesion_candidates(hu: F32, femur: BoolArray, spacing: npt.NDArray[np.float6
     what Mirels' size item and the axial cortical involvement measure).
     Candidates are offered, never used: see the module docstring.
 
+    Works on the femur's bounding box grown by the reach of its filters (40 mm).
+
     Returns:
         (mask of candidate voxels in the closed femur, one record per candidate: voxel-index
         ``centroid`` in the canonical axes, ``volume_mm3``, ``inside_fraction``,
         ``breach_fraction``).
     """
+    found = np.argwhere(femur)
+    mask = np.zeros(hu.shape, dtype=bool)
+    if found.size == 0:
+        return mask, []
+    margin = np.ceil(max(40.0, params.lesion_envelope_mm) / spacing).astype(int) + 2
+    lo = np.maximum(found.min(axis=0) - margin, 0)
+    hi = np.minimum(found.max(axis=0) + margin + 1, hu.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    sub, records = _lesion_candidates_in(np.ascontiguousarray(hu[box]), femur[box], spacing,
+                                         params)
+    mask[box] = sub
+    for r in records:
+        r["centroid"] = r["centroid"] + lo
+    return mask, records
+
+
+def _lesion_candidates_in(hu: F32, femur: BoolArray, spacing: npt.NDArray[np.float64],
+                          params: AutoSegParams) -> tuple[BoolArray, list[dict[str, Any]]]:
+    """:func:`_lesion_candidates` on a crop around the femur."""
     closed = _closed(femur, spacing, params.lesion_envelope_mm)
     inside = np.asarray(ndimage.binary_erosion(closed, _FACE))
     sigma_fine = 1.0 / spacing
