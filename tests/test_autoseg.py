@@ -124,6 +124,33 @@ def test_lesion_candidate_breaching_the_cortex_vs_inside_the_marrow() -> None:
         assert record == [candidate.to_dict()]
 
 
+def test_working_grid_block_means_keep_world_positions() -> None:
+    """A CT finer than ``work_spacing_mm`` is averaged over blocks: a field linear in world
+    coordinates averages to its value at each block's centre (exact), and the labels come
+    back voxel for voxel."""
+    from meshing.autoseg import _block_mean_ct, _block_repeat, _work_factor
+
+    direction = np.array([[-1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])
+    grid = ImageGrid(shape=(9, 8, 13), spacing=np.array([0.5, 0.7, 0.4]),
+                     origin=np.array([10.0, -3.0, 5.0]), direction=direction)
+    factor = _work_factor(grid, 1.5)
+    assert factor.tolist() == [3, 2, 3]
+    world = grid.index_to_world(np.indices(grid.shape).reshape(3, -1).T)
+    coeff = np.array([2.0, -3.0, 5.0])
+    hu = (world @ coeff).reshape(grid.shape).astype(np.float32)
+    work = _block_mean_ct(CTVolume(grid=grid, hu=hu), factor)
+    assert work.grid.shape == (3, 4, 5)  # 13 voxels in blocks of 3: the last one padded
+    centres = work.grid.index_to_world(np.indices(work.grid.shape).reshape(3, -1).T)
+    inner = (work.grid.shape[0], work.grid.shape[1], 4)  # blocks without padding
+    expected = (centres @ coeff).reshape(work.grid.shape)[:, :, :4]
+    assert np.allclose(work.hu[:, :, :4], expected, atol=1e-3)
+    assert inner == expected.shape
+    labels = np.arange(np.prod(work.grid.shape), dtype=np.int32).reshape(work.grid.shape)
+    back = _block_repeat(labels, factor, grid.shape)
+    assert back.shape == grid.shape
+    assert back[5, 3, 12] == labels[5 // 3, 3 // 2, 12 // 3]
+
+
 def test_refuses_a_ct_without_bone() -> None:
     grid = ImageGrid(shape=(20, 20, 20), spacing=np.ones(3), origin=np.zeros(3))
     with pytest.raises(InputError, match="no bone"):
