@@ -158,9 +158,8 @@ def large_case(repeat: int) -> dict[str, Any]:
             auto = np.isin(seg.labels.labels, (conf.label, LESION_CANDIDATE_LABEL))
             truth = truth_all == conf.label
             both = np.argwhere(auto | truth)
-            box = tuple(slice(int(a), int(b) + 1) for a, b in zip(both.min(axis=0) - 2,
-                                                                    both.max(axis=0) + 2,
-                                                                    strict=True))
+            box = tuple(slice(max(int(a) - 2, 0), int(b) + 3)
+                        for a, b in zip(both.min(axis=0), both.max(axis=0), strict=True))
             entry["dice"] = round(dice(auto, truth), 4)
             entry["mean_surface_distance_mm"] = round(
                 mean_surface_distance(auto[box], truth[box], spacing), 3)

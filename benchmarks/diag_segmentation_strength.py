@@ -21,14 +21,21 @@ run (each ``osteofe strength`` run takes ~10 s on 1 core):
    TotalSegmentator-only voxel below 110 HU (soft-tissue density), and both label maps
    with their lowest one or two slices removed (the distal cut moved by 3 and 6 mm).
 
+4. (``--criterion-variants``) the TotalSegmentator and automatic labels and the two
+   below-110-HU swaps under three ways of keeping the criterion off cells at the modulus
+   floor (benchmarks/diag_bone_surface_criterion.py).
+
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diag_segmentation_strength.py
+           [--criterion-variants]
 Writes benchmarks/results/segmentation_strength_diag.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,12 +58,19 @@ CT = DATA / "totalseg_example_ct.nii.gz"
 FLOOR_MPA = 5.0
 
 
-def _strength(labels: Path, out: Path) -> dict[str, Any]:
+def _strength(labels: Path, out: Path, surface: str | None = None) -> dict[str, Any]:
+    """``osteofe strength`` on the example CT.
+
+    ``surface``: a diag_bone_surface_criterion mode instead of the project's criterion.
+    """
+    launcher = ["-m", "osteofe"] if surface is None else [
+        str(ROOT / "benchmarks" / "diag_bone_surface_criterion.py")]
+    env = dict(os.environ) | ({} if surface is None else {"OSTEOFE_DIAG_SURFACE": surface})
     proc = subprocess.run(
-        [sys.executable, "-m", "osteofe", "-q", "strength", "--ct", str(CT), "--labels",
+        [sys.executable, *launcher, "-q", "strength", "--ct", str(CT), "--labels",
          str(labels), "--bone-label", "76", "--body-weight", "75", "--out", str(out),
          "--no-picture", "--allow-partial"], cwd=ROOT, capture_output=True, text=True,
-        check=False)
+        check=False, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     return dict(json.loads((out / "result.json").read_text()))
@@ -137,6 +151,12 @@ def _surface_difference(auto_dir: Path, ts_dir: Path, centre: np.ndarray, radius
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--criterion-variants", action="store_true",
+                        help="also run the TotalSegmentator and automatic labels and the "
+                        "below-110-HU swaps under the three surface variants of "
+                        "diag_bone_surface_criterion.py (12 more runs)")
+    args = parser.parse_args()
     ct = read_ct(CT)
     ref = read_labels(DATA / "totalseg_example_seg.nii.gz")
     seg = segment_femurs(ct, refuse=False)
@@ -149,12 +169,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
 
-        def run(name: str, mask: np.ndarray) -> tuple[dict[str, Any], Path]:
+        def run(name: str, mask: np.ndarray, surface: str | None = None
+                ) -> tuple[dict[str, Any], Path]:
             path = tmp / f"{name}.nii.gz"
             write_labels(LabelMap(grid=ct.grid, labels=np.where(mask, 76, 0).astype(np.int32),
                                   names={76: "femur_right"}), path)
-            folder = tmp / name
-            return _strength(path, folder), folder
+            folder = tmp / f"{name}_{surface}"
+            return _strength(path, folder, surface), folder
 
         ts_result, ts_dir = run("totalsegmentator", ts)
         auto_result, auto_dir = run("automatic", auto)
@@ -187,6 +208,24 @@ def main() -> None:
                      "dice_to_ts": round(dice(mask, ts), 4)}
             entry |= (_site(result, folder) if "error" not in result else result)
             payload["voxel_swaps"][name] = entry
+        if args.criterion_variants:
+            payload["criterion_surface_variants"] = {}
+            masks = {"totalsegmentator": ts, "automatic": auto,
+                     "auto_plus_ts_only_below_110HU": auto | (ts_only & soft),
+                     "ts_minus_ts_only_below_110HU": ts & ~(ts_only & soft)}
+            for surface in ("drop", "layer", "connected"):
+                rows: dict[str, Any] = {}
+                for name, mask in masks.items():
+                    result, folder = run(name, mask, surface)
+                    rows[name] = _site(result, folder) if "error" not in result else result
+                loads = {k: v.get("failure_load_N") for k, v in rows.items()}
+                rows["auto_vs_ts"] = round(loads["automatic"] / loads["totalsegmentator"] - 1,
+                                           4)
+                rows["auto_plus_soft_vs_auto"] = round(
+                    loads["auto_plus_ts_only_below_110HU"] / loads["automatic"] - 1, 4)
+                rows["ts_minus_soft_vs_ts"] = round(
+                    loads["ts_minus_ts_only_below_110HU"] / loads["totalsegmentator"] - 1, 4)
+                payload["criterion_surface_variants"][surface] = rows
     loads = payload["runs"]
     payload["relative_difference_auto_vs_ts"] = round(
         loads["automatic"]["failure_load_N"] / loads["totalsegmentator"]["failure_load_N"] - 1,
