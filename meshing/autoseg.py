@@ -121,7 +121,8 @@ class AutoSegParams:
         lesion_min_inside: A candidate lies at least this fraction inside the bone mask (a
             defect of the bone, not a surface concavity such as the trochanteric fossa).
         breach_min_fraction: A candidate breaches the cortex when at least this fraction of
-            its boundary faces extra-osseous tissue (outside the closed femur).
+            its boundary faces the closed femur's outer voxel layer or beyond
+            (:attr:`LesionCandidate.breach_fraction`).
         edge_hu_per_mm: Gradient magnitude of an edge voxel in the head search (HU/mm).
         head_candidates: Hough maxima judged by their joint-space contrast.
         head_margin_voxels: On coarse scans the head is the joint sphere grown by this many
@@ -231,9 +232,11 @@ class LesionCandidate:
         centroid_mm: (3,) float64 world (LPS) centroid, mm.
         inside_fraction: Share of its voxels inside the femur's bone mask (the rest fill a
             notch of the bone surface: bone replaced by tumour through the cortex).
-        breach_fraction: Share of its boundary faces that face extra-osseous tissue
-            (outside the femur closed with a ball of ``lesion_envelope_mm``): 0 for a
-            lesion contained in the marrow, its cortical opening for one that breaches.
+        breach_fraction: Share of its boundary faces that face the outermost voxel layer
+            of the femur closed with a ball of ``lesion_envelope_mm``, or beyond
+            (extra-osseous tissue): 0 for a lesion inside the marrow under at least one
+            voxel of cortex, the relative size of its cortical opening for one that
+            breaches the cortex (or thins it below one voxel).
         breaches_cortex: ``breach_fraction >= breach_min_fraction``.
     """
 
