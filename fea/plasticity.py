@@ -257,6 +257,7 @@ class IncrementRecord:
         cut_back: The attempt failed and was repeated with half the step (not part of the
             curve).
         target: The control value attempted (mm, or N under load control).
+        krylov_iterations: Inner Krylov iterations of the attempt (indirect control).
     """
 
     displacement_mm: float
@@ -267,6 +268,7 @@ class IncrementRecord:
     plastic_fraction: float = 0.0
     cut_back: bool = False
     target: float = math.nan
+    krylov_iterations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
@@ -276,7 +278,8 @@ class IncrementRecord:
         return {"displacement_mm": finite(self.displacement_mm), "force_N": finite(self.force_N),
                 "converged": self.converged, "newton_iterations": self.newton_iterations,
                 "residual": finite(self.residual), "plastic_fraction": self.plastic_fraction,
-                "cut_back": self.cut_back, "target": finite(self.target)}
+                "cut_back": self.cut_back, "target": finite(self.target),
+                "krylov_iterations": self.krylov_iterations}
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,11 @@ class PlasticityResult:
         notes: Messages (shown as warnings where they qualify the number).
         plastic_strain_eq: (m,) cell mean equivalent plastic strain at the end (on all ranks).
         peak_resolution: Smallest step tried (N under load control, mm under displacement
-            control): a bracketed peak lies below peak + this.
+            control; indirect control: the larger step next to the peak, mm).
+        peak_interpolated_n: Indirect control: the maximum of the parabola through the peak
+            increment and its two neighbours (how far the sampled peak may lie below the
+            curve's; NaN when not bracketed).
+        solver_stats: Totals (Newton and Krylov iterations, preconditioner builds).
     """
 
     increments: tuple[IncrementRecord, ...]
@@ -309,6 +316,8 @@ class PlasticityResult:
     notes: list[str] = field(default_factory=list)
     plastic_strain_eq: FloatArray = field(default_factory=lambda: np.zeros(0))
     peak_resolution: float = math.nan
+    peak_interpolated_n: float = math.nan
+    solver_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def converged_curve(self) -> tuple[FloatArray, FloatArray]:
@@ -353,7 +362,17 @@ class PlasticityResult:
             "increments": [r.to_dict() for r in self.increments],
             "wall_s": round(self.wall_s, 3),
             "notes": self.notes,
-        }
+        } | ({} if self.control != "indirect" else {
+            "control_measure": "mean displacement of the head patch's nodes along the load "
+                               "(mm); the load keeps the linear case's traction distribution, "
+                               "scaled by the load factor (an unknown)",
+            "peak_interpolated_N": (self.peak_interpolated_n
+                                    if math.isfinite(self.peak_interpolated_n) else None),
+            "solver": "PETSc SNES newtonls on the bordered system [u; load factor] (shell "
+                      "Jacobian, shell PC: block elimination with two GMRES solves sharing "
+                      "one GAMG preconditioner)",
+            "solver_stats": self.solver_stats,
+        })
 
 
 class _Formulation:
@@ -431,14 +450,25 @@ class _Formulation:
         normal = 1.5 * s_tr / q_tr
         sigma = sig_tr - 2.0 * mu * dgamma * normal
         self.sigma = sigma
+        # The tangent counts points on the yield surface (to round-off: the converged state
+        # that starts an increment) as loading: the first Newton iteration of an increment
+        # then uses the elasto-plastic tangent, not the elastic one (the residual is exact).
+        on_surface = -1e-8 * (1.0 - a) * sc_old
+        sigma_tangent = sig_tr - 2.0 * mu * ufl.conditional(
+            ufl.gt(f_tr, on_surface), dg_act, 0.0) * normal
         self._eps_p_new = dolfinx.fem.Expression(self.eps_p + dgamma * normal,
                                                  self.QT.element.interpolation_points)
         self._kappa_new = dolfinx.fem.Expression(kap + dgamma,
                                                  self.Q.element.interpolation_points)
         self._yielded = dolfinx.fem.Expression(ufl.conditional(ufl.gt(kap, 0.0), 1.0, 0.0),
                                                self.Q.element.interpolation_points)
+        # Trial yield ratio (drive over the current yield stress): an elastic state scales
+        # linearly with the load, so 1 / its maximum is the load multiple of first yield.
+        self._yield_ratio = dolfinx.fem.Expression(drive / ((1.0 - a) * sc_old),
+                                                   self.Q.element.interpolation_points)
         self.load_factor: Any = dolfinx.fem.Constant(domain, PETSc.ScalarType(0.0))
         internal = ufl.inner(sigma, ufl.sym(ufl.grad(v))) * self.dx
+        internal_tangent = ufl.inner(sigma_tangent, ufl.sym(ufl.grad(v))) * self.dx
         self.internal_form = dolfinx.fem.form(internal)
         residual = internal
         self.patch_force = 0.0
@@ -455,7 +485,7 @@ class _Formulation:
             self.ext_vector = dolfinx.fem.petsc.assemble_vector(dolfinx.fem.form(external))
             self.ext_vector.ghostUpdate(addv=PETSc.InsertMode.ADD,
                                         mode=PETSc.ScatterMode.REVERSE)
-        jacobian = ufl.derivative(residual, u, ufl.TrialFunction(model.V))
+        jacobian = ufl.derivative(internal_tangent, u, ufl.TrialFunction(model.V))
         options = model.options.petsc_options()
         options.update({"snes_type": "newtonls", "snes_linesearch_type": "basic",
                         "snes_max_it": 25, "ksp_type": "gmres", "ksp_rtol": krylov_rtol,
@@ -552,6 +582,14 @@ class _Formulation:
         total = self.model.comm.allreduce(local, op=MPI.SUM)
         return float(total[0] / max(total[1], 1.0))
 
+    def yield_ratio(self) -> float:
+        """Largest trial yield ratio (drive / (1 - a) sigma_c) over the quadrature points."""
+        ratio = dolfinx.fem.Function(self.Q)
+        ratio.interpolate(self._yield_ratio)
+        size = self.Q.dofmap.index_map.size_local
+        local = float(np.max(ratio.x.array[:size], initial=0.0))
+        return float(self.model.comm.allreduce(local, op=MPI.MAX))
+
     def cell_kappa(self) -> FloatArray:
         """(m,) cell mean equivalent plastic strain, gathered on every rank."""
         model = self.model
@@ -592,12 +630,210 @@ class _Formulation:
         del self.problem
 
 
+class _BorderedNewton:
+    """SNES newtonls on the bordered system of indirect displacement control (internal).
+
+    Unknowns X = [u; lambda] (lambda: the load factor of the patch's traction, owned by rank
+    0), residual [R_u; k0 g] with R_u = F_int(u) - lambda f and g = c(u) - c_target, where
+    c(u) = w . u is the mean head-patch displacement along the load (indirect displacement
+    control: Batoz & Dhatt 1979, Int J Numer Meth Eng 14:1262; de Borst 1987, Comput Struct
+    25:211) and k0 = ||f|| / c_ref (c_ref: the elastic c per unit lambda) puts the constraint
+    row in force units. The Jacobian is a shell [[K, -f], [k0 w^T, 0]] (K: the consistent
+    tangent, assembled each Newton iteration); it stays regular at the limit point, where K
+    is singular. The SNES's KSP is GMRES on this augmented operator, right-preconditioned by
+    a shell PC: the same bordered matrix with K replaced by the elastic stiffness's GAMG
+    (the model's own preconditioner, built once for the whole analysis), inverted by block
+    elimination (one V-cycle a = M^-1 r_u, dlambda = (g - w.a) / (w.b~), du = a +
+    dlambda b~, b~ = M^-1 f computed once). The Krylov tolerance of each Newton iteration is
+    tied to the residual (Eisenstat & Walker 1996, SIAM J Sci Comput 17:16, choice 2, with a
+    floor just tight enough for the equilibrium criterion).
+    """
+
+    def __init__(self, form: _Formulation, weights: FloatArray, *, rtol: float,
+                 max_newton: int, krylov_max_it: int = 300) -> None:
+        model = form.model
+        self.form, self.model, self.comm = form, model, model.comm
+        self.A: Any = form.problem.A
+        bs = model.V.dofmap.index_map_bs
+        self.n = model.V.dofmap.index_map.size_local * bs
+        self.root = self.comm.rank == 0
+        self.X: Any = PETSc.Vec().createMPI((self.n + int(self.root), PETSc.DETERMINE),
+                                            comm=self.comm)
+        self.F: Any = self.X.duplicate()
+        self.f: Any = self.A.createVecRight()
+        self.f.array[:] = form.ext_vector.array_r[: self.n]
+        self.f.array[model._constrained[: self.n]] = 0.0
+        self.w: Any = self.A.createVecRight()
+        self.w.array[:] = weights
+        self.tu: Any = self.A.createVecRight()
+        self.tv: Any = self.A.createVecRight()
+        self.b: Any = self.A.createVecRight()
+        self.fnorm = float(self.f.norm())
+        # The elastic preconditioner M (GAMG of the model's stiffness, already built).
+        self.pc: Any = model.ksp.getPC()
+        self.pc.apply(self.f, self.b)
+        self.wb = float(self.w.dot(self.b))
+        if not self.wb > 0.0:
+            raise SolverError("the control displacement does not grow with the load",
+                              hint="check the load direction and the control patch")
+        self.k0 = self.fnorm / self.wb
+        self.rtol = rtol
+        self.target = 0.0
+        self.lam = 0.0
+        self.elastic = True  # no point has yielded yet: the first Krylov solve is tight
+        self.ratio = math.inf
+        self.constraint = math.inf
+        self.norms: list[float] = []
+        self.krylov_its = 0
+
+        outer = self
+        snes: Any = PETSc.SNES().create(self.comm)
+        snes.setType("newtonls")
+        snes.getLineSearch().setType("basic")
+        snes.setFunction(self._residual, self.F)
+        size = (self.X.getLocalSize(), self.X.getSize())
+
+        class _Jacobian:
+            def mult(self, _mat: Any, x: Any, y: Any) -> None:
+                outer._mult(x, y)
+
+        class _Preconditioner:
+            def apply(self, _pc: Any, x: Any, y: Any) -> None:
+                outer._apply(x, y)
+
+        jac: Any = PETSc.Mat().createPython((size, size), context=_Jacobian(), comm=self.comm)
+        jac.setUp()
+        self.J = jac
+        snes.setJacobian(self._jacobian, jac, jac)
+        ksp = snes.getKSP()
+        ksp.setType("gmres")
+        ksp.setGMRESRestart(100)
+        ksp.setPCSide(PETSc.PC.Side.RIGHT)  # GMRES then minimises the true residual
+        ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+        ksp.setTolerances(rtol=1e-2, atol=0.0, max_it=krylov_max_it)
+        pc = ksp.getPC()
+        pc.setType("python")
+        pc.setPythonContext(_Preconditioner())
+        snes.setTolerances(max_it=max_newton)
+        snes.setConvergenceTest(self._converged)
+        self.snes = snes
+
+    # -- the augmented vector --------------------------------------------------------------
+    def _lambda_of(self, x: Any) -> float:
+        value = float(x.array_r[self.n]) if self.root else 0.0
+        return float(self.comm.bcast(value, root=0))
+
+    def _unpack(self, x: Any) -> None:
+        u = self.model.u
+        u.x.petsc_vec.array[:] = x.array_r[: self.n]
+        u.x.scatter_forward()
+        self.lam = self._lambda_of(x)
+        self.form.load_factor.value = self.lam
+
+    def pack(self) -> None:
+        """X <- [model.u; lambda]."""
+        self.X.array[: self.n] = self.model.u.x.petsc_vec.array_r
+        if self.root:
+            self.X.array[self.n] = self.lam
+
+    def measure(self) -> float:
+        """c(u): the control displacement of the model's current displacement."""
+        return float(self.w.dot(self.model.u.x.petsc_vec))
+
+    # -- SNES callbacks ---------------------------------------------------------------------
+    def _residual(self, _snes: Any, x: Any, out: Any) -> None:
+        self._unpack(x)
+        form, model = self.form, self.model
+        b = form.problem.b
+        dolfinx.fem.petsc.assemble_residual(None, model.u.x.petsc_vec, b, model.u,
+                                            form.problem.F, form.problem.J, model._bcs)
+        out.array[: self.n] = b.array_r
+        self.constraint = self.measure() - self.target
+        if self.root:
+            out.array[self.n] = self.k0 * self.constraint
+        unorm = float(b.norm())
+        self.ratio = unorm / max(abs(self.lam) * self.fnorm, 1e-300)
+        self.norms.append(math.hypot(unorm, self.k0 * self.constraint))
+
+    def _jacobian(self, snes: Any, x: Any, _J: Any, _P: Any) -> None:
+        self._unpack(x)
+        A = self.A
+        A.zeroEntries()
+        dolfinx.fem.petsc.assemble_matrix(A, self.form.problem.J, self.model._bcs, diag=1.0)
+        A.assemble()
+        # Krylov tolerance: Eisenstat-Walker choice 2 (gamma 0.9, alpha 2), capped at 1e-2,
+        # floored where the Krylov error would be a third of the equilibrium criterion
+        # (looser on the first iteration of a plastic increment: Newton needs more anyway).
+        norm = self.norms[-1]
+        floor = self.rtol * abs(self.lam) * self.fnorm / (3.0 * max(norm, 1e-300))
+        if len(self.norms) < 2:
+            eta = floor if self.elastic else max(floor, 1e-3)
+        else:
+            eta = max(floor, 0.9 * (norm / max(self.norms[-2], 1e-300)) ** 2)
+        snes.getKSP().setTolerances(rtol=min(1e-2, max(eta, 1e-12)))
+
+    def _mult(self, x: Any, y: Any) -> None:
+        self.tu.array[:] = x.array_r[: self.n]
+        dl = self._lambda_of(x)
+        self.A.mult(self.tu, self.tv)
+        self.tv.axpy(-dl, self.f)
+        wx = float(self.w.dot(self.tu))
+        y.array[: self.n] = self.tv.array_r
+        if self.root:
+            y.array[self.n] = self.k0 * wx
+
+    def _apply(self, r: Any, y: Any) -> None:
+        """y = P^-1 r, P the bordered matrix with K replaced by the elastic GAMG."""
+        self.tu.array[:] = r.array_r[: self.n]
+        g = self._lambda_of(r) / self.k0
+        self.pc.apply(self.tu, self.tv)
+        dl = (g - float(self.w.dot(self.tv))) / self.wb
+        self.tv.axpy(dl, self.b)
+        y.array[: self.n] = self.tv.array_r
+        if self.root:
+            y.array[self.n] = dl
+
+    def _converged(self, snes: Any, it: int, _norms: tuple[float, float, float]) -> int:
+        if not math.isfinite(self.ratio):
+            return -4  # SNES_DIVERGED_FNORM_NAN
+        tight = abs(self.constraint) <= max(self.rtol * abs(self.target), 1e-14)
+        if it >= 1 and self.ratio <= self.rtol and tight:
+            return 3  # SNES_CONVERGED_FNORM_ABS (our criterion)
+        if (it >= 2 and self.ratio > 1.0) or (it >= 4 and self.ratio > 0.1):
+            return -6  # diverging or not contracting: cut back
+        if it >= snes.getTolerances()[3]:
+            return -5  # SNES_DIVERGED_MAX_IT
+        return 0
+
+    def solve(self, target: float) -> tuple[bool, int, float]:
+        """Newton from the current state to c(u) = target: (converged, its, residual)."""
+        self.target = target
+        self.ratio = math.inf
+        self.norms = []
+        self.pack()
+        try:
+            self.snes.solve(None, self.X)
+        except PETSc.Error as exc:
+            raise SolverError(f"the bordered Newton solve failed ({exc})",
+                              hint="a singular tangent: a smaller step") from exc
+        self._unpack(self.X)
+        self.krylov_its += int(self.snes.getLinearSolveIterations())
+        reason = int(self.snes.getConvergedReason())
+        return reason > 0, int(self.snes.getIterationNumber()), float(self.ratio)
+
+    def destroy(self) -> None:
+        """Free the PETSc objects (the model's preconditioner stays the model's)."""
+        for obj in (self.snes, self.J, self.X, self.F, self.f, self.w, self.b, self.tu,
+                    self.tv):
+            obj.destroy()
+
+
 def incremental_failure(
     model: ElasticModel,
     material: PlasticMaterial,
     direction: npt.ArrayLike,
     *,
-    control: Literal["displacement", "load"],
+    control: Literal["displacement", "load", "indirect"],
     step: float,
     support: str | None = None,
     patch: LoadPatch | None = None,
@@ -614,6 +850,8 @@ def incremental_failure(
     inexact_newton: bool = False,
     max_step_growth: float = 1.0,
     progress: Callable[[IncrementRecord], None] | None = None,
+    post_peak_increments: int = 3,
+    target_newton: int = 5,
 ) -> PlasticityResult:
     """Incremental Newton analysis to the peak of the force-displacement curve (collective).
 
@@ -626,7 +864,17 @@ def incremental_failure(
         control: "displacement": the support is moved by ``step`` per increment along
             ``direction``; the force is its reaction. "load": the patch's traction is scaled
             by a load factor that grows by ``step`` per increment; the displacement is the
-            mean of ``patch_nodes`` along ``direction``.
+            mean of ``patch_nodes`` along ``direction``. "indirect" (indirect displacement
+            control, Batoz & Dhatt 1979; de Borst 1987): the patch's traction (the linear
+            case's force distribution and supports, unchanged) is scaled by a load factor
+            that is an unknown, and the mean displacement of ``patch_nodes`` along
+            ``direction`` grows by a prescribed step per increment; the solution passes the
+            limit point (SNES newtonls on the bordered system, see :class:`_BorderedNewton`),
+            the step adapts to the Newton iterations (target ``target_newton``, at most
+            ``max_step_growth`` x ``step``; an elastic first increment jumps to just below
+            first yield), and the analysis stops once the force fell below
+            ``stop_fraction`` x the peak or ``post_peak_increments`` converged increments in
+            a row lay below it (the peak is then bracketed).
         step: First increment (mm, or load factor).
         support: Displaced support (displacement control).
         patch: Load patch whose force is the unit of the load factor (load control).
@@ -659,11 +907,21 @@ def incremental_failure(
     d = d / np.linalg.norm(d)
     if control == "displacement" and support is None:
         raise ValueError("displacement control needs the displaced support's name")
-    if control == "load" and (patch is None or patch_nodes is None):
-        raise ValueError("load control needs the load patch and the nodes to follow")
+    if control in ("load", "indirect") and (patch is None or patch_nodes is None):
+        raise ValueError(f"{control} control needs the load patch and the nodes to follow")
     if not step > 0.0:
         raise ValueError(f"step must be positive, got {step}")
     start = time.perf_counter()
+    if control == "indirect":
+        assert patch is not None and patch_nodes is not None
+        indirect = _Formulation(model, material, patch, krylov_rtol, max_newton=max_newton)
+        return _indirect_control(
+            indirect, model, d, patch, np.asarray(patch_nodes), step=step, rtol=rtol,
+            max_increments=max_increments, max_cutbacks=max_cutbacks,
+            stop_fraction=stop_fraction, post_peak_increments=post_peak_increments,
+            max_displacement=max_displacement, max_step_growth=max_step_growth,
+            max_newton=max_newton, target_newton=target_newton, progress=progress,
+            start=start)
     form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol,
                         lag_preconditioner=lag_preconditioner, max_newton=max_newton,
                         inexact=inexact_newton)
@@ -763,3 +1021,160 @@ def incremental_failure(
         peak_bracketed=bracketed, all_increments_converged=all_ok, control=control,
         wall_s=time.perf_counter() - start, notes=notes, plastic_strain_eq=kappa,
         peak_resolution=min_step * (unit_force if control == "load" else 1.0))
+
+
+def _patch_weights(model: ElasticModel, patch_nodes: npt.NDArray[np.int64],
+                   direction: FloatArray) -> FloatArray:
+    """(n_owned_dofs,) w with w . u = mean over the patch's dof nodes of u . direction."""
+    nodes = np.unique(np.asarray(patch_nodes, dtype=np.int64))
+    count = model._count_owned_nodes(nodes)
+    if count == 0:
+        raise ValueError("the control patch has no node with displacement dofs")
+    owned, blocks = model._node_dof_map
+    here = np.isin(owned, nodes)
+    size_local = model.V.dofmap.index_map.size_local
+    w = np.zeros((size_local, 3))
+    w[blocks[here]] = direction / count
+    return w.reshape(-1)
+
+
+def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
+                      patch: LoadPatch, patch_nodes: npt.NDArray[np.int64], *, step: float,
+                      rtol: float, max_increments: int, max_cutbacks: int,
+                      stop_fraction: float, post_peak_increments: int,
+                      max_displacement: float | None, max_step_growth: float,
+                      max_newton: int, target_newton: int,
+                      progress: Callable[[IncrementRecord], None] | None,
+                      start: float) -> PlasticityResult:
+    """The increment loop of indirect displacement control (see :func:`incremental_failure`)."""
+    unit_force = float(np.linalg.norm(patch.force_n))
+    bordered = _BorderedNewton(form, _patch_weights(model, patch_nodes, d), rtol=rtol,
+                               max_newton=max_newton)
+    records: list[IncrementRecord] = []
+    level, h = 0.0, float(step)
+    min_step = step / 2.0 ** max_cutbacks
+    last_u, last_lam = model.u.x.array.copy(), 0.0
+    peak_f, peak_x, bracketed, all_ok = 0.0, 0.0, False, True
+    prev = (0.0, 0.0)
+    initial_slope, last_slope = math.nan, math.nan
+    below = 0  # converged increments in a row below the peak
+    jumped = False
+    notes: list[str] = []
+    kappa = np.zeros(0)
+    try:
+        while len(records) < max_increments:
+            if max_displacement is not None:
+                h = min(h, max_displacement - level)
+            target = level + h
+            krylov_before = bordered.krylov_its
+            ok, its, res = bordered.solve(target)
+            x, f = (bordered.measure(), bordered.lam * unit_force) if ok else (math.nan,
+                                                                               math.nan)
+            plastic = form.commit() if ok else 0.0
+            retry = not ok and h / 2.0 >= min_step * (1.0 - 1e-9)
+            rec = IncrementRecord(float(x), float(f), ok, its, res, plastic, cut_back=retry,
+                                  target=target,
+                                  krylov_iterations=bordered.krylov_its - krylov_before)
+            records.append(rec)
+            if model.comm.rank == 0:
+                logger.info("increment %d: target %.5g mm, converged %s in %d Newton its "
+                            "(%d Krylov), residual %.2e, force %.5g N, yielded %.3f, %.1f s",
+                            len(records), target, ok, its, rec.krylov_iterations, res, f,
+                            plastic, time.perf_counter() - start)
+            if progress is not None:
+                progress(rec)
+            if not ok:
+                model.u.x.array[:] = last_u
+                model.u.x.scatter_forward()
+                bordered.lam = last_lam
+                form.load_factor.value = last_lam
+                if retry:
+                    h /= 2.0
+                    continue
+                all_ok = False
+                slope = last_slope / initial_slope if math.isfinite(initial_slope) else math.nan
+                if below > 0:
+                    bracketed = True
+                    notes.append(
+                        f"Newton did not converge at the minimum step ({min_step:.3g} mm) "
+                        f"after {below} converged increment(s) past the peak (last at "
+                        f"{prev[0]:.4g} mm, {prev[1]:.4g} N, slope {slope:.0%} of the "
+                        "initial one): the peak is bracketed; the post-peak path may snap "
+                        "back in the head displacement (not followed)")
+                else:
+                    notes.append(
+                        f"Newton did not converge at the minimum step ({min_step:.3g} mm) "
+                        f"after the increment at {prev[0]:.4g} mm, {prev[1]:.4g} N (slope "
+                        f"{slope:.0%} of the initial one) before the force fell: the peak is "
+                        "not bracketed (possible snap-back in the head displacement, which "
+                        "indirect displacement control cannot pass); the failure load is "
+                        "the last converged force, a lower bound")
+                break
+            slope = (f - prev[1]) / max(x - prev[0], 1e-300)
+            if math.isnan(initial_slope):
+                if not f > 0.0:
+                    raise SolverError(f"the force is {f:.3g} N after the first increment",
+                                      hint="check the load direction and the supports")
+                initial_slope = slope
+            last_slope = slope
+            last_u, last_lam = model.u.x.array.copy(), bordered.lam
+            bordered.elastic = plastic == 0.0
+            level = target
+            prev = (x, f)
+            if f > peak_f:
+                peak_f, peak_x, below = f, x, 0
+            else:
+                below += 1
+                if f < stop_fraction * peak_f or below >= post_peak_increments:
+                    bracketed = True
+                    break
+            if max_displacement is not None and x >= max_displacement * (1 - 1e-12):
+                break
+            if plastic == 0.0 and not jumped:
+                # Elastic so far: the state scales with the load; jump to just below first
+                # yield in one (linear) increment.
+                jumped = True
+                ratio = form.yield_ratio()
+                if 0.0 < ratio < 0.98:
+                    h = max(target * (0.98 / ratio - 1.0), float(step))
+                    continue
+            # Adaptive size (Crisfield 1991, Vol. 1 Sec. 9.5: h ~ sqrt(target / its)).
+            factor = min(2.0, max(0.5, math.sqrt(target_newton / max(its, 1))))
+            h = min(max(h * factor, min_step), max_step_growth * float(step))
+        else:
+            all_ok = False
+            notes.append(f"stopped after {max_increments} increments before the peak was "
+                         "bracketed: the failure load is a lower bound")
+        kappa = form.cell_kappa()
+        stats = {"newton_iterations": sum(r.newton_iterations for r in records),
+                 "krylov_iterations": bordered.krylov_its,
+                 "preconditioner_builds": 0,
+                 "preconditioner": "the linear model's GAMG of the elastic stiffness (built "
+                                   "once, before the analysis), bordered"}
+    finally:
+        bordered.destroy()
+        form.destroy()
+    if not any(r.converged for r in records):
+        raise SolverError("no increment converged", hint="reduce the first step")
+    curve = [(r.displacement_mm, r.force_N) for r in records if r.converged]
+    resolution = _peak_resolution(curve, peak_x)
+    return PlasticityResult(
+        increments=tuple(records), peak_force_n=peak_f, peak_displacement_mm=peak_x,
+        peak_bracketed=bracketed, all_increments_converged=all_ok, control="indirect",
+        wall_s=time.perf_counter() - start, notes=notes, plastic_strain_eq=kappa,
+        peak_resolution=resolution[0], peak_interpolated_n=resolution[1], solver_stats=stats)
+
+
+def _peak_resolution(curve: list[tuple[float, float]], peak_x: float) -> tuple[float, float]:
+    """(larger neighbouring step at the peak, mm; parabola-through-3-points peak force, N)."""
+    xs = np.array([0.0] + [c[0] for c in curve])
+    fs = np.array([0.0] + [c[1] for c in curve])
+    i = int(np.argmin(np.abs(xs - peak_x)))
+    if i == 0 or i == xs.size - 1:
+        return math.nan, math.nan
+    step = float(max(xs[i] - xs[i - 1], xs[i + 1] - xs[i]))
+    coef = np.polyfit(xs[i - 1:i + 2], fs[i - 1:i + 2], 2)
+    if coef[0] >= 0.0:
+        return step, math.nan
+    top = float(np.polyval(coef, -coef[1] / (2.0 * coef[0])))
+    return step, top

@@ -1105,7 +1105,8 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
     from fea.solver import Support
 
     if config.nonlinear.method == "plasticity":
-        return _plasticity_case(prepared, load, linear_failure_n, options, config, comm)
+        return _plasticity_case(prepared, load, linear, linear_failure_n, options, config,
+                                comm)
 
     force = load.patch.force_n
     direction = force / np.linalg.norm(force)
@@ -1126,14 +1127,17 @@ def _nonlinear_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolut
         stop_fraction=config.nonlinear.stop_fraction, extra_supports=extra)
 
 
-def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear_failure_n: float,
-                     options: Any, config: Config, comm: MPI.Comm) -> Any:
+def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolution,
+                     linear_failure_n: float, options: Any, config: Config,
+                     comm: MPI.Comm) -> Any:
     """Incremental plasticity (fea.plasticity) of one load case on the linear model's set-up.
 
     The model is the linear one (:func:`_elastic_model`: same E per cell or per quadrature
     point, floor, Poisson ratio, supports, fall rotation); the load is the linear case's
-    traction on the same head patch, scaled by a load factor (load control, step cut-back:
-    the peak is the largest converged load, bracketed to step / 2^max_cutbacks).
+    traction on the same head patch, scaled by a load factor that is an unknown under
+    indirect displacement control: the mean head-patch displacement along the load grows by
+    step_fraction x its linear value at the linear failure load per increment (adaptive),
+    through the peak, until the force has fallen (the peak is the largest converged force).
     """
     from fea.plasticity import element_size_mm, incremental_failure, keyak2005_plastic
 
@@ -1152,14 +1156,17 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear_failure_n
     force = load.patch.force_n
     magnitude = float(np.linalg.norm(force))
     patch = replace(load.patch, force_n=to_solver @ force)
+    direction = force / magnitude
+    # The control displacement the linear model reaches at its failure load sets the step.
+    linear_head = float(np.mean(linear.displacement_mm[np.unique(load.patch.nodes)]
+                                @ direction)) * linear_failure_n / magnitude
     try:
         result = incremental_failure(
-            model, material, to_solver @ (force / magnitude), control="load",
-            step=cfg.step_fraction * linear_failure_n / magnitude, patch=patch,
+            model, material, to_solver @ direction, control="indirect",
+            step=cfg.step_fraction * linear_head, patch=patch,
             patch_nodes=load.patch.nodes, rtol=cfg.residual_rtol,
-            krylov_rtol=min(cfg.krylov_rtol, 1e-8), max_increments=cfg.max_increments,
-            max_cutbacks=cfg.max_cutbacks, lag_preconditioner=cfg.lag_preconditioner,
-            inexact_newton=cfg.inexact_newton, max_step_growth=cfg.max_step_growth)
+            max_increments=cfg.max_increments, max_cutbacks=cfg.max_cutbacks,
+            stop_fraction=cfg.stop_fraction, max_step_growth=cfg.max_step_growth)
     finally:
         model.destroy()
     return result, regularisation
