@@ -258,6 +258,9 @@ class IncrementRecord:
             curve).
         target: The control value attempted (mm, or N under load control).
         krylov_iterations: Inner Krylov iterations of the attempt (indirect control).
+        peak_refinement: Indirect control: an extra increment from the converged state
+            before the bracketed peak to the vertex of the parabola through the three
+            increments around it (the curve's maximum lies between samples).
     """
 
     displacement_mm: float
@@ -269,6 +272,7 @@ class IncrementRecord:
     cut_back: bool = False
     target: float = math.nan
     krylov_iterations: int = 0
+    peak_refinement: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record."""
@@ -279,7 +283,8 @@ class IncrementRecord:
                 "converged": self.converged, "newton_iterations": self.newton_iterations,
                 "residual": finite(self.residual), "plastic_fraction": self.plastic_fraction,
                 "cut_back": self.cut_back, "target": finite(self.target),
-                "krylov_iterations": self.krylov_iterations}
+                "krylov_iterations": self.krylov_iterations,
+                "peak_refinement": self.peak_refinement}
 
 
 @dataclass(frozen=True)
@@ -322,7 +327,9 @@ class PlasticityResult:
     @property
     def converged_curve(self) -> tuple[FloatArray, FloatArray]:
         """(k,) displacement and (k,) force of the converged increments (origin first)."""
-        ok = [r for r in self.increments if r.converged]
+        # Sorted by displacement: a peak refinement restarts from an earlier state.
+        ok = sorted((r for r in self.increments if r.converged),
+                    key=lambda r: r.displacement_mm)
         return (np.array([0.0] + [r.displacement_mm for r in ok]),
                 np.array([0.0] + [r.force_N for r in ok]))
 
@@ -446,6 +453,11 @@ class _Formulation:
         k_act = ufl.conditional(in0, zero, ufl.conditional(in1, k1, k2))
         dg_act = (drive - (1.0 - a) * (s_act + h_act * (kap - k_act))) / (
             3.0 * mu + (1.0 - a) * h_act)
+        # Apex: where the hydrostatic tension alone exceeds the surface (a I1 > (1 - a)
+        # sigma_c), the isochoric return would carry the deviator through zero; it stops
+        # there (the deviator is fully relaxed, the hydrostatic stress kept), so that the
+        # committed state reproduces its stress (a tension cut-off at the cone's apex).
+        dg_act = ufl.min_value(dg_act, q_tr / (3.0 * mu))
         dgamma = ufl.conditional(ufl.gt(f_tr, 0.0), dg_act, 0.0)
         normal = 1.5 * s_tr / q_tr
         sigma = sig_tr - 2.0 * mu * dgamma * normal
@@ -716,6 +728,10 @@ class _BorderedNewton:
         pc.setPythonContext(_Preconditioner())
         snes.setTolerances(max_it=max_newton)
         snes.setConvergenceTest(self._converged)
+        if logger.isEnabledFor(logging.DEBUG) and self.root:
+            snes.setMonitor(lambda s, it, norm: logger.debug(
+                "  Newton %d: ||R||/||F|| %.3e, constraint %.3e mm, lambda %.6g, Krylov %d",
+                it, self.ratio, self.constraint, self.lam, s.getLinearSolveIterations()))
         self.snes = snes
 
     # -- the augmented vector --------------------------------------------------------------
@@ -850,8 +866,9 @@ def incremental_failure(
     inexact_newton: bool = False,
     max_step_growth: float = 1.0,
     progress: Callable[[IncrementRecord], None] | None = None,
-    post_peak_increments: int = 3,
+    post_peak_increments: int = 2,
     target_newton: int = 5,
+    refine_peak: bool = True,
 ) -> PlasticityResult:
     """Incremental Newton analysis to the peak of the force-displacement curve (collective).
 
@@ -920,8 +937,8 @@ def incremental_failure(
             max_increments=max_increments, max_cutbacks=max_cutbacks,
             stop_fraction=stop_fraction, post_peak_increments=post_peak_increments,
             max_displacement=max_displacement, max_step_growth=max_step_growth,
-            max_newton=max_newton, target_newton=target_newton, progress=progress,
-            start=start)
+            max_newton=max_newton, target_newton=target_newton, refine_peak=refine_peak,
+            progress=progress, start=start)
     form = _Formulation(model, material, patch if control == "load" else None, krylov_rtol,
                         lag_preconditioner=lag_preconditioner, max_newton=max_newton,
                         inexact=inexact_newton)
@@ -1043,7 +1060,7 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
                       rtol: float, max_increments: int, max_cutbacks: int,
                       stop_fraction: float, post_peak_increments: int,
                       max_displacement: float | None, max_step_growth: float,
-                      max_newton: int, target_newton: int,
+                      max_newton: int, target_newton: int, refine_peak: bool,
                       progress: Callable[[IncrementRecord], None] | None,
                       start: float) -> PlasticityResult:
     """The increment loop of indirect displacement control (see :func:`incremental_failure`)."""
@@ -1059,6 +1076,15 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
     initial_slope, last_slope = math.nan, math.nan
     below = 0  # converged increments in a row below the peak
     jumped = False
+
+    def snapshot(force: float) -> tuple[float, float, FloatArray, float, FloatArray,
+                                        FloatArray]:
+        return (level, force, model.u.x.array.copy(), bordered.lam,
+                form.eps_p.x.array.copy(), form.kappa.x.array.copy())
+
+    last_state = snapshot(0.0)
+    before_peak = peak_state = last_state
+    after_peak = (math.nan, math.nan)
     notes: list[str] = []
     kappa = np.zeros(0)
     try:
@@ -1121,13 +1147,18 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
             bordered.elastic = plastic == 0.0
             level = target
             prev = (x, f)
+            state = snapshot(f)
             if f > peak_f:
                 peak_f, peak_x, below = f, x, 0
+                before_peak, peak_state = last_state, state
             else:
                 below += 1
+                if below == 1:
+                    after_peak = (x, f)
                 if f < stop_fraction * peak_f or below >= post_peak_increments:
                     bracketed = True
                     break
+            last_state = state
             if max_displacement is not None and x >= max_displacement * (1 - 1e-12):
                 break
             if plastic == 0.0 and not jumped:
@@ -1145,6 +1176,42 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
             all_ok = False
             notes.append(f"stopped after {max_increments} increments before the peak was "
                          "bracketed: the failure load is a lower bound")
+        if bracketed and refine_peak:
+            # The curve's maximum lies between samples: one increment to the vertex of the
+            # parabola through the peak and its neighbours, from the state before it.
+            xs = np.array([before_peak[0], peak_state[0], after_peak[0]])
+            fs = np.array([before_peak[1], peak_state[1], after_peak[1]])
+            coef = np.polyfit(xs, fs, 2) if np.all(np.isfinite(xs)) else np.zeros(3)
+            vertex = -coef[1] / (2.0 * coef[0]) if coef[0] < 0.0 else math.nan
+            gap = 0.1 * min(xs[1] - xs[0], xs[2] - xs[1])
+            if xs[0] < vertex < xs[2] and abs(vertex - xs[1]) > gap:
+                origin = peak_state if vertex > xs[1] else before_peak
+                level, _, u0, lam0, ep0, k0 = origin
+                model.u.x.array[:] = u0
+                bordered.lam = lam0
+                form.load_factor.value = lam0
+                form.eps_p.x.array[:] = ep0
+                form.kappa.x.array[:] = k0
+                krylov_before = bordered.krylov_its
+                ok, its, res = bordered.solve(float(vertex))
+                x, f = (bordered.measure(), bordered.lam * unit_force) if ok else (
+                    math.nan, math.nan)
+                plastic = form.commit() if ok else 0.0
+                rec = IncrementRecord(float(x), float(f), ok, its, res, plastic,
+                                      target=float(vertex), peak_refinement=True,
+                                      krylov_iterations=bordered.krylov_its - krylov_before)
+                records.append(rec)
+                if model.comm.rank == 0:
+                    logger.info("peak refinement: target %.5g mm, converged %s in %d Newton "
+                                "its, force %.5g N (sampled peak %.5g N)", vertex, ok, its,
+                                f, peak_f)
+                if progress is not None:
+                    progress(rec)
+                if ok and f > peak_f:
+                    peak_f, peak_x = f, x
+                elif not ok:
+                    notes.append("the peak refinement increment did not converge (not part "
+                                 "of the curve); the peak is the largest sampled force")
         kappa = form.cell_kappa()
         stats = {"newton_iterations": sum(r.newton_iterations for r in records),
                  "krylov_iterations": bordered.krylov_its,
@@ -1167,6 +1234,7 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
 
 def _peak_resolution(curve: list[tuple[float, float]], peak_x: float) -> tuple[float, float]:
     """(larger neighbouring step at the peak, mm; parabola-through-3-points peak force, N)."""
+    curve = sorted(curve)
     xs = np.array([0.0] + [c[0] for c in curve])
     fs = np.array([0.0] + [c[1] for c in curve])
     i = int(np.argmin(np.abs(xs - peak_x)))
