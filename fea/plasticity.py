@@ -799,7 +799,7 @@ class _BorderedNewton:
             y.array[self.n] = self.k0 * wx
 
     def _apply(self, r: Any, y: Any) -> None:
-        """y = P^-1 r, P the bordered matrix with K replaced by the elastic GAMG."""
+        """Apply P^-1 (P: the bordered matrix with K replaced by the elastic GAMG)."""
         self.tu.array[:] = r.array_r[: self.n]
         g = self._lambda_of(r) / self.k0
         self.pc.apply(self.tu, self.tv)
@@ -916,6 +916,12 @@ def incremental_failure(
             doubles, up to this multiple of ``step`` (1: never above the first step). The
             minimum step, and so the peak's resolution, stays ``step / 2^max_cutbacks``.
         progress: Called after each attempt.
+        post_peak_increments: Indirect control: converged increments in a row below the
+            peak after which the analysis stops (the peak is bracketed).
+        target_newton: Indirect control: Newton iterations per increment the step size
+            aims at.
+        refine_peak: Indirect control: once bracketed, one extra increment to the vertex of
+            the parabola through the peak and its neighbours (from the state before it).
 
     Returns:
         Increments and peak (from converged increments only).

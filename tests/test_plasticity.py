@@ -147,6 +147,72 @@ def test_crack_band_softening_energy_is_mesh_independent() -> None:
     assert (raw_coarse - raw_fine) / raw_coarse > 0.05
 
 
+
+def _traction_bar(yield_stress, softening: float, *, nu: float = 0.3, r: float = 1.0,
+                  n: int = 2, step_fraction: float = 0.1, max_increments: int = 40):
+    """Unit-section bar (length 4) pulled by a uniform traction on its top face, under
+    indirect displacement control of the top face's mean displacement; direct LU."""
+    from fea.loads import LoadPatch
+    from fea.plasticity import PlasticMaterial, incremental_failure
+    from fea.solver import ElasticModel, SolverOptions
+
+    e, length = 1000.0, 4.0
+    mesh = box_mesh((1.0, 1.0, length), (n, n, 4 * n))
+    supports = bar_supports(mesh, length)[:3]  # rollers below; the top is free and loaded
+    top = np.flatnonzero(np.isclose(mesh.points[:, 2], length))
+    model = ElasticModel(mesh, np.full(mesh.num_cells, e), nu, supports,
+                         SolverOptions(degree=1, pc_type="lu",
+                                       extra={"pc_factor_mat_solver_type": "petsc"}))
+    m = mesh.num_cells
+    s = np.broadcast_to(yield_stress(mesh), (m,))
+    material = PlasticMaterial(s, np.zeros(m), np.zeros(m), np.full(m, softening),
+                               np.full(m, 1e9), tension_ratio=r, poisson_ratio=nu)
+    patch = LoadPatch(np.zeros((0, 3), dtype=np.int64), top, 1.0, np.array([0.0, 0.0, 1.0]))
+    try:
+        return incremental_failure(model, material, (0.0, 0.0, 1.0), control="indirect",
+                                   step=step_fraction * float(np.max(s)) / e * length,
+                                   patch=patch, patch_nodes=top, stop_fraction=0.5,
+                                   max_increments=max_increments)
+    finally:
+        model.destroy()
+
+
+def test_indirect_control_follows_the_softening_branch() -> None:
+    """Homogeneous softening bar under load (traction) with indirect displacement control:
+    past the limit point on the closed-form branch sigma = (delta - L s / |H|) /
+    (L / E - L / |H|) (1e-6), every increment converged, the peak bracketed at s A (1 %)."""
+    e, length, s, h = 1000.0, 4.0, 5.0, -200.0
+    result = _traction_bar(lambda mesh: s, h)
+    x, f = result.converged_curve
+    assert result.control == "indirect"
+    assert result.all_increments_converged and result.peak_bracketed
+    assert result.peak_force_n == pytest.approx(s, rel=0.01)
+    assert result.peak_force_n <= s * (1.0 + 1e-9)
+    elastic = x <= s / e * length * (1.0 - 1e-9)
+    np.testing.assert_allclose(f[elastic], e * x[elastic] / length, rtol=1e-6)
+    post = x > s / e * length * (1.0 + 1e-9)
+    assert np.count_nonzero(post) >= 2 and f[-1] < 0.96 * s  # well down the branch
+    branch = (x[post] - length * s / abs(h)) / (length / e - length / abs(h))
+    np.testing.assert_allclose(f[post], branch, rtol=1e-6)
+    assert all(r.residual <= 1e-6 for r in result.increments if r.converged)
+
+
+def test_indirect_control_reports_a_snap_back() -> None:
+    """A weak layer softening steeply (|H| > h_band E / L): the head displacement must fall
+    after the peak (snap-back); the analysis stops with the peak not bracketed, says so,
+    and keeps the last converged force (within 3 % below the layer's yield force)."""
+    s = 5.0
+
+    def weak_layer(mesh):
+        z = mesh.points[mesh.cells].mean(axis=1)[:, 2]
+        return np.where(np.abs(z - 2.25) < 0.25, 0.95 * s, s)
+
+    result = _traction_bar(weak_layer, -400.0)
+    assert not result.peak_bracketed and not result.all_increments_converged
+    assert any("snap-back" in note and "not bracketed" in note for note in result.notes)
+    assert 0.97 * 0.95 * s <= result.peak_force_n <= 0.95 * s * (1.0 + 1e-6)
+
+
 def _notched_bar() -> TetMesh:
     """2 x 2 x 6 mm bar with a 1 x 2 x 1 mm notch cut into one side at mid-height."""
     mesh = box_mesh((2.0, 2.0, 6.0), (4, 4, 12))
