@@ -9,22 +9,35 @@ first stress invariant I1,
 so that uniaxial compression yields at sigma_c and uniaxial tension at r sigma_c (r = the
 tension/compression ratio, here the ratio of the linear criterion's strain limits, so that the
 nonlinear and the linear model agree on where bone is weaker); a von Mises plastic potential
-(isochoric flow: no dilatancy, no apex return: a state of hydrostatic tension beyond the
-surface is not returned; bone in a femur is not loaded so), and a piecewise-linear compressive yield
-curve sigma_c(kappa) of the equivalent plastic strain kappa with three segments (slopes H0,
+(isochoric flow, no dilatancy; at the cone's apex, where the hydrostatic tension alone
+exceeds the surface, the return stops at a zero deviator and keeps the hydrostatic stress, a
+tension cut-off that keeps the committed state consistent), and a piecewise-linear compressive
+yield curve sigma_c(kappa) of the equivalent plastic strain kappa with three segments (slopes H0,
 H1 and 0; breaks kappa1, kappa2). Keyak et al. 2005's curve is H0 = 0 (perfectly plastic
 plateau of length eps_AB), then softening, then the minimum stress as a plateau; a hardening
 material is one segment of slope H0 > 0.
 
 The return mapping is written in UFL (closed form per segment, the segment picked with
 conditionals), so that ``ufl.derivative`` of the residual gives the consistent (algorithmic)
-tangent; it is non-symmetric for r != 1, so the Krylov method inside Newton is GMRES (GAMG
-preconditioned, rigid-body near-nullspace). History (plastic strain tensor, kappa) lives in
-basix quadrature spaces at the points of the stiffness integral and is updated only after an
-increment has converged. PETSc SNES ``newtonls`` solves each increment with the equilibrium
-criterion ||R|| <= rtol ||F|| (free dofs; ||F|| the applied load, or the internal
-force under displacement control; default rtol 1e-6); an increment
-that does not converge is repeated with half the step, from the last converged state.
+tangent (points on the yield surface count as loading in it); it is non-symmetric for
+r != 1, so the Krylov method inside Newton is GMRES (GAMG preconditioned, rigid-body
+near-nullspace). History (plastic strain tensor, kappa) lives in basix quadrature spaces at
+the points of the stiffness integral and is updated only after an increment has converged.
+PETSc SNES ``newtonls`` solves each increment with the equilibrium criterion
+||R|| <= rtol ||F|| (free dofs; ||F|| the applied load, or the internal force under direct
+displacement control; default rtol 1e-6); an increment that does not converge is repeated
+with half the step, from the last converged state.
+
+Path following (``control``): "load" (a load factor per increment; cannot pass the peak),
+"displacement" (a support displaced; tests) and "indirect" (the clinical model: indirect
+displacement control, Batoz & Dhatt 1979, Int J Numer Meth Eng 14:1262; de Borst 1987,
+Comput Struct 25:211): the linear case's head traction and supports are kept, the load factor
+is an unknown, and the mean head-patch displacement along the load is prescribed per
+increment. SNES ``newtonls`` solves the bordered system [u; load factor] itself (a shell
+Jacobian and a shell preconditioner, :class:`_BorderedNewton`), so the analysis passes the
+limit point with every kept increment in equilibrium, and stops soon after the force has
+fallen (the peak is bracketed). A snap-back in the head displacement (the path turning back)
+cannot be passed: the analysis stops there with a note that the peak is not bracketed.
 
 Regularisation: crack band (Bazant & Oh 1983, Materiaux et Constructions 16:155-177,
 doi:10.1007/BF02486267): the softening plastic modulus is scaled by the element size h so
@@ -54,6 +67,7 @@ from fea.solver import ElasticModel
 from meshing.types import TetMesh
 
 __all__ = [
+    "EPS_AB_READING",
     "IncrementRecord",
     "PlasticMaterial",
     "PlasticityResult",
@@ -79,6 +93,17 @@ FloatArray = npt.NDArray[np.float64]
 #: Keyak's voxel models used 3 mm cubic elements: the element size at which the softening
 #: law was calibrated (Keyak et al. 2005, CORR 437:219; Keyak 2001, Med Eng Phys 23:165).
 KEYAK_REFERENCE_LENGTH_MM = 3.0
+#: What eps_AB is taken to mean, and how far that was checked (written to result.json).
+EPS_AB_READING = (
+    "eps_AB is read as the strain interval of the perfectly plastic plateau, from the yield "
+    "point A to the onset of softening B (eps_B = eps_A + eps_AB), and so as its length in "
+    "plastic strain. NOT verified against Keyak et al. 2005 Fig. 1: the paper's text and "
+    "figure could not be found (searched stored pages, docs and code). A third-party "
+    "re-implementation of the Keyak 2005 law (A. Sas 2019, ParOSol scripts, found in the code "
+    "corpus) uses the same reading (eps_B = eps_A + eps_AB) but other coefficients (trabecular "
+    "0.00189 + 0.0241 rho, cortical 0.0184 - 0.0100 rho, each scaled by an element-size "
+    "factor) than material.laws' keyak2005_plateau_end_strain (-0.00315 + 0.0728 rho, quoted "
+    "from memory there); the coefficients are unverified too.")
 #: Yield stress that keeps a cell elastic (floor cells: marrow, fat, lytic lesion).
 ELASTIC_YIELD_MPA = 1.0e9
 #: Softening plastic moduli are kept above -this x E (element-level snap-back limit).
@@ -186,7 +211,9 @@ def keyak2005_plastic(rho_ash: FloatArray, youngs_modulus_mpa: FloatArray,
     using structural engineering models. Clin Orthop Relat Res 437:219-228 (laws in
     material.laws LAW_SETS["keyak2005"]): compressive yield S = 102 rho^1.80, a perfectly
     plastic plateau over the strain eps_AB (from yield A to the onset of softening B; the
-    stress is constant there, so its length in total strain is its length in plastic strain),
+    stress is constant there, so its length in total strain is its length in plastic strain;
+    this reading is not verified against Keyak 2005's Fig. 1, whose text could not be found,
+    see :data:`EPS_AB_READING`),
     softening with the total-strain slope E_pl = -2080 rho^1.45 down to the minimum stress
     43.1 rho^1.81, then flat. The plastic modulus of the softening branch is
     H = E E_pl / (E - E_pl). The modulus E is the linear model's (same law, floor and
@@ -680,11 +707,13 @@ class _BorderedNewton:
         self.tu: Any = self.A.createVecRight()
         self.tv: Any = self.A.createVecRight()
         self.b: Any = self.A.createVecRight()
-        self.fnorm = float(self.f.norm())
+        f_vec: Any = self.f
+        self.fnorm = float(f_vec.norm())
         # The elastic preconditioner M (GAMG of the model's stiffness, already built).
         self.pc: Any = model.ksp.getPC()
         self.pc.apply(self.f, self.b)
-        self.wb = float(self.w.dot(self.b))
+        w_vec: Any = self.w
+        self.wb = float(w_vec.dot(self.b))
         if not self.wb > 0.0:
             raise SolverError("the control displacement does not grow with the load",
                               hint="check the load direction and the control patch")
@@ -760,14 +789,15 @@ class _BorderedNewton:
     def _residual(self, _snes: Any, x: Any, out: Any) -> None:
         self._unpack(x)
         form, model = self.form, self.model
-        b = form.problem.b
-        dolfinx.fem.petsc.assemble_residual(None, model.u.x.petsc_vec, b, model.u,
-                                            form.problem.F, form.problem.J, model._bcs)
+        b: Any = form.problem.b
+        assemble: Any = dolfinx.fem.petsc.assemble_residual
+        assemble(None, model.u.x.petsc_vec, b, model.u, form.problem.F, form.problem.J,
+                 model._bcs)
         out.array[: self.n] = b.array_r
         self.constraint = self.measure() - self.target
         if self.root:
             out.array[self.n] = self.k0 * self.constraint
-        unorm = float(b.norm())
+        unorm: float = b.norm()
         self.ratio = unorm / max(abs(self.lam) * self.fnorm, 1e-300)
         self.norms.append(math.hypot(unorm, self.k0 * self.constraint))
 
@@ -775,7 +805,8 @@ class _BorderedNewton:
         self._unpack(x)
         A = self.A
         A.zeroEntries()
-        dolfinx.fem.petsc.assemble_matrix(A, self.form.problem.J, self.model._bcs, diag=1.0)
+        assemble: Any = dolfinx.fem.petsc.assemble_matrix
+        assemble(A, self.form.problem.J, self.model._bcs, diag=1.0)
         A.assemble()
         # Krylov tolerance: Eisenstat-Walker choice 2 (gamma 0.9, alpha 2), capped at 1e-2,
         # floored where the Krylov error would be a third of the equilibrium criterion
@@ -1085,8 +1116,9 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
 
     def snapshot(force: float) -> tuple[float, float, FloatArray, float, FloatArray,
                                         FloatArray]:
-        return (level, force, model.u.x.array.copy(), bordered.lam,
-                form.eps_p.x.array.copy(), form.kappa.x.array.copy())
+        return (level, force, np.array(model.u.x.array, dtype=np.float64), bordered.lam,
+                np.array(form.eps_p.x.array, dtype=np.float64),
+                np.array(form.kappa.x.array, dtype=np.float64))
 
     last_state = snapshot(0.0)
     before_peak = peak_state = last_state

@@ -1175,6 +1175,8 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolu
 def _plasticity_entry(curve: Any, entry: CaseResult, body_weight_n: float
                       ) -> dict[str, Any]:
     """The result.json ``nonlinear`` object of an incremental-plasticity case."""
+    from fea.plasticity import EPS_AB_READING
+
     result, regularisation = curve
     record = result.to_dict()
     record.update({
@@ -1186,6 +1188,7 @@ def _plasticity_entry(curve: Any, entry: CaseResult, body_weight_n: float
                     "Poisson ratio of the linear model; tension/compression yield ratio = "
                     "the linear criterion's strain-limit ratio; Drucker-Prager-type yield "
                     "with von Mises flow",
+        "eps_AB": EPS_AB_READING,
     })
     return record
 
