@@ -897,9 +897,9 @@ def incremental_failure(
     inexact_newton: bool = False,
     max_step_growth: float = 1.0,
     progress: Callable[[IncrementRecord], None] | None = None,
-    post_peak_increments: int = 2,
+    post_peak_increments: int = 1,
     target_newton: int = 5,
-    refine_peak: bool = True,
+    refine_peak: float = 0.002,
 ) -> PlasticityResult:
     """Incremental Newton analysis to the peak of the force-displacement curve (collective).
 
@@ -952,7 +952,9 @@ def incremental_failure(
         target_newton: Indirect control: Newton iterations per increment the step size
             aims at.
         refine_peak: Indirect control: once bracketed, one extra increment to the vertex of
-            the parabola through the peak and its neighbours (from the state before it).
+            the parabola through the peak and its neighbours (from the state before it),
+            when that parabola's maximum exceeds the sampled peak by more than this fraction
+            (0: always; a negative value: never).
 
     Returns:
         Increments and peak (from converged increments only).
@@ -1097,7 +1099,7 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
                       rtol: float, max_increments: int, max_cutbacks: int,
                       stop_fraction: float, post_peak_increments: int,
                       max_displacement: float | None, max_step_growth: float,
-                      max_newton: int, target_newton: int, refine_peak: bool,
+                      max_newton: int, target_newton: int, refine_peak: float,
                       progress: Callable[[IncrementRecord], None] | None,
                       start: float) -> PlasticityResult:
     """The increment loop of indirect displacement control (see :func:`incremental_failure`)."""
@@ -1214,15 +1216,17 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
             all_ok = False
             notes.append(f"stopped after {max_increments} increments before the peak was "
                          "bracketed: the failure load is a lower bound")
-        if bracketed and refine_peak:
+        if bracketed and refine_peak >= 0.0:
             # The curve's maximum lies between samples: one increment to the vertex of the
             # parabola through the peak and its neighbours, from the state before it.
             xs = np.array([before_peak[0], peak_state[0], after_peak[0]])
             fs = np.array([before_peak[1], peak_state[1], after_peak[1]])
             coef = np.polyfit(xs, fs, 2) if np.all(np.isfinite(xs)) else np.zeros(3)
             vertex = -coef[1] / (2.0 * coef[0]) if coef[0] < 0.0 else math.nan
+            gain = (float(np.polyval(coef, vertex)) / peak_f - 1.0 if math.isfinite(vertex)
+                    else 0.0)
             gap = 0.1 * min(xs[1] - xs[0], xs[2] - xs[1])
-            if xs[0] < vertex < xs[2] and abs(vertex - xs[1]) > gap:
+            if xs[0] < vertex < xs[2] and abs(vertex - xs[1]) > gap and gain > refine_peak:
                 origin = peak_state if vertex > xs[1] else before_peak
                 level, _, u0, lam0, ep0, k0 = origin
                 model.u.x.array[:] = u0
