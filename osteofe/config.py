@@ -384,15 +384,16 @@ class NonlinearConfig:
         method: "plasticity" (incremental Newton, fea.plasticity, the default) or "secant"
             (the earlier secant damage model, fea.nonlinear, kept for comparison).
         residual_rtol: Plasticity: equilibrium criterion ||R|| / ||F|| per increment.
-        max_cutbacks: Plasticity: halvings of the load step before the peak counts as
-            reached (load control) or the analysis gives up.
+        max_cutbacks: Plasticity: halvings of the step before the analysis gives up (a
+            warning says so; indirect displacement control of the head-patch displacement).
         regularise: Plasticity: crack-band scaling of the softening modulus.
         reference_length_mm: Plasticity: element size of the softening law's calibration.
-        lag_preconditioner: Plasticity: one GAMG set-up per increment (GMRES solves the
-            later Newton iterations' tangents with it) instead of one per iteration.
-        inexact_newton: Plasticity: Eisenstat-Walker Krylov tolerances inside Newton.
-        max_step_growth: Plasticity: steps double after easy increments (<= 2 Newton
-            iterations), up to this multiple of the first step.
+        lag_preconditioner: Plasticity under load control only (fea.plasticity API); the
+            pipeline's indirect control always preconditions with the elastic GAMG, built once.
+        inexact_newton: Plasticity under load control only (the indirect control's Krylov
+            tolerances are always Eisenstat-Walker).
+        max_step_growth: Plasticity: steps adapt to the Newton iterations, up to this
+            multiple of the first step.
     """
 
     enabled: bool = False
