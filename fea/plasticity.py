@@ -323,10 +323,11 @@ class PlasticityResult:
         peak_force_n: Largest force of a converged increment.
         peak_displacement_mm: Its displacement.
         peak_bracketed: The analysis ended past the peak (displacement control: force fell
-            below the stop fraction; load control: the step was cut to its minimum at a
-            tangent below ``flat_fraction`` of the initial stiffness).
+            below the stop fraction; indirect control: a converged increment after the peak
+            has a lower force; load control: the step was cut to its minimum at a tangent
+            below ``flat_fraction`` of the initial stiffness).
         all_increments_converged: No increment ended unconverged at the minimum step.
-        control: "displacement" or "load".
+        control: "displacement", "load" or "indirect".
         wall_s: Wall time, s.
         notes: Messages (shown as warnings where they qualify the number).
         plastic_strain_eq: (m,) cell mean equivalent plastic strain at the end (on all ranks).
