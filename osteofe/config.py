@@ -367,7 +367,11 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class NonlinearConfig:
-    """Nonlinear load to failure (Keyak 2005 softening, displacement-controlled head).
+    """Nonlinear load to failure (Keyak 2005 law; the linear case's head traction, scaled).
+
+    The plasticity method passes the peak under indirect displacement control (the mean
+    head-patch displacement along the load is prescribed per increment; the elastic GAMG
+    preconditions every Newton step and Krylov tolerances follow Eisenstat-Walker).
 
     Attributes:
         enabled: Run the nonlinear analysis after the linear one.
@@ -388,10 +392,6 @@ class NonlinearConfig:
             warning says so; indirect displacement control of the head-patch displacement).
         regularise: Plasticity: crack-band scaling of the softening modulus.
         reference_length_mm: Plasticity: element size of the softening law's calibration.
-        lag_preconditioner: Plasticity under load control only (fea.plasticity API); the
-            pipeline's indirect control always preconditions with the elastic GAMG, built once.
-        inexact_newton: Plasticity under load control only (the indirect control's Krylov
-            tolerances are always Eisenstat-Walker).
         max_step_growth: Plasticity: steps adapt to the Newton iterations, up to this
             multiple of the first step.
     """
@@ -409,8 +409,6 @@ class NonlinearConfig:
     max_cutbacks: int = 4
     regularise: bool = True
     reference_length_mm: float = 3.0
-    lag_preconditioner: bool = True
-    inexact_newton: bool = True
     max_step_growth: float = 4.0
 
     def __post_init__(self) -> None:
