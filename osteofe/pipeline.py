@@ -803,6 +803,12 @@ def run_strength(
                                              for note in curve[0].notes)
                     continue
                 curves[name] = curve
+                unsettled = int(np.count_nonzero(~curve.converged))
+                if unsettled:  # the secant peak is then not an equilibrium value
+                    prepared.warnings.append(
+                        f"nonlinear ({name}): {unsettled} of {curve.converged.size} secant "
+                        "increments stopped before their moduli settled, so the secant peak "
+                        "may be biased high; use nonlinear.method = \"plasticity\"")
                 cases[index] = replace(entry, nonlinear=NonlinearResult.from_dict(
                     curve.to_dict() | {
                     "failure_load_BW": curve.peak_force_n / body_weight_n,
@@ -1158,8 +1164,9 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolu
     patch = replace(load.patch, force_n=to_solver @ force)
     direction = force / magnitude
     # The control displacement the linear model reaches at its failure load sets the step.
-    linear_head = float(np.mean(linear.displacement_mm[np.unique(load.patch.nodes)]
-                                @ direction)) * linear_failure_n / magnitude
+    # (Collective: under MPI the linear solution holds only this rank's rows.)
+    linear_head = float(mean_displacement(linear, np.unique(load.patch.nodes), comm)
+                        @ direction) * linear_failure_n / magnitude
     try:
         result = incremental_failure(
             model, material, to_solver @ direction, control="indirect",

@@ -204,3 +204,32 @@ def test_two_ranks_write_the_serial_fields_and_failure_loads(small_phantom, mpi_
     for name in ("E_MPa", "max_principal_strain_fall", "min_principal_strain_stance"):
         got, want = np.sort(data[name].ravel()), np.sort(cell[name].ravel())
         np.testing.assert_allclose(got, want, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.skipif(_world().size < 2,
+                    reason="needs mpiexec -n 2 (compares a 2-rank run with a serial one)")
+def test_two_ranks_give_the_serial_nonlinear_peak(small_phantom, mpi_tmp_path):
+    """Plasticity under indirect control on 2 ranks vs serially: the linear solution it
+    starts from is distributed (each rank owns part of its rows)."""
+    comm = _world()
+    from mpi4py import MPI
+
+    from osteofe.config import Config
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    config = (Config().override("mesh", size_mm=8.0).override("load", cases=("stance",))
+              .override("nonlinear", enabled=True))
+    request = StrengthRequest(small_phantom["ct"], small_phantom["labels"], body_mass_kg=75.0)
+    parallel = run_strength(request, config, mpi_tmp_path / "mpi_nl", comm=comm,
+                            picture=False).cases[0].nonlinear
+    if comm.rank != 0:
+        comm.barrier()
+        return
+    serial = run_strength(request, config, mpi_tmp_path / "serial_nl", comm=MPI.COMM_SELF,
+                          picture=False).cases[0].nonlinear
+    comm.barrier()
+    assert parallel is not None and serial is not None
+    assert parallel.peak_reached and serial.peak_reached
+    assert parallel.record["all_increments_converged"] is True
+    assert parallel.failure_load_N == pytest.approx(serial.failure_load_N, rel=1e-6)
+    assert len(parallel.record["increments"]) == len(serial.record["increments"])
