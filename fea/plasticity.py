@@ -876,6 +876,19 @@ class _BorderedNewton:
             obj.destroy()
 
 
+def _secant_slope(prev: tuple[float, float], x: float, f: float) -> float:
+    """Slope (N/mm) of the curve from the last converged point ``prev`` to ``(x, f)``.
+
+    Raises:
+        SolverError: The first increment did not load the femur (``f <= 0``): a load
+            direction or support that cannot carry the load.
+    """
+    if prev == (0.0, 0.0) and not f > 0.0:
+        raise SolverError(f"the force is {f:.3g} N after the first increment",
+                          hint="check the load direction and the supports")
+    return (f - prev[1]) / max(x - prev[0], 1e-300)
+
+
 def incremental_failure(
     model: ElasticModel,
     material: PlasticMaterial,
@@ -1042,13 +1055,9 @@ def incremental_failure(
                     break
                 h /= 2.0
                 continue
-            slope = (f - prev[1]) / max(x - prev[0], 1e-300)
+            last_slope = _secant_slope(prev, x, f)
             if math.isnan(initial_slope):
-                if not f > 0.0:
-                    raise SolverError(f"the force is {f:.3g} N after the first increment",
-                                      hint="check the load direction and the supports")
-                initial_slope = slope
-            last_slope = slope
+                initial_slope = last_slope
             last_u = model.u.x.array.copy()
             level = target
             prev = (x, f)
@@ -1177,13 +1186,9 @@ def _indirect_control(form: _Formulation, model: ElasticModel, d: FloatArray,
                         "indirect displacement control cannot pass); the failure load is "
                         "the last converged force, a lower bound")
                 break
-            slope = (f - prev[1]) / max(x - prev[0], 1e-300)
+            last_slope = _secant_slope(prev, x, f)
             if math.isnan(initial_slope):
-                if not f > 0.0:
-                    raise SolverError(f"the force is {f:.3g} N after the first increment",
-                                      hint="check the load direction and the supports")
-                initial_slope = slope
-            last_slope = slope
+                initial_slope = last_slope
             last_u, last_lam = model.u.x.array.copy(), bordered.lam
             bordered.elastic = plastic == 0.0
             level = target
