@@ -22,7 +22,6 @@ import ctypes
 import ctypes.util
 import gc
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,11 +126,11 @@ def fields_prestage(out_dir: str | Path) -> Path:
     <host>-<pid>-...``), so that one left by a killed run is deleted by the next run into
     ``out_dir``; the caller deletes it after the results were published.
     """
-    from osteofe.outputs import _staging_prefix
+    from osteofe.outputs import new_staging_folder
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=_staging_prefix(out)))
+    return new_staging_folder(out)
 
 
 def move_fields(prestage: Path, stage: Path) -> None:

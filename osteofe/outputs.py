@@ -56,6 +56,7 @@ __all__ = [
     "guarded_output",
     "json_default",
     "min_free_bytes",
+    "new_staging_folder",
     "publish_permissions",
     "reserve_output",
     "sha256_file",
@@ -188,6 +189,15 @@ def _host() -> str:
 def _staging_prefix(out: Path) -> str:
     """``.<name>.staging-<host>-<pid>-``: whose staging folder it is, for the clean-up."""
     return f".{_name(out)}.staging-{_host()}-{os.getpid()}-"
+
+
+def new_staging_folder(out: Path) -> Path:
+    """A new empty folder beside ``out`` named as this process's staging folder.
+
+    The name (``.<name>.staging-<host>-<pid>-...``) lets :func:`clean_stale_staging` delete
+    one that a killed run left behind.
+    """
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=_staging_prefix(out)))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -499,7 +509,7 @@ def _publish(stage: Path, out: Path, final_last: str, owned: Sequence[str]) -> N
            if entry.name in names or entry.name in previous
            or any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in owned)]
     old.sort(key=lambda p: p.name != final_last)  # the earlier marker goes first
-    backup = Path(tempfile.mkdtemp(dir=out.parent, prefix=_staging_prefix(out)))
+    backup = new_staging_folder(out)
     moved_old: list[str] = []
     moved_new: list[str] = []
     try:
@@ -567,7 +577,7 @@ def staged_output(out_dir: str | Path, final_last: str = "result.json", *,
             raise OutputError(f"output folder {out} is an existing file, not a folder",
                               hint="give --out a folder path, or move the file away")
         clean_stale_staging(out)
-        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=_staging_prefix(out)))
+        stage = new_staging_folder(out)
     except OSError as exc:
         raise _write_error(out, exc) from exc
     try:
