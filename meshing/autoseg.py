@@ -626,15 +626,14 @@ def _block_mean_ct(ct: CTVolume, factor: npt.NDArray[np.int64]) -> CTVolume:
     blocks = (n + factor - 1) // factor
     padded = np.pad(hu, [(0, int(b * f - m)) for b, f, m in zip(blocks, factor, n,
                                                                   strict=True)], mode="edge")
-    f0, f1, f2 = (int(f) for f in factor)
+    mean = _block_mean(padded, factor)  # whole blocks only, after the padding
     b0, b1, b2 = (int(b) for b in blocks)
-    mean = padded.reshape(b0, f0, b1, f1, b2, f2).mean(axis=(1, 3, 5), dtype=np.float32)
     spacing = np.asarray(ct.grid.spacing) * factor
     direction = np.asarray(ct.grid.direction, dtype=np.float64).reshape(3, 3)
     origin = np.asarray(ct.grid.origin) + direction @ (0.5 * (factor - 1)
                                                        * np.asarray(ct.grid.spacing))
     grid = ImageGrid(shape=(b0, b1, b2), spacing=spacing, origin=origin, direction=direction)
-    return CTVolume(grid=grid, hu=np.ascontiguousarray(mean))
+    return CTVolume(grid=grid, hu=mean)
 
 
 def _block_repeat(labels: npt.NDArray[Any], factor: npt.NDArray[np.int64],
