@@ -140,7 +140,9 @@ class ForceDisplacementCurve:
         peak_reached: False when the analysis stopped before the force dropped after a peak.
         critical_cells: Cells softened furthest at the end (indices, most damaged first).
         wall_s: Wall time of the analysis.
-        notes: Modelling notes for the report.
+        notes: Modelling notes for the report (a description, then :attr:`warnings`).
+        warnings: The notes that qualify the number (peak not reached, increments whose
+            moduli did not settle): to be shown as warnings.
         preconditioner_setups: Preconditioner set-ups done (secant operators are solved with
             an earlier preconditioner until CG slows down).
         krylov_iterations: Total CG iterations over all secant solves.
@@ -157,6 +159,7 @@ class ForceDisplacementCurve:
     critical_cells: npt.NDArray[np.int64]
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     preconditioner_setups: int = 0
     krylov_iterations: int = 0
 
@@ -362,20 +365,23 @@ def displacement_controlled_failure(
     force_arr = np.asarray(force)
     k = int(np.argmax(force_arr))
     damage = kappa / np.maximum(yield_strain, 1e-12)
-    notes = ["secant (total-strain) softening model, von Mises equivalent strain, the same "
-             "curve in tension and compression; head patch displaced rigidly"]
+    warnings: list[str] = []
     if not peak_reached:
-        notes.append(f"the force had not dropped below {stop_fraction:.0%} of its peak after "
-                     f"{len(force)} increments: the failure load is a lower bound")
+        warnings.append(f"the force had not dropped below {stop_fraction:.0%} of its peak "
+                        f"after {len(force)} increments: the failure load is a lower bound")
     if not all(conv):
-        notes.append(f"{conv.count(False)} increments stopped at {max_iterations} secant "
-                     "iterations before the moduli settled")
+        warnings.append(f"{conv.count(False)} of {len(conv)} secant increments stopped at "
+                        f"{max_iterations} iterations before their moduli settled, so the "
+                        "secant peak may be biased high (the plasticity method converges "
+                        "each increment)")
+    notes = ["secant (total-strain) softening model, von Mises equivalent strain, the same "
+             "curve in tension and compression; head patch displaced rigidly", *warnings]
     return ForceDisplacementCurve(
         displacement_mm=np.asarray(disp), force_n=force_arr,
         iterations=np.asarray(iters, dtype=np.int64), converged=np.asarray(conv),
         yielded_fraction=np.asarray(yielded), peak_force_n=float(force_arr[k]),
         peak_displacement_mm=float(disp[k]), peak_reached=peak_reached,
         critical_cells=np.argsort(-damage)[:20].astype(np.int64),
-        wall_s=time.perf_counter() - start, notes=notes,
+        wall_s=time.perf_counter() - start, notes=notes, warnings=warnings,
         preconditioner_setups=reuse.setups, krylov_iterations=reuse.krylov_iterations,
     )

@@ -803,12 +803,8 @@ def run_strength(
                                              for note in curve[0].notes)
                     continue
                 curves[name] = curve
-                unsettled = int(np.count_nonzero(~curve.converged))
-                if unsettled:  # the secant peak is then not an equilibrium value
-                    prepared.warnings.append(
-                        f"nonlinear ({name}): {unsettled} of {curve.converged.size} secant "
-                        "increments stopped before their moduli settled, so the secant peak "
-                        "may be biased high; use nonlinear.method = \"plasticity\"")
+                prepared.warnings.extend(f"nonlinear ({name}): {warning}"
+                                         for warning in curve.warnings)
                 cases[index] = replace(entry, nonlinear=NonlinearResult.from_dict(
                     curve.to_dict() | {
                     "failure_load_BW": curve.peak_force_n / body_weight_n,
