@@ -7,6 +7,7 @@ bundled PETSc/MPI libraries are found; this module is the one place that does it
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 from meshing.errors import OsteofeError
@@ -16,6 +17,24 @@ __all__ = ["BackendMissingError", "load_backend"]
 
 class BackendMissingError(OsteofeError):
     """DOLFINx/PETSc are not installed in this environment."""
+
+
+#: PETSc's default signal handlers take SIGPIPE, SIGTERM, SIGHUP, SIGSEGV... from Python and
+#: turn each into MPI_Abort. SIGPIPE is the harmful one: Python ignores it so that a write to a
+#: closed socket raises an exception; with PETSc's handler, a Dask scheduler in this process
+#: that writes to a worker which has just died aborts the whole process (a cohort test did,
+#: at random, in CI). SIGTERM must reach Python's own handler (a cohort run stops cleanly).
+PETSC_INIT_OPTIONS: tuple[str, ...] = ("-no_signal_handler",)
+
+
+def _init_petsc_without_signal_handlers() -> None:
+    """Initialise PETSc (once per process) with :data:`PETSC_INIT_OPTIONS`.
+
+    A no-op when petsc4py's PETSc was initialised already (its options are then fixed).
+    """
+    petsc4py = importlib.import_module("petsc4py")
+    if "petsc4py.PETSc" not in sys.modules:
+        petsc4py.init(list(PETSC_INIT_OPTIONS))
 
 
 def load_backend() -> ModuleType:
@@ -32,6 +51,7 @@ def load_backend() -> ModuleType:
         pass
     try:
         importlib.import_module("dolfinx_solver")
+        _init_petsc_without_signal_handlers()
         return importlib.import_module("dolfinx")
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise BackendMissingError(

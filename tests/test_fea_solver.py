@@ -230,3 +230,34 @@ def test_freeing_gamg_product_data_keeps_the_answer_and_no_global_option():
         assert options.getString("mat_product_clear") == "0"
     finally:
         options.delValue("mat_product_clear")
+
+
+_SIGNALS_AFTER_LOADING_THE_BACKEND = """
+import os, signal, socket, sys
+import fea.solver  # loads the backend: dolfinx_solver, dolfinx, petsc4py
+a, b = socket.socketpair()
+b.close()
+try:
+    a.send(b"x")
+except BrokenPipeError:
+    print("broken pipe raised", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+@pytest.mark.skip_in_parallel
+def test_the_backend_leaves_sigpipe_and_sigterm_to_python() -> None:
+    """A write to a closed socket raises; SIGTERM terminates (no PETSc MPI_Abort for either).
+
+    PETSc's default signal handlers turned a Dask scheduler's write to a worker that had
+    just died into an MPI_Abort of the whole cohort process.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SIGNALS_AFTER_LOADING_THE_BACKEND],
+                          capture_output=True, text=True, timeout=120)
+    assert "broken pipe raised" in proc.stdout, proc.stderr
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "PETSC ERROR" not in proc.stderr
