@@ -107,6 +107,10 @@ class FailureAnalysis:
         evaluated: (n,) bool mask of the nodes where the criterion was evaluated.
         critical_on_defect_wall: True when failure starts on the wall of a lytic defect
             (a face between bone and lesion) rather than on the outer surface.
+        critical_floor_share: Share (0-1, by area) of the surface samples averaged at the
+            critical node that lie in cells at the modulus floor (``floor_cells`` of the
+            criterion: no bone density, not a labelled lesion), 0 when not given. Near 1,
+            the failure load is set by the strain of non-bone tissue inside the label.
     """
 
     load_factor: float
@@ -118,6 +122,7 @@ class FailureAnalysis:
     node_risk_factor: FloatArray
     evaluated: npt.NDArray[np.bool_]
     critical_on_defect_wall: bool = False
+    critical_floor_share: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -131,6 +136,7 @@ class FailureAnalysis:
             "max_risk_factor": 1.0 / self.load_factor,
             "evaluated_surface_nodes": int(self.evaluated.sum()),
             "critical_on_defect_wall": self.critical_on_defect_wall,
+            "critical_floor_share": round(self.critical_floor_share, 4),
         }
 
 
@@ -176,6 +182,11 @@ class StrainCriterion:
         limits: Limit strains and averaging radius.
         soft_tags: Cell tags of non-bone tissue (lesion): their faces with bone are defect
             walls (evaluated), their own outer faces are not bone surface.
+        floor_cells: Optional (m,) bool, cells at the modulus floor that are not tagged
+            soft (no bone density inside the label: partial-volume or soft-tissue voxels).
+            They stay in the surface (the label says bone); the share of each node's
+            averaged samples that lie in them is reported
+            (:attr:`FailureAnalysis.critical_floor_share`).
 
     Raises:
         BoundaryConditionError: when no surface node is left to evaluate.
@@ -189,6 +200,7 @@ class StrainCriterion:
         excluded_nodes: npt.NDArray[np.bool_] | None = None,
         limits: StrainLimits = SCHILEO_2008,
         soft_tags: tuple[int, ...] = (),
+        floor_cells: npt.NDArray[np.bool_] | None = None,
     ) -> None:
         facets = bone_surface_facets(mesh, soft_tags)
         if boundary is not None:
@@ -222,6 +234,15 @@ class StrainCriterion:
         self._average = _averaging_matrix(mesh.points[self.nodes], node_normals[self.nodes],
                                           points, sample_normals, weights,
                                           limits.averaging_radius_mm)
+        self._floor_share = np.zeros(self.nodes.size)
+        if floor_cells is not None:
+            floor = np.asarray(floor_cells, dtype=bool)
+            if floor.shape != (mesh.num_cells,):
+                raise ValueError(f"floor_cells must have shape ({mesh.num_cells},), got "
+                                 f"{floor.shape}")
+            # The averaging rows sum to 1: the row times the samples' indicator is the share.
+            self._floor_share = np.asarray(
+                self._average @ np.repeat(floor[facets.cells], 3).astype(np.float64))
 
     def _samples(self, strain: FloatArray, faces: npt.NDArray[np.int64] | None = None,
                  rows: npt.NDArray[np.int64] | None = None) -> FloatArray:
@@ -297,6 +318,7 @@ class StrainCriterion:
             node_risk_factor=node_rf,
             evaluated=self.evaluated,
             critical_on_defect_wall=bool(self._on_wall_only[critical]),
+            critical_floor_share=float(self._floor_share[k]),
         )
 
     def evaluate(self, strain: FloatArray, cell_ids: npt.NDArray[np.int64] | None = None,
@@ -328,6 +350,7 @@ def strain_failure(
     excluded_nodes: npt.NDArray[np.bool_] | None = None,
     limits: StrainLimits = SCHILEO_2008,
     soft_tags: tuple[int, ...] = (),
+    floor_cells: npt.NDArray[np.bool_] | None = None,
 ) -> FailureAnalysis:
     """Apply the principal-strain criterion on the bone surface (one load case).
 
@@ -339,6 +362,8 @@ def strain_failure(
         excluded_nodes: (n,) bool, nodes not evaluated (load patch, supports, distal stump).
         limits: Limit strains and averaging radius.
         soft_tags: Cell tags of lesion tissue (their walls with bone are evaluated).
+        floor_cells: Optional (m,) bool, untagged cells at the modulus floor (their share
+            at the failure site is reported, :class:`StrainCriterion`).
 
     Returns:
         The load factor to failure, mode, location and the nodal risk-factor field.
@@ -347,5 +372,5 @@ def strain_failure(
         BoundaryConditionError: when no surface node is left to evaluate.
     """
     criterion = StrainCriterion(mesh, boundary, excluded_nodes=excluded_nodes, limits=limits,
-                                soft_tags=soft_tags)
+                                soft_tags=soft_tags, floor_cells=floor_cells)
     return criterion.evaluate(strain)

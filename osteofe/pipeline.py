@@ -71,6 +71,7 @@ from osteofe.distributed import (
     release_freed_memory,
 )
 from osteofe.guards import (
+    NON_BONE_SITE_BANNER,
     ResourceEstimate,
     check_femur_on_bone,
     check_image_sanity,
@@ -79,6 +80,7 @@ from osteofe.guards import (
     check_resources,
     check_risk_model,
     check_side,
+    non_bone_site_problem,
 )
 from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
 from osteofe.parallel import on_root
@@ -769,12 +771,16 @@ def run_strength(
     body_weight_n = body_weight_newton(request.body_mass_kg)
     cases: list[CaseResult] = []
     analyses: dict[str, FailureAnalysis] = {}
+    # Cells without bone density that the label calls bone (a labelled lesion is soft).
+    floor_cells = ((np.asarray(prepared.material.E_MPa)
+                    <= config.material.modulus_floor_mpa * (1.0 + 1e-9))
+                   & (prepared.mesh.cell_tags != LESION_TAG))
     with _timed(timings, "failure"):
         for name, load in prepared.loads.items():
             sol = solutions[name]
             criterion = StrainCriterion(
                 prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
-                limits=limits, soft_tags=(LESION_TAG,))
+                limits=limits, soft_tags=(LESION_TAG,), floor_cells=floor_cells)
             analysis = criterion.evaluate(_surface_input(sol), sol.cell_ids, comm)
             analyses[name] = analysis
             sweep = None if not sweep_count else _direction_sweep(
@@ -850,11 +856,14 @@ def run_strength(
         "segmentation": prepared.segmentation or {"source": "given"},
         "ct_fingerprint": prepared.ct_fingerprint,
     }
+    validity, site_warnings = _site_validity(prepared.validity, cases, governing)
+    prepared.warnings.extend(site_warnings)
     result = StrengthResult(
         case_id=request.case_id, body_mass_kg=request.body_mass_kg, cases=tuple(cases),
         lesion=(None if not prepared.lesion_risk
                 else LesionMeasures.from_dict(prepared.lesion_risk)),
-        warnings=tuple(prepared.warnings), validity=Validity.from_dict(prepared.validity),
+        warnings=tuple(prepared.warnings),
+        validity=Validity.from_dict(validity),
         provenance=Provenance(config=config.to_dict()), records=records)
     if risk_model is not None:
         prediction = _fracture_probability(risk_model, result, force=request.force_risk_model)
@@ -979,6 +988,25 @@ def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
     return replace(world, reactions_n=reactions)
 
 
+def _site_validity(validity: dict[str, Any] | None, cases: list[CaseResult],
+                   governing: CaseResult) -> tuple[dict[str, Any] | None, list[str]]:
+    """The validity record and warnings for failure sites that are mostly non-bone material.
+
+    The governing case's (the headline load) makes the result not valid, with its reason
+    and banner; another case's is a warning.
+    """
+    problems = {c.load_case: problem for c in cases if (problem := non_bone_site_problem(
+        c.load_case, float(c.extras["critical_floor_share"]), c.critical_region))}
+    headline = problems.pop(governing.load_case, None)
+    if headline is None:
+        return validity, list(problems.values())
+    record = dict(validity or {"valid": True, "banner": None, "reasons": []})
+    record["reasons"] = [*record.get("reasons", []), headline]
+    record["valid"] = False
+    record["banner"] = record.get("banner") or NON_BONE_SITE_BANNER
+    return record, list(problems.values())
+
+
 def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
                 analysis: FailureAnalysis, sweep: SweepResult | None) -> CaseResult:
     """The typed result of one load case."""
@@ -991,6 +1019,7 @@ def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
                    "residual_norm": sol.stats.residual_norm,
                    "solve_s": round(sol.stats.solve_s, 4)},
         "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
+        "critical_floor_share": round(analysis.critical_floor_share, 4),
     }
     if "ground_contact" in sol.reactions_n:
         entry["reaction_at_ground_N"] = sol.reactions_n["ground_contact"].round(4).tolist()

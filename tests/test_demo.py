@@ -27,6 +27,11 @@ def test_intact_stance_strength_lies_in_the_cadaver_range(demo):
     assert intact["case_id"] == "phantom_intact"
     assert 4000.0 <= intact["failure_load_N"] <= 15000.0
     assert intact["failure_load_BW"] == pytest.approx(intact["failure_load_N"] / (75 * 9.81))
+    # The phantom's label is on bone: its failure site has no floor (non-bone) material.
+    out, _ = demo
+    result = json.loads((out / "intact" / "result.json").read_text())
+    assert result["cases"][0]["critical_floor_share"] == 0.0
+    assert result["validity"]["valid"] is True
 
 
 def test_lytic_lesion_lowers_the_failure_load_clearly(demo):

@@ -163,3 +163,59 @@ def test_failure_starts_where_strain_peaks_and_exclusions_apply():
     limited = strain_failure(mesh, strain, faces, excluded_nodes=top)
     assert mesh.points[limited.critical_node, 2] <= 35.0
     assert limited.load_factor > free.load_factor
+
+
+def _compressed_at_x0(mesh):
+    """Compression along z that peaks on the face x = 0 at mid-height (z = 20)."""
+    c = mesh.centroids()
+    strain = np.zeros((mesh.num_cells, 3, 3))
+    strain[:, 2, 2] = -1e-3 * (1.0 + (10.0 - c[:, 0]) / 10.0) * (
+        1.0 + np.exp(-((c[:, 2] - 20.0) / 4.0) ** 2))
+    return strain
+
+
+def test_floor_share_at_the_failure_site_is_the_area_share_of_floor_samples():
+    """Share of the averaged surface samples lying in floor cells: closed forms and a sum."""
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (4, 4, 16))
+    strain = _compressed_at_x0(mesh)
+    faces = boundary_faces(mesh)
+    c = mesh.centroids()
+    none = strain_failure(mesh, strain, faces)
+    assert mesh.points[none.critical_node, 0] == pytest.approx(0.0)
+    assert none.critical_floor_share == 0.0  # not given: nothing is floor
+    every = strain_failure(mesh, strain, faces, floor_cells=np.ones(mesh.num_cells, bool))
+    assert every.critical_floor_share == pytest.approx(1.0, abs=1e-12)
+    assert every.load_factor == none.load_factor  # reported, never changes the load
+    skin = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] < 2.5)
+    assert skin.critical_floor_share == pytest.approx(1.0, abs=1e-12)
+    far_side = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] > 7.5)
+    assert far_side.critical_floor_share == 0.0  # the x = 10 face is not averaged at x = 0
+    # Floor below z = 20 only: the area share of the samples within the 3 mm sphere on the
+    # node's side of the bone, summed here sample by sample.
+    lower = c[:, 2] < 20.0
+    half = strain_failure(mesh, strain, faces, floor_cells=lower)
+    from fea.failure import _FACE_RULE
+    from fea.topology import bone_surface_facets, face_normals_and_areas
+
+    facets = bone_surface_facets(mesh)
+    normals, areas = face_normals_and_areas(mesh.points, facets.faces)
+    node = mesh.points[half.critical_node]
+    node_normal = np.zeros(3)
+    for f, face in enumerate(facets.faces):
+        if half.critical_node in face:
+            node_normal += normals[f] * areas[f]
+    floor_area = total_area = 0.0
+    for f, face in enumerate(facets.faces):
+        for bary in _FACE_RULE:
+            point = bary @ mesh.points[face]
+            if np.linalg.norm(point - node) <= 3.0 and normals[f] @ node_normal > 0.0:
+                total_area += areas[f] / 3.0
+                floor_area += areas[f] / 3.0 * lower[facets.cells[f]]
+    assert 0.2 < half.critical_floor_share < 0.8
+    assert half.critical_floor_share == pytest.approx(floor_area / total_area, rel=1e-12)
+
+
+def test_floor_cells_of_the_wrong_shape_are_refused():
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (2, 2, 8))
+    with pytest.raises(ValueError, match="floor_cells must have shape"):
+        strain_failure(mesh, _compressed_at_x0(mesh), floor_cells=np.ones(3, bool))

@@ -29,6 +29,10 @@ def test_right_femur_runs_end_to_end_fixed_at_the_lowest_slice(real_ct, tmp_path
     result = json.loads((out / "result.json").read_text())
     # A 54 mm stub fixed at the image border: computed only on request, and flagged.
     assert result["validity"]["valid"] is False and result["validity"]["banner"]
+    # On 3 mm voxels the label takes soft-tissue voxels at the head-neck junction, and the
+    # failure starts there: 75 % of its averaged surface is at the modulus floor, said so.
+    assert result["cases"][0]["critical_floor_share"] > 0.5
+    assert any("material at the modulus floor" in r for r in result["validity"]["reasons"])
     assert result["landmarks"]["side"] == "right"
     assert 20.0 < result["landmarks"]["head_radius_mm"] < 28.0
     assert np.isfinite(result["failure_load_N"]) and result["failure_load_N"] > 0.0
