@@ -25,9 +25,13 @@ run (each ``osteofe strength`` run takes ~10 s on 1 core):
    below-110-HU swaps under three ways of keeping the criterion off cells at the modulus
    floor (benchmarks/diag_bone_surface_criterion.py).
 
+``--max-floor-share S`` runs the criterion with ``failure.max_floor_share = S`` (the
+non-bone rule of fea.failure; default: the configuration's 0.5; 1 evaluates every surface
+node, the criterion before the rule) and adds ``_S`` to the result's name.
+
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diag_segmentation_strength.py
-           [--criterion-variants]
-Writes benchmarks/results/segmentation_strength_diag.json.
+           [--criterion-variants] [--max-floor-share S]
+Writes benchmarks/results/segmentation_strength_diag[_S].json.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ CT = DATA / "totalseg_example_ct.nii.gz"
 FLOOR_MPA = 5.0
 
 
+#: Extra ``osteofe strength`` arguments of every run (``--config`` for --max-floor-share).
+EXTRA_ARGS: list[str] = []
+
+
 def _strength(labels: Path, out: Path, surface: str | None = None) -> dict[str, Any]:
     """``osteofe strength`` on the example CT.
 
@@ -69,7 +77,7 @@ def _strength(labels: Path, out: Path, surface: str | None = None) -> dict[str, 
     proc = subprocess.run(
         [sys.executable, *launcher, "-q", "strength", "--ct", str(CT), "--labels",
          str(labels), "--bone-label", "76", "--body-weight", "75", "--out", str(out),
-         "--no-picture", "--allow-partial"], cwd=ROOT, capture_output=True, text=True,
+         "--no-picture", "--allow-partial", *EXTRA_ARGS], cwd=ROOT, capture_output=True, text=True,
         check=False, env=env)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
@@ -103,6 +111,8 @@ def _site(result: dict[str, Any], folder: Path) -> dict[str, Any]:
                                                  -1, 1))))
     return {"failure_load_N": round(result["failure_load_N"], 1),
             "mode": result["failure_mode"], "region": result["critical_region"],
+            "critical_floor_share": case.get("critical_floor_share"),
+            "non_bone_failure_load_N": case.get("non_bone_failure_load_N"),
             "critical_point_mm": result["critical_point_mm"],
             "distance_to_head_centre_mm": round(float(np.linalg.norm(rel)), 1),
             "head_radius_mm": lm["head_radius_mm"],
@@ -156,6 +166,8 @@ def main() -> None:
                         help="also run the TotalSegmentator and automatic labels and the "
                         "below-110-HU swaps under the three surface variants of "
                         "diag_bone_surface_criterion.py (12 more runs)")
+    parser.add_argument("--max-floor-share", type=float, default=None,
+                        help="failure.max_floor_share of every run (default: the config's)")
     args = parser.parse_args()
     ct = read_ct(CT)
     ref = read_labels(DATA / "totalseg_example_seg.nii.gz")
@@ -166,8 +178,13 @@ def main() -> None:
         *ct.grid.shape, 3)
     payload: dict[str, Any] = {"provenance": provenance(ranks=1),
                                "dice_auto_vs_ts": round(dice(auto, ts), 4)}
+    payload["max_floor_share"] = args.max_floor_share
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if args.max_floor_share is not None:
+            config = tmp / "floor.toml"
+            config.write_text(f"[failure]\nmax_floor_share = {args.max_floor_share}\n")
+            EXTRA_ARGS[:] = ["--config", str(config)]
 
         def run(name: str, mask: np.ndarray, surface: str | None = None
                 ) -> tuple[dict[str, Any], Path]:
@@ -230,7 +247,9 @@ def main() -> None:
     payload["relative_difference_auto_vs_ts"] = round(
         loads["automatic"]["failure_load_N"] / loads["totalsegmentator"]["failure_load_N"] - 1,
         4)
-    path = save("segmentation_strength_diag", payload)
+    name = "segmentation_strength_diag" + (
+        "" if args.max_floor_share is None else f"_{args.max_floor_share:g}")
+    path = save(name, payload)
     print(json.dumps(payload, indent=2))
     print(f"written {path}")
 

@@ -252,12 +252,17 @@ class _Once(logging.Filter):
 
 
 def _validity_banner(result: StrengthResult) -> None:
-    """Print the result's validity banner on stderr (rank 0), even with --quiet."""
+    """Print the result's validity banner and cautions on stderr (rank 0), even with --quiet."""
     validity = result.validity
-    if validity.valid or _rank() != 0:
+    if (validity.valid and not validity.cautions) or _rank() != 0:
         return
-    banner = validity.banner or "RESULT NOT VALID"
-    lines = [banner, *(f"- {reason}" for reason in validity.reasons)]
+    lines = [] if validity.valid else [validity.banner or "RESULT NOT VALID",
+                                       *(f"- {reason}" for reason in validity.reasons)]
+    lines += [f"CAUTION: {caution}" for caution in validity.cautions]
+    import textwrap
+
+    lines = [part for line in lines for part in textwrap.wrap(line, 100,
+                                                              subsequent_indent="  ")]
     width = min(max(len(line) for line in lines), 100)
     rule = "!" * (width + 4)
     print("\n".join([rule, *(f"! {line}" for line in lines), rule]), file=sys.stderr,

@@ -311,6 +311,10 @@ class FailureConfig:
         exclude_distal_mm: Surface within this distance of the distal cut is not evaluated
             (artificial strains at the fixation).
         exclude_load_margin_mm: Surface within this distance of a load patch is not evaluated.
+        max_floor_share: Surface nodes whose averaged region lies in cells at the modulus
+            floor (no bone density inside the label) by more than this share of its area
+            are not bone surface and are not evaluated (fea.failure.MAX_FLOOR_SHARE); 1
+            evaluates every node.
     """
 
     tension_limit: float = 0.0073
@@ -318,8 +322,11 @@ class FailureConfig:
     averaging_radius_mm: float = 3.0
     exclude_distal_mm: float = 40.0
     exclude_load_margin_mm: float = 3.0
+    max_floor_share: float = 0.5
 
     def __post_init__(self) -> None:
+        _check(0.0 < self.max_floor_share <= 1.0, "failure.max_floor_share",
+               self.max_floor_share, "a share in (0, 1]")
         _check(0.0 < self.tension_limit < 0.1, "failure.tension_limit", self.tension_limit,
                "a strain in (0, 0.1)")
         _check(0.0 < self.compression_limit < 0.1, "failure.compression_limit",

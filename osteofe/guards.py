@@ -987,36 +987,31 @@ MIN_BELOW_HEAD_CENTRE_MM = 100.0
 PARTIAL_BANNER = ("PARTIAL MODEL - the femur is too short for this load case: the failure "
                   "load is not valid for clinical use")
 
-#: Largest share (by area) of the averaged surface strain at the failure site that may come
-#: from cells at the modulus floor. Schileo's limits are yield strains of bone tissue
-#: (Bayraktar 2004); where more than half of the averaged surface is material with no bone
-#: density inside the label (partial-volume or soft-tissue voxels), the strain compared with
-#: them is mostly that of the soft filler, and the failure load follows which boundary
-#: voxels the segmentation took (on the 3 mm example CT, removing 11 such voxels from
-#: TotalSegmentator's own label moved its load by 20 %: benchmarks/diag_segmentation_
-#: strength.py). A labelled lesion is not floor material here: its walls are evaluated.
-MAX_FLOOR_SHARE_AT_FAILURE_SITE = 0.5
-#: The banner of a result whose failure site is mostly non-bone material.
-NON_BONE_SITE_BANNER = ("FAILURE IN NON-BONE MATERIAL - the failure load is set by cells "
-                        "without bone density inside the label: not valid for clinical use")
+#: A load of the surface left out as non-bone (fea.failure.StrainCriterion ``floor_cells``)
+#: more than this fraction below the failure load is a caution: the label holds non-bone
+#: material that would have failed first (an unlabelled lytic lesion would look so).
+NON_BONE_CAUTION_MARGIN = 0.05
 
 
-def non_bone_site_problem(case: str, floor_share: float, region: str) -> str | None:
-    """Why a case's failure site makes its load meaningless, or None when it does not.
+def non_bone_caution(case: str, failure_load_n: float, non_bone_load_n: float | None,
+                     region: str) -> str | None:
+    """The caution for a case whose left-out non-bone surface would fail first, or None.
 
     Args:
         case: Load case name.
-        floor_share: :attr:`fea.failure.FailureAnalysis.critical_floor_share` (0-1).
-        region: Anatomical region of the failure site.
+        failure_load_n: The case's failure load (bone surface), N.
+        non_bone_load_n: The lowest load of the surface left out as non-bone, N, or None.
+        region: Anatomical region of that surface.
     """
-    if not floor_share > MAX_FLOOR_SHARE_AT_FAILURE_SITE:
+    if non_bone_load_n is None or non_bone_load_n >= (1 - NON_BONE_CAUTION_MARGIN) * (
+            failure_load_n):
         return None
-    return (f"{case}: failure starts in the {region} where {100 * floor_share:.0f} % of the "
-            "averaged bone surface is material at the modulus floor (no bone density inside "
-            "the label: soft tissue or partial-volume voxels), so the load depends on which "
-            "boundary voxels the segmentation included; check the label there, use a CT with "
-            "finer voxels, and label a lytic lesion as a lesion (--lesion-label) so that its "
-            "walls are evaluated")
+    return (f"{case}: the label holds material without bone density (modulus floor) in the "
+            f"{region} whose surface strain would give {non_bone_load_n:.0f} N, "
+            f"{100 * (1 - non_bone_load_n / failure_load_n):.0f} % below the failure load; "
+            "the criterion is for bone, so that surface was left out. If it is a lytic "
+            "lesion, label it as one (--lesion-label) so that its walls are evaluated; "
+            "otherwise check the label there")
 
 
 def model_extent_problems(landmarks: FemurLandmarks, load_cases: Sequence[Any]) -> list[str]:

@@ -71,7 +71,6 @@ from osteofe.distributed import (
     release_freed_memory,
 )
 from osteofe.guards import (
-    NON_BONE_SITE_BANNER,
     ResourceEstimate,
     check_femur_on_bone,
     check_image_sanity,
@@ -80,7 +79,7 @@ from osteofe.guards import (
     check_resources,
     check_risk_model,
     check_side,
-    non_bone_site_problem,
+    non_bone_caution,
 )
 from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
 from osteofe.parallel import on_root
@@ -780,7 +779,8 @@ def run_strength(
             sol = solutions[name]
             criterion = StrainCriterion(
                 prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
-                limits=limits, soft_tags=(LESION_TAG,), floor_cells=floor_cells)
+                limits=limits, soft_tags=(LESION_TAG,), floor_cells=floor_cells,
+                max_floor_share=config.failure.max_floor_share)
             analysis = criterion.evaluate(_surface_input(sol), sol.cell_ids, comm)
             analyses[name] = analysis
             sweep = None if not sweep_count else _direction_sweep(
@@ -843,9 +843,15 @@ def run_strength(
                                  "surface node, then principal strains",
             "surfaces": "outer surface and the walls of lesions (faces between bone and "
                         "lesion cells)",
+            "max_floor_share": config.failure.max_floor_share,
             "deviation": "Schileo et al. 2008 averaged over ~3 mm^2 of their ~1 mm meshes; "
                          "osteofe averages over a fixed sphere so that the average does not "
-                         "change with the element size",
+                         "change with the element size. Schileo's models were bone only; "
+                         "osteofe leaves out the surface nodes whose averaged region lies "
+                         "by more than max_floor_share of its area in cells at the modulus "
+                         "floor (no bone density inside the label: soft-tissue or partial-"
+                         "volume voxels), and reports their lowest load per case "
+                         "(non_bone_failure_load_N; a caution when it is lower by > 5 %)",
             "excluded": f"surface within {distal_excluded:.1f} mm of the distal cut and "
                         f"within {config.failure.exclude_load_margin_mm} mm of the load "
                         "patch and the trochanter pad"},
@@ -856,8 +862,7 @@ def run_strength(
         "segmentation": prepared.segmentation or {"source": "given"},
         "ct_fingerprint": prepared.ct_fingerprint,
     }
-    validity, site_warnings = _site_validity(prepared.validity, cases, governing)
-    prepared.warnings.extend(site_warnings)
+    validity = _with_cautions(prepared.validity, cases, prepared.landmarks)
     result = StrengthResult(
         case_id=request.case_id, body_mass_kg=request.body_mass_kg, cases=tuple(cases),
         lesion=(None if not prepared.lesion_risk
@@ -988,23 +993,25 @@ def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
     return replace(world, reactions_n=reactions)
 
 
-def _site_validity(validity: dict[str, Any] | None, cases: list[CaseResult],
-                   governing: CaseResult) -> tuple[dict[str, Any] | None, list[str]]:
-    """The validity record and warnings for failure sites that are mostly non-bone material.
+def _with_cautions(validity: dict[str, Any] | None, cases: list[CaseResult],
+                   landmarks: Any) -> dict[str, Any] | None:
+    """The validity record with the cases' non-bone cautions (``cautions``: page 1, console).
 
-    The governing case's (the headline load) makes the result not valid, with its reason
-    and banner; another case's is a warning.
+    A caution does not make the result invalid: the failure load is the bone surface's.
     """
-    problems = {c.load_case: problem for c in cases if (problem := non_bone_site_problem(
-        c.load_case, float(c.extras["critical_floor_share"]), c.critical_region))}
-    headline = problems.pop(governing.load_case, None)
-    if headline is None:
-        return validity, list(problems.values())
+    cautions = []
+    for c in cases:
+        point = c.extras.get("non_bone_point_mm")
+        caution = non_bone_caution(
+            c.load_case, c.failure_load_N, c.extras.get("non_bone_failure_load_N"),
+            critical_region(landmarks, np.asarray(point)) if point is not None else "")
+        if caution:
+            cautions.append(caution)
+    if not cautions:
+        return validity
     record = dict(validity or {"valid": True, "banner": None, "reasons": []})
-    record["reasons"] = [*record.get("reasons", []), headline]
-    record["valid"] = False
-    record["banner"] = record.get("banner") or NON_BONE_SITE_BANNER
-    return record, list(problems.values())
+    record["cautions"] = [*record.get("cautions", []), *cautions]
+    return record
 
 
 def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
@@ -1021,6 +1028,9 @@ def _case_entry(prepared: PreparedModel, load: PlacedLoad, sol: CaseSolution,
         "reaction_at_distal_cut_N": sol.reactions_n["distal_cut"].round(4).tolist(),
         "critical_floor_share": round(analysis.critical_floor_share, 4),
     }
+    if analysis.non_bone_load_factor is not None and analysis.non_bone_point_mm is not None:
+        entry["non_bone_failure_load_N"] = round(applied * analysis.non_bone_load_factor, 2)
+        entry["non_bone_point_mm"] = analysis.non_bone_point_mm.round(3).tolist()
     if "ground_contact" in sol.reactions_n:
         entry["reaction_at_ground_N"] = sol.reactions_n["ground_contact"].round(4).tolist()
     return CaseResult(

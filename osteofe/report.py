@@ -279,6 +279,7 @@ class ReportData:
         default_calibration: True when the run used osteofe's generic scanner line.
         validity_banner: The run's validity banner (``result.json`` ``validity``) when its
             result is not valid for the load case (e.g. a partial model), shown first.
+        cautions: How to read the result (``validity.cautions``), shown on page 1.
         side: Laterality of the analysed femur (``"left"``/``"right"``), or None.
         failure_see_N: Standard error of the failure load (the method's, N), or None.
         slices_png: Axial and coronal CT slices through the failure point, or None.
@@ -303,6 +304,7 @@ class ReportData:
     report_version: str
     default_calibration: bool = False
     validity_banner: str | None = None
+    cautions: tuple[str, ...] = ()
     side: str | None = None
     failure_see_N: float | None = None
     slices_png: bytes | None = None
@@ -822,6 +824,7 @@ def collect_report_data(
         report_version=__version__,
         default_calibration=default_cal,
         validity_banner=_validity_banner(typed),
+        cautions=typed.validity.cautions,
         side=typed.landmarks.side,
         failure_see_N=typed.failure_load_see_N,
         slices_png=None if ct_slices is None else ct_slices[0],
@@ -1302,6 +1305,8 @@ def render_html(data: ReportData) -> str:
     if data.validity_banner:
         parts.append('<p class="banner validity"><strong>'
                      f"{_e(data.validity_banner)}</strong></p>")
+    parts.extend(f'<p class="banner"><strong>Caution:</strong> {_e(caution)}</p>'
+                 for caution in data.cautions)
     parts.append(f'<p class="sentence">{_e(data.sentence)}</p>')
     # Summary box.
     phi_html = (f'<div class="phi-value">{g.phi:.2f}</div>'
@@ -1802,6 +1807,9 @@ def _pdf_flow(data: ReportData) -> _PdfFlow:
     if data.validity_banner:
         flow.text(data.validity_banner, size=9, bold=True, colour="#b42318")
         flow.space(4)
+    for caution in data.cautions:
+        flow.text(f"Caution: {caution}", size=8.5, bold=True, colour="#b54708")
+        flow.space(3)
     flow.text(data.sentence, size=10, bold=True)
     flow.space(4)
     _summary_box(flow, data)

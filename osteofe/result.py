@@ -836,12 +836,16 @@ class Validity:
         valid: ``False`` when a guard let the run through only with ``--allow-partial``.
         banner: Banner text to show with an invalid result, else ``None``.
         reasons: Why the result is not valid.
+        cautions: How to read a valid result (e.g. the label holds non-bone material that
+            would fail first): shown with the banner, on the report's first page and on
+            the console.
         record: The whole ``validity`` record, written back unchanged.
     """
 
     valid: bool = True
     banner: str | None = None
     reasons: tuple[str, ...] = ()
+    cautions: tuple[str, ...] = ()
     record: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -850,7 +854,8 @@ class Validity:
         if not doc:
             return cls(record={"valid": True, "banner": None, "reasons": []})
         return cls(valid=bool(doc.get("valid", True)), banner=doc.get("banner"),
-                   reasons=tuple(str(r) for r in doc.get("reasons", ())), record=dict(doc))
+                   reasons=tuple(str(r) for r in doc.get("reasons", ())),
+                   cautions=tuple(str(c) for c in doc.get("cautions", ())), record=dict(doc))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``validity`` record."""

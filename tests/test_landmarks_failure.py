@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fea.errors import LandmarkError
+from fea.errors import BoundaryConditionError, LandmarkError
 from fea.failure import SCHILEO_2008, principal_strains, strain_failure
 from fea.landmarks import WORLD_CONVENTIONS, find_landmarks, fit_sphere, fit_sphere_ransac
 from fea.loads import LOAD_CASES, direction_from_angles
@@ -174,26 +174,36 @@ def _compressed_at_x0(mesh):
     return strain
 
 
-def test_floor_share_at_the_failure_site_is_the_area_share_of_floor_samples():
-    """Share of the averaged surface samples lying in floor cells: closed forms and a sum."""
+def test_nodes_mostly_on_floor_cells_are_left_out_and_their_load_reported():
+    """Nodes whose averaged surface is mostly floor material are not bone surface."""
     mesh = box_mesh([0, 0, 0], [10, 10, 40], (4, 4, 16))
     strain = _compressed_at_x0(mesh)
     faces = boundary_faces(mesh)
     c = mesh.centroids()
     none = strain_failure(mesh, strain, faces)
     assert mesh.points[none.critical_node, 0] == pytest.approx(0.0)
-    assert none.critical_floor_share == 0.0  # not given: nothing is floor
-    every = strain_failure(mesh, strain, faces, floor_cells=np.ones(mesh.num_cells, bool))
-    assert every.critical_floor_share == pytest.approx(1.0, abs=1e-12)
-    assert every.load_factor == none.load_factor  # reported, never changes the load
+    assert none.critical_floor_share == 0.0 and none.non_bone_load_factor is None
+    # A floor skin under the face x = 0: that face is left out, its load is reported, and
+    # failure starts elsewhere, on bone, at a higher load.
     skin = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] < 2.5)
-    assert skin.critical_floor_share == pytest.approx(1.0, abs=1e-12)
+    assert skin.non_bone_load_factor == pytest.approx(none.load_factor, rel=1e-12)
+    assert skin.load_factor > none.load_factor
+    assert skin.critical_floor_share <= 0.5
+    on_x0 = np.isclose(mesh.points[:, 0], 0.0) & (mesh.points[:, 1] > 2.0) & (
+        mesh.points[:, 1] < 8.0)
+    assert not skin.evaluated[on_x0].any()
+    # Evaluating every node (limit 1) is the criterion without the floor rule.
+    every_node = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] < 2.5,
+                                max_floor_share=1.0)
+    assert every_node.load_factor == pytest.approx(none.load_factor, rel=1e-12)
+    assert every_node.critical_floor_share == pytest.approx(1.0, abs=1e-12)
     far_side = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] > 7.5)
-    assert far_side.critical_floor_share == 0.0  # the x = 10 face is not averaged at x = 0
-    # Floor below z = 20 only: the area share of the samples within the 3 mm sphere on the
-    # node's side of the bone, summed here sample by sample.
+    assert far_side.load_factor == none.load_factor  # the x = 10 face is not averaged at x = 0
+    assert far_side.critical_floor_share == 0.0
+    # Floor below z = 20 only: the share at the critical node is the area share of the
+    # samples within the 3 mm sphere on the node's side of the bone, summed sample by sample.
     lower = c[:, 2] < 20.0
-    half = strain_failure(mesh, strain, faces, floor_cells=lower)
+    half = strain_failure(mesh, strain, faces, floor_cells=lower, max_floor_share=1.0)
     from fea.failure import _FACE_RULE
     from fea.topology import bone_surface_facets, face_normals_and_areas
 
@@ -213,6 +223,12 @@ def test_floor_share_at_the_failure_site_is_the_area_share_of_floor_samples():
                 floor_area += areas[f] / 3.0 * lower[facets.cells[f]]
     assert 0.2 < half.critical_floor_share < 0.8
     assert half.critical_floor_share == pytest.approx(floor_area / total_area, rel=1e-12)
+
+
+def test_a_surface_that_is_all_floor_material_is_refused():
+    mesh = box_mesh([0, 0, 0], [10, 10, 40], (2, 2, 8))
+    with pytest.raises(BoundaryConditionError, match="no bone surface"):
+        strain_failure(mesh, _compressed_at_x0(mesh), floor_cells=np.ones(mesh.num_cells, bool))
 
 
 def test_floor_cells_of_the_wrong_shape_are_refused():
