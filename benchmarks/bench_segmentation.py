@@ -208,7 +208,12 @@ def strength_case(phantom: bool = False, same_fixation: bool = False) -> dict[st
                 out[name] = {"error": proc.stderr.strip().splitlines()[-1:]}
                 continue
             result = json.loads((folder / "result.json").read_text())
+            case = result["cases"][0]
             out[name] = {"failure_load_N": round(result["failure_load_N"], 1),
+                         "critical_region": result["critical_region"],
+                         "critical_floor_share": case.get("critical_floor_share"),
+                         "non_bone_failure_load_N": case.get("non_bone_failure_load_N"),
+                         "cautions": result["validity"].get("cautions", []),
                          "segmentation": result.get("segmentation"),
                          "wall_s": round(time.perf_counter() - start, 1)}
     loads = [out[k].get("failure_load_N") for k in ("reference_labels", "automatic_labels")]
@@ -225,8 +230,8 @@ def main() -> None:
     args = parser.parse_args()
     payload: dict[str, Any] = {"provenance": provenance(ranks=1),
                                "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-                               "note": "timings on a shared 2-core machine with other jobs "
-                               "running: inflated"}
+                               "note": "timings on the shared 2-core machine (load average "
+                               f"{os.getloadavg()[0]:.1f} at the start)"}
     payload["phantom"] = phantom_case(args.repeat)
     if DATA.is_dir():
         payload["real_example_ct"] = real_case(args.repeat)

@@ -274,7 +274,8 @@ class StrainCriterion:
             # The averaging rows sum to 1: the row times the samples' indicator is the share.
             self._floor_share = np.asarray(
                 self._average @ np.repeat(floor[facets.cells], 3).astype(np.float64))
-        self._bone = self._floor_share <= max_floor_share
+        # (the shares are sums of weights: a share of 1 may come out as 1 + 1e-16)
+        self._bone = self._floor_share <= max_floor_share + 1e-12
         self._evaluated_bone = self.evaluated.copy()
         self._evaluated_bone[self.nodes[~self._bone]] = False
         if not self._bone.any():

@@ -197,6 +197,11 @@ def test_nodes_mostly_on_floor_cells_are_left_out_and_their_load_reported():
                                 max_floor_share=1.0)
     assert every_node.load_factor == pytest.approx(none.load_factor, rel=1e-12)
     assert every_node.critical_floor_share == pytest.approx(1.0, abs=1e-12)
+    assert every_node.non_bone_load_factor is None  # a share of 1 is within a limit of 1
+    all_floor = strain_failure(mesh, strain, faces, floor_cells=np.ones(mesh.num_cells, bool),
+                               max_floor_share=1.0)
+    assert all_floor.load_factor == pytest.approx(none.load_factor, rel=1e-12)
+    assert all_floor.non_bone_load_factor is None
     far_side = strain_failure(mesh, strain, faces, floor_cells=c[:, 0] > 7.5)
     assert far_side.load_factor == none.load_factor  # the x = 10 face is not averaged at x = 0
     assert far_side.critical_floor_share == 0.0
