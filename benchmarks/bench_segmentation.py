@@ -75,7 +75,7 @@ def _timed(fn: Any, repeat: int) -> tuple[Any, float]:
 def real_case(repeat: int) -> dict[str, Any]:
     ct = read_ct(DATA / "totalseg_example_ct.nii.gz")
     ref = read_labels(DATA / "totalseg_example_seg.nii.gz")
-    seg, wall = _timed(lambda: segment_femurs(ct, refuse=False), repeat)
+    seg, wall = _timed(lambda: segment_femurs(ct, refuse=False, keep_refused=True), repeat)
     femurs = {}
     for conf in seg.femurs:
         # lesion candidates are part of the femur they lie in (only one femur here holds any)
@@ -86,6 +86,12 @@ def real_case(repeat: int) -> dict[str, Any]:
             entry["dice"] = round(dice(auto, truth), 4)
             entry["mean_surface_distance_mm"] = round(
                 mean_surface_distance(auto, truth, ct.grid.spacing), 3)
+        elif seg.refused is not None:
+            # what the refusal kept out of the label map, measured against TotalSegmentator
+            candidate = seg.refused.labels == conf.label
+            entry["refused_candidate_dice"] = round(dice(candidate, truth), 4)
+            entry["refused_candidate_mean_surface_distance_mm"] = round(
+                mean_surface_distance(candidate, truth, ct.grid.spacing), 3)
         femurs[conf.side] = entry
     return {"shape": list(ct.grid.shape), "spacing_mm": ct.grid.spacing.tolist(),
             "voxels": int(np.prod(ct.grid.shape)), "wall_s": round(wall, 3), "femurs": femurs,

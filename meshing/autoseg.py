@@ -268,6 +268,9 @@ class FemurSegmentation:
         method: "classical" or "totalsegmentator".
         wall_s: Seconds spent.
         lesions: The lesion candidates, each with its cortical-breach measure.
+        refused: Only with ``segment_femurs(..., keep_refused=True)``: the femurs that were
+            found but not accepted, under their femur labels on the CT grid (for
+            diagnostics and benchmarks; nothing downstream reads it), else None.
     """
 
     labels: LabelMap
@@ -277,6 +280,7 @@ class FemurSegmentation:
     wall_s: float
     extra: dict[str, Any] = field(default_factory=dict)
     lesions: tuple[LesionCandidate, ...] = ()
+    refused: LabelMap | None = None
 
     def confidence(self) -> dict[str, Any]:
         """The confidence report (JSON-ready)."""
@@ -574,7 +578,7 @@ def _smoothness(mask: BoolArray) -> float:
 
 
 def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
-                   refuse: bool = True) -> FemurSegmentation:
+                   refuse: bool = True, keep_refused: bool = False) -> FemurSegmentation:
     """Segment the femurs of a pelvis / proximal femur CT (classical, CPU only).
 
     Args:
@@ -582,6 +586,8 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
         params: Thresholds.
         refuse: True: raise when no femur passes its confidence checks; False: return the
             report with no femur label (for diagnostics and benchmarks).
+        keep_refused: Also return the femurs that failed their checks, as
+            :attr:`FemurSegmentation.refused` (to measure how far off an unsure femur is).
 
     Returns:
         Labels (75 femur_left / 76 femur_right as TotalSegmentator, 200 lesion candidates)
@@ -596,8 +602,12 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
     start = time.perf_counter()
     factor = _work_factor(ct.grid, params.work_spacing_mm)
     if np.any(factor > 1):
-        work = _segment(_block_mean_ct(ct, factor), params, refuse=refuse, start=start)
+        work = _segment(_block_mean_ct(ct, factor), params, refuse=refuse, start=start,
+                        keep_refused=keep_refused)
         labels = _block_repeat(work.labels.labels, factor, ct.grid.shape)
+        refused = None if work.refused is None else LabelMap(
+            grid=ct.grid, labels=_block_repeat(work.refused.labels, factor, ct.grid.shape),
+            names=work.refused.names)
         return FemurSegmentation(
             labels=LabelMap(grid=ct.grid, labels=labels, names=work.labels.names),
             femurs=work.femurs,
@@ -607,8 +617,8 @@ def segment_femurs(ct: CTVolume, params: AutoSegParams = AutoSegParams(), *,
                 "voxels_per_block": factor.tolist(),
                 "spacing_mm": [round(float(v), 3) for v in work.labels.grid.spacing],
                 "shape": list(work.labels.grid.shape)}},
-            lesions=work.lesions)
-    return _segment(ct, params, refuse=refuse, start=start)
+            lesions=work.lesions, refused=refused)
+    return _segment(ct, params, refuse=refuse, start=start, keep_refused=keep_refused)
 
 
 def _work_factor(grid: ImageGrid, work_spacing_mm: float) -> npt.NDArray[np.int64]:
@@ -645,8 +655,8 @@ def _block_repeat(labels: npt.NDArray[Any], factor: npt.NDArray[np.int64],
     return np.ascontiguousarray(out[: shape[0], : shape[1], : shape[2]])
 
 
-def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float
-             ) -> FemurSegmentation:
+def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float,
+             keep_refused: bool = False) -> FemurSegmentation:
     """:func:`segment_femurs` on the grid it is given."""
     import time
 
@@ -750,6 +760,7 @@ def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float
     basins = _watershed(cost, markers)
 
     out = np.zeros(hu.shape, dtype=np.int32)
+    rejected = np.zeros(hu.shape, dtype=np.int32) if keep_refused else None
     confidences = []
     lesion = np.zeros(hu.shape, dtype=bool)
     lesions: list[tuple[str, dict[str, Any]]] = []
@@ -813,6 +824,8 @@ def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float
             out[found_lesion & (out == 0)] = label
             lesion |= found_lesion
             lesions.extend((side, r) for r in records)
+        elif rejected is not None:
+            rejected[femur] = label
     out[lesion & (out > 0)] = LESION_CANDIDATE_LABEL
     accepted = [c for c in confidences if c.accepted]
     if refuse and not accepted:
@@ -837,7 +850,10 @@ def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float
     return FemurSegmentation(labels=labels, femurs=tuple(confidences),
                              lesion_voxels=int(np.count_nonzero(out == LESION_CANDIDATE_LABEL)),
                              method="classical", wall_s=time.perf_counter() - start,
-                             lesions=tuple(candidates))
+                             lesions=tuple(candidates), refused=None if rejected is None else
+                             LabelMap(grid=ct.grid, labels=_from_canonical(rejected, perm, flips),
+                                      names={FEMUR_LABELS[c.side][0]: FEMUR_LABELS[c.side][1]
+                                             for c in confidences if not c.accepted}))
 
 
 def _closed(mask: BoolArray, spacing: npt.NDArray[np.float64], radius: float) -> BoolArray:
