@@ -833,7 +833,7 @@ def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float,
         raise InputError(f"automatic femur segmentation is unsure ({why})",
                          hint="pass --labels (TotalSegmentator or a manual segmentation), or "
                          "try --segmenter totalsegmentator")
-    names = {FEMUR_LABELS[c.side][0]: FEMUR_LABELS[c.side][1] for c in accepted}
+    names = dict(FEMUR_LABELS[c.side] for c in accepted)
     if lesion.any():
         names[LESION_CANDIDATE_LABEL] = "lesion"
     labels = LabelMap(grid=ct.grid, labels=_from_canonical(out, perm, flips), names=names)
@@ -847,13 +847,13 @@ def _segment(ct: CTVolume, params: AutoSegParams, *, refuse: bool, start: float,
             centroid_mm=np.asarray(ct.grid.index_to_world(centroid), dtype=np.float64),
             inside_fraction=r["inside_fraction"], breach_fraction=r["breach_fraction"],
             breaches_cortex=r["breach_fraction"] >= params.breach_min_fraction))
+    refused = None if rejected is None else LabelMap(
+        grid=ct.grid, labels=_from_canonical(rejected, perm, flips),
+        names=dict(FEMUR_LABELS[c.side] for c in confidences if not c.accepted))
     return FemurSegmentation(labels=labels, femurs=tuple(confidences),
                              lesion_voxels=int(np.count_nonzero(out == LESION_CANDIDATE_LABEL)),
                              method="classical", wall_s=time.perf_counter() - start,
-                             lesions=tuple(candidates), refused=None if rejected is None else
-                             LabelMap(grid=ct.grid, labels=_from_canonical(rejected, perm, flips),
-                                      names={FEMUR_LABELS[c.side][0]: FEMUR_LABELS[c.side][1]
-                                             for c in confidences if not c.accepted}))
+                             lesions=tuple(candidates), refused=refused)
 
 
 def _closed(mask: BoolArray, spacing: npt.NDArray[np.float64], radius: float) -> BoolArray:
