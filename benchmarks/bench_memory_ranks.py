@@ -94,7 +94,7 @@ def _single(args: argparse.Namespace) -> int:
     comm = MPI.COMM_WORLD
     sampler = _Sampler()
     stages: list[dict[str, Any]] = []
-    fields: dict[str, int] = {}
+    fields: dict[str, Any] = {}
 
     def mark(stage: str, **extra: Any) -> None:
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -121,6 +121,9 @@ def _single(args: argparse.Namespace) -> int:
             fields["full_tetmesh_bytes"] = int(mesh.points.nbytes + mesh.cells.nbytes)
             fields["num_nodes"] = int(mesh.points.shape[0])
             fields["num_cells"] = int(mesh.cells.shape[0])
+            # The preparation's child process (solver.isolate_preparation), if any: it has
+            # exited before the FE model is built (its peak is not concurrent with the FE's).
+            fields["preparation_child_peak_mb"] = result.process_peak_rss_mb
             mark("broadcast")
         return result
 
@@ -185,6 +188,8 @@ def _single(args: argparse.Namespace) -> int:
     if args.petsc_option:
         config = config.override("solver", petsc_options=dict(
             o.split("=", 1) for o in args.petsc_option))
+    config = config.override("solver", isolate_preparation=args.isolate_preparation,
+                             p_multigrid=not args.gamg_on_p2)
     request = pipeline.StrengthRequest(work / "phantom" / "ct.nii.gz",
                                        work / "phantom" / "labels.nii.gz", body_mass_kg=70.0)
     t0 = time.perf_counter()
@@ -239,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", action="store_true",
                         help="the analysis as before the memory work (GAMG product data kept: "
                              "mat_product_clear=0)")
+    parser.add_argument("--isolate-preparation", default="mpi",
+                        choices=("mpi", "always", "never"),
+                        help="solver.isolate_preparation of the runs (default: the config's)")
+    parser.add_argument("--gamg-on-p2", action="store_true",
+                        help="solver.p_multigrid = false: GAMG on the P2 matrix, as before")
     parser.add_argument("--name", default="memory_ranks")
     parser.add_argument("--work", help="work folder (default: a temporary one)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
@@ -261,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--single", str(out),
                "--mesh-size", str(args.mesh_size), "--voxel", str(args.voxel),
                "--work", str(work), *(f"--petsc-option={o}" for o in args.petsc_option),
-               *(["--before"] if args.before else [])]
+               "--isolate-preparation", args.isolate_preparation,
+               *(["--before"] if args.before else []),
+               *(["--gamg-on-p2"] if args.gamg_on_p2 else [])]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -269,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{ranks} ranks failed (exit {proc.returncode})")
         run = json.loads(out.read_text())
         peaks = [r["peak_rss_mb"] for r in run["per_rank"]]
+        child = run["per_rank"][0].get("preparation_child_peak_mb")
         print(f"{ranks} rank(s): {run['num_dofs']} DOFs, {run['wall_s']} s, iterations "
               f"{run['iterations']}, failure load {run['failure_load_N']!r} N, peak RSS per "
-              f"rank {peaks} MB", flush=True)
+              f"rank {peaks} MB (preparation child: {child} MB)", flush=True)
         runs.append(run)
     serial = next((r for r in runs if r["ranks"] == 1), None)
     ratios = {}
@@ -282,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                                               / base, 3)
     payload = {"mesh_size_mm": args.mesh_size, "voxel_mm": args.voxel,
                "petsc_options": args.petsc_option, "before": args.before,
+               "isolate_preparation": args.isolate_preparation,
+               "p_multigrid": not args.gamg_on_p2,
                "peak_ratio_max_rank_over_serial": ratios, "target_ratio_2_ranks": 0.6,
                "runs": runs, "provenance": provenance(ranks=max(args.ranks)),
                "note": "2-core machine shared with other jobs (RSS is not affected by their "

@@ -526,7 +526,7 @@ class _Formulation:
             self.ext_vector.ghostUpdate(addv=PETSc.InsertMode.ADD,
                                         mode=PETSc.ScatterMode.REVERSE)
         jacobian = ufl.derivative(internal_tangent, u, ufl.TrialFunction(model.V))
-        options = model.options.petsc_options()
+        options = model.options.petsc_options(algebraic=True)  # the tangent has no P1 level
         options.update({"snes_type": "newtonls", "snes_linesearch_type": "basic",
                         "snes_max_it": 25, "ksp_type": "gmres", "ksp_rtol": krylov_rtol,
                         "ksp_gmres_restart": 60, "ksp_max_it": 300,
@@ -562,8 +562,8 @@ class _Formulation:
         for key, value in self._options.items():
             database[key] = value
         snes.setFromOptions()
-        if getattr(model, "_nullspace", None) is not None:
-            self.problem.A.setNearNullSpace(model._nullspace)
+        if model.options.near_nullspace and options.get("pc_type") == "gamg":
+            self.problem.A.setNearNullSpace(model.rigid_body_modes())
         self.rtol = 1e-6
         self.krylov_iterations = 0
         self.last_ratio = math.inf

@@ -1,8 +1,9 @@
 """Linear elasticity with DOLFINx/PETSc: the adapter that owns every dolfinx object.
 
 One :class:`ElasticModel` assembles the stiffness operator and sets up the preconditioner
-once (CG + GAMG with the rigid-body near-nullspace by default); each load case is then one
-right-hand side and one Krylov solve, so many load cases reuse one GAMG set-up.
+once (CG + GAMG with the rigid-body near-nullspace; P2 models: a two-level p-multigrid with
+GAMG on the P1 level, :mod:`fea.pmultigrid`); each load case is then one right-hand side and
+one Krylov solve, so many load cases reuse one set-up.
 
 MPI: every rank constructs the model and calls :meth:`ElasticModel.solve` (collective). Every
 rank passes the same full :class:`~meshing.types.TetMesh` (rank 0's copy is distributed by
@@ -24,6 +25,7 @@ from core.types import FloatArray
 from fea.backend import load_backend
 from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
+from fea.pmultigrid import BASIX_TET_EDGES, P1CoarseLevel, rigid_body_modes
 from fea.types import (
     CaseSolution,
     NodalForces,
@@ -69,9 +71,6 @@ _UNPREFIXED_OPTIONS = frozenset({"mat_product_clear", "matptap_via"})
 #: Vertices of basix's reference tetrahedron (points of the P2 corner-strain evaluation).
 _REFERENCE_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0],
                                 [0.0, 0.0, 1.0]])
-#: Local vertex pairs of the six edges of basix's reference tetrahedron, in the order of the
-#: edge dofs of a P2 cell (after its four vertex dofs).
-_BASIX_TET_EDGES = np.array([[2, 3], [1, 3], [1, 2], [0, 3], [0, 2], [0, 1]], dtype=np.int64)
 #: Column of the mid-edge node between corner columns (i, j) of a VTK 10-node tetrahedron.
 _VTK_MID_COLUMN = np.array([[-1, 4, 6, 7], [4, -1, 5, 8], [6, 5, -1, 9], [7, 8, 9, -1]],
                            dtype=np.int64)
@@ -258,30 +257,35 @@ class ElasticModel:
         self.u = dolfinx.fem.Function(self.V, name="displacement")
         self._trial = ufl.TrialFunction(self.V)
         self._test = ufl.TestFunction(self.V)
-        self.a_form = dolfinx.fem.form(
-            ufl.inner(self._sigma(self._trial), self._epsilon(self._test)) * self._dx
-        )
-        self._action_form = dolfinx.fem.form(
-            ufl.inner(self._sigma(self.u), self._epsilon(self._test)) * self._dx
-        )
+        self.a_form = dolfinx.fem.form(self._stiffness(self._trial, self._test))
+        self._action_form = dolfinx.fem.form(self._stiffness(self.u, self._test))
         self._node_tree = cKDTree(mesh.points)
         self.supports = list(supports)
         self._node_blocks, self._edge_blocks = self._node_block_map()
         self._collapsed: dict[int, tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.int32]]] = {}
         self._bc_values: dict[str, dict[int, Any]] = {}
         self._bcs, self._support_dofs = self._make_bcs(self.supports)
+        self._constrained = np.zeros(self.u.x.array.size, dtype=bool)
+        for dof_lists in self._support_dofs.values():
+            for dofs in dof_lists:
+                self._constrained[dofs] = True
         self.A = dolfinx.fem.petsc.assemble_matrix(self.a_form, bcs=self._bcs)
         self.A.assemble()
         self.timings_s["assembly"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if self.options.near_nullspace and self.options.pc_type == "gamg":
-            self._nullspace = self._rigid_body_modes()
-            self.A.setNearNullSpace(self._nullspace)
+        self._nullspace: Any = None
+        self._coarse: P1CoarseLevel | None = None
         self.ksp = PETSc.KSP().create(comm)
         self.ksp.setOperators(self.A)
         self._petsc_prefix = f"osteofe_{id(self)}_"
+        # Before attach(): PCMG's level solvers take the prefix the PC has when it makes them.
         self.ksp.setOptionsPrefix(self._petsc_prefix)
+        if self.options.uses_p_multigrid:
+            self._coarse = P1CoarseLevel(self.V, self._stiffness, self._constrained)
+            self._coarse.attach(self.ksp.getPC())
+        elif self.options.near_nullspace and self.options.pc_type == "gamg":
+            self.A.setNearNullSpace(self.rigid_body_modes())
         self.ksp.setConvergenceHistory()
         self._set_up_solver()
         self.timings_s["preconditioner_setup"] = time.perf_counter() - t0
@@ -293,10 +297,6 @@ class ElasticModel:
         self._vertex_strain_expr = None if self.options.degree == 1 else (
             dolfinx.fem.Expression(self._epsilon(self.u), _REFERENCE_VERTICES))
         self._node_dof_map = self._owned_node_dof_map()
-        self._constrained = np.zeros(self.u.x.array.size, dtype=bool)
-        for dof_lists in self._support_dofs.values():
-            for dofs in dof_lists:
-                self._constrained[dofs] = True
 
     def _set_up_solver(self) -> None:
         """Configure the KSP from this model's PETSc options and build the preconditioner.
@@ -316,6 +316,8 @@ class ElasticModel:
             petsc_opts[name] = options[key]
         try:
             self.ksp.setFromOptions()
+            if self._coarse is not None:
+                self._coarse.set_coarse_operator(self.ksp.getPC())
             self.ksp.setUp()
         finally:
             for name in names.values():
@@ -335,6 +337,10 @@ class ElasticModel:
         self._E.x.array[:] = values
 
     # -- constitutive law ---------------------------------------------------------------
+    def _stiffness(self, trial: Any, test: Any) -> Any:
+        """The stiffness bilinear form a(trial, test) (UFL), in this model's measure."""
+        return ufl.inner(self._sigma(trial), self._epsilon(test)) * self._dx
+
     def _epsilon(self, w: Any) -> Any:
         return ufl.sym(ufl.grad(w))
 
@@ -445,15 +451,15 @@ class ElasticModel:
         if self.options.degree == 1:
             return node_blocks, None
         edge_blocks = dofs[:, 4:10]
-        ends = dofs[:, :4][:, _BASIX_TET_EDGES]  # (c, 6, 2)
+        ends = dofs[:, :4][:, BASIX_TET_EDGES]  # (c, 6, 2)
         if self.mesh.order == 2:
             cell_index = np.asarray(self.domain.topology.original_cell_index,
                                     dtype=np.int64)[:num_cells]
             cells = self.mesh.cells[cell_index]
             # Position of each dolfinx cell vertex among the mesh cell's corners.
             position = np.argmax(cells[:, None, :4] == vertex_nodes[:, :, None], axis=2)
-            column = _VTK_MID_COLUMN[position[:, _BASIX_TET_EDGES[:, 0]],
-                                     position[:, _BASIX_TET_EDGES[:, 1]]]
+            column = _VTK_MID_COLUMN[position[:, BASIX_TET_EDGES[:, 0]],
+                                     position[:, BASIX_TET_EDGES[:, 1]]]
             mids = np.take_along_axis(cells, column, axis=1)
             node_blocks[mids.ravel()] = edge_blocks.ravel()
         return node_blocks, (edge_blocks.ravel(), ends[:, :, 0].ravel(), ends[:, :, 1].ravel())
@@ -501,14 +507,16 @@ class ElasticModel:
         pair: Any = [dofs.astype(np.int32), inverse[dofs].astype(np.int32)]
         return dolfinx.fem.dirichletbc(values, pair, self.V.sub(comp))
 
-    def _rigid_body_modes(self) -> Any:
-        """The six rigid-body modes as a PETSc near-nullspace (GAMG needs them)."""
-        size_local = self.V.dofmap.index_map.size_local
-        coords = self.V.tabulate_dof_coordinates()[:size_local]
-        vec = PETSc.Vec().createWithArray(
-            np.ascontiguousarray(coords.ravel()), bsize=3, comm=self.comm
-        )
-        return PETSc.NullSpace().createRigidBody(vec)
+    def rigid_body_modes(self) -> Any:
+        """The six rigid-body modes of the displacement space as a PETSc near-nullspace.
+
+        GAMG needs them. Built on first use and kept (6 vectors of the space: the
+        two-level method only needs them on its P1 level, so it never builds these).
+        Collective.
+        """
+        if self._nullspace is None:
+            self._nullspace = rigid_body_modes(self.V)
+        return self._nullspace
 
     # -- updates between solves ----------------------------------------------------------
     def set_support_displacement(self, name: str, displacement_mm: npt.ArrayLike) -> None:
@@ -547,6 +555,8 @@ class ElasticModel:
         # In-place assembly: assemble_matrix dispatches on a PETSc Mat as first argument.
         dolfinx.fem.petsc.assemble_matrix(self.A, self.a_form, bcs=self._bcs)  # type: ignore[misc]
         self.A.assemble()
+        if self._coarse is not None:
+            self._coarse.reassemble()
         self.ksp.getPC().setReusePreconditioner(not refresh_preconditioner)
         self.ksp.setOperators(self.A)
         if refresh_preconditioner:
@@ -833,4 +843,8 @@ class ElasticModel:
     def destroy(self) -> None:
         """Free PETSc objects (call on all ranks)."""
         self.ksp.destroy()
+        if self._coarse is not None:
+            self._coarse.destroy()
+        if self._nullspace is not None:
+            self._nullspace.destroy()
         self.A.destroy()

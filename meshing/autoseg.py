@@ -37,19 +37,24 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 from scipy import ndimage
 
 from core.atomic import atomic_path
+from core.lazy import LazyModule
 from core.types import BoolArray
 from meshing.errors import InputError
 from meshing.imaging import TOTALSEGMENTATOR_V2_LABELS
 from meshing.segmentation import METAL_HU
 from meshing.types import CTVolume, ImageGrid, LabelMap
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+else:  # imported on first use: a process that reads no image never loads it
+    sitk = LazyModule("SimpleITK")
 
 __all__ = [
     "FEMUR_LABELS",

@@ -35,16 +35,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
 
 from core.atomic import atomic_path
+from core.lazy import LazyModule
 from core.suggest import did_you_mean
 from meshing.errors import ImageReadError, InputError
 from meshing.types import CTVolume, ImageGrid, LabelMap
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+else:  # imported on first use: a process that reads no image never loads it
+    sitk = LazyModule("SimpleITK")
 
 __all__ = [
     "TOTALSEGMENTATOR_V1_LABELS",

@@ -71,6 +71,10 @@ def _check(condition: bool, key: str, value: object, expected: str,
                          hint=f"use {expected}" + (f", with {flag}" if flag else ""))
 
 
+#: ``solver.isolate_preparation``: prepare in a child process under MPI only, always, never.
+ISOLATION_CHOICES = ("mpi", "always", "never")
+
+
 @dataclass(frozen=True)
 class MeshConfig:
     """Meshing options.
@@ -353,6 +357,12 @@ class SolverConfig:
         rtol: Relative residual tolerance.
         max_it: Iteration limit.
         petsc_options: Further PETSc options (name -> value), override everything.
+        p_multigrid: P2 models: precondition with the two-level p-multigrid (GAMG on the
+            P1 stiffness of the same mesh, :mod:`fea.pmultigrid`); false: GAMG on P2.
+        isolate_preparation: Run the preparation (read, mesh, map, landmarks) in a child
+            process: "mpi" (under MPI only, the default: rank 0 then enters the solve
+            without the meshing libraries' ~190 MB), "always" (serial runs too: same
+            memory saving, ~2 s of interpreter start), "never".
 
     The Krylov method, preconditioner, tolerance and iteration limit default to
     :class:`fea.types.SolverOptions`' (their one definition); the degree is the pipeline's
@@ -365,9 +375,14 @@ class SolverConfig:
     rtol: float = SolverOptions.rtol
     max_it: int = SolverOptions.max_it
     petsc_options: dict[str, str] = field(default_factory=dict)
+    p_multigrid: bool = SolverOptions.p_multigrid
+    isolate_preparation: str = "mpi"
 
     def __post_init__(self) -> None:
         _check(self.degree in (1, 2), "solver.degree", self.degree, "1 or 2")
+        _check(self.isolate_preparation in ISOLATION_CHOICES, "solver.isolate_preparation",
+               self.isolate_preparation, " or ".join(f'"{c}"' for c in ISOLATION_CHOICES),
+               ISOLATION_CHOICES)
         _check(0.0 < self.rtol < 1e-2, "solver.rtol", self.rtol, "a tolerance in (0, 1e-2)")
         _check(self.max_it >= 1, "solver.max_it", self.max_it, "a positive integer")
 

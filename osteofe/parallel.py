@@ -99,7 +99,8 @@ def _portable(exc: BaseException) -> BaseException:
     return RankError(f"{type(exc).__name__}: {exc}")
 
 
-def _sendable(exc: BaseException) -> bytes:
+def pickle_exception(exc: BaseException) -> bytes:
+    """``exc`` pickled for another process: itself if it survives the trip, else a stand-in."""
     return pickle.dumps(_portable(exc))
 
 
@@ -145,7 +146,7 @@ def on_root[T](comm: MPI.Comm, fn: Callable[[], T], *, broadcast: bool = True) -
     payload: tuple[bool, Any] | None = None
     if comm.rank == 0:
         if error is not None:
-            payload = (False, _sendable(error))
+            payload = (False, pickle_exception(error))
         else:
             payload = (True, result if broadcast else None)
     try:
@@ -222,7 +223,7 @@ def _agree(comm: MPI.Comm, guard: _Guard, error: Exception | None,
     if first == comm.size:
         return None
     mine_sent = comm.rank == first and error is not None
-    payload = guard.private.bcast(_sendable(error) if mine_sent and error is not None
+    payload = guard.private.bcast(pickle_exception(error) if mine_sent and error is not None
                                   else None, root=first)
     agreed = error if mine_sent and error is not None else pickle.loads(payload)
     return _mark_agreed(agreed)

@@ -83,6 +83,7 @@ from osteofe.guards import (
 )
 from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
 from osteofe.parallel import on_root
+from osteofe.preparation_process import isolate_preparation, prepare_in_child
 from osteofe.report_page1 import ct_fingerprint
 from osteofe.result import (
     CaseResult,
@@ -266,6 +267,8 @@ class PreparedModel:
         segmentation: Source and confidence of automatic labels (None for given labels).
         ct_fingerprint: Format-independent record of the analysed CT
             (:func:`osteofe.report_page1.ct_fingerprint`), for ``report --dicom-study``.
+        process_peak_rss_mb: Peak resident memory of the child process that prepared the
+            model (``solver.isolate_preparation``), MB; None when this process did.
     """
 
     mesh: TetMesh
@@ -285,6 +288,7 @@ class PreparedModel:
     validity: dict[str, Any] | None = None
     segmentation: dict[str, Any] | None = None
     ct_fingerprint: dict[str, Any] | None = None
+    process_peak_rss_mb: float | None = None
 
 
 @contextmanager
@@ -714,8 +718,10 @@ def run_strength(
 
     step = progress or (lambda _name: None)
     total_start = time.perf_counter()
-    prepared = on_root(comm, lambda: prepare_model(request, config, calibration, step,
-                                                    ranks=comm.size))
+    prepare = (prepare_in_child if isolate_preparation(config.solver.isolate_preparation,
+                                                        comm.size) else prepare_model)
+    prepared = on_root(comm, lambda: prepare(request, config, calibration, step,
+                                              ranks=comm.size))
     release_freed_memory()  # rank 0's reading/meshing arrays, before the FE model
     distributed = comm.size > 1  # fields stay on the rank that owns them (osteofe.distributed)
     fields_model: tuple[Any, Any] | None = None
@@ -725,7 +731,8 @@ def run_strength(
     solver_cfg = config.solver
     options = SolverOptions(degree=solver_cfg.degree, ksp_type=solver_cfg.ksp_type,
                             pc_type=solver_cfg.pc_type, rtol=solver_cfg.rtol,
-                            max_it=solver_cfg.max_it, extra=dict(solver_cfg.petsc_options))
+                            max_it=solver_cfg.max_it, extra=dict(solver_cfg.petsc_options),
+                            p_multigrid=solver_cfg.p_multigrid)
     sweep_count = config.load.sweep_directions
     solutions: dict[str, CaseSolution] = {}
     unit_solutions: dict[str, list[CaseSolution]] = {}
