@@ -382,7 +382,8 @@ def test_mpi_unusable_out_ends_both_ranks_with_code_3(attack, phantom, tmp_path)
 @needs_mpiexec
 def test_mpi_unexpected_exception_on_rank_0_ends_both_ranks(phantom, tmp_path) -> None:
     out = tmp_path / "out"
-    code, err, _ = _mpi("osteofe.pipeline:prepare_model:0:bug", _args(phantom, out))
+    # Under MPI rank 0 prepares in a child process (solver.isolate_preparation = "mpi").
+    code, err, _ = _mpi("osteofe.pipeline:prepare_in_child:0:bug", _args(phantom, out))
     assert code == 1, err
     assert "rank 0 exits 1" in err and "rank 1 exits 1" in err, err
     assert err.count("Traceback") == 1, err
