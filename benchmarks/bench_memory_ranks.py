@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", action="store_true",
                         help="the analysis as before the memory work (GAMG product data kept: "
                              "mat_product_clear=0)")
-    parser.add_argument("--isolate-preparation", default="mpi",
-                        choices=("mpi", "always", "never"),
+    from osteofe.config import ISOLATION_CHOICES, SolverConfig
+
+    parser.add_argument("--isolate-preparation", default=SolverConfig.isolate_preparation,
+                        choices=ISOLATION_CHOICES,
                         help="solver.isolate_preparation of the runs (default: the config's)")
     parser.add_argument("--gamg-on-p2", action="store_true",
                         help="solver.p_multigrid = false: GAMG on the P2 matrix, as before")

@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.citation import Citation
 from fea.backend import load_backend
 
-__all__ = ["BASIX_TET_EDGES", "P_MULTIGRID_CITATIONS", "P1CoarseLevel", "rigid_body_modes"]
+__all__ = ["BASIX_TET_EDGES", "P1CoarseLevel", "rigid_body_modes"]
 
 load_backend()
 
@@ -42,18 +41,6 @@ PETSc: Any = _PETSc
 #: edge dofs of a P2 cell (after its four vertex dofs).
 BASIX_TET_EDGES = np.array([[2, 3], [1, 3], [1, 2], [0, 3], [0, 2], [0, 1]], dtype=np.int64)
 
-P_MULTIGRID_CITATIONS = (
-    Citation("ronquist1987", "Ronquist EM, Patera AT", 1987,
-             "Spectral element multigrid. I. Formulation and numerical results",
-             "J Sci Comput 2(4):389-406", "10.1007/BF01061297",
-             note="multigrid in the polynomial degree on one mesh"),
-    Citation("helenbrook2003", "Helenbrook B, Mavriplis D, Atkins H", 2003,
-             "Analysis of p-multigrid for continuous and discontinuous finite element "
-             "discretizations", "16th AIAA Computational Fluid Dynamics Conference, "
-             "AIAA 2003-3989", "10.2514/6.2003-3989",
-             note="p-multigrid for continuous Lagrange elements with a low-order coarse "
-             "level"),
-)
 
 def rigid_body_modes(space: Any) -> Any:
     """The six rigid-body modes of a vector Lagrange space as a PETSc near-nullspace.

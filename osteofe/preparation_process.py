@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.atomic import atomic_write_bytes
 from core.errors import OsteofeError
 from osteofe.parallel import pickle_exception
 
@@ -144,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = (True, replace(prepared, process_peak_rss_mb=_peak_rss_mb()))
     except Exception as exc:  # sent to the parent, which raises it
         payload = (False, pickle_exception(exc))
-    partial = Path(answer).with_suffix(".partial")
-    partial.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
-    partial.replace(answer)
+    atomic_write_bytes(answer, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
     return 0
 
 
