@@ -245,7 +245,11 @@ class StrainCriterion:
             raise BoundaryConditionError(
                 "no surface node left to evaluate the failure criterion",
                 hint="reduce the excluded zones around loads/supports")
-        self.mesh = mesh
+        # No reference to the mesh is kept: a criterion is small (surface-sized) and may be
+        # built on one rank and sent to the others, which never hold the whole mesh.
+        self.num_nodes = mesh.num_nodes
+        self.num_cells = mesh.num_cells
+        self._node_points = np.array(mesh.points[self.nodes], dtype=np.float64)
         self.limits = limits
         self.facets = facets
         wall_node = np.zeros(n, dtype=bool)
@@ -322,10 +326,15 @@ class StrainCriterion:
             raise ValueError("a distributed strain (cell_ids) needs its communicator")
         from mpi4py import MPI
 
-        row_of_cell = np.full(self.mesh.num_cells, -1, dtype=np.int64)
-        row_of_cell[np.asarray(cell_ids, dtype=np.int64)] = np.arange(len(cell_ids))
-        rows = row_of_cell[self.facets.cells]
-        faces = np.flatnonzero(rows >= 0)
+        ids = np.asarray(cell_ids, dtype=np.int64)
+        order = np.argsort(ids)
+        at = np.minimum(np.searchsorted(ids, self.facets.cells, sorter=order),
+                        max(ids.size - 1, 0))
+        held = (ids[order[at]] == self.facets.cells) if ids.size else np.zeros(
+            self.facets.cells.size, dtype=bool)
+        faces = np.flatnonzero(held)
+        rows = np.full(self.facets.cells.size, -1, dtype=np.int64)
+        rows[faces] = order[at[faces]]
         columns = (3 * faces[:, None] + np.arange(3)).ravel()
         partial = np.ascontiguousarray(
             self._average[:, columns] @ self._samples(strain, faces, rows[faces]))
@@ -348,7 +357,7 @@ class StrainCriterion:
         if not risk[k] > 0.0:
             raise BoundaryConditionError("the load produces no strain on the evaluated surface",
                                          hint="check that loads are applied")
-        node_rf = np.zeros(self.mesh.num_nodes)
+        node_rf = np.zeros(self.num_nodes)
         node_rf[self.nodes] = risk
         mode: Literal["tension", "compression"] = (
             "tension" if tension_rf[k] >= compression_rf[k] else "compression"
@@ -358,7 +367,7 @@ class StrainCriterion:
             load_factor=float(1.0 / risk[k]),
             mode=mode,
             critical_node=critical,
-            critical_point_mm=self.mesh.points[critical].copy(),
+            critical_point_mm=self._node_points[k].copy(),
             peak_tension_strain=float(eps_max.max()),
             peak_compression_strain=float(eps_min.min()),
             node_risk_factor=node_rf,
@@ -366,7 +375,7 @@ class StrainCriterion:
             critical_on_defect_wall=bool(self._on_wall_only[critical]),
             critical_floor_share=float(self._floor_share[k]),
             non_bone_load_factor=float(1.0 / non_bone_rf[j]) if strained_non_bone else None,
-            non_bone_point_mm=(self.mesh.points[self.nodes[j]].copy() if strained_non_bone
+            non_bone_point_mm=(self._node_points[j].copy() if strained_non_bone
                                else None),
         )
 

@@ -417,9 +417,9 @@ class _Formulation:
                  patch: LoadPatch | None, krylov_rtol: float, *,
                  lag_preconditioner: bool = False, max_newton: int = 15,
                  inexact: bool = False) -> None:
-        if material.num_cells != model.mesh.num_cells:
+        if material.num_cells != model.num_cells:
             raise ValueError(f"material has {material.num_cells} cells, mesh "
-                             f"{model.mesh.num_cells}")
+                             f"{model.num_cells}")
         self.model = model
         domain = model.domain
         degree = model.options.modulus_quadrature_degree
@@ -637,7 +637,7 @@ class _Formulation:
         dofs = np.asarray(self.Q.dofmap.list)[: model.num_local_cells]
         local = self.kappa.x.array[dofs].reshape(-1, nq).mean(axis=1)
         parts = model.comm.allgather((model.original_cells, local))
-        out = np.zeros(model.mesh.num_cells)
+        out = np.zeros(model.num_cells)
         for cells, vals in parts:
             out[cells] = vals
         return out

@@ -5,9 +5,13 @@ once (CG + GAMG with the rigid-body near-nullspace; P2 models: a two-level p-mul
 GAMG on the P1 level, :mod:`fea.pmultigrid`); each load case is then one right-hand side and
 one Krylov solve, so many load cases reuse one set-up.
 
-MPI: every rank constructs the model and calls :meth:`ElasticModel.solve` (collective). Every
-rank passes the same full :class:`~meshing.types.TetMesh` (rank 0's copy is distributed by
-DOLFINx); results come back gathered, in the mesh's original node/cell numbering, on all ranks.
+MPI: every rank constructs the model and calls :meth:`ElasticModel.solve` (collective). Each
+rank passes either the same full :class:`~meshing.types.TetMesh` or only its block of it
+(:class:`fea.partition.MeshPart`, with the per-cell values of that block): DOLFINx partitions
+the mesh from the blocks, and the values a rank's partition needs are fetched from the ranks
+that hold them (:func:`fea.partition.fetch_rows`), so that no rank needs the whole mesh.
+Results come back gathered, in the mesh's original node/cell numbering, on all ranks, or
+kept distributed (``solve(gather=False)``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from core.types import FloatArray
 from fea.backend import load_backend
 from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
+from fea.partition import MeshPart, fetch_rows
 from fea.pmultigrid import BASIX_TET_EDGES, P1CoarseLevel, rigid_body_modes
 from fea.types import (
     CaseSolution,
@@ -88,18 +93,6 @@ def _per_node_values(support: Support, nodes: npt.NDArray[np.int64]) -> FloatArr
     if not np.all(np.isfinite(values)):
         raise ValueError(f"support '{support.name}': prescribed displacements must be finite")
     return values
-
-
-def _rank_chunk(comm: MPI.Comm, array: np.ndarray) -> np.ndarray:
-    """This rank's contiguous share of ``array`` (rows), as input to distributed mesh creation.
-
-    Every rank holds the full mesh, so each hands DOLFINx one slice of the cells and nodes in
-    their original order: the dual graph and the partition are then computed in parallel
-    (rank 0 alone feeding all cells serialises both), and ``original_cell_index`` /
-    ``input_global_indices`` still count from the start of the full arrays.
-    """
-    bounds = np.linspace(0, array.shape[0], comm.size + 1).astype(np.int64)
-    return np.ascontiguousarray(array[bounds[comm.rank]:bounds[comm.rank + 1]])
 
 
 def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[Any],
@@ -183,17 +176,21 @@ class ElasticModel:
     """Isotropic linear elasticity on a tetrahedral mesh with per-cell Young's modulus.
 
     Args:
-        mesh: The mesh (the same full copy on every rank).
-        youngs_modulus_mpa: (m,) Young's modulus per cell, MPa.
-        poisson_ratio: Poisson's ratio (scalar) or (m,) per cell.
-        supports: Dirichlet conditions, shared by every load case.
+        mesh: The mesh: the same full copy on every rank, or this rank's block of it
+            (:class:`fea.partition.MeshPart`, e.g. from :func:`fea.partition.scatter_part`):
+            then no rank needs the whole mesh.
+        youngs_modulus_mpa: Young's modulus, MPa: (m,) per cell or (m, q) per cell and
+            quadrature point (:func:`modulus_quadrature_points`); with a ``MeshPart`` the
+            rows of its cells only ((c,) or (c, q)).
+        poisson_ratio: Poisson's ratio (scalar) or per cell ((m,), or (c,) with a part).
+        supports: Dirichlet conditions, shared by every load case (global node numbers).
         options: Discretisation and solver settings.
         comm: MPI communicator.
     """
 
     def __init__(
         self,
-        mesh: TetMesh,
+        mesh: TetMesh | MeshPart,
         youngs_modulus_mpa: npt.ArrayLike,
         poisson_ratio: float | npt.ArrayLike,
         supports: Sequence[Support],
@@ -202,20 +199,24 @@ class ElasticModel:
     ) -> None:
         self.options = options or SolverOptions()
         self.comm = comm
-        self.mesh = mesh
+        # A full mesh (the same on every rank) is handed to DOLFINx as one block per rank
+        # too: the dual graph and the partition are then computed in parallel.
+        self._replicated = isinstance(mesh, TetMesh)
+        part = MeshPart.of(mesh, comm.rank, comm.size) if isinstance(mesh, TetMesh) else mesh
+        self.num_nodes = part.num_nodes
+        self.num_cells = part.num_cells
+        self.order = part.order
         self.timings_s: dict[str, float] = {}
         modulus = np.asarray(youngs_modulus_mpa, dtype=np.float64)
-        nu = np.broadcast_to(np.asarray(poisson_ratio, dtype=np.float64), (mesh.num_cells,))
-        # Validate before any collective so that no rank can hang on a bad input.
-        num_points = modulus_quadrature_points(self.options.modulus_quadrature_degree).shape[0]
-        if modulus.shape not in ((mesh.num_cells,), (mesh.num_cells, num_points)):
-            raise ValueError(
-                f"need one modulus per cell ({mesh.num_cells},) or per quadrature point "
-                f"({mesh.num_cells}, {num_points}), got {modulus.shape}")
-        if not np.all(np.isfinite(modulus)) or np.any(modulus <= 0.0):
-            raise ValueError("Young's moduli must be finite and positive")
-        if np.any(nu <= -1.0) or np.any(nu >= 0.5):
-            raise ValueError("Poisson's ratio must lie in (-1, 0.5)")
+        rows = part.num_cells if self._replicated else part.cells.shape[0]
+        nu = np.broadcast_to(np.asarray(poisson_ratio, dtype=np.float64), (rows,))
+        # Validate before any collective so that no rank can hang on a bad input; a part's
+        # values differ between ranks, so its verdict is shared first.
+        problem = self._input_problem(modulus, nu, rows)
+        if not self._replicated:
+            problem = next((p for p in comm.allgather(problem) if p is not None), None)
+        if problem is not None:
+            raise ValueError(problem)
         if not supports:
             raise BoundaryConditionError("no support given: the model can move freely",
                                          hint="fix the distal cut or give a support")
@@ -223,20 +224,18 @@ class ElasticModel:
         t0 = time.perf_counter()
         domain = element("Lagrange", "tetrahedron", 1, shape=(3,))
         self.domain = dolfinx.mesh.create_mesh(
-            comm,
-            _rank_chunk(comm, mesh.vertex_cells()),
-            ufl.Mesh(domain),
-            _rank_chunk(comm, mesh.points),
-        )
+            comm, np.ascontiguousarray(part.cells[:, :4]), ufl.Mesh(domain),
+            np.ascontiguousarray(part.points))
         tdim = self.domain.topology.dim
         self.domain.topology.create_connectivity(tdim - 1, tdim)
         self.num_local_cells = self.domain.topology.index_map(tdim).size_local
-        self.original_cells = np.asarray(
-            self.domain.topology.original_cell_index[: self.num_local_cells], dtype=np.int64
-        )
+        self._cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
+        self.original_cells = self._cell_map[: self.num_local_cells]
+        # Mesh nodes of every local cell (owned and ghost), in the mesh's node order.
+        self._cell_nodes = self._cell_rows(mesh.cells if isinstance(mesh, TetMesh)
+                                           else part.cells)
         self.V = dolfinx.fem.functionspace(self.domain, ("Lagrange", self.options.degree, (3,)))
         dg0 = dolfinx.fem.functionspace(self.domain, ("DG", 0))
-        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
         self._per_point = modulus.ndim == 2
         self._dx = ufl.dx
         if self._per_point:
@@ -250,7 +249,7 @@ class ElasticModel:
             self._E = dolfinx.fem.Function(dg0)
         self._set_modulus(modulus)
         self._nu = dolfinx.fem.Function(dg0)
-        self._nu.x.array[:] = nu[cell_map]
+        self._nu.x.array[:] = self._cell_rows(np.ascontiguousarray(nu))
         self.timings_s["mesh_distribute"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -259,9 +258,8 @@ class ElasticModel:
         self._test = ufl.TestFunction(self.V)
         self.a_form = dolfinx.fem.form(self._stiffness(self._trial, self._test))
         self._action_form = dolfinx.fem.form(self._stiffness(self.u, self._test))
-        self._node_tree = cKDTree(mesh.points)
         self.supports = list(supports)
-        self._node_blocks, self._edge_blocks = self._node_block_map()
+        self._local_nodes, self._local_blocks, self._edge_blocks = self._node_block_map()
         self._collapsed: dict[int, tuple[Any, npt.NDArray[np.int64], npt.NDArray[np.int32]]] = {}
         self._bc_values: dict[str, dict[int, Any]] = {}
         self._bcs, self._support_dofs = self._make_bcs(self.supports)
@@ -323,17 +321,39 @@ class ElasticModel:
             for name in names.values():
                 petsc_opts.delValue(name)
 
+    def _input_problem(self, modulus: FloatArray, nu: FloatArray, rows: int) -> str | None:
+        """What is wrong with the moduli or Poisson ratios given for ``rows`` cells, or None."""
+        num_points = modulus_quadrature_points(self.options.modulus_quadrature_degree).shape[0]
+        if modulus.shape not in ((rows,), (rows, num_points)):
+            return (f"need one modulus per cell ({rows},) or per quadrature point "
+                    f"({rows}, {num_points}), got {modulus.shape}")
+        if not np.all(np.isfinite(modulus)) or np.any(modulus <= 0.0):
+            return "Young's moduli must be finite and positive"
+        if np.any(nu <= -1.0) or np.any(nu >= 0.5):
+            return "Poisson's ratio must lie in (-1, 0.5)"
+        return None
+
+    def _cell_rows(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Rows of every local cell (owned, then ghost) of a per-cell array (collective).
+
+        ``values`` is the full (m, ...) array (a replicated mesh) or this rank's block of it
+        (a :class:`~fea.partition.MeshPart`: the rows are fetched from their blocks' ranks).
+        """
+        if self._replicated:
+            return np.asarray(values[self._cell_map])
+        return fetch_rows(self.comm, values, self.num_cells, self._cell_map)
+
     def _set_modulus(self, modulus: FloatArray) -> None:
         """Copy moduli (per cell, or per cell and quadrature point) into the dolfinx field."""
         self._modulus_shape = modulus.shape
-        cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
+        local = self._cell_rows(modulus)
         if modulus.ndim == 1:
-            self._E.x.array[:] = modulus[cell_map]
+            self._E.x.array[:] = local
             return
         # Quadrature dofs of local cell c are its points in the rule's order.
         dofs = np.asarray(self._modulus_space.dofmap.list)
         values = np.empty_like(self._E.x.array)
-        values[dofs.ravel()] = modulus[cell_map].ravel()
+        values[dofs.ravel()] = local.ravel()
         self._E.x.array[:] = values
 
     # -- constitutive law ---------------------------------------------------------------
@@ -352,7 +372,17 @@ class ElasticModel:
 
     # -- boundary conditions ------------------------------------------------------------
     def _node_marker(self, nodes: npt.NDArray[np.int64]) -> Callable[[FloatArray], Any]:
-        tree = cKDTree(self.mesh.points[nodes])
+        """A dolfinx marker of the points of ``nodes`` this rank holds (its geometry's).
+
+        Nodes elsewhere cannot be points of this rank's entities, so the rank's own
+        geometry is all it needs.
+        """
+        geometry = self.domain.geometry
+        original = np.asarray(geometry.input_global_indices, dtype=np.int64)
+        points = np.asarray(geometry.x[np.isin(original, nodes)], dtype=np.float64)
+        if points.shape[0] == 0:
+            return lambda x: np.zeros(x.shape[1], dtype=bool)
+        tree = cKDTree(points)
 
         def marker(x: FloatArray) -> Any:
             dist, _ = tree.query(x.T, distance_upper_bound=_COORD_TOL_MM)
@@ -392,7 +422,7 @@ class ElasticModel:
                     f"support '{support.name}' matches no mesh node",
                     hint="support nodes must be nodes of the mesh",
                 )
-            blocks = self._node_blocks[nodes]
+            blocks = self._blocks_of(nodes)
             blocks = np.unique(blocks[blocks >= 0])
             support_dofs[support.name] = []
             prescribed = None
@@ -432,48 +462,56 @@ class ElasticModel:
 
     def _node_block_map(
         self,
-    ) -> tuple[npt.NDArray[np.int64],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
                tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None]:
         """Mesh node -> local dof block on this rank, found through the cells (no geometry).
 
         Returns:
-            (n,) int64 local dof block (owned or ghost) of every mesh node, -1 where the node
-            carries no dof on this rank; and, for degree 2, the local edge dof blocks with the
-            blocks of their two end vertices (three (e,) arrays), else None.
+            (k,) int64 sorted mesh nodes that carry a dof on this rank (owned or ghost), and
+            (k,) int64 their local dof blocks (no array over the whole mesh's nodes); and,
+            for degree 2, the local edge dof blocks with the blocks of their two end
+            vertices (three (e,) arrays), else None.
         """
         dofs = np.asarray(self.V.dofmap.list, dtype=np.int64)
         num_cells = dofs.shape[0]
         geometry = np.asarray(self.domain.geometry.dofmaps[0], dtype=np.int64)[:num_cells, :4]
         original = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)
         vertex_nodes = original[geometry]  # (c, 4) mesh node of each dolfinx cell vertex
-        node_blocks = np.full(self.mesh.num_nodes, -1, dtype=np.int64)
-        node_blocks[vertex_nodes.ravel()] = dofs[:, :4].ravel()
-        if self.options.degree == 1:
-            return node_blocks, None
-        edge_blocks = dofs[:, 4:10]
-        ends = dofs[:, :4][:, BASIX_TET_EDGES]  # (c, 6, 2)
-        if self.mesh.order == 2:
-            cell_index = np.asarray(self.domain.topology.original_cell_index,
-                                    dtype=np.int64)[:num_cells]
-            cells = self.mesh.cells[cell_index]
-            # Position of each dolfinx cell vertex among the mesh cell's corners.
-            position = np.argmax(cells[:, None, :4] == vertex_nodes[:, :, None], axis=2)
-            column = _VTK_MID_COLUMN[position[:, BASIX_TET_EDGES[:, 0]],
-                                     position[:, BASIX_TET_EDGES[:, 1]]]
-            mids = np.take_along_axis(cells, column, axis=1)
-            node_blocks[mids.ravel()] = edge_blocks.ravel()
-        return node_blocks, (edge_blocks.ravel(), ends[:, :, 0].ravel(), ends[:, :, 1].ravel())
+        nodes = [vertex_nodes.ravel()]
+        blocks = [dofs[:, :4].ravel()]
+        edges = None
+        if self.options.degree == 2:
+            edge_blocks = dofs[:, 4:10]
+            ends = dofs[:, :4][:, BASIX_TET_EDGES]  # (c, 6, 2)
+            edges = (edge_blocks.ravel(), ends[:, :, 0].ravel(), ends[:, :, 1].ravel())
+            if self.order == 2:
+                cells = self._cell_nodes[:num_cells]
+                # Position of each dolfinx cell vertex among the mesh cell's corners.
+                position = np.argmax(cells[:, None, :4] == vertex_nodes[:, :, None], axis=2)
+                column = _VTK_MID_COLUMN[position[:, BASIX_TET_EDGES[:, 0]],
+                                         position[:, BASIX_TET_EDGES[:, 1]]]
+                nodes.append(np.take_along_axis(cells, column, axis=1).ravel())
+                blocks.append(edge_blocks.ravel())
+        local_nodes, first = np.unique(np.concatenate(nodes), return_index=True)
+        return local_nodes, np.concatenate(blocks)[first], edges
+
+    def _blocks_of(self, nodes: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """(k,) int64 local dof block of each of ``nodes`` (mesh numbers), -1 where none here."""
+        nodes = np.asarray(nodes, dtype=np.int64).reshape(-1)
+        if self._local_nodes.size == 0:
+            return np.full(nodes.size, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._local_nodes, nodes), self._local_nodes.size - 1)
+        return np.where(self._local_nodes[at] == nodes, self._local_blocks[at], -1)
 
     def _owned_node_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(mesh nodes, local dof blocks) of the nodes whose dofs this rank owns."""
-        size_local = self.V.dofmap.index_map.size_local
-        nodes = np.flatnonzero((self._node_blocks >= 0) & (self._node_blocks < size_local))
-        return nodes.astype(np.int64), self._node_blocks[nodes]
+        owned = self._local_blocks < self.V.dofmap.index_map.size_local
+        return self._local_nodes[owned], self._local_blocks[owned]
 
     def _count_owned_nodes(self, nodes: npt.NDArray[np.int64]) -> int:
         """Number of distinct ``nodes`` that carry a dof, over all ranks (collective)."""
         size_local = self.V.dofmap.index_map.size_local
-        blocks = self._node_blocks[nodes]
+        blocks = self._blocks_of(nodes)
         owned = np.unique(nodes[(blocks >= 0) & (blocks < size_local)]).size
         return int(self.comm.allreduce(owned, op=MPI.SUM))
 
@@ -482,7 +520,7 @@ class ElasticModel:
         """A displacement function holding per-node values (edge dofs interpolated)."""
         prescribed = dolfinx.fem.Function(self.V)
         array = prescribed.x.array.reshape(-1, 3)
-        blocks = self._node_blocks[nodes]
+        blocks = self._blocks_of(nodes)
         here = blocks >= 0
         array[blocks[here]] = values[here]
         if facets and self._edge_blocks is not None:
@@ -684,7 +722,7 @@ class ElasticModel:
             array = local.array.reshape(-1, 3)
             for load in loads:
                 if load.nodes.size and (load.nodes.min() < 0
-                                        or load.nodes.max() >= self.mesh.num_nodes):
+                                        or load.nodes.max() >= self.num_nodes):
                     raise ValueError("nodal forces reference nodes that are not in the mesh")
                 missing = np.unique(load.nodes).size - self._count_owned_nodes(load.nodes)
                 if missing:
@@ -694,7 +732,7 @@ class ElasticModel:
                         hint="with degree 1 only the corner nodes of 10-node cells carry "
                         "one; solve 10-node meshes with degree 2",
                     )
-                blocks = self._node_blocks[load.nodes]
+                blocks = self._blocks_of(load.nodes)
                 owned = (blocks >= 0) & (blocks < size_local)
                 np.add.at(array, blocks[owned], load.forces_n[owned])
 
@@ -708,7 +746,7 @@ class ElasticModel:
         size_local = self.V.dofmap.index_map.size_local * 3
         set_totals: dict[str, FloatArray] = {}
         for name, set_nodes in reaction_sets.items():
-            blocks = self._node_blocks[np.asarray(set_nodes, dtype=np.int64).reshape(-1)]
+            blocks = self._blocks_of(set_nodes)
             blocks = np.unique(blocks[(blocks >= 0) & (blocks < size_local // 3)])
             dofs = (3 * blocks[:, None] + np.arange(3)).reshape(-1)
             local = np.where(self._constrained[dofs], residual[dofs], 0.0).reshape(-1, 3)
@@ -733,14 +771,14 @@ class ElasticModel:
 
     def _gather_strain(self) -> FloatArray:
         return _allgather_rows(self.comm, self.original_cells, self._local_strain(),
-                               self.mesh.num_cells)
+                               self.num_cells)
 
     def _gather_vertex_strain(self) -> FloatArray | None:
         """(m, 4, 3, 3) strain at every cell's corners in the mesh's node order (degree 2)."""
         local = self._local_vertex_strain()
         if local is None:
             return None
-        return _allgather_rows(self.comm, self.original_cells, local, self.mesh.num_cells)
+        return _allgather_rows(self.comm, self.original_cells, local, self.num_cells)
 
     def _local_vertex_strain(self) -> FloatArray | None:
         """(c, 4, 3, 3) corner strains of this rank's owned cells (degree 2), else None."""
@@ -752,7 +790,7 @@ class ElasticModel:
         # corners of the original cell (DOLFINx may keep another vertex order).
         geometry = np.asarray(self.domain.geometry.input_global_indices, dtype=np.int64)[
             np.asarray(self.domain.geometry.dofmaps[0])[: cells.size]]
-        corners = self.mesh.vertex_cells()[self.original_cells]
+        corners = self._cell_nodes[: cells.size, :4]
         order = np.argmax(corners[:, :, None] == geometry[:, None, :], axis=2)
         local = np.take_along_axis(values, order[:, :, None], axis=1)
         return np.asarray(local, dtype=np.float64).reshape(-1, 4, 3, 3)
@@ -760,7 +798,7 @@ class ElasticModel:
     def _gather_displacement(self) -> FloatArray:
         nodes, blocks = self._node_dof_map
         values = self.u.x.array.reshape(-1, 3)[blocks]
-        return _allgather_rows(self.comm, nodes, values, self.mesh.num_nodes)
+        return _allgather_rows(self.comm, nodes, values, self.num_nodes)
 
     def write_xdmf(self, path: str | Path, point_data: Mapping[str, FieldRows],
                    cell_data: Mapping[str, FieldRows], *,
@@ -810,8 +848,8 @@ class ElasticModel:
 
         functions = []
         for kind, data, wanted, num in (
-                ("point", point_data, owned_nodes, self.mesh.num_nodes),
-                ("cell", cell_data, self.original_cells, self.mesh.num_cells)):
+                ("point", point_data, owned_nodes, self.num_nodes),
+                ("cell", cell_data, self.original_cells, self.num_cells)):
             for name, field in data.items():
                 values = rows(field, wanted, num)
                 shape = tuple(values.shape[1:])

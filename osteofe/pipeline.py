@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import platform
 import shutil
 import time
@@ -64,8 +65,11 @@ from meshing.volume import mesh_from_mask, tag_cells
 from osteofe.config import Config
 from osteofe.distributed import (
     FIELD_FILES,
+    RankShare,
+    distribute_model,
     field_data,
     fields_prestage,
+    load_from_staging,
     mean_displacement,
     move_fields,
     release_freed_memory,
@@ -714,16 +718,51 @@ def run_strength(
         OsteofeError: on invalid input (nothing is written); OutputError (a subclass) when
             ``out_dir`` is unusable or the write fails (``out_dir`` is left as it was).
     """
-    from fea.solver import CaseSolution, SolverOptions
-
     step = progress or (lambda _name: None)
     total_start = time.perf_counter()
     prepare = (prepare_in_child if isolate_preparation(config.solver.isolate_preparation,
                                                         comm.size) else prepare_model)
-    prepared = on_root(comm, lambda: prepare(request, config, calibration, step,
-                                              ranks=comm.size))
+    distributed = comm.size > 1  # the model is split across the ranks (osteofe.distributed)
+    whole: PreparedModel | None = on_root(
+        comm, lambda: prepare(request, config, calibration, step, ranks=comm.size),
+        broadcast=not distributed)
+    limits = StrainLimits(config.failure.tension_limit, config.failure.compression_limit,
+                          config.failure.averaging_radius_mm,
+                          source="Schileo et al. 2008, J Biomech 41:356 (limits from config)")
+    share: RankShare | None = None
+    if distributed:
+        t0 = time.perf_counter()
+        prepared, share = distribute_model(
+            comm, whole, criteria=lambda model: _criteria(model, config, limits),
+            volume_record=_volume_record, staging=lambda: fields_prestage(out_dir),
+            keep_whole=export_inp or config.nonlinear.enabled)
+        prepared.timings_s["distribute"] = round(time.perf_counter() - t0, 4)
+    else:
+        assert whole is not None
+        prepared = whole
+    del whole  # under MPI no rank keeps the whole mesh from here on
     release_freed_memory()  # rank 0's reading/meshing arrays, before the FE model
-    distributed = comm.size > 1  # fields stay on the rank that owns them (osteofe.distributed)
+    try:
+        return _analyse(request, config, out_dir, prepared, share, limits, comm=comm,
+                        step=step, total_start=total_start, picture=picture,
+                        export_inp=export_inp, risk_model=risk_model, report=report)
+    finally:
+        if share is not None and comm.rank == 0:
+            shutil.rmtree(share.staging, ignore_errors=True)
+
+
+def _analyse(request: StrengthRequest, config: Config, out_dir: str | Path,
+             prepared: PreparedModel, share: RankShare | None, limits: StrainLimits, *,
+             comm: MPI.Comm, step: Callable[[str], None], total_start: float, picture: bool,
+             export_inp: bool, risk_model: Path | None, report: bool) -> StrengthResult:
+    """The analysis of :func:`run_strength` once the model is prepared (and distributed).
+
+    ``share`` is this rank's block of a distributed model (``prepared`` then has no volume
+    data, :func:`osteofe.distributed.distribute_model`), None for a serial run.
+    """
+    from fea.solver import CaseSolution, SolverOptions
+
+    distributed = share is not None
     fields_model: tuple[Any, Any] | None = None
     timings = dict(prepared.timings_s)
 
@@ -741,11 +780,9 @@ def run_strength(
         groups: dict[str, list[PlacedLoad]] = {}
         for load in prepared.loads.values():
             groups.setdefault(load.support_key, []).append(load)
-        moduli = (prepared.material.E_MPa if prepared.modulus_points is None
-                  else prepared.modulus_points)
         for key, members in groups.items():
             # One operator and one preconditioner set-up per support configuration.
-            model, rotation = _elastic_model(prepared, members[0], moduli, options, comm)
+            model, rotation = _elastic_model(prepared, share, members[0], options, comm)
             for load in members:
                 name = load.case.name
                 magnitude = float(np.linalg.norm(load.patch.force_n))
@@ -771,23 +808,15 @@ def run_strength(
     timings.update({f"solver_{k}": round(v, 4) for k, v in solver_timings.items()})
 
     step("failure criterion")
-    limits = StrainLimits(config.failure.tension_limit, config.failure.compression_limit,
-                          config.failure.averaging_radius_mm,
-                          source="Schileo et al. 2008, J Biomech 41:356 (limits from config)")
     body_weight_n = body_weight_newton(request.body_mass_kg)
     cases: list[CaseResult] = []
     analyses: dict[str, FailureAnalysis] = {}
-    # Cells without bone density that the label calls bone (a labelled lesion is soft).
-    floor_cells = ((np.asarray(prepared.material.E_MPa)
-                    <= config.material.modulus_floor_mpa * (1.0 + 1e-9))
-                   & (prepared.mesh.cell_tags != LESION_TAG))
     with _timed(timings, "failure"):
         for name, load in prepared.loads.items():
             sol = solutions[name]
-            criterion = StrainCriterion(
-                prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
-                limits=limits, soft_tags=(LESION_TAG,), floor_cells=floor_cells,
-                max_floor_share=config.failure.max_floor_share)
+            # Distributed: built on rank 0 before its mesh was dropped, sent now.
+            criterion = (_criterion(prepared, load, config, limits) if share is None
+                         else load_from_staging(comm, share, share.criteria[name]))
             analysis = criterion.evaluate(_surface_input(sol), sol.cell_ids, comm)
             analyses[name] = analysis
             sweep = None if not sweep_count else _direction_sweep(
@@ -806,8 +835,13 @@ def run_strength(
                                      hint=f"use one of {sorted(prepared.loads)}")
                 index = next(i for i, c in enumerate(cases) if c.load_case == name)
                 entry = cases[index]
-                curve = _nonlinear_case(prepared, prepared.loads[name], solutions[name],
-                                        entry.failure_load_N, options, config, comm)
+                # These analyses need the whole mesh on every rank (read back for them).
+                model_for_curve = (prepared if share is None or share.whole_model is None
+                                   else load_from_staging(comm, share, share.whole_model))
+                curve = _nonlinear_case(model_for_curve, prepared.loads[name],
+                                        solutions[name], entry.failure_load_N, options,
+                                        config, comm)
+                del model_for_curve
                 if config.nonlinear.method == "plasticity":
                     curves[name] = curve[0]
                     cases[index] = replace(entry, nonlinear=NonlinearResult.from_dict(
@@ -827,17 +861,14 @@ def run_strength(
                                 "stress; LAW_SETS['keyak2005'])",
                 }))
     distal_excluded = distal_exclusion_mm(prepared.landmarks, config.failure.exclude_distal_mm)
+    volume = _volume_record(prepared) if share is None else share.volume_record
     records: dict[str, Any] = {
-        "mesh": {"num_nodes": prepared.mesh.num_nodes, "num_cells": prepared.mesh.num_cells,
-                 "num_lesion_cells": int(np.count_nonzero(prepared.mesh.cell_tags == LESION_TAG)),
-                 "order": prepared.mesh.order, "quality": prepared.quality.to_dict()},
-        "material": {"model": prepared.material_model,
-                     "summary": prepared.material.to_dict()},
+        **volume,
         "landmarks": prepared.landmarks.to_dict(),
         "load_frame": _load_frame_record(prepared.landmarks),
         "discretisation": {"element_degree": options.degree,
                            "mesh_size_mm": config.mesh.size_mm,
-                           "mesh_order": prepared.mesh.order,
+                           "mesh_order": volume["mesh"]["order"],
                            "convergence_reference": DISCRETISATION_REFERENCE},
         "boundary_conditions": _boundary_record(prepared, config),
         "failure_criterion": {
@@ -863,6 +894,7 @@ def run_strength(
                         f"within {config.failure.exclude_load_margin_mm} mm of the load "
                         "patch and the trochanter pad"},
         "solver": {"num_dofs": num_dofs, "mpi_ranks": comm.size, **options.to_dict(),
+                   "distribution": DISTRIBUTION_RECORD if distributed else "serial",
                    "iterations": {c.load_case: c.extras["solver"]["iterations"]
                                   for c in cases}},
         "resources": prepared.resources,
@@ -900,13 +932,19 @@ def run_strength(
             else:  # written by all ranks (below)
                 move_fields(prestage, stage)
             if export_inp:
-                _export_inp(stage, prepared)
+                # (rank 0 alone runs write(): it reads the whole model back itself)
+                _export_inp(stage, prepared if share is None or share.whole_model is None
+                            else pickle.loads((share.staging / share.whole_model)
+                                              .read_bytes()))
             for name, curve in curves.items():
                 (stage / f"force_displacement_{name}.csv").write_text(curve.to_csv())
                 _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
                             result.case(name))
             if picture:
-                _write_picture(stage / "femur_risk.png", prepared, analyses, governing, result)
+                surface = ((share.surface_nodes, share.surface_points) if share is not None
+                           else None)
+                _write_picture(stage / "femur_risk.png", prepared, analyses, governing, result,
+                               surface)
             timings["total"] = round(time.perf_counter() - total_start, 4)
             reports = ["report.html", "report.pdf"] if report else []
             outputs = (*sorted([*(p.name for p in stage.iterdir()), *reports]), "result.json")
@@ -920,20 +958,63 @@ def run_strength(
         return final
 
     prestage: Path | None = None
-    if fields_model is not None:  # every rank writes its part of fields.xdmf/.h5
-        prestage = on_root(comm, lambda: fields_prestage(out_dir))
-    try:
-        if fields_model is not None and prestage is not None:
-            with _timed(timings, "write_fields"):
-                point_data, cell_data = field_data(prepared.material, prepared.mesh.cell_tags,
-                                                   solutions, analyses)
-                fields_model[0].write_xdmf(prestage / FIELD_FILES[0], point_data, cell_data,
-                                           rotation=fields_model[1])
-        # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
-        return on_root(comm, write)
-    finally:
-        if prestage is not None and comm.rank == 0:
-            shutil.rmtree(prestage, ignore_errors=True)
+    if fields_model is not None and share is not None:
+        # Every rank writes its part of fields.xdmf/.h5 (into the staging folder, whose
+        # name all ranks got from rank 0); run_strength removes the folder.
+        prestage = share.staging
+        with _timed(timings, "write_fields"):
+            cells = share.part.cell_ids
+            point_data, cell_data = field_data(
+                {key: (cells, values) for key, values in share.cell_fields.items()},
+                solutions, analyses)
+            fields_model[0].write_xdmf(prestage / FIELD_FILES[0], point_data, cell_data,
+                                       rotation=fields_model[1])
+    # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.
+    return on_root(comm, write)
+
+
+#: result.json's record (``solver.distribution``) of how an MPI run holds the model.
+DISTRIBUTION_RECORD = (
+    "mesh partitioned by DOLFINx from per-rank blocks sent by rank 0 (fea.partition); no rank "
+    "holds the whole mesh, material or solved fields after distribution; the failure "
+    "criteria (bone surface) were built on rank 0 before, the nonlinear analyses and "
+    "model.inp read the whole model back for their own stage only")
+
+
+def _volume_record(prepared: PreparedModel) -> dict[str, Any]:
+    """result.json's ``mesh`` and ``material`` records (need the whole mesh and material)."""
+    mesh = prepared.mesh
+    return {
+        "mesh": {"num_nodes": mesh.num_nodes, "num_cells": mesh.num_cells,
+                 "num_lesion_cells": int(np.count_nonzero(mesh.cell_tags == LESION_TAG)),
+                 "order": mesh.order, "quality": prepared.quality.to_dict()},
+        "material": {"model": prepared.material_model,
+                     "summary": prepared.material.to_dict()},
+    }
+
+
+def _criterion(prepared: PreparedModel, load: PlacedLoad, config: Config,
+               limits: StrainLimits) -> StrainCriterion:
+    """The failure criterion of one load case (needs the whole mesh and material).
+
+    The surface is the bone's outer surface and lesion walls; left out are the zones of
+    :func:`_excluded_nodes` and surface nodes mostly on cells without bone density that
+    the label calls bone (a labelled lesion is soft: its walls are evaluated).
+    """
+    floor_cells = ((np.asarray(prepared.material.E_MPa)
+                    <= config.material.modulus_floor_mpa * (1.0 + 1e-9))
+                   & (prepared.mesh.cell_tags != LESION_TAG))
+    return StrainCriterion(
+        prepared.mesh, excluded_nodes=_excluded_nodes(prepared, load, config),
+        limits=limits, soft_tags=(LESION_TAG,), floor_cells=floor_cells,
+        max_floor_share=config.failure.max_floor_share)
+
+
+def _criteria(prepared: PreparedModel, config: Config, limits: StrainLimits
+              ) -> dict[str, StrainCriterion]:
+    """The failure criterion of every load case (:func:`_criterion`)."""
+    return {name: _criterion(prepared, load, config, limits)
+            for name, load in prepared.loads.items()}
 
 
 def _excluded_nodes(prepared: PreparedModel, load: PlacedLoad, config: Config
@@ -952,41 +1033,54 @@ def _surface_input(solution: CaseSolution) -> npt.NDArray[np.float64]:
     return solution.strain if solution.vertex_strain is None else solution.vertex_strain
 
 
-def _elastic_model(prepared: PreparedModel, load: PlacedLoad, moduli: npt.NDArray[np.float64],
+def _elastic_model(prepared: PreparedModel, share: RankShare | None, load: PlacedLoad,
                    options: Any, comm: MPI.Comm) -> tuple[Any, npt.NDArray[np.float64] | None]:
     """The elastic model of one support configuration, and its rotation (fall) or None.
 
     A sideways fall's supports act along the load and normal to the loading plane, not
     along the world axes: its model is solved on a copy of the mesh rotated into those axes
     (:class:`fea.loads.FallSupport`), so that each constraint is an exact Dirichlet condition
-    on one displacement component.
+    on one displacement component. ``share``: this rank's block of a distributed model
+    (``prepared`` then has no volume data); None: the whole mesh, as on every rank.
     """
     from fea.solver import ElasticModel
 
-    mesh, supports, rotation = _support_model(prepared, load)
+    supports, rotation = _supports(prepared, load)
+    if share is not None:
+        part = share.part if rotation is None else share.part.rotated(rotation)
+        return ElasticModel(part, share.moduli, share.poisson_ratio, supports, options,
+                            comm), rotation
+    moduli = (prepared.material.E_MPa if prepared.modulus_points is None
+              else prepared.modulus_points)
+    mesh = _rotated(prepared.mesh, rotation)
     return ElasticModel(mesh, moduli, prepared.material.poisson_ratio, supports, options,
                         comm), rotation
 
 
-def _support_model(prepared: PreparedModel, load: PlacedLoad
-                   ) -> tuple[TetMesh, list[Any], npt.NDArray[np.float64] | None]:
-    """The mesh, supports and rotation (or None) of one support configuration.
+def _rotated(mesh: TetMesh, rotation: npt.NDArray[np.float64] | None) -> TetMesh:
+    """The mesh turned into a fall's axes (``points @ rotation.T``), or itself."""
+    if rotation is None:
+        return mesh
+    return TetMesh(mesh.points @ rotation.T, mesh.cells, mesh.cell_tags)
 
-    Distal-support cases: the mesh in world axes, the distal cut fixed. A sideways fall: the
-    mesh rotated into the fall's axes (:class:`fea.loads.FallSupport`), the cut held along
-    the shaft, the pin in the loading plane, the trochanter pad along the load.
+
+def _supports(prepared: PreparedModel, load: PlacedLoad
+              ) -> tuple[list[Any], npt.NDArray[np.float64] | None]:
+    """The supports and the rotation (or None) of one support configuration.
+
+    Distal-support cases: in world axes, the distal cut fixed. A sideways fall: in the
+    fall's axes (:class:`fea.loads.FallSupport`), the cut held along the shaft, the pin in
+    the loading plane, the trochanter pad along the load.
     """
     from fea.solver import Support
 
-    mesh = prepared.mesh
     if load.fall is None:
-        return mesh, [Support("distal_cut", prepared.fixed_nodes)], None
+        return [Support("distal_cut", prepared.fixed_nodes)], None
     fall = load.fall
-    rotated = TetMesh(mesh.points @ fall.rotation.T, mesh.cells, mesh.cell_tags)
     supports = [Support("distal_cut", fall.cut_nodes, components=(2,)),
                 Support("distal_pin", fall.pin_nodes, components=(0, 1)),
                 Support("ground_contact", fall.ground_nodes, components=(1,))]
-    return rotated, supports, fall.rotation
+    return supports, fall.rotation
 
 
 def _in_world(solution: CaseSolution, rotation: npt.NDArray[np.float64] | None
@@ -1088,7 +1182,8 @@ def _export_inp(folder: Path, prepared: PreparedModel) -> list[str]:
         groups.setdefault(load.support_key, []).append(load)
     written = []
     for key, members in groups.items():
-        mesh, supports, rotation = _support_model(prepared, members[0])
+        supports, rotation = _supports(prepared, members[0])
+        mesh = _rotated(prepared.mesh, rotation)
         turn = np.eye(3) if rotation is None else rotation
         patches = [replace(m.patch, force_n=turn @ m.patch.force_n) for m in members]
         name = "model.inp" if key == "distal" else f"model_{members[0].case.name}.inp"
@@ -1190,8 +1285,6 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolu
     from fea.plasticity import element_size_mm, incremental_failure, keyak2005_plastic
 
     cfg = config.nonlinear
-    moduli = (prepared.material.E_MPa if prepared.modulus_points is None
-              else prepared.modulus_points)
     cell_e = np.asarray(prepared.material.E_MPa, dtype=np.float64)
     elastic = cell_e <= config.material.modulus_floor_mpa * (1.0 + 1e-9)
     material, regularisation = keyak2005_plastic(
@@ -1199,7 +1292,7 @@ def _plasticity_case(prepared: PreparedModel, load: PlacedLoad, linear: CaseSolu
         tension_ratio=config.failure.tension_limit / config.failure.compression_limit,
         poisson_ratio=prepared.material.poisson_ratio,
         reference_length_mm=cfg.reference_length_mm, regularise=cfg.regularise)
-    model, rotation = _elastic_model(prepared, load, moduli, options, comm)
+    model, rotation = _elastic_model(prepared, None, load, options, comm)
     to_solver = np.eye(3) if rotation is None else rotation
     force = load.patch.force_n
     magnitude = float(np.linalg.norm(force))
@@ -1288,9 +1381,20 @@ def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any]
 
 
 def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, FailureAnalysis],
-                   governing: CaseResult, result: StrengthResult) -> None:
+                   governing: CaseResult, result: StrengthResult,
+                   surface: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None
+                   ) -> None:
+    """The risk picture on the bone surface.
+
+    ``surface``: (nodes, points) of the boundary and support nodes (a distributed run, whose
+    ranks have no whole mesh); None: taken from the whole mesh.
+    """
     from osteofe.render import render_risk_picture
 
+    if surface is None:
+        nodes = np.unique(np.concatenate([prepared.boundary.ravel(), prepared.fixed_nodes]))
+        surface = (nodes, np.asarray(prepared.mesh.points[nodes]))
+    nodes, points = surface
     name = governing.load_case
     patch = prepared.loads[name].patch
     direction = patch.force_n / np.linalg.norm(patch.force_n)
@@ -1299,6 +1403,8 @@ def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, Fail
     title = (f"{name}: failure load {governing.failure_load_N:.0f} N "
              f"({governing.failure_load_N / result.body_weight_N:.2f} x BW), "
              f"{governing.failure_mode} in the {governing.critical_region} (magenta)")
-    render_risk_picture(path, prepared.mesh.points, prepared.boundary,
-                        analyses[name].node_risk_factor, analyses[name].critical_point_mm,
-                        entry, direction, lm.frame.axes, title, prepared.fixed_nodes)
+    # The picture's mesh is the surface alone, its nodes renumbered 0..s-1.
+    render_risk_picture(path, points, np.searchsorted(nodes, prepared.boundary),
+                        analyses[name].node_risk_factor[nodes],
+                        analyses[name].critical_point_mm, entry, direction, lm.frame.axes,
+                        title, np.searchsorted(nodes, prepared.fixed_nodes))

@@ -233,3 +233,58 @@ def test_two_ranks_give_the_serial_nonlinear_peak(small_phantom, mpi_tmp_path):
     assert parallel.record["all_increments_converged"] is True
     assert parallel.failure_load_N == pytest.approx(serial.failure_load_N, rel=1e-6)
     assert len(parallel.record["increments"]) == len(serial.record["increments"])
+
+
+@pytest.mark.skipif(_world().size < 2,
+                    reason="needs mpiexec -n 2 (compares a 2-rank run with a serial one)")
+def test_no_rank_holds_the_whole_mesh_and_the_deck_is_the_serial_one(small_phantom,
+                                                                      mpi_tmp_path,
+                                                                      monkeypatch):
+    """Every model of a 2-rank run is built from one rank's block of the mesh; model.inp
+    (read back for the export) is the serial run's deck; the staging folder is removed."""
+    comm = _world()
+    from mpi4py import MPI
+
+    import fea.solver
+    from fea.partition import MeshPart
+    from osteofe.config import Config
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    seen = []
+    build = fea.solver.ElasticModel.__init__
+
+    def spy(self, mesh, *args, **kwargs):
+        seen.append((type(mesh).__name__, getattr(mesh, "cells").shape[0],
+                     getattr(mesh, "num_cells")))
+        build(self, mesh, *args, **kwargs)
+
+    config = (Config().override("mesh", size_mm=8.0)
+              .override("load", cases=("fall", "stance")))
+    request = StrengthRequest(small_phantom["ct"], small_phantom["labels"], body_mass_kg=75.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(fea.solver.ElasticModel, "__init__", spy)
+        parallel = run_strength(request, config, mpi_tmp_path / "deck_mpi", comm=comm,
+                                picture=True, export_inp=True)
+    # One model per support configuration (fall, distal), each from this rank's block.
+    assert len(seen) == 2
+    for kind, block_cells, num_cells in seen:
+        assert kind == MeshPart.__name__
+        assert 0 < block_cells < num_cells
+    assert comm.allreduce(seen[0][1]) == seen[0][2]
+    assert parallel.records["solver"]["distribution"].startswith("mesh partitioned")
+    left = sorted(p.name for p in mpi_tmp_path.iterdir() if "staging" in p.name)
+    assert left == []
+    names = sorted(p.name for p in (mpi_tmp_path / "deck_mpi").iterdir())
+    assert {"femur_risk.png", "model.inp", "model_fall.inp", "fields.h5"} <= set(names)
+    if comm.rank != 0:
+        comm.barrier()
+        return
+    serial = run_strength(request, config, mpi_tmp_path / "deck_serial", comm=MPI.COMM_SELF,
+                          picture=False, export_inp=True)
+    comm.barrier()
+    assert serial.records["solver"]["distribution"] == "serial"
+    for deck in ("model.inp", "model_fall.inp"):
+        assert ((mpi_tmp_path / "deck_mpi" / deck).read_text()
+                == (mpi_tmp_path / "deck_serial" / deck).read_text())
+    assert parallel.records["mesh"] == serial.records["mesh"]
+    assert parallel.records["material"] == serial.records["material"]
