@@ -205,8 +205,10 @@ def _single(args: argparse.Namespace) -> int:
             "ranks": comm.size, "wall_s": round(wall, 1),
             "num_dofs": result["solver"]["num_dofs"],
             "iterations": result["solver"]["iterations"],
+            "distribution": result["solver"].get("distribution"),
             "solver_timings_s": {k: v for k, v in result.get("timings_s", {}).items()
-                                 if k.startswith("solver_") or k == "solve_total"},
+                                 if k.startswith("solver_") or k in ("solve_total",
+                                                                     "distribute")},
             "failure_load_N": result["failure_load_N"], "per_rank": records}))
     return 0
 

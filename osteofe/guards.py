@@ -147,9 +147,12 @@ class RunMemoryModel:
     x86-64 Linux), peak RSS 3009.7 MiB at 1,004,784 DOFs and 5677.6 MiB at 1,969,275 DOFs;
     the line through them gives ~2.9 kB per DOF plus ~241 MB and lies above every smaller
     P1 run of the ladder (e.g. 527 vs 467 MiB at 107k DOFs) and above the P2 runs at equal
-    DOFs (2823 vs 2285 MiB at 937k DOFs: P2 has fewer cells per DOF). With 2 ranks the
-    benchmark's ranks together peaked at 10,687 MiB, 1.88x the serial run (every rank holds
-    the broadcast model), so the estimate multiplies by the ranks. Tetrahedra per node:
+    DOFs (2823 vs 2285 MiB at 937k DOFs: P2 has fewer cells per DOF). Under MPI each rank
+    holds its block of the model (osteofe.distributed): the ranks pay the fixed part each
+    and share the per-DOF part; ``benchmarks/bench_memory_ranks.py`` (946k P2 DOFs)
+    measured the two ranks together at 1.02x the serial peak, below this line's 2 x fixed
+    + per-DOF (not measured beyond 2 ranks on this machine; the ghost layers grow with the
+    ranks). Tetrahedra per node:
     3.8-5.0 in the gmsh meshes of ``benchmarks/results/meshing.json`` (phantom and real
     femur, 1.55-3 mm), 4.4 taken (the middle: the tetrahedron count of
     :data:`~meshing.segmentation.MESH_MEMORY_MODEL` already runs high, 67k predicted for the
@@ -429,7 +432,7 @@ def estimate_resources(
 
     ``reading = baseline + read_peak_per_voxel * image_voxels``;
     ``meshing = baseline + resident_per_voxel * image_voxels + estimate_mesh_memory(...)``;
-    ``solving = ranks * (solver_fixed + solver_per_dof * dofs)`` with
+    ``solving = ranks * solver_fixed + solver_per_dof * dofs`` (all ranks together) with
     ``dofs = 3 * tets / tets_per_node`` for P1 and ``p2_dof_factor`` times that for P2.
     The peak is the largest stage (see :class:`RunMemoryModel` for the measurements).
 
@@ -442,7 +445,7 @@ def estimate_resources(
         size_mm: Target element edge length in mm; required with ``mask``.
         order: Geometry order of the tetrahedra, 1 (4-node) or 2 (10-node).
         degree: Displacement degree of the solve, 1 or 2.
-        ranks: MPI ranks of the solve (each holds the broadcast model).
+        ranks: MPI ranks of the solve (each holds its block of the model).
         num_tets: Tetrahedra of a mesh read from a file; replaces the mask-based count (and
             the meshing stage).
         available_bytes: Memory available to the run; default :func:`available_memory_bytes`.
@@ -493,7 +496,7 @@ def estimate_resources(
     if tets is not None:
         p1_dofs = 3.0 * tets / model.tets_per_node
         dofs = math.ceil(p1_dofs * (model.p2_dof_factor if degree == 2 else 1.0))
-        solve_bytes = ranks * (model.solver_fixed_bytes + model.solver_per_dof_bytes * dofs)
+        solve_bytes = ranks * model.solver_fixed_bytes + model.solver_per_dof_bytes * dofs
         stages["solving"] = solve_bytes
     stage, peak = max(stages.items(), key=lambda item: item[1])
     available = available_memory_bytes() if available_bytes is None else int(available_bytes)

@@ -86,7 +86,7 @@ from osteofe.guards import (
     non_bone_caution,
 )
 from osteofe.outputs import RESULT_FILES, guarded_output, sha256_file, staged_output
-from osteofe.parallel import on_root
+from osteofe.parallel import checkpoint, on_root
 from osteofe.preparation_process import isolate_preparation, prepare_in_child
 from osteofe.report_page1 import ct_fingerprint
 from osteofe.result import (
@@ -962,6 +962,7 @@ def _analyse(request: StrengthRequest, config: Config, out_dir: str | Path,
         # Every rank writes its part of fields.xdmf/.h5 (into the staging folder, whose
         # name all ranks got from rank 0); run_strength removes the folder.
         prestage = share.staging
+        checkpoint(comm)  # a rank that failed since the solve stops every rank here
         with _timed(timings, "write_fields"):
             cells = share.part.cell_ids
             point_data, cell_data = field_data(
