@@ -121,9 +121,11 @@ class FailureAnalysis:
         critical_point_mm: (3,) world position of that node.
         peak_tension_strain: Largest patch-averaged max principal strain at the applied load.
         peak_compression_strain: Most negative patch-averaged min principal strain.
-        node_risk_factor: (n,) risk factor per node at the applied load (0 where not
-            evaluated: interior nodes and excluded zones).
-        evaluated: (n,) bool mask of the nodes where the criterion was evaluated.
+        surface_nodes: (k,) int64 the surface nodes the criterion looked at (mesh numbers).
+        surface_risk_factor: (k,) risk factor (peak strain / limit) at those nodes at the
+            applied load; 0 at those left out as mostly non-bone.
+        surface_bone: (k,) bool, those nodes evaluated as bone surface.
+        num_nodes: Nodes of the mesh (the length of :attr:`node_risk_factor`).
         critical_on_defect_wall: True when failure starts on the wall of a lytic defect
             (a face between bone and lesion) rather than on the outer surface.
         critical_floor_share: Share (0-1, by area) of the surface samples averaged at the
@@ -141,12 +143,31 @@ class FailureAnalysis:
     critical_point_mm: FloatArray
     peak_tension_strain: float
     peak_compression_strain: float
-    node_risk_factor: FloatArray
-    evaluated: npt.NDArray[np.bool_]
+    surface_nodes: npt.NDArray[np.int64]
+    surface_risk_factor: FloatArray
+    surface_bone: npt.NDArray[np.bool_]
+    num_nodes: int
     critical_on_defect_wall: bool = False
     critical_floor_share: float = 0.0
     non_bone_load_factor: float | None = None
     non_bone_point_mm: FloatArray | None = None
+
+    @property
+    def node_risk_factor(self) -> FloatArray:
+        """(n,) risk factor per mesh node (0 where not evaluated: interior, excluded zones).
+
+        Built on demand from the surface values (the result itself stays surface-sized).
+        """
+        out = np.zeros(self.num_nodes)
+        out[self.surface_nodes] = self.surface_risk_factor
+        return out
+
+    @property
+    def evaluated(self) -> npt.NDArray[np.bool_]:
+        """(n,) bool mask of the nodes where the criterion was evaluated as bone surface."""
+        out = np.zeros(self.num_nodes, dtype=bool)
+        out[self.surface_nodes[self.surface_bone]] = True
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
@@ -158,7 +179,7 @@ class FailureAnalysis:
             "peak_tension_strain": self.peak_tension_strain,
             "peak_compression_strain": self.peak_compression_strain,
             "max_risk_factor": 1.0 / self.load_factor,
-            "evaluated_surface_nodes": int(self.evaluated.sum()),
+            "evaluated_surface_nodes": int(np.count_nonzero(self.surface_bone)),
             "critical_on_defect_wall": self.critical_on_defect_wall,
             "critical_floor_share": round(self.critical_floor_share, 4),
             "non_bone_load_factor": self.non_bone_load_factor,
@@ -239,8 +260,8 @@ class StrainCriterion:
         n = mesh.num_nodes
         on_surface = np.zeros(n, dtype=bool)
         on_surface[np.unique(facets.faces)] = True
-        self.evaluated = on_surface if excluded_nodes is None else on_surface & ~excluded_nodes
-        self.nodes = np.flatnonzero(self.evaluated)
+        evaluated = on_surface if excluded_nodes is None else on_surface & ~excluded_nodes
+        self.nodes = np.flatnonzero(evaluated)
         if self.nodes.size == 0:
             raise BoundaryConditionError(
                 "no surface node left to evaluate the failure criterion",
@@ -256,7 +277,7 @@ class StrainCriterion:
         wall_node[facets.faces[facets.interior].ravel()] = True
         outer_node = np.zeros(n, dtype=bool)
         outer_node[facets.faces[~facets.interior].ravel()] = True
-        self._on_wall_only = wall_node & ~outer_node
+        self._on_wall_only = (wall_node & ~outer_node)[self.nodes]
         normals, areas = face_normals_and_areas(mesh.points, facets.faces)
         # Samples: 3 per face; the cell-local corners of the face and weights.
         self._face_corners = TET_FACES[facets.opposite]  # (f, 3) local corner indices
@@ -280,8 +301,6 @@ class StrainCriterion:
                 self._average @ np.repeat(floor[facets.cells], 3).astype(np.float64))
         # (the shares are sums of weights: a share of 1 may come out as 1 + 1e-16)
         self._bone = self._floor_share <= max_floor_share + 1e-12
-        self._evaluated_bone = self.evaluated.copy()
-        self._evaluated_bone[self.nodes[~self._bone]] = False
         if not self._bone.any():
             raise BoundaryConditionError(
                 "no bone surface to evaluate the failure criterion: around every surface "
@@ -357,8 +376,6 @@ class StrainCriterion:
         if not risk[k] > 0.0:
             raise BoundaryConditionError("the load produces no strain on the evaluated surface",
                                          hint="check that loads are applied")
-        node_rf = np.zeros(self.num_nodes)
-        node_rf[self.nodes] = risk
         mode: Literal["tension", "compression"] = (
             "tension" if tension_rf[k] >= compression_rf[k] else "compression"
         )
@@ -370,9 +387,11 @@ class StrainCriterion:
             critical_point_mm=self._node_points[k].copy(),
             peak_tension_strain=float(eps_max.max()),
             peak_compression_strain=float(eps_min.min()),
-            node_risk_factor=node_rf,
-            evaluated=self._evaluated_bone,
-            critical_on_defect_wall=bool(self._on_wall_only[critical]),
+            surface_nodes=self.nodes,
+            surface_risk_factor=risk,
+            surface_bone=self._bone,
+            num_nodes=self.num_nodes,
+            critical_on_defect_wall=bool(self._on_wall_only[k]),
             critical_floor_share=float(self._floor_share[k]),
             non_bone_load_factor=float(1.0 / non_bone_rf[j]) if strained_non_bone else None,
             non_bone_point_mm=(self._node_points[j].copy() if strained_non_bone

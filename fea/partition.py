@@ -23,7 +23,8 @@ import numpy.typing as npt
 from core.types import FloatArray, IntArray
 from meshing.types import TetMesh
 
-__all__ = ["MeshPart", "block_bounds", "fetch_rows", "scatter_part", "scatter_rows"]
+__all__ = ["MeshPart", "block_bounds", "fetch_rows", "push_rows", "scatter_part",
+           "scatter_rows"]
 
 
 def block_bounds(num_rows: int, size: int) -> npt.NDArray[np.int64]:
@@ -170,3 +171,49 @@ def fetch_rows(comm: Any, block: npt.NDArray[Any], num_rows: int,
     out = np.empty_like(received)
     out[order] = received
     return out.reshape(wanted.size, *shape)
+
+
+def push_rows(comm: Any, ids: npt.ArrayLike, values: npt.NDArray[Any], num_rows: int, *,
+              fill: float | None = None) -> FloatArray:
+    """This rank's block of the array whose rows ``ids`` the ranks hold (collective).
+
+    The inverse of :func:`fetch_rows`: each rank sends the rows it holds to the ranks whose
+    blocks they fall in (one ``Alltoallv`` for the numbers, one for the rows).
+
+    Args:
+        comm: The communicator.
+        ids: (k,) global row numbers of this rank's ``values``.
+        values: (k, ...) rows; the same trailing shape on every rank.
+        num_rows: Rows of the whole array.
+        fill: Value of the rows no rank holds; None: every row must be held by some rank.
+
+    Returns:
+        (N_r, ...) float64 block of this rank (:func:`block_bounds`).
+
+    Raises:
+        ValueError: on every rank, when ``fill`` is None and some row is held by no rank.
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    shape = values.shape[1:]
+    width = int(np.prod(shape, dtype=np.int64))
+    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(ids.size, width)
+    bounds = block_bounds(num_rows, comm.size)
+    dest = np.searchsorted(bounds, ids, side="right") - 1
+    order = np.argsort(dest, kind="stable")
+    send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
+    recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
+    recv_ids = np.empty(int(recv_counts.sum()), dtype=np.int64)
+    comm.Alltoallv([np.ascontiguousarray(ids[order]), send_counts], [recv_ids, recv_counts])
+    received = np.empty((recv_ids.size, width))
+    comm.Alltoallv([np.ascontiguousarray(flat[order]), send_counts * width],
+                   [received, recv_counts * width])
+    start, stop = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+    block = np.full((stop - start, width), np.nan if fill is None else float(fill))
+    block[recv_ids - start] = received
+    if fill is None:
+        held = np.zeros(stop - start, dtype=bool)
+        held[recv_ids - start] = True
+        missing = int(comm.allreduce(int(np.count_nonzero(~held))))
+        if missing:
+            raise ValueError(f"{missing} rows are held by no rank (give a fill value)")
+    return block.reshape(stop - start, *shape)

@@ -29,7 +29,7 @@ from core.types import FloatArray
 from fea.backend import load_backend
 from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
-from fea.partition import MeshPart, fetch_rows
+from fea.partition import MeshPart, fetch_rows, push_rows
 from fea.pmultigrid import BASIX_TET_EDGES, P1CoarseLevel, rigid_body_modes
 from fea.types import (
     CaseSolution,
@@ -62,8 +62,10 @@ from petsc4py import PETSc as _PETSc  # noqa: E402
 # petsc4py's stubs disagree with its runtime (enums, Comm types): use it untyped.
 PETSc: Any = _PETSc
 
-#: A field to write: the full array (the same on every rank), or (ids, rows) of this rank.
-FieldRows = npt.NDArray[Any] | tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+#: A field to write: the full array (the same on every rank), (ids, rows) of this rank, or
+#: (ids, rows, fill) where no rank holds some rows (they take the value ``fill``).
+FieldRows = (npt.NDArray[Any] | tuple[npt.NDArray[np.int64], npt.NDArray[Any]]
+             | tuple[npt.NDArray[np.int64], npt.NDArray[Any], float])
 
 _COORD_TOL_MM = 1e-6
 #: Options read by objects PETSc creates inside the GAMG set-up without the KSP's prefix
@@ -117,47 +119,28 @@ def _allgather_rows(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDAr
 
 
 def _rows_for(comm: MPI.Comm, ids: npt.NDArray[np.int64], values: npt.NDArray[Any],
-              wanted: npt.NDArray[np.int64], num_rows: int) -> FloatArray:
+              wanted: npt.NDArray[np.int64], num_rows: int,
+              fill: float | None = None) -> FloatArray:
     """Rows ``wanted`` of a distributed array of which each rank holds rows ``ids`` (collective).
 
-    Every wanted row must be held by exactly one rank; held rows no rank wants (the mid-edge
-    nodes of a 10-node mesh, when only corners are written) are dropped. Where each rank
-    already holds the rows it wants (the same partition), nothing is sent; otherwise each
-    row goes straight to the rank that wants it (``Alltoallv``), through a (num_rows,) int32
-    table of who wants it. Returns (wanted.size, ...) float64.
+    Every wanted row must be held by exactly one rank, or take ``fill`` (rows no rank
+    holds, e.g. the interior nodes of a surface result); held rows no rank wants (the
+    mid-edge nodes of a 10-node mesh, when only corners are written) are dropped. Where each
+    rank already holds the rows it wants (the same partition), nothing is sent; otherwise
+    the rows go through the row blocks (:func:`fea.partition.push_rows`, then
+    :func:`fea.partition.fetch_rows`): no rank forms a table over all rows. Returns
+    (wanted.size, ...) float64.
     """
     shape = values.shape[1:]
-    width = int(np.prod(shape))
-    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(-1, width)
+    flat = np.ascontiguousarray(values, dtype=np.float64).reshape(
+        ids.size, int(np.prod(shape, dtype=np.int64)))
     same = bool(ids.size == wanted.size and np.array_equal(np.sort(ids), np.sort(wanted)))
     if comm.allreduce(same, op=MPI.LAND):
-        out = np.empty((wanted.size, width))
+        out = np.empty_like(flat)
         out[np.argsort(wanted)] = flat[np.argsort(ids)]
         return out.reshape(wanted.size, *shape)
-    counts = np.asarray(comm.allgather(int(wanted.size)), dtype=np.int64)
-    everyone = np.empty(int(counts.sum()), dtype=np.int64)
-    comm.Allgatherv(np.ascontiguousarray(wanted, dtype=np.int64), [everyone, counts])
-    owner = np.full(num_rows, -1, dtype=np.int32)
-    owner[everyone] = np.repeat(np.arange(comm.size, dtype=np.int32), counts)
-    del everyone
-    dest = owner[ids]
-    del owner
-    keep = dest >= 0
-    ids, flat, dest = ids[keep], flat[keep], dest[keep]
-    order = np.argsort(dest, kind="stable")
-    send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
-    recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
-    recv_ids = np.empty(int(recv_counts.sum()), dtype=np.int64)
-    comm.Alltoallv([np.ascontiguousarray(ids[order], dtype=np.int64), send_counts],
-                   [recv_ids, recv_counts])
-    recv = np.empty((recv_ids.size, width))
-    comm.Alltoallv([np.ascontiguousarray(flat[order]), send_counts * width],
-                   [recv, recv_counts * width])
-    lookup_full = np.full(num_rows, -1, dtype=np.int64)
-    lookup_full[wanted] = np.arange(wanted.size)
-    out = np.empty((wanted.size, width))
-    out[lookup_full[recv_ids]] = recv
-    return out.reshape(wanted.size, *shape)
+    block = push_rows(comm, ids, flat, num_rows, fill=fill)
+    return fetch_rows(comm, block, num_rows, wanted).reshape(wanted.size, *shape)
 
 
 def modulus_quadrature_points(degree: int) -> FloatArray:
@@ -815,8 +798,9 @@ class ElasticModel:
             path: The ``.xdmf`` file to write (replaced).
             point_data: Name -> values at the mesh's corner nodes: either the full (n, ...)
                 array (the same on every rank), or ``(node_ids, values)`` with the rows each
-                rank holds (a distributed solution's ``node_ids``, any model's partition).
-                Scalars and 3-vectors.
+                rank holds (a distributed solution's ``node_ids``, any model's partition),
+                or ``(node_ids, values, fill)`` where the ranks hold only some nodes (a
+                surface result; the others take ``fill``). Scalars and 3-vectors.
             cell_data: Name -> per-cell values, full (m, ...) or ``(cell_ids, values)``;
                 scalars, 3-vectors or (3, 3) tensors.
             rotation: (3, 3) rotation of this model's mesh (a fall), or None.
@@ -836,9 +820,9 @@ class ElasticModel:
 
         def rows(field: FieldRows, wanted: npt.NDArray[np.int64], num: int) -> FloatArray:
             if isinstance(field, tuple):
-                ids, values = field
+                ids, values, *fill = field
                 return _rows_for(self.comm, np.asarray(ids, dtype=np.int64), np.asarray(values),
-                                 wanted, num)
+                                 wanted, num, fill=float(fill[0]) if fill else None)
             return np.asarray(np.asarray(field, dtype=np.float64)[wanted])
 
         def space(kind: str, shape: tuple[int, ...]) -> Any:

@@ -125,7 +125,9 @@ class SolverOptions:
         return {"degree": self.degree, "petsc_options": self.petsc_options(),
                 "near_nullspace": self.near_nullspace,
                 "preconditioner": ("two-level p-multigrid: Chebyshev/Jacobi on P2, GAMG on "
-                                   "the P1 stiffness of the same mesh"
+                                   "the P1 stiffness of the same mesh (Ronquist & Patera "
+                                   "1987, J Sci Comput 2:389; Helenbrook, "
+                                   "Mavriplis & Atkins 2003, AIAA 2003-3989)"
                                    if self.uses_p_multigrid else self.pc_type)}
 
 

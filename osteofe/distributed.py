@@ -248,14 +248,14 @@ def mean_displacement(solution: CaseSolution, nodes: npt.NDArray[np.int64],
 
 
 def field_data(cell_fields: Mapping[str, Any], solutions: Mapping[str, Any],
-               analyses: Mapping[str, FailureAnalysis]
+               analyses: Mapping[str, FailureAnalysis], rank: int
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Point and cell fields of ``fields.xdmf``: the same names and values as ``fields.vtu``.
 
     ``cell_fields``: the per-cell material and tags, each full or this rank's rows
     ``(cell_ids, values)`` (:attr:`RankShare.cell_fields` of its block); displacement and
-    strain are each rank's rows, the risk factor the full (n,) array every rank got from the
-    criterion's reduction.
+    strain are each rank's rows; the risk factor, the same surface result on every rank
+    (the criterion's reduction), is sent by ``rank`` 0 alone.
 
     Returns:
         (point_data, cell_data) for :meth:`fea.solver.ElasticModel.write_xdmf`.
@@ -264,7 +264,12 @@ def field_data(cell_fields: Mapping[str, Any], solutions: Mapping[str, Any],
     cell: dict[str, Any] = dict(cell_fields)
     for name, sol in solutions.items():
         point[f"displacement_mm_{name}"] = (sol.node_ids, sol.displacement_mm)
-        point[f"risk_factor_{name}"] = analyses[name].node_risk_factor
+        # The risk factor lives on the surface nodes (every rank has them all): rank 0
+        # sends them, the interior takes 0, and no rank forms the (n,) array.
+        analysis = analyses[name]
+        mine = slice(None) if rank == 0 else slice(0, 0)
+        point[f"risk_factor_{name}"] = (analysis.surface_nodes[mine],
+                                        analysis.surface_risk_factor[mine], 0.0)
         eig = principal_strains(sol.strain)
         cell[f"max_principal_strain_{name}"] = (sol.cell_ids, eig[:, 2])
         cell[f"min_principal_strain_{name}"] = (sol.cell_ids, eig[:, 0])

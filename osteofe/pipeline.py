@@ -967,7 +967,7 @@ def _analyse(request: StrengthRequest, config: Config, out_dir: str | Path,
             cells = share.part.cell_ids
             point_data, cell_data = field_data(
                 {key: (cells, values) for key, values in share.cell_fields.items()},
-                solutions, analyses)
+                solutions, analyses, comm.rank)
             fields_model[0].write_xdmf(prestage / FIELD_FILES[0], point_data, cell_data,
                                        rotation=fields_model[1])
     # Rank 0 writes; an error there (disk full, read-only) is raised on every rank.

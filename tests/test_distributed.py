@@ -254,8 +254,8 @@ def test_no_rank_holds_the_whole_mesh_and_the_deck_is_the_serial_one(small_phant
     build = fea.solver.ElasticModel.__init__
 
     def spy(self, mesh, *args, **kwargs):
-        seen.append((type(mesh).__name__, getattr(mesh, "cells").shape[0],
-                     getattr(mesh, "num_cells")))
+        seen.append((type(mesh).__name__, mesh.cells.shape[0],
+                     mesh.num_cells))
         build(self, mesh, *args, **kwargs)
 
     config = (Config().override("mesh", size_mm=8.0)

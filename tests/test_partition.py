@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from fea.calculix import to_quadratic
-from fea.partition import MeshPart, block_bounds, fetch_rows, scatter_part, scatter_rows
+from fea.partition import (
+    MeshPart,
+    block_bounds,
+    fetch_rows,
+    push_rows,
+    scatter_part,
+    scatter_rows,
+)
 from fea.topology import boundary_faces
 from meshing.structured import box_mesh
 
@@ -44,6 +51,23 @@ def test_fetched_rows_are_the_rows_of_the_whole_array(shape):
     np.testing.assert_array_equal(fetch_rows(comm, block, shape[0], wanted), whole[wanted])
     assert fetch_rows(comm, block, shape[0], np.zeros(0, dtype=np.int64)).shape == (0,
                                                                                    *shape[1:])
+
+
+def test_pushed_rows_form_the_blocks_of_the_whole_array_and_missing_rows_take_the_fill():
+    comm = _world()
+    whole = np.random.default_rng(7).normal(size=(29, 3))
+    # Rows dealt round-robin in a shuffled order: rank r holds rows r, r + size, ...
+    held = np.random.default_rng(1).permutation(29)[comm.rank::comm.size]
+    bounds = block_bounds(29, comm.size)
+    block = push_rows(comm, held, whole[held], 29)
+    np.testing.assert_array_equal(block, whole[bounds[comm.rank]:bounds[comm.rank + 1]])
+    # Only rank 0 holds the even rows; the rest take the fill (a surface result).
+    even = np.arange(0, 29, 2) if comm.rank == 0 else np.zeros(0, dtype=np.int64)
+    sparse = push_rows(comm, even, whole[even], 29, fill=-1.0)
+    expected = np.where((np.arange(29) % 2 == 0)[:, None], whole, -1.0)
+    np.testing.assert_array_equal(sparse, expected[bounds[comm.rank]:bounds[comm.rank + 1]])
+    with pytest.raises(ValueError, match="held by no rank"):
+        push_rows(comm, even, whole[even], 29)
 
 
 def test_fetch_refuses_a_block_of_the_wrong_length_and_rows_out_of_range():
