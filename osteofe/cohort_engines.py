@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,9 @@ __all__ = [
 ENGINES: tuple[str, ...] = ("dask", "pool")
 #: Default number of tries of a case whose worker dies (the first run included).
 DEFAULT_MAX_TRIES = 2
+#: How long to wait for an idle worker when no case is in flight (a restarted worker
+#: registering), s; then the case is left to the scheduler, which holds it for a worker.
+_IDLE_WORKER_WAIT_S = 60.0
 #: Environment variable holding the index of a SLURM array task.
 ARRAY_TASK_VARIABLE = "SLURM_ARRAY_TASK_ID"
 
@@ -224,21 +228,38 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
         pending = list(reversed(tasks))
         running = as_completed()
 
-        def slots() -> int:
-            # The cluster's threads now (a joined or SLURM cluster may grow or shrink).
-            info = client.scheduler_info(n_workers=-1)["workers"]
-            return max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))
+        def idle_workers() -> list[str]:
+            # Asked of the scheduler itself: its running workers with no task processing.
+            # (A worker that has just registered after a restart is not always eligible yet:
+            # left to choose, the scheduler was seen to put two cases on the other worker,
+            # so that one case's crash was charged to both; tests/test_cohort_engines.py.)
+            def idle(dask_scheduler: Any) -> list[str]:
+                return sorted(ws.address for ws in dask_scheduler.running
+                              if not ws.processing)
+
+            return list(client.run_on_scheduler(idle))
 
         def fill() -> None:
-            # At most one case per worker thread in flight: a case waiting on a worker
-            # that dies would be counted as involved in the death.
-            limit = slots() if pending else 0
-            while pending and len(owner) < limit:
+            # One case per idle worker, sent to that worker: a case waiting on a worker that
+            # dies would be counted as involved in the death.
+            if not pending:
+                return
+            free = idle_workers()
+            deadline = time.monotonic() + _IDLE_WORKER_WAIT_S
+            while not free and not owner and time.monotonic() < deadline:
+                time.sleep(0.2)  # nothing in flight: a restarted worker is registering
+                free = idle_workers()
+            targets: list[str | None] = list(free) if free or owner else [None]
+            while pending and targets:
+                worker = targets.pop(0)
                 task = pending.pop()
                 case_id = task.case.case_id
                 tries[case_id] = tries.get(case_id, 0) + 1
+                # Loose restriction: should that worker die first, any other may take it.
                 future = client.submit(run_case, task, pure=False,
-                                       key=("osteofe-case", case_id, tries[case_id]))
+                                       key=("osteofe-case", case_id, tries[case_id]),
+                                       workers=None if worker is None else [worker],
+                                       allow_other_workers=worker is not None)
                 owner[future.key] = task
                 running.add(future)
 

@@ -18,20 +18,9 @@ material, fea or osteofe, and never dolfinx.
 - :mod:`risk.cohort`: the cohort CSV table (read, validate, write).
 """
 
-from risk.calibration import (
-    MirelsBaseline,
-    PredictionInterval,
-    StrengthRiskModel,
-    TrainingSummary,
-    assign_group_folds,
-    clinical_check,
-    clinical_prediction,
-    clone,
-    grouped_cross_val_predict,
-    load_model,
-    model_from_json,
-    save_model,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from risk.cohort import COLUMNS, Cohort, ColumnSpec, read_cohort, write_cohort
 from risk.errors import (
     CohortError,
@@ -42,25 +31,6 @@ from risk.errors import (
     ModelError,
     NotFittedError,
     RiskError,
-)
-from risk.metrics import (
-    AucEstimate,
-    CalibrationFit,
-    DecisionCurve,
-    DelongTest,
-    Proportion,
-    RocCurve,
-    SensSpec,
-    auc_ci,
-    brier_score,
-    calibration_intercept_slope,
-    delong_test,
-    delong_variance,
-    net_benefit,
-    roc_auc,
-    roc_curve,
-    sensitivity_specificity,
-    wilson_interval,
 )
 from risk.mirels import (
     CITATIONS,
@@ -87,6 +57,85 @@ from risk.mirels import (
     site_item,
     size_item,
 )
+
+if TYPE_CHECKING:  # the scikit-learn modules load on first use (below)
+    from risk.calibration import (
+        MirelsBaseline,
+        PredictionInterval,
+        StrengthRiskModel,
+        TrainingSummary,
+        assign_group_folds,
+        clinical_check,
+        clinical_prediction,
+        clone,
+        grouped_cross_val_predict,
+        load_model,
+        model_from_json,
+        save_model,
+    )
+    from risk.metrics import (
+        AucEstimate,
+        CalibrationFit,
+        DecisionCurve,
+        DelongTest,
+        Proportion,
+        RocCurve,
+        SensSpec,
+        auc_ci,
+        brier_score,
+        calibration_intercept_slope,
+        delong_test,
+        delong_variance,
+        net_benefit,
+        roc_auc,
+        roc_curve,
+        sensitivity_specificity,
+        wilson_interval,
+    )
+
+#: Names of the modules that import scikit-learn (~75 MB, 0.5 s): loaded on first use, so
+#: that an analysis that computes no probability (and every MPI rank) never loads it.
+_LAZY = {
+    "MirelsBaseline": "risk.calibration",
+    "PredictionInterval": "risk.calibration",
+    "StrengthRiskModel": "risk.calibration",
+    "TrainingSummary": "risk.calibration",
+    "assign_group_folds": "risk.calibration",
+    "clinical_check": "risk.calibration",
+    "clinical_prediction": "risk.calibration",
+    "clone": "risk.calibration",
+    "grouped_cross_val_predict": "risk.calibration",
+    "load_model": "risk.calibration",
+    "model_from_json": "risk.calibration",
+    "save_model": "risk.calibration",
+    "AucEstimate": "risk.metrics",
+    "CalibrationFit": "risk.metrics",
+    "DecisionCurve": "risk.metrics",
+    "DelongTest": "risk.metrics",
+    "Proportion": "risk.metrics",
+    "RocCurve": "risk.metrics",
+    "SensSpec": "risk.metrics",
+    "auc_ci": "risk.metrics",
+    "brier_score": "risk.metrics",
+    "calibration_intercept_slope": "risk.metrics",
+    "delong_test": "risk.metrics",
+    "delong_variance": "risk.metrics",
+    "net_benefit": "risk.metrics",
+    "roc_auc": "risk.metrics",
+    "roc_curve": "risk.metrics",
+    "sensitivity_specificity": "risk.metrics",
+    "wilson_interval": "risk.metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'risk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CITATIONS",
