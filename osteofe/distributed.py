@@ -34,6 +34,7 @@ import ctypes.util
 import gc
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,11 +176,11 @@ def distribute_model(
             names = {}
             for index, (name, criterion) in enumerate(criteria(prepared).items()):
                 names[name] = f"criterion_{index}.pkl"
-                (folder / names[name]).write_bytes(pickle.dumps(criterion, protocol=5))
+                _pickle_to(folder / names[name], criterion)
             whole = None
             if keep_whole:
                 whole = "model.pkl"
-                (folder / whole).write_bytes(pickle.dumps(prepared, protocol=5))
+                _pickle_to(folder / whole, prepared)
             nodes = np.unique(np.concatenate([np.asarray(prepared.boundary).ravel(),
                                               np.asarray(prepared.fixed_nodes).ravel()]))
             light = replace(prepared, mesh=cast(Any, Partitioned("mesh")),
@@ -189,8 +190,6 @@ def distribute_model(
                     np.asarray(prepared.mesh.points[nodes]),
                     float(prepared.material.poisson_ratio))
         except BaseException:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
@@ -209,6 +208,12 @@ def distribute_model(
                    "region_tag": part.cell_tags.astype(np.float64)}
     return light, RankShare(part, moduli, cell_fields, nu, record, folder, names, whole,
                             nodes, points)
+
+
+def _pickle_to(path: Path, value: Any) -> None:
+    """Pickle ``value`` straight into a new file (no bytes copy of it in memory)."""
+    with path.open("xb") as out:
+        pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_from_staging(comm: MPI.Comm, share: RankShare, name: str) -> Any:
