@@ -182,6 +182,11 @@ def execute_dask(tasks: Sequence[Any], workers: int, bar: Any,
     own: Any = None
     # The thread limits must be set before the worker interpreter starts.
     spawn_env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **(env or {})}
+    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 makes glibc hand every freed block over
+    # 64 kB back at once: the analyses' large numpy/PETSc arrays then cost ~10 % more CPU
+    # than in the pool's workers (benchmarks/README, cohort engines). Workers keep glibc's
+    # default, as the pool's do; the pipeline trims where it matters (release_freed_memory).
+    spawn_env.pop("MALLOC_TRIM_THRESHOLD_", None)
     # One case per worker at a time (worker-saturation 1.0): the default 1.1 sends a second
     # task ahead to each worker, and a worker's death would then count against the case
     # waiting there too.

@@ -288,3 +288,29 @@ def test_no_rank_holds_the_whole_mesh_and_the_deck_is_the_serial_one(small_phant
                 == (mpi_tmp_path / "deck_serial" / deck).read_text())
     assert parallel.records["mesh"] == serial.records["mesh"]
     assert parallel.records["material"] == serial.records["material"]
+
+
+@pytest.mark.skipif(_world().size < 2,
+                    reason="needs mpiexec -n 2 (compares a 2-rank run with a serial one)")
+def test_two_ranks_with_moduli_at_quadrature_points_give_the_serial_failure_load(
+        small_phantom, mpi_tmp_path):
+    """Per-point moduli (m, q) travel to the ranks as blocks of rows like per-cell ones."""
+    comm = _world()
+    from mpi4py import MPI
+
+    from osteofe.config import Config
+    from osteofe.pipeline import StrengthRequest, run_strength
+
+    config = (Config().override("mesh", size_mm=8.0).override("load", cases=("stance",))
+              .override("material", modulus_at_quadrature_points=True))
+    request = StrengthRequest(small_phantom["ct"], small_phantom["labels"], body_mass_kg=75.0)
+    parallel = run_strength(request, config, mpi_tmp_path / "qp_mpi", comm=comm,
+                            picture=False).cases[0]
+    if comm.rank != 0:
+        comm.barrier()
+        return
+    serial = run_strength(request, config, mpi_tmp_path / "qp_serial", comm=MPI.COMM_SELF,
+                          picture=False).cases[0]
+    comm.barrier()
+    assert parallel.failure_load_N == pytest.approx(serial.failure_load_N, rel=1e-6)
+    assert parallel.critical_point_mm == serial.critical_point_mm
