@@ -227,6 +227,12 @@ def _update_secant_moduli(model: ElasticModel, moduli: FloatArray,
     analysis never spends more than about twice the best of the two policies.
     """
     refresh = force_refresh or reuse.refresh_due
+    # The times behind refresh_due are each rank's own: the ranks must agree, or one would
+    # rebuild the preconditioner (collective) while another solves (found hung under MPI).
+    if model.comm.size > 1:
+        from mpi4py import MPI
+
+        refresh = bool(model.comm.allreduce(refresh, op=MPI.LOR))
     t0 = time.perf_counter()
     model.update_moduli(moduli, refresh_preconditioner=refresh)
     if refresh:

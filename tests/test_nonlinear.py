@@ -70,3 +70,29 @@ def test_weak_layer_lowers_the_peak_in_proportion():
     assert curve.peak_force_n == pytest.approx(area * 25.0, rel=1e-3)
     weak = np.flatnonzero((z > 20.0) & (z < 25.0))
     assert set(curve.critical_cells.tolist()) <= set(weak.tolist())
+
+
+def test_ranks_agree_on_rebuilding_the_preconditioner(monkeypatch):
+    """The rent-or-buy refresh compares each rank's own times: under MPI the ranks must
+    take the same decision (a rebuild is collective). Rank 1 alone is told it is due."""
+    from mpi4py import MPI
+
+    import fea.nonlinear
+
+    rank = MPI.COMM_WORLD.rank
+    monkeypatch.setattr(fea.nonlinear._PreconditionerReuse, "refresh_due",
+                        property(lambda self: rank == MPI.COMM_WORLD.size - 1))
+    length, area = 40.0, 100.0
+    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 8))
+    n = mesh.num_cells
+    mat = SofteningMaterial(np.full(n, 10000.0), np.full(n, 50.0), np.full(n, 0.01),
+                            np.full(n, -2000.0), np.full(n, 5.0), 0.0)
+    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
+    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
+                                            step_mm=0.05, max_increments=20)
+    assert curve.peak_force_n == pytest.approx(area * 50.0, rel=1e-3)
+    # Every secant update rebuilt it (the last rank's verdict, shared by all).
+    assert curve.preconditioner_setups > 1
+    assert MPI.COMM_WORLD.allreduce(curve.preconditioner_setups, op=MPI.MAX) == (
+        MPI.COMM_WORLD.allreduce(curve.preconditioner_setups, op=MPI.MIN))
