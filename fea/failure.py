@@ -34,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from core.types import FloatArray
 from fea.errors import BoundaryConditionError
+from fea.partition import positions
 from fea.topology import TET_FACES, SurfaceFacets, bone_surface_facets, face_normals_and_areas
 from meshing.types import TetMesh
 
@@ -345,15 +346,8 @@ class StrainCriterion:
             raise ValueError("a distributed strain (cell_ids) needs its communicator")
         from mpi4py import MPI
 
-        ids = np.asarray(cell_ids, dtype=np.int64)
-        order = np.argsort(ids)
-        at = np.minimum(np.searchsorted(ids, self.facets.cells, sorter=order),
-                        max(ids.size - 1, 0))
-        held = (ids[order[at]] == self.facets.cells) if ids.size else np.zeros(
-            self.facets.cells.size, dtype=bool)
-        faces = np.flatnonzero(held)
-        rows = np.full(self.facets.cells.size, -1, dtype=np.int64)
-        rows[faces] = order[at[faces]]
+        rows = positions(cell_ids, self.facets.cells)
+        faces = np.flatnonzero(rows >= 0)
         columns = (3 * faces[:, None] + np.arange(3)).ravel()
         partial = np.ascontiguousarray(
             self._average[:, columns] @ self._samples(strain, faces, rows[faces]))

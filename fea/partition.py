@@ -23,7 +23,7 @@ import numpy.typing as npt
 from core.types import FloatArray, IntArray
 from meshing.types import TetMesh
 
-__all__ = ["MeshPart", "block_bounds", "fetch_rows", "push_rows", "scatter_part",
+__all__ = ["MeshPart", "block_bounds", "fetch_rows", "positions", "push_rows", "scatter_part",
            "scatter_rows"]
 
 
@@ -33,6 +33,45 @@ def block_bounds(num_rows: int, size: int) -> npt.NDArray[np.int64]:
     Rank r's block is ``bounds[r]:bounds[r + 1]``; the blocks differ in length by at most 1.
     """
     return np.linspace(0, num_rows, size + 1).astype(np.int64)
+
+
+def positions(keys: npt.ArrayLike, queries: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """(q,) int64 index in ``keys`` of each of ``queries``, -1 where it is not there.
+
+    ``keys``: (k,) distinct integers in any order (a rank's rows, a sorted table); found by
+    binary search, no table over the whole numbering.
+    """
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    queries = np.asarray(queries, dtype=np.int64).reshape(-1)
+    if keys.size == 0:
+        return np.full(queries.size, -1, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    at = order[np.minimum(np.searchsorted(keys, queries, sorter=order), keys.size - 1)]
+    return np.where(keys[at] == queries, at, -1)
+
+
+def _route(comm: Any, dest: npt.NDArray[np.int64]
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Send order and counts of items going to ranks ``dest`` (collective: one alltoall).
+
+    Returns:
+        (stable order of the items by destination, (size,) send counts, (size,) receive
+        counts).
+    """
+    order = np.argsort(dest, kind="stable")
+    send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
+    recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
+    return order, send_counts, recv_counts
+
+
+def _exchange(comm: Any, rows: npt.NDArray[Any], send_counts: npt.NDArray[np.int64],
+              recv_counts: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """(sum(recv_counts), w) rows received for (n, w) ``rows`` sent in rank order."""
+    width = int(rows.shape[1]) if rows.ndim == 2 else 1
+    received = np.empty((int(recv_counts.sum()), width), dtype=rows.dtype)
+    comm.Alltoallv([np.ascontiguousarray(rows), send_counts * width],
+                   [received, recv_counts * width])
+    return received if rows.ndim == 2 else received.reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -160,14 +199,9 @@ def fetch_rows(comm: Any, block: npt.NDArray[Any], num_rows: int,
     width = int(np.prod(shape, dtype=np.int64))
     flat = np.ascontiguousarray(block).reshape(block.shape[0], width)
     owner = np.searchsorted(bounds, wanted, side="right") - 1
-    order = np.argsort(owner, kind="stable")
-    request_counts = np.bincount(owner, minlength=comm.size).astype(np.int64)
-    serve_counts = np.asarray(comm.alltoall(request_counts.tolist()), dtype=np.int64)
-    asked = np.empty(int(serve_counts.sum()), dtype=np.int64)
-    comm.Alltoallv([wanted[order], request_counts], [asked, serve_counts])
-    served = np.ascontiguousarray(flat[asked - bounds[comm.rank]])
-    received = np.empty((wanted.size, width), dtype=block.dtype)
-    comm.Alltoallv([served, serve_counts * width], [received, request_counts * width])
+    order, request_counts, serve_counts = _route(comm, owner)
+    asked = _exchange(comm, wanted[order], request_counts, serve_counts)
+    received = _exchange(comm, flat[asked - bounds[comm.rank]], serve_counts, request_counts)
     out = np.empty_like(received)
     out[order] = received
     return out.reshape(wanted.size, *shape)
@@ -199,14 +233,9 @@ def push_rows(comm: Any, ids: npt.ArrayLike, values: npt.NDArray[Any], num_rows:
     flat = np.ascontiguousarray(values, dtype=np.float64).reshape(ids.size, width)
     bounds = block_bounds(num_rows, comm.size)
     dest = np.searchsorted(bounds, ids, side="right") - 1
-    order = np.argsort(dest, kind="stable")
-    send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
-    recv_counts = np.asarray(comm.alltoall(send_counts.tolist()), dtype=np.int64)
-    recv_ids = np.empty(int(recv_counts.sum()), dtype=np.int64)
-    comm.Alltoallv([np.ascontiguousarray(ids[order]), send_counts], [recv_ids, recv_counts])
-    received = np.empty((recv_ids.size, width))
-    comm.Alltoallv([np.ascontiguousarray(flat[order]), send_counts * width],
-                   [received, recv_counts * width])
+    order, send_counts, recv_counts = _route(comm, dest)
+    recv_ids = _exchange(comm, ids[order], send_counts, recv_counts)
+    received = _exchange(comm, flat[order], send_counts, recv_counts)
     start, stop = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
     block = np.full((stop - start, width), np.nan if fill is None else float(fill))
     block[recv_ids - start] = received

@@ -29,7 +29,7 @@ from core.types import FloatArray
 from fea.backend import load_backend
 from fea.errors import BoundaryConditionError, SolverError
 from fea.loads import LoadPatch
-from fea.partition import MeshPart, fetch_rows, push_rows
+from fea.partition import MeshPart, fetch_rows, positions, push_rows
 from fea.pmultigrid import BASIX_TET_EDGES, P1CoarseLevel, rigid_body_modes
 from fea.types import (
     CaseSolution,
@@ -214,9 +214,11 @@ class ElasticModel:
         self.num_local_cells = self.domain.topology.index_map(tdim).size_local
         self._cell_map = np.asarray(self.domain.topology.original_cell_index, dtype=np.int64)
         self.original_cells = self._cell_map[: self.num_local_cells]
-        # Mesh nodes of every local cell (owned and ghost), in the mesh's node order.
-        self._cell_nodes = self._cell_rows(mesh.cells if isinstance(mesh, TetMesh)
-                                           else part.cells)
+        # Mesh nodes of every local cell (owned and ghost), in the mesh's node order: the
+        # P2 space's mid-edge nodes and corner strains need them (the same on every rank).
+        self._cell_nodes = (self._cell_rows(mesh.cells if isinstance(mesh, TetMesh)
+                                            else part.cells)
+                            if self.options.degree == 2 else np.zeros((0, 4), np.int64))
         self.V = dolfinx.fem.functionspace(self.domain, ("Lagrange", self.options.degree, (3,)))
         dg0 = dolfinx.fem.functionspace(self.domain, ("DG", 0))
         self._per_point = modulus.ndim == 2
@@ -480,11 +482,8 @@ class ElasticModel:
 
     def _blocks_of(self, nodes: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """(k,) int64 local dof block of each of ``nodes`` (mesh numbers), -1 where none here."""
-        nodes = np.asarray(nodes, dtype=np.int64).reshape(-1)
-        if self._local_nodes.size == 0:
-            return np.full(nodes.size, -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self._local_nodes, nodes), self._local_nodes.size - 1)
-        return np.where(self._local_nodes[at] == nodes, self._local_blocks[at], -1)
+        at = positions(self._local_nodes, nodes)
+        return np.where(at >= 0, self._local_blocks[at], -1)
 
     def _owned_node_dof_map(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(mesh nodes, local dof blocks) of the nodes whose dofs this rank owns."""

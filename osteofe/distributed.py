@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fea.failure import FailureAnalysis, principal_strains
-from fea.partition import MeshPart, scatter_part, scatter_rows
+from fea.partition import MeshPart, positions, scatter_part, scatter_rows
 from osteofe.parallel import on_root
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from osteofe.pipeline import PreparedModel
 
 __all__ = ["FIELD_FILES", "Partitioned", "RankShare", "distribute_model", "field_data",
-           "fields_prestage", "load_from_staging", "mean_displacement",
+           "fields_prestage", "load_from_staging", "mean_displacement", "picture_surface",
            "release_freed_memory"]
 
 #: The files of the parallel field output (an XDMF file and its HDF5 heavy data).
@@ -123,8 +123,8 @@ class RankShare:
             the whole model where kept) and then the field files; removed by the caller.
         criteria: Load case name -> its criterion's file in ``staging``.
         whole_model: The whole model's file in ``staging``, or None (not kept).
-        surface_nodes: (s,) int64 the boundary and support nodes (for the picture).
-        surface_points: (s, 3) float64 their coordinates, mm.
+        surface: Rank 0: :func:`picture_surface` of the whole model (the risk picture's
+            mesh); None on the other ranks, which draw nothing.
     """
 
     part: MeshPart
@@ -135,8 +135,18 @@ class RankShare:
     staging: Path
     criteria: dict[str, str]
     whole_model: str | None
-    surface_nodes: npt.NDArray[np.int64]
-    surface_points: npt.NDArray[np.float64]
+    surface: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None
+
+
+def picture_surface(prepared: PreparedModel
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """(s,) int64 the boundary and support nodes and (s, 3) their coordinates, mm.
+
+    The risk picture is drawn on these alone (:func:`osteofe.render.render_risk_picture`).
+    """
+    nodes = np.unique(np.concatenate([np.asarray(prepared.boundary).ravel(),
+                                      np.asarray(prepared.fixed_nodes).ravel()]))
+    return nodes, np.asarray(prepared.mesh.points[nodes])
 
 
 def distribute_model(
@@ -169,6 +179,8 @@ def distribute_model(
         :class:`Partitioned` stand-ins, and this rank's :class:`RankShare`. The caller drops
         its reference to the whole model, so that no rank keeps it.
     """
+    surface: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
+
     def on_rank_0() -> tuple[Any, ...]:
         assert prepared is not None
         folder = staging()
@@ -181,19 +193,17 @@ def distribute_model(
             if keep_whole:
                 whole = "model.pkl"
                 _pickle_to(folder / whole, prepared)
-            nodes = np.unique(np.concatenate([np.asarray(prepared.boundary).ravel(),
-                                              np.asarray(prepared.fixed_nodes).ravel()]))
+            surface.append(picture_surface(prepared))  # kept on rank 0, not sent
             light = replace(prepared, mesh=cast(Any, Partitioned("mesh")),
                             material=cast(Any, Partitioned("material field")),
                             modulus_points=None)
-            return (light, volume_record(prepared), folder, names, whole, nodes,
-                    np.asarray(prepared.mesh.points[nodes]),
+            return (light, volume_record(prepared), folder, names, whole,
                     float(prepared.material.poisson_ratio))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    light, record, folder, names, whole, nodes, points, nu = on_root(comm, on_rank_0)
+    light, record, folder, names, whole, nu = on_root(comm, on_rank_0)
     mesh: TetMesh | None = None
     columns: tuple[npt.NDArray[Any] | None, ...] = (None, None, None, None)
     if comm.rank == 0:
@@ -207,7 +217,7 @@ def distribute_model(
     cell_fields = {"E_MPa": modulus, "rho_ash_g_cm3": rho_ash, "HU": hu,
                    "region_tag": part.cell_tags.astype(np.float64)}
     return light, RankShare(part, moduli, cell_fields, nu, record, folder, names, whole,
-                            nodes, points)
+                            surface[0] if surface else None)
 
 
 def _pickle_to(path: Path, value: Any) -> None:
@@ -238,15 +248,12 @@ def mean_displacement(solution: CaseSolution, nodes: npt.NDArray[np.int64],
     from mpi4py import MPI
 
     assert solution.node_ids is not None
-    order = np.argsort(solution.node_ids)
-    found = np.searchsorted(solution.node_ids, nodes, sorter=order)
-    found = np.minimum(found, max(solution.node_ids.size - 1, 0))
-    mine = solution.node_ids.size > 0
-    hit = (solution.node_ids[order[found]] == nodes) if mine else np.zeros(nodes.size, bool)
+    rows = positions(solution.node_ids, nodes)
+    rows = rows[rows >= 0]
     local = np.zeros(4)
-    if mine and hit.any():
-        local[:3] = solution.displacement_mm[order[found[hit]]].sum(axis=0)
-    local[3] = float(hit.sum())
+    if rows.size:
+        local[:3] = solution.displacement_mm[rows].sum(axis=0)
+    local[3] = float(rows.size)
     total = np.empty(4)
     comm.Allreduce(local, total, op=MPI.SUM)
     return np.asarray(total[:3] / max(total[3], 1.0))

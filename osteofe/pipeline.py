@@ -72,6 +72,7 @@ from osteofe.distributed import (
     load_from_staging,
     mean_displacement,
     move_fields,
+    picture_surface,
     release_freed_memory,
 )
 from osteofe.guards import (
@@ -941,8 +942,8 @@ def _analyse(request: StrengthRequest, config: Config, out_dir: str | Path,
                 _plot_curve(stage / f"force_displacement_{name}.png", curve, name,
                             result.case(name))
             if picture:
-                surface = ((share.surface_nodes, share.surface_points) if share is not None
-                           else None)
+                surface = picture_surface(prepared) if share is None else share.surface
+                assert surface is not None, "rank 0 keeps the picture's surface"
                 _write_picture(stage / "femur_risk.png", prepared, analyses, governing, result,
                                surface)
             timings["total"] = round(time.perf_counter() - total_start, 4)
@@ -1383,18 +1384,14 @@ def _write_fields(path: Path, prepared: PreparedModel, solutions: dict[str, Any]
 
 def _write_picture(path: Path, prepared: PreparedModel, analyses: dict[str, FailureAnalysis],
                    governing: CaseResult, result: StrengthResult,
-                   surface: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None
-                   ) -> None:
+                   surface: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]) -> None:
     """The risk picture on the bone surface.
 
-    ``surface``: (nodes, points) of the boundary and support nodes (a distributed run, whose
-    ranks have no whole mesh); None: taken from the whole mesh.
+    ``surface``: :func:`osteofe.distributed.picture_surface` of the model (rank 0 keeps it
+    on a distributed run, whose ranks have no whole mesh).
     """
     from osteofe.render import render_risk_picture
 
-    if surface is None:
-        nodes = np.unique(np.concatenate([prepared.boundary.ravel(), prepared.fixed_nodes]))
-        surface = (nodes, np.asarray(prepared.mesh.points[nodes]))
     nodes, points = surface
     name = governing.load_case
     patch = prepared.loads[name].patch

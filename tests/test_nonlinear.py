@@ -32,16 +32,26 @@ def test_curve_shape_and_secant_modulus():
     assert mat.secant_modulus(np.array([0.008])) == pytest.approx([50.0 / 0.008])
 
 
+def _bar(length: float, layers: int, yield_stress, min_stress: float):
+    """A 10 x 10 mm bar of ``layers`` cube layers along z, and softening curves per cell.
+
+    Returns the mesh, the material (E 10 GPa, plateau end 0.01, softening -2 GPa, nu 0),
+    the top nodes (pushed) and the bottom nodes (fixed).
+    """
+    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, layers))
+    n = mesh.num_cells
+    mat = SofteningMaterial(np.full(n, 10000.0), np.broadcast_to(yield_stress, n).copy(),
+                            np.full(n, 0.01), np.full(n, -2000.0), np.full(n, min_stress), 0.0)
+    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
+    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    return mesh, mat, top, bottom
+
+
 def test_bar_force_displacement_follows_the_material_curve():
     # nu = 0 and a rigid plate on top: the strain is exactly uniaxial and uniform, so the
     # head force is A sigma(delta / L) at every increment, peaking at A * yield stress.
     length, area = 50.0, 100.0
-    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 10))
-    n = mesh.num_cells
-    mat = SofteningMaterial(np.full(n, 10000.0), np.full(n, 50.0), np.full(n, 0.01),
-                            np.full(n, -2000.0), np.full(n, 10.0), 0.0)
-    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
-    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    mesh, mat, top, bottom = _bar(length, 10, 50.0, 10.0)
     curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
                                             step_mm=0.05, max_increments=40)
     strain = curve.displacement_mm / length
@@ -57,14 +67,9 @@ def test_bar_force_displacement_follows_the_material_curve():
 def test_weak_layer_lowers_the_peak_in_proportion():
     # A layer with half the yield stress carries the whole force: peak = A * S_weak.
     length, area = 40.0, 100.0
-    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 8))
-    z = mesh.centroids()[:, 2]
-    yield_stress = np.where((z > 20.0) & (z < 25.0), 25.0, 50.0)
-    n = mesh.num_cells
-    mat = SofteningMaterial(np.full(n, 10000.0), yield_stress, np.full(n, 0.01),
-                            np.full(n, -2000.0), np.full(n, 5.0), 0.0)
-    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
-    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    z = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 8)).centroids()[:, 2]
+    mesh, mat, top, bottom = _bar(length, 8, np.where((z > 20.0) & (z < 25.0), 25.0, 50.0),
+                                  5.0)
     curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
                                             step_mm=0.02, max_increments=60)
     assert curve.peak_force_n == pytest.approx(area * 25.0, rel=1e-3)
@@ -82,13 +87,8 @@ def test_ranks_agree_on_rebuilding_the_preconditioner(monkeypatch):
     rank = MPI.COMM_WORLD.rank
     monkeypatch.setattr(fea.nonlinear._PreconditionerReuse, "refresh_due",
                         property(lambda self: rank == MPI.COMM_WORLD.size - 1))
-    length, area = 40.0, 100.0
-    mesh = box_mesh([0, 0, 0], [10, 10, length], (2, 2, 8))
-    n = mesh.num_cells
-    mat = SofteningMaterial(np.full(n, 10000.0), np.full(n, 50.0), np.full(n, 0.01),
-                            np.full(n, -2000.0), np.full(n, 5.0), 0.0)
-    top = np.flatnonzero(mesh.points[:, 2] > length - 1e-9)
-    bottom = np.flatnonzero(mesh.points[:, 2] < 1e-9)
+    area = 100.0
+    mesh, mat, top, bottom = _bar(40.0, 8, 50.0, 5.0)
     curve = displacement_controlled_failure(mesh, mat, bottom, top, [0.0, 0.0, -1.0],
                                             step_mm=0.05, max_increments=20)
     assert curve.peak_force_n == pytest.approx(area * 50.0, rel=1e-3)

@@ -18,6 +18,7 @@ from fea.partition import (
     MeshPart,
     block_bounds,
     fetch_rows,
+    positions,
     push_rows,
     scatter_part,
     scatter_rows,
@@ -68,6 +69,15 @@ def test_pushed_rows_form_the_blocks_of_the_whole_array_and_missing_rows_take_th
     np.testing.assert_array_equal(sparse, expected[bounds[comm.rank]:bounds[comm.rank + 1]])
     with pytest.raises(ValueError, match="held by no rank"):
         push_rows(comm, even, whole[even], 29)
+
+
+def test_positions_are_those_of_a_dictionary_lookup():
+    keys = np.array([40, 7, 19, 3, 88])
+    queries = np.array([19, 5, 88, 3, 3, 100, 40])
+    lookup = {k: i for i, k in enumerate(keys.tolist())}
+    assert positions(keys, queries).tolist() == [lookup.get(q, -1) for q in queries.tolist()]
+    assert positions(np.zeros(0, dtype=np.int64), queries).tolist() == [-1] * queries.size
+    assert positions(keys, np.zeros(0, dtype=np.int64)).shape == (0,)
 
 
 def test_fetch_refuses_a_block_of_the_wrong_length_and_rows_out_of_range():
